@@ -1,0 +1,439 @@
+"""The background buffer: queues filled by the training thread, one worker thread that writes the journal.
+
+``from ml_dash.buffer import BufferConfig`` is the public part; `Buffer` is the engine behind an Experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from . import console
+from .config import BufferConfig
+from .journal import ExperimentDir, iso, read_json, write_json_atomic
+from .values import Deferred, resolve_row
+
+__all__ = ["BufferConfig", "Buffer"]
+
+HEARTBEAT_EVERY = 5.0
+FSYNC_EVERY = 1.0
+
+
+class Buffer:
+    """Pending records of one experiment and the worker that writes them to its `.dash` folder."""
+
+    def __init__(self, jdir: ExperimentDir, config: BufferConfig, on_flushed: Callable[[dict[str, int]], None] | None = None) -> None:
+        self.jdir = jdir
+        self.config = config
+        self.logs: deque[tuple[float, str, str, Any]] = deque()
+        self.metrics: deque[tuple[str | None, dict[str, Any]]] = deque()
+        self.tracks: deque[tuple[str, dict[str, Any]]] = deque()
+        self.params: deque[dict[str, Any]] = deque()
+        self.files: deque[tuple[Path, dict[str, Any]]] = deque()
+        # records whose write failed, kept in order per kind and retried (bounded by max_pending_items)
+        self._retry: dict[str, list[Any]] = {"logs": [], "metrics": [], "tracks": [], "params": []}
+        self.accepted = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
+        self.written = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
+        self.lost = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
+        self.sync_mode = not config.buffer_enabled
+        self.trigger = 1 if self.sync_mode else max(1, min(10_000, config.max_pending_items // 4))
+        self._wake = threading.Event()
+        self._io_lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._stop = False
+        self._flush_waiters: list[threading.Event] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._publishing: list[tuple[Future[dict[str, Any]], Path, dict[str, Any]]] = []
+        self._last_fsync = 0.0
+        self._last_heartbeat = time.monotonic()
+        self._last_flush = time.monotonic()
+        self._error: str | None = None
+        self._warned: set[str] = set()
+        self._warned_pressure = False
+        self.progress = 0  # bumps on every successful write: close waits while this moves
+        self.on_flushed = on_flushed
+        self.listeners: list[Callable[[], None]] = []  # replicators: told after each write
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.sync_mode or (self._thread is not None and self._thread.is_alive()):
+            return
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=f"ml-dash-writer[{self.jdir.prefix}]", daemon=True)
+        self._thread.start()
+
+    def after_fork_in_child(self) -> None:
+        """A forked child: forget the parent's pending data and worker; write through from now on."""
+        for q in (self.logs, self.metrics, self.tracks, self.params, self.files):
+            q.clear()
+        for v in self._retry.values():
+            v.clear()
+        self._io_lock = threading.RLock()
+        self._wake = threading.Event()
+        self._thread = None
+        self._pool = None
+        self._publishing = []
+        self._flush_waiters = []
+        self.sync_mode = True
+        self.trigger = 1
+        self.listeners = []
+        self.jdir.after_fork()
+        self._pid = os.getpid()
+        for k in self.accepted:
+            self.accepted[k] = self.written[k] = 0
+
+    def pending(self) -> int:
+        return (len(self.logs) + len(self.metrics) + len(self.tracks) + len(self.params) + len(self.files)
+                + sum(len(v) for v in self._retry.values()) + len(self._publishing))
+
+    # ---- producer side (called from the training loop) ------------------------------------------------------
+    def kick(self) -> None:
+        """Called by a producer when a queue reached the trigger size."""
+        if self.sync_mode:
+            self.drain(final=False)
+            return
+        self._wake.set()
+        limit = self.config.max_pending_items
+        if self.pending() >= limit:
+            self._backpressure(limit)
+
+    def _backpressure(self, limit: int) -> None:
+        if not self._warned_pressure:
+            self._warned_pressure = True
+            console.warn(f"{self.pending():,} records are waiting to be written for {self.jdir.prefix} "
+                         f"(limit max_pending_items={limit:,}); slowing the training loop until they are written")
+        deadline = time.monotonic() + self.config.close_timeout
+        last = self.progress
+        while self.pending() >= limit:
+            self._wake.set()
+            time.sleep(0.001)
+            if self.progress != last:
+                last = self.progress
+                deadline = time.monotonic() + self.config.close_timeout
+            elif time.monotonic() > deadline or self._thread is None or not self._thread.is_alive():
+                self._shed(limit)
+                return
+
+    def _shed(self, limit: int) -> None:
+        """Last resort while the disk is failing and memory is full: drop the newest, counted and reported."""
+        with self._io_lock:
+            for kind, q in (("metrics", self.metrics), ("logs", self.logs), ("tracks", self.tracks)):
+                while self.pending() >= limit and q:
+                    q.pop()
+                    self.lost[kind] += 1
+        console.warn(f"could not write to {self.jdir.path} for {self.config.close_timeout:.0f}s and "
+                     f"{limit:,} records are held in memory: dropping new records "
+                     f"(lost so far: {self._lost_text()}); last error: {self._error}")
+
+    def _lost_text(self) -> str:
+        return ", ".join(f"{n} {k}" for k, n in self.lost.items() if n) or "none"
+
+    # ---- worker ------------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        cfg = self.config
+        while True:
+            self._wake.wait(cfg.write_interval)
+            self._wake.clear()
+            if os.getpid() != self._pid:  # pragma: no cover - forked child copies never run this thread
+                return
+            try:
+                stop = self._stop
+                waiters, self._flush_waiters = self._flush_waiters, []
+                now = time.monotonic()
+                due = bool(waiters) or stop or now - self._last_flush >= cfg.flush_interval \
+                    or len(self.files) >= cfg.file_batch_size
+                self.drain(final=due, fsync=due)
+                if due:
+                    self._last_flush = now
+                if waiters:
+                    self.wait_files(None)
+                    self.drain(final=True, fsync=True)
+                    for w in waiters:
+                        w.set()
+                if now - self._last_heartbeat >= HEARTBEAT_EVERY and not stop:
+                    self._last_heartbeat = now
+                    try:
+                        self.jdir.update_info(heartbeatAt=iso(time.time()))
+                    except OSError as e:
+                        self._note_error("experiment.json", e)
+                if stop and self.pending() == 0:
+                    return
+            except Exception as e:  # the worker must never die
+                self._note_error("worker", e)
+                time.sleep(0.05)
+
+    def _note_error(self, what: str, e: BaseException) -> None:
+        msg = f"{type(e).__name__}: {e}"
+        self._error = msg
+        key = f"{what}:{type(e).__name__}:{getattr(e, 'errno', '')}"
+        if key not in self._warned:
+            self._warned.add(key)
+            console.warn(f"could not write {what} of {self.jdir.prefix} ({msg}); keeping the data in memory "
+                         f"and retrying (pending: {self.pending():,})")
+
+    def drain(self, final: bool = False, fsync: bool = False) -> None:
+        """Write everything queued so far. ``final`` also publishes files; ``fsync`` makes it durable."""
+        with self._io_lock:
+            wrote = False
+            wrote |= self._drain_kind("params", self.params, self._write_params)
+            wrote |= self._drain_kind("logs", self.logs, self.jdir.append_logs)
+            wrote |= self._drain_kind("metrics", self.metrics, self._write_metrics)
+            wrote |= self._drain_kind("tracks", self.tracks, self._write_tracks)
+            if final or self.sync_mode:
+                self._start_files()
+            self._finish_files()
+            now = time.monotonic()
+            if fsync or self.sync_mode or (wrote and now - self._last_fsync >= FSYNC_EVERY):
+                try:
+                    self.jdir.fsync()
+                    self._last_fsync = now
+                except OSError as e:
+                    self._note_error("fsync", e)
+        if wrote:
+            for listener in self.listeners:
+                listener()
+
+    def _drain_kind(self, kind: str, q: deque[Any], write: Callable[[list[Any]], None]) -> bool:
+        n = len(q)
+        retry = self._retry[kind]
+        if not n and not retry:
+            return False
+        items = retry + [q.popleft() for _ in range(n)] if retry else [q.popleft() for _ in range(n)]
+        try:
+            write(items)
+        except (OSError, ValueError, TypeError) as e:
+            self._retry[kind] = items
+            self._note_error(kind if kind != "metrics" else "metric rows", e)
+            return False
+        self._retry[kind] = []
+        if kind != "params":
+            self.written[kind] += len(items)
+        if self._error is not None and kind != "params":
+            console.warn(f"writing {self.jdir.prefix} works again; {len(items)} delayed {kind} record(s) written")
+            self._error = None
+            self._warned.clear()
+        self.progress += 1
+        return True
+
+    def _write_params(self, items: list[dict[str, Any]]) -> None:
+        merged: dict[str, Any] = {}
+        for d in items:
+            merged.update(d)
+        self.jdir.set_params(merged)
+
+    def _write_metrics(self, items: list[tuple[str | None, dict[str, Any]]]) -> None:
+        groups: dict[str | None, list[dict[str, Any]]] = {}
+        for name, row in items:
+            g = groups.get(name)
+            if g is None:
+                groups[name] = g = []
+            g.append(row)
+        for name, rows in groups.items():
+            for row in rows:
+                for v in row.values():
+                    if type(v) is Deferred:
+                        resolve_row(row)
+                        break
+            self.jdir.append_metrics(name, rows)
+
+    def _write_tracks(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for topic, entry in items:
+            groups.setdefault(topic, []).append(entry)
+        for topic, entries in groups.items():
+            for e in entries:
+                resolve_row(e)
+            self.jdir.append_tracks(topic, entries)
+
+    # ---- files ------------------------------------------------------------------------------------------------
+    def _start_files(self) -> None:
+        if not self.files:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.config.file_upload_workers, thread_name_prefix="ml-dash-files")
+        while self.files:
+            staged, entry = self.files.popleft()
+            self._publishing.append((self._pool.submit(_prepare_file, staged, entry), staged, entry))
+
+    def _finish_files(self, block: bool = False) -> list[dict[str, Any]]:
+        if not self._publishing:
+            return []
+        ready = [x for x in self._publishing if block or x[0].done()]
+        if not ready:
+            return []
+        items: list[tuple[Path, dict[str, Any]]] = []
+        failed = []
+        for fut, staged, entry in ready:
+            try:
+                items.append((fut.result(), entry))
+            except Exception as e:
+                failed.append((staged, entry))
+                self._note_error(f"file {entry['filename']}", e)
+        try:
+            published = self.jdir.publish_files(items)
+        except OSError as e:
+            self._note_error("files index", e)
+            return []
+        ids = {id(x) for x in ready}
+        self._publishing = [x for x in self._publishing if id(x) not in ids]
+        for staged, entry in failed:  # retried at the next flush
+            self.files.append((staged, entry))
+        for staged, _ in items:
+            _cleanup_staging(staged)
+        self.written["files"] += len(published)
+        if published:
+            self.progress += 1
+        return published
+
+    def wait_files(self, report: Callable[[dict[str, Any]], None] | None) -> None:
+        """Publish all staged files now, calling ``report`` for each as it lands."""
+        with self._io_lock:
+            self._start_files()
+            pending = list(self._publishing)
+        for fut, _, entry in pending:
+            try:
+                fut.result(timeout=self.config.close_timeout or None)
+            except Exception:
+                pass
+        with self._io_lock:
+            published = self._finish_files(block=True)
+        if report:
+            for e in published:
+                report(e)
+
+    # ---- flush / close ------------------------------------------------------------------------------------------
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write, publish and fsync everything accepted before the call. False if it timed out."""
+        if self.sync_mode or self._thread is None or not self._thread.is_alive() or threading.current_thread() is self._thread:
+            self.drain(final=True)
+            self.wait_files(None)
+            self.drain(final=True, fsync=True)
+            return self.pending() == 0
+        ev = threading.Event()
+        self._flush_waiters.append(ev)
+        self._wake.set()
+        return self._wait_progress(ev.wait, timeout)
+
+    def _wait_progress(self, wait: Callable[[float], bool], timeout: float | None) -> bool:
+        limit = self.config.close_timeout if timeout is None else timeout
+        last = self.progress
+        stalled_since = time.monotonic()
+        while True:
+            if wait(0.1):
+                return True
+            if self.progress != last and timeout is None:
+                last = self.progress
+                stalled_since = time.monotonic()
+            elif time.monotonic() - stalled_since >= limit:
+                return False
+
+    def stop(self) -> bool:
+        """Stop the worker after it wrote everything; False if the store made no progress for close_timeout."""
+        t = self._thread
+        if t is None or not t.is_alive():
+            self.drain(final=True)
+            self.wait_files(None)
+            self.drain(final=True, fsync=True)
+            ok = self.pending() == 0
+        else:
+            self._stop = True
+            self._wake.set()
+
+            def joined(s: float) -> bool:
+                t.join(s)
+                return not t.is_alive()
+
+            ok = self._wait_progress(joined, None)
+            if ok:
+                self._thread = None
+        if self._pool is not None and ok:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+        return ok and self.pending() == 0
+
+
+def _prepare_file(staged: Path, entry: dict[str, Any]) -> Path:
+    """Pool task: make sure the staged content is there (copy large sources now), checksum it."""
+    content = staged
+    if not content.exists():
+        src = entry.pop("_source", None)
+        if src is None:
+            raise FileNotFoundError(f"staged content of {entry['filename']} is missing")
+        tmp = content.with_name(content.name + ".part")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, content)
+    entry.pop("_source", None)
+    h = hashlib.sha256()
+    size = 0
+    with open(content, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            h.update(chunk)
+            size += len(chunk)
+    entry["checksum"] = h.hexdigest()
+    entry["sizeBytes"] = size
+    return content
+
+
+def _cleanup_staging(staged: Path) -> None:
+    folder = staged.parent
+    try:
+        (folder / "entry.json").unlink(missing_ok=True)
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def stage_dir(jdir: ExperimentDir) -> Path:
+    d = jdir.private / "staging"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def recover_staged(jdir: ExperimentDir) -> list[tuple[Path, dict[str, Any]]]:
+    """Staged files of a process that died before publishing them: publish them now."""
+    out: list[tuple[Path, dict[str, Any]]] = []
+    base = jdir.private / "staging"
+    if not base.is_dir():
+        return out
+    for folder in sorted(base.iterdir()):
+        entry = read_json(folder / "entry.json")
+        if not isinstance(entry, dict):
+            continue
+        pid = entry.get("_pid")
+        if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+            continue
+        content = folder / "content"
+        if content.exists() or entry.get("_source"):
+            entry.pop("_pid", None)
+            out.append((content, entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_entry(folder: Path, entry: dict[str, Any]) -> None:
+    write_json_atomic(folder / "entry.json", dict(entry, _pid=os.getpid()), fsync=False)
+
+
+_ = sys

@@ -1,0 +1,606 @@
+"""`Experiment`: the API the training script calls. Every write validates its input, queues it, and returns."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from . import console, lifecycle
+from .buffer import Buffer, recover_staged, stage_dir, write_entry
+from .config import BufferConfig, env_flag
+from .journal import ExperimentDir, iso, new_id, now_iso, read_json
+from .names import file_name, logical_dir, metric_segments, split_path
+from .reader import LogsView, MetricsView, TracksView, FilesView, merge_tracks
+from .values import PLAIN, MAX_STR, convert, convert_fields, flatten
+
+LEVELS = ("info", "warn", "error", "debug", "fatal")
+_time = time.time
+
+
+class Experiment:
+    """One experiment run, stored under ``<dash_root>/<prefix>/``.
+
+    >>> with Experiment("my-project/exp").run as exp:
+    ...     exp.metrics("train").log(step=0, loss=0.5)
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        dash_root: str | os.PathLike[str] | None = None,
+        dash_url: str | bool | None = None,
+        buffer_config: BufferConfig | None = None,
+        description: str | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        echo: bool | None = None,
+        stores: list[str] | None = None,
+    ) -> None:
+        if buffer_config is not None and not isinstance(buffer_config, BufferConfig):
+            raise TypeError(f"buffer_config must be an ml_dash.buffer.BufferConfig, got {type(buffer_config).__name__}")
+        if tags is not None and (not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags)):
+            raise TypeError("tags must be a list of strings")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError("metadata must be a dict")
+        if dash_root is None:
+            dash_root = os.environ.get("ML_DASH_ROOT") or ".dash"
+        self._dir = ExperimentDir(dash_root, prefix)
+        self.config = buffer_config if buffer_config is not None else BufferConfig()
+        if dash_url is True:
+            dash_url = os.environ.get("ML_DASH_API_URL")
+            if not dash_url:
+                raise ValueError("dash_url=True reads ML_DASH_API_URL, which is not set")
+        if dash_url is not None and dash_url is not False and not isinstance(dash_url, str):
+            raise TypeError("dash_url must be a URL string, True or None")
+        self.dash_url: str | None = dash_url or None
+        self.store_names: list[str] = list(stores or [])
+        self.description = description
+        self.tags = list(tags) if tags is not None else None
+        self.metadata = metadata
+        self.echo = env_flag("ML_DASH_ECHO") if echo is None else bool(echo)
+        self.status: str | None = None
+        self.status_reason: str | None = None
+        self._buf: Buffer | None = None
+        self._state_lock = threading.RLock()
+        self._replicators: list[Any] = []
+        self.run = RunManager(self)
+        self.logs = Logs(self)
+        self.params = Params(self)
+        self.metrics = Metrics(self)
+        self.tracks = Tracks(self)
+        self.files = Files(self)
+        self._reported_lost = False
+
+    # ---- identity --------------------------------------------------------------------------------------------
+    @property
+    def prefix(self) -> str:
+        return self._dir.prefix
+
+    @property
+    def project(self) -> str:
+        return self._dir.project
+
+    @property
+    def name(self) -> str:
+        return self._dir.name
+
+    @property
+    def folder(self) -> Path:
+        return self._dir.path
+
+    @property
+    def dash_root(self) -> Path:
+        return self._dir.root
+
+    @property
+    def is_open(self) -> bool:
+        return self._buf is not None
+
+    def __repr__(self) -> str:
+        return f"Experiment({self.prefix!r}, dash_root={str(self._dir.root)!r}, status={self.status!r})"
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------------
+    def _open(self) -> Buffer:
+        with self._state_lock:
+            if self._buf is not None:
+                return self._buf
+            self._dir.open_info(self.description, self.tags, self.metadata)
+            buf = Buffer(self._dir, self.config)
+            for staged, entry in recover_staged(self._dir):
+                buf.files.append((staged, entry))
+            self.status = "RUNNING"
+            self.status_reason = None
+            self._replicators = lifecycle.open_stores(self, buf)
+            buf.start()
+            self._buf = buf
+            lifecycle.register(self)
+            return buf
+
+    def _writer(self) -> Buffer:
+        buf = self._buf
+        if buf is None:
+            if self.status is not None:
+                raise RuntimeError(f"experiment {self.prefix!r} is closed ({self.status}); "
+                                   "call exp.run.start() to reopen it before logging")
+            buf = self._open()
+        return buf
+
+    def _close(self, status: str, reason: str | None) -> None:
+        with self._state_lock:
+            buf = self._buf
+            if buf is None:
+                return
+            quiet = bool(self.config.quiet)
+            recorded = sum(buf.accepted.values()) + len(buf.files) > 0
+            if recorded:
+                console.say("[ML-Dash] Flushing buffered data...", quiet)
+                a = buf.accepted
+                console.say(f"[ML-Dash]   - {a['logs']} log(s), {a['metrics']} metric(s), {a['tracks']} track(s), "
+                            f"{a['files']} file(s)", quiet)
+            n_files = len(buf.files) + len(buf._publishing)
+            if n_files:
+                console.say(f"[ML-Dash]   Uploading {n_files} file(s)...", quiet)
+                k = [0]
+
+                def report(entry: dict[str, Any]) -> None:
+                    k[0] += 1
+                    console.say(f"[ML-Dash]   [{k[0]}/{n_files}] Uploaded {entry['filename']}", quiet)
+
+                buf.wait_files(report)
+            ok = buf.flush(None)
+            ok = buf.stop() and ok
+            rep_ok = lifecycle.close_stores(self, self._replicators, status)
+            self.status = status
+            self.status_reason = reason
+            try:
+                self._dir.update_info(status=status, statusReason=reason, heartbeatAt=now_iso(),
+                                      endedAt=now_iso())
+            except OSError as e:
+                console.warn(f"could not record status {status} of {self.prefix} ({e})")
+                ok = False
+            lost = sum(buf.lost.values())
+            if recorded or not ok:
+                if ok and rep_ok and not lost:
+                    console.say("[ML-Dash] ✓ All data flushed successfully", quiet)
+                else:
+                    parts = []
+                    if buf.pending():
+                        parts.append(f"{buf.pending():,} record(s) could not be written to {self.folder}"
+                                     f" (last error: {buf._error})")
+                    if lost:
+                        parts.append(f"lost while the disk was failing: {buf._lost_text()}")
+                    if not rep_ok:
+                        parts.append("some data is not yet delivered to other stores; it is safe in "
+                                     f"{self.folder} and `ml-dash sync` delivers it later")
+                    console.say("[ML-Dash] ⚠ Not everything was flushed: " + "; ".join(parts), quiet and ok)
+            mark = {"COMPLETED": "✓ Experiment completed", "FAILED": "✗ Experiment failed",
+                    "CANCELLED": "⚠ Experiment cancelled"}.get(status, f"Experiment {status.lower()}")
+            if recorded:
+                console.say(f"{mark}: {self.name}", quiet)
+            self._dir.close()
+            self._buf = None
+            lifecycle.unregister(self)
+            lifecycle.hook_finished(self, status)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Return once everything logged before the call is written and fsync'd (and delivered to other stores).
+
+        Returns False when a store made no progress for ``timeout`` (default ``close_timeout``) seconds; the data
+        is then still pending, safe in memory or on disk, and a warning says so.
+        """
+        buf = self._buf
+        if buf is None:
+            return True
+        ok = buf.flush(timeout)
+        ok = lifecycle.flush_stores(self, self._replicators, timeout) and ok
+        if not ok:
+            console.warn(f"flush of {self.prefix} did not finish: {buf.pending():,} record(s) still pending "
+                         f"(last error: {buf._error}); they are kept and retried")
+        lifecycle.hook_flushed(self, dict(buf.written))
+        return ok
+
+    def log(self, message: str, level: str = "info", metadata: dict[str, Any] | None = None, **fields: Any) -> None:
+        """Record one log line. Extra keyword fields go into its metadata."""
+        if type(message) is not str:
+            if not isinstance(message, str):
+                raise TypeError(f"log message must be a string, got {type(message).__name__}")
+        elif len(message) > MAX_STR:
+            raise ValueError(f"log message of {len(message)} characters is too long (max {MAX_STR})")
+        if level not in LEVELS:
+            raise ValueError(f"log level must be one of {', '.join(LEVELS)}; got {level!r}")
+        if metadata is not None or fields:
+            if metadata is not None and not isinstance(metadata, dict):
+                raise TypeError("log metadata must be a dict")
+            meta = convert(dict(metadata or {}), "metadata")
+            meta.update(convert_fields(fields))
+        else:
+            meta = None
+        buf = self._buf or self._writer()
+        q = buf.logs
+        q.append((_time(), level, message, meta))
+        buf.accepted["logs"] += 1
+        if self.echo:
+            console.say(f"[{level.upper()}] {message}")
+        if len(q) >= buf.trigger:
+            buf.kick()
+
+    def __enter__(self) -> Experiment:
+        return self.run.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.run.__exit__(*exc)
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError("an open Experiment cannot be pickled; pickle its prefix and dash_root instead")
+
+
+class RunManager:
+    """``exp.run``: start/complete/fail/cancel, and the context manager ``with exp.run as exp:``."""
+
+    def __init__(self, exp: Experiment) -> None:
+        self._exp = exp
+
+    def start(self) -> Experiment:
+        self._exp._open()
+        lifecycle.hook_started(self._exp)
+        return self._exp
+
+    def complete(self, reason: str | None = None) -> None:
+        self._exp._close("COMPLETED", reason)
+
+    def fail(self, reason: str | None = None) -> None:
+        self._exp._close("FAILED", reason)
+
+    def cancel(self, reason: str | None = None) -> None:
+        self._exp._close("CANCELLED", reason)
+
+    def __enter__(self) -> Experiment:
+        return self.start()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.complete()
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.cancel("KeyboardInterrupt")
+        else:
+            self.fail(f"{exc_type.__name__}: {exc}"[:500])
+
+
+class Logs:
+    """``exp.logs``: level helpers and ``read()``."""
+
+    def __init__(self, exp: Experiment) -> None:
+        self._exp = exp
+
+    def info(self, message: str, **fields: Any) -> None:
+        self._exp.log(message, "info", **fields)
+
+    def warn(self, message: str, **fields: Any) -> None:
+        self._exp.log(message, "warn", **fields)
+
+    warning = warn
+
+    def error(self, message: str, **fields: Any) -> None:
+        self._exp.log(message, "error", **fields)
+
+    def debug(self, message: str, **fields: Any) -> None:
+        self._exp.log(message, "debug", **fields)
+
+    def fatal(self, message: str, **fields: Any) -> None:
+        self._exp.log(message, "fatal", **fields)
+
+    def read(self) -> list[dict[str, Any]]:
+        _sync(self._exp)
+        return LogsView(self._exp._dir).read()
+
+
+def _sync(exp: Experiment) -> None:
+    buf = exp._buf
+    if buf is not None:
+        buf.flush(None)
+
+
+class Params:
+    """``exp.params``: ``set(**kw)`` merges (nested dicts flattened with dots); ``get()`` reads back."""
+
+    def __init__(self, exp: Experiment) -> None:
+        self._exp = exp
+
+    def set(self, **kw: Any) -> None:
+        flat = flatten(kw)
+        buf = self._exp._writer()
+        buf.params.append(flat)
+        buf.kick() if buf.sync_mode else buf._wake.set()
+
+    def get(self, flatten: bool = True) -> dict[str, Any]:
+        _sync(self._exp)
+        data = read_json(self._exp._dir.path / "parameters.json")
+        flat: dict[str, Any] = dict(data.get("data") or {}) if isinstance(data, dict) else {}
+        return flat if flatten else unflatten(flat)
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, v in flat.items():
+        cur = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            nxt = cur.get(p)
+            if not isinstance(nxt, dict):
+                nxt = cur[p] = {}
+            cur = nxt
+        cur[parts[-1]] = v
+    return out
+
+
+class MetricStream:
+    """``exp.metrics("train")``: ``log(**fields)`` one row; ``read()`` the rows back."""
+
+    __slots__ = ("_exp", "_name")
+
+    def __init__(self, exp: Experiment, name: str | None) -> None:
+        self._exp = exp
+        self._name = name
+
+    def log(self, **fields: Any) -> MetricStream:
+        for v in fields.values():
+            if type(v) not in PLAIN:
+                convert_fields(fields)
+                break
+        if "_ts" not in fields:
+            fields["_ts"] = _time()
+        elif type(fields["_ts"]) is not float:
+            ts = fields["_ts"]
+            if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+                raise TypeError(f"_ts must be a number (unix seconds), got {ts!r}")
+            fields["_ts"] = float(ts)
+        buf = self._exp._buf or self._exp._writer()
+        q = buf.metrics
+        q.append((self._name, fields))
+        buf.accepted["metrics"] += 1
+        if len(q) >= buf.trigger:
+            buf.kick()
+        return self
+
+    append = log
+
+    def read(self) -> list[dict[str, Any]]:
+        _sync(self._exp)
+        return MetricsView(self._exp._dir)(self._name).read()
+
+
+class Metrics:
+    """``exp.metrics``: ``exp.metrics("train")`` is a stream; ``exp.metrics.log(epoch=1, train={...})`` splits."""
+
+    def __init__(self, exp: Experiment) -> None:
+        self._exp = exp
+        self._streams: dict[str | None, MetricStream] = {}
+
+    def __call__(self, name: str | None = None) -> MetricStream:
+        s = self._streams.get(name)
+        if s is None:
+            metric_segments(name)
+            s = self._streams[name] = MetricStream(self._exp, name)
+        return s
+
+    def log(self, **fields: Any) -> None:
+        """Dict-valued fields become their own streams; the rest (e.g. ``epoch``, ``step``) go into each row.
+        With no dict-valued field, the row goes to the stream named ``None``."""
+        common = {k: v for k, v in fields.items() if not isinstance(v, dict)}
+        split = {k: v for k, v in fields.items() if isinstance(v, dict)}
+        if not split:
+            self(None).log(**common)
+            return
+        ts = common.pop("_ts", None)
+        stamp = _time() if ts is None else ts
+        for name, values in split.items():
+            for k in values:
+                if not isinstance(k, str):
+                    raise TypeError(f"metrics.log: key {k!r} in {name!r} is not a string")
+            self(name).log(**common, **values, _ts=stamp)
+
+    def names(self) -> list[str]:
+        _sync(self._exp)
+        return MetricsView(self._exp._dir).names()
+
+
+class TrackStream:
+    """``exp.tracks(topic)``: ``append(_ts=None, **fields)``; same-timestamp appends are merged."""
+
+    __slots__ = ("_exp", "_topic")
+
+    def __init__(self, exp: Experiment, topic: str) -> None:
+        self._exp = exp
+        self._topic = topic
+
+    def append(self, _ts: float | None = None, **fields: Any) -> TrackStream:
+        if _ts is None:
+            _ts = _time()
+        elif isinstance(_ts, bool) or not isinstance(_ts, (int, float)):
+            raise TypeError(f"_ts must be a number, got {_ts!r}")
+        entry: dict[str, Any] = {"timestamp": float(_ts)}
+        for k, v in fields.items():
+            if isinstance(v, dict):
+                entry.update(flatten(v, k + "."))
+            elif type(v) in PLAIN:
+                entry[k] = v
+            else:
+                entry[k] = convert(v, k)
+        buf = self._exp._buf or self._exp._writer()
+        q = buf.tracks
+        q.append((self._topic, entry))
+        buf.accepted["tracks"] += 1
+        if len(q) >= buf.trigger:
+            buf.kick()
+        return self
+
+    log = append
+
+    def read(self) -> list[dict[str, Any]]:
+        _sync(self._exp)
+        return TracksView(self._exp._dir)(self._topic).read()
+
+
+class Tracks:
+    def __init__(self, exp: Experiment) -> None:
+        self._exp = exp
+        self._streams: dict[str, TrackStream] = {}
+
+    def __call__(self, topic: str) -> TrackStream:
+        s = self._streams.get(topic)
+        if s is None:
+            split_path(topic, "track topic")
+            s = self._streams[topic] = TrackStream(self._exp, topic)
+        return s
+
+    def topics(self) -> list[str]:
+        _sync(self._exp)
+        return TracksView(self._exp._dir).topics()
+
+
+class FileFolder:
+    """``exp.files("dir")``: capture files now, publish them at the next flush."""
+
+    def __init__(self, exp: Experiment, folder: str) -> None:
+        self._exp = exp
+        self._dir = folder
+
+    def _entry(self, filename: str, description: str | None, tags: list[str] | None,
+               metadata: dict[str, Any] | None, content_type: str | None, subdir: str = "") -> dict[str, Any]:
+        path = self._dir if not subdir else (self._dir.rstrip("/") + "/" + subdir)
+        now = now_iso()
+        return {
+            "id": new_id(), "experimentId": self._exp.prefix, "path": path, "filename": filename,
+            "description": description, "tags": list(tags or []), "bindrs": [],
+            "contentType": content_type or _guess_type(filename), "sizeBytes": None, "checksum": None,
+            "metadata": metadata, "uploadedAt": now, "updatedAt": now, "deletedAt": None,
+        }
+
+    def _stage(self, entry: dict[str, Any], *, data: bytes | None = None, source: Path | None = None) -> dict[str, Any]:
+        buf = self._exp._writer()
+        folder = stage_dir(self._exp._dir) / uuid.uuid4().hex
+        folder.mkdir()
+        content = folder / "content"
+        if data is not None:
+            with open(content, "wb") as f:
+                f.write(data)
+        else:
+            assert source is not None
+            size = source.stat().st_size
+            if size <= self._exp.config.copy_limit_bytes:
+                shutil.copyfile(source, content)
+            else:
+                try:
+                    os.link(source, content)
+                except OSError:
+                    entry["_source"] = str(source)
+        entry["sizeBytes"] = content.stat().st_size if content.exists() else None
+        write_entry(folder, entry)
+        buf.files.append((content, entry))
+        buf.accepted["files"] += 1
+        if buf.sync_mode or len(buf.files) >= self._exp.config.file_batch_size:
+            buf.kick() if buf.sync_mode else buf._wake.set()
+        public = {k: v for k, v in entry.items() if not k.startswith("_")}
+        return public
+
+    def upload(self, path: str | os.PathLike[str], to: str | None = None, *, description: str | None = None,
+               tags: list[str] | None = None, metadata: dict[str, Any] | None = None) -> Any:
+        """Store a copy of a file (or of every file in a folder). Returns the index entry (a list for a folder)."""
+        src = Path(path)
+        if src.is_dir():
+            out = []
+            base = to if to is not None else src.name
+            for f in sorted(p for p in src.rglob("*") if p.is_file()):
+                rel = f.relative_to(src)
+                sub = "/".join([base, *rel.parts[:-1]])
+                split_path(sub, "files folder")
+                out.append(self._stage(self._entry(file_name(rel.name), description, tags, metadata, None, sub),
+                                       source=f))
+            return out
+        if not src.is_file():
+            raise FileNotFoundError(f"files.upload: no such file: {src}")
+        name = file_name(to if to is not None else src.name)
+        return self._stage(self._entry(name, description, tags, metadata, None), source=src)
+
+    def save_blob(self, data: bytes, to: str, **kw: Any) -> dict[str, Any]:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"save_blob needs bytes, got {type(data).__name__}")
+        return self._stage(self._entry(file_name(to), kw.get("description"), kw.get("tags"), kw.get("metadata"),
+                                       kw.get("content_type")), data=bytes(data))
+
+    def save_text(self, text: str, to: str, **kw: Any) -> dict[str, Any]:
+        if not isinstance(text, str):
+            raise TypeError(f"save_text needs a str, got {type(text).__name__}")
+        return self.save_blob(text.encode(), to, **kw)
+
+    def save_json(self, obj: Any, to: str, **kw: Any) -> dict[str, Any]:
+        try:
+            text = json.dumps(obj, indent=2, allow_nan=True, default=_json_default)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"save_json: {to!r} is not JSON-serialisable: {e}") from None
+        return self.save_blob(text.encode(), to, content_type="application/json", **kw)
+
+    def save_image(self, image: Any, to: str, **kw: Any) -> dict[str, Any]:
+        from .images import encode_image
+
+        return self.save_blob(encode_image(image, to), to, **kw)
+
+    def save_torch(self, obj: Any, to: str, **kw: Any) -> dict[str, Any]:
+        import torch
+
+        bio = io.BytesIO()
+        torch.save(obj, bio)
+        return self.save_blob(bio.getvalue(), to, **kw)
+
+    def save_fig(self, fig: Any = None, to: str = "figure.png", **kw: Any) -> dict[str, Any]:
+        if fig is None:
+            import matplotlib.pyplot as plt
+
+            fig = plt.gcf()
+        bio = io.BytesIO()
+        fmt = Path(to).suffix.lstrip(".") or "png"
+        fig.savefig(bio, format=fmt)
+        return self.save_blob(bio.getvalue(), to, **kw)
+
+    def list(self) -> list[dict[str, Any]]:
+        return [e for e in self._exp.files.list() if e.get("path") == self._dir
+                or str(e.get("path", "")).startswith(self._dir.rstrip("/") + "/")]
+
+
+class Files:
+    def __init__(self, exp: Experiment) -> None:
+        self._exp = exp
+
+    def __call__(self, folder: str | None = None) -> FileFolder:
+        return FileFolder(self._exp, logical_dir(folder))
+
+    def upload(self, path: str | os.PathLike[str], to: str | None = None, **kw: Any) -> Any:
+        return self(None).upload(path, to, **kw)
+
+    def list(self) -> list[dict[str, Any]]:
+        _sync(self._exp)
+        return FilesView(self._exp._dir).list()
+
+
+def _json_default(o: Any) -> Any:
+    v = convert(o, "value")
+    if type(v).__module__ == "ml_dash.values":
+        return v.resolve()
+    return v
+
+
+def _guess_type(filename: str) -> str:
+    import mimetypes
+
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+_ = (iso, merge_tracks)

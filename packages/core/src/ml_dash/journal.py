@@ -1,0 +1,482 @@
+"""The `.dash` files of one experiment: append-only JSONL streams, atomically replaced metadata, file locks.
+
+Every writer (threads of one process, other processes, re-runs) goes through `ExperimentDir`; indices and
+sequence numbers are taken under a per-stream `flock` from the last complete line of the stream's file, so they
+stay unique and gap-free however many writers append. A torn last line left by a killed writer is cut off by the
+next writer and ignored by readers.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import random
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .names import check_prefix, metric_segments, split_path, topic_folder
+
+_encode = json.JSONEncoder(allow_nan=True).encode
+_iso_cache: tuple[int, str] = (-1, "")
+
+
+def iso(ts: float) -> str:
+    """ISO-8601 UTC with microseconds and a trailing Z (the reference's format), cached per second."""
+    global _iso_cache
+    s = int(ts)
+    cached = _iso_cache
+    if cached[0] != s:
+        cached = (s, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)))
+        _iso_cache = cached
+    return "%s.%06dZ" % (cached[1], int((ts - s) * 1_000_000))
+
+
+def now_iso() -> str:
+    return iso(time.time())
+
+
+def new_id() -> str:
+    """The reference's id scheme: a millisecond time shifted left 12 bits plus 12 random bits."""
+    return str((int(time.time() * 1000) << 12) | random.getrandbits(12))
+
+
+def read_json(path: Path) -> Any:
+    """Parsed JSON, or None when the file is missing, empty or corrupt."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def write_json_atomic(path: Path, obj: Any, *, fsync: bool = False) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    data = json.dumps(obj, indent=2, allow_nan=True).encode()
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """All complete, parseable lines of a JSONL file, and how many lines were skipped (torn or corrupt)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return [], 0
+    out: list[dict[str, Any]] = []
+    skipped = 0
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif lines:  # torn last line (no newline): ignored
+        lines.pop()
+        skipped += 1
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            skipped += 1
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+        else:
+            skipped += 1
+    return out, skipped
+
+
+def _tail(fd: int, size: int) -> tuple[int, dict[str, Any] | None]:
+    """(end of the last complete line, the last complete line that parses) of an open file of ``size`` bytes."""
+    end = size
+    pos = size
+    block = 65536
+    buf = b""
+    valid_end = -1
+    while pos > 0:
+        start = max(0, pos - block)
+        chunk = os.pread(fd, pos - start, start)
+        buf = chunk + buf
+        pos = start
+        if valid_end < 0:
+            nl = buf.rfind(b"\n")
+            if nl < 0:
+                continue
+            valid_end = pos + nl + 1
+            buf = buf[: nl + 1]
+        # walk complete lines backwards until one parses
+        lines = buf.split(b"\n")[:-1]
+        # the first element may be partial unless we reached the start of the file
+        first_complete = 0 if pos == 0 else 1
+        for line in reversed(lines[first_complete:]):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                return valid_end, obj
+        if pos == 0:
+            break
+        buf = lines[0] + b"\n" if lines else b""
+    return (valid_end if valid_end >= 0 else 0), None
+    del end
+
+
+class Stream:
+    """One append-only JSONL file (logs, one metric, one track topic) with its lock and bookkeeping."""
+
+    def __init__(self, path: Path, lock_path: Path, index_field: str | None) -> None:
+        self.path = path
+        self.lock_path = lock_path
+        self.index_field = index_field
+        self.fd: int | None = None
+        self.known_size = -1
+        self.next_index = 0
+        self.dirty = False
+        self.meta: dict[str, Any] | None = None
+
+    def _open(self) -> int:
+        if self.fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            self.known_size = -1
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+            self.known_size = -1
+
+    def forget(self) -> None:
+        """After fork: drop the inherited descriptor without touching the parent's state."""
+        self.fd = None
+        self.known_size = -1
+
+    def sync_tail(self) -> bool:
+        """Under the lock: catch up with other writers; cut a torn last line. True when the file changed."""
+        fd = self._open()
+        size = os.fstat(fd).st_size
+        if size == self.known_size:
+            return False
+        valid_end, last = _tail(fd, size)
+        if valid_end < size:
+            os.ftruncate(fd, valid_end)
+            size = valid_end
+        if self.index_field is not None:
+            idx = last.get(self.index_field) if last else None
+            self.next_index = idx + 1 if isinstance(idx, int) else 0
+        self.known_size = size
+        return True
+
+    def write(self, data: bytes) -> None:
+        fd = self._open()
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        self.known_size += len(data)
+        self.dirty = True
+
+    def fsync(self) -> None:
+        if self.dirty and self.fd is not None:
+            os.fsync(self.fd)
+            self.dirty = False
+
+
+class ExperimentDir:
+    """Reads and writes one experiment folder ``<root>/<prefix>/`` in the `.dash` layout."""
+
+    def __init__(self, root: str | os.PathLike[str], prefix: str) -> None:
+        segs = check_prefix(prefix)
+        self.root = Path(root)
+        self.prefix = "/".join(segs)
+        self.project = segs[0]
+        self.name = segs[-1]
+        self.path = self.root.joinpath(*segs)
+        self.private = self.path / ".ml_dash"
+        self._streams: dict[tuple[str, str | None], Stream] = {}
+        self._topic_dirs: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    # ---- locks ---------------------------------------------------------------------------------------------
+    @contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        lock_dir = self.private / "locks"
+        path = lock_dir / (hashlib.sha1(name.encode()).hexdigest()[:20] + ".lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            lock_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        for s in self._streams.values():
+            s.forget()
+
+    def close(self) -> None:
+        for s in self._streams.values():
+            s.close()
+
+    # ---- experiment.json / parameters.json -----------------------------------------------------------------
+    def open_info(self, description: str | None, tags: list[str] | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self.locked("experiment.json"):
+            info = read_json(self.path / "experiment.json")
+            now = now_iso()
+            if not isinstance(info, dict):
+                info = {
+                    "name": self.name,
+                    "project": self.project,
+                    "description": description,
+                    "tags": list(tags or []),
+                    "bindrs": [],
+                    "prefix": self.prefix,
+                    "metadata": metadata,
+                    "created_at": now,
+                    "write_protected": False,
+                }
+            else:
+                if description is not None:
+                    info["description"] = description
+                if tags is not None:
+                    info["tags"] = list(tags)
+                if metadata is not None:
+                    info["metadata"] = metadata
+            info["updated_at"] = now
+            info["status"] = "RUNNING"
+            info.pop("statusReason", None)
+            info["heartbeatAt"] = now
+            write_json_atomic(self.path / "experiment.json", info)
+        return info
+
+    def update_info(self, **changes: Any) -> dict[str, Any]:
+        with self.locked("experiment.json"):
+            info = read_json(self.path / "experiment.json")
+            if not isinstance(info, dict):
+                info = {"name": self.name, "project": self.project, "prefix": self.prefix, "tags": [], "bindrs": [],
+                        "description": None, "metadata": None, "created_at": now_iso(), "write_protected": False}
+            for k, v in changes.items():
+                if v is None:
+                    info.pop(k, None)
+                else:
+                    info[k] = v
+            info["updated_at"] = now_iso()
+            write_json_atomic(self.path / "experiment.json", info, fsync="status" in changes)
+        return info
+
+    def set_params(self, flat: dict[str, Any]) -> int:
+        path = self.path / "parameters.json"
+        with self.locked("parameters.json"):
+            cur = read_json(path)
+            if not isinstance(cur, dict) or not isinstance(cur.get("data"), dict):
+                if path.exists() and path.stat().st_size:
+                    shutil.copyfile(path, path.with_name(f".parameters.corrupt.{int(time.time())}.json"))
+                cur = {"version": 0, "data": {}}
+            cur["data"].update(flat)
+            cur["version"] = int(cur.get("version") or 0) + 1
+            cur["updatedAt"] = now_iso()
+            write_json_atomic(path, cur)
+        return int(cur["version"])
+
+    # ---- streams --------------------------------------------------------------------------------------------
+    def _stream(self, kind: str, name: str | None) -> Stream:
+        key = (kind, name)
+        s = self._streams.get(key)
+        if s is None:
+            if kind == "logs":
+                s = Stream(self.path / "logs" / "logs.jsonl", self.private / "locks", "sequenceNumber")
+            elif kind == "metrics":
+                folder = self.path.joinpath("metrics", *metric_segments(name))
+                s = Stream(folder / "data.jsonl", self.private / "locks", "index")
+            else:
+                assert name is not None
+                s = Stream(self.path / "tracks" / self.track_folder(name) / "data.jsonl", self.private / "locks", None)
+            self._streams[key] = s
+        return s
+
+    def track_folder(self, topic: str) -> str:
+        """Folder for a topic: '/' -> '_' as in the reference; '~2', '~3', ... when another topic holds it."""
+        cached = self._topic_dirs.get(topic)
+        if cached is not None:
+            return cached
+        base = topic_folder(topic)
+        tracks = self.path / "tracks"
+        with self.locked("tracks-folders"):
+            n = 1
+            while True:
+                folder = base if n == 1 else f"{base}~{n}"
+                meta_path = tracks / folder / "metadata.json"
+                meta = read_json(meta_path)
+                if isinstance(meta, dict) and meta.get("topic") == topic:
+                    break
+                if meta is None and not (tracks / folder / "data.jsonl").exists():
+                    # claim it now so a concurrent writer of another topic goes on to the next folder
+                    (tracks / folder).mkdir(parents=True, exist_ok=True)
+                    write_json_atomic(meta_path, _track_meta(topic))
+                    break
+                n += 1
+        self._topic_dirs[topic] = folder
+        return folder
+
+    def append_logs(self, entries: list[tuple[float, str, str, Any]]) -> None:
+        s = self._stream("logs", None)
+        with self.locked("logs"):
+            s.sync_tail()
+            n = s.next_index
+            parts = []
+            for ts, level, message, meta in entries:
+                parts.append('{"sequenceNumber": %d, "timestamp": "%s", "level": %s, "message": %s, "metadata": %s}\n'
+                             % (n, iso(ts), _encode(level), _encode(message), _encode(meta)))
+                n += 1
+            s.write("".join(parts).encode())
+            s.next_index = n
+
+    def append_metrics(self, name: str | None, rows: list[dict[str, Any]], records: bool = False) -> None:
+        """Append rows (each holding '_ts') with fresh indices; with ``records`` append stored-form records,
+        skipping those whose index is already present (idempotent re-delivery)."""
+        s = self._stream("metrics", name)
+        with self.locked("metrics/" + str(name)):
+            created = s.sync_tail() or s.meta is None
+            n = s.next_index
+            parts = []
+            if records:
+                for r in rows:
+                    idx = r.get("index")
+                    if not isinstance(idx, int) or idx < n:
+                        continue
+                    rec = dict(r)
+                    rec["index"] = n
+                    parts.append(_encode(rec) + "\n")
+                    n += 1
+            else:
+                for data in rows:
+                    parts.append('{"index": %d, "data": %s, "createdAt": "%s"}\n' % (n, _encode(data), iso(data["_ts"])))
+                    n += 1
+            if not parts:
+                return
+            s.write("".join(parts).encode())
+            s.next_index = n
+            meta_path = s.path.parent / "metadata.json"
+            if created or s.meta is None:
+                m = read_json(meta_path)
+                s.meta = m if isinstance(m, dict) else {
+                    "metricId": new_id(), "name": "None" if name is None else name, "description": None,
+                    "tags": [], "metadata": None, "createdAt": now_iso(),
+                }
+            s.meta["totalDataPoints"] = n
+            s.meta["nextIndex"] = n
+            s.meta["updatedAt"] = now_iso()
+            write_json_atomic(meta_path, s.meta)
+
+    def append_tracks(self, topic: str, entries: list[dict[str, Any]]) -> None:
+        """Entries are {"timestamp": t, fields...}; consecutive entries with one timestamp are merged."""
+        merged: list[dict[str, Any]] = []
+        for e in entries:
+            if merged and merged[-1]["timestamp"] == e["timestamp"]:
+                merged[-1].update(e)
+            else:
+                merged.append(e)
+        s = self._stream("tracks", topic)
+        meta_path = s.path.parent / "metadata.json"
+        with self.locked("tracks/" + topic):
+            changed = s.sync_tail()
+            if changed or s.meta is None:
+                m = read_json(meta_path)
+                if not isinstance(m, dict) or "totalEntries" not in m or changed and s.known_size and not m.get("totalEntries"):
+                    m = _track_meta(topic)
+                    rows, _ = read_jsonl(s.path)
+                    for r in rows:
+                        _track_stats(m, r)
+                s.meta = m
+            s.write("".join(_encode(e) + "\n" for e in merged).encode())
+            for e in merged:
+                _track_stats(s.meta, e)
+            s.meta["columns"] = sorted(s.meta["columns"])
+            s.meta["updatedAt"] = now_iso()
+            write_json_atomic(meta_path, s.meta)
+
+    def fsync(self) -> None:
+        for s in list(self._streams.values()):
+            s.fsync()
+
+    # ---- files ------------------------------------------------------------------------------------------------
+    def publish_files(self, items: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Move staged content into files/<dir>/<id>/<filename> and add the entries to the index."""
+        files_dir = self.path / "files"
+        index_path = files_dir / ".files_metadata.json"
+        done: list[dict[str, Any]] = []
+        with self.locked("files"):
+            files_dir.mkdir(parents=True, exist_ok=True)
+            idx = read_json(index_path)
+            if not isinstance(idx, dict) or not isinstance(idx.get("files"), list):
+                if index_path.exists() and index_path.stat().st_size:
+                    shutil.copyfile(index_path, files_dir / f".files_metadata.corrupt.{int(time.time())}.json")
+                idx = {"files": []}
+            known = {e.get("id") for e in idx["files"] if isinstance(e, dict)}
+            for staged, entry in items:
+                if entry["id"] in known:  # already published (a retry after a crash)
+                    done.append(entry)
+                    continue
+                segs = [p for p in entry["path"].split("/") if p]
+                target_dir = files_dir.joinpath(*segs, entry["id"])
+                target_dir.mkdir(parents=True, exist_ok=True)
+                target = target_dir / entry["filename"]
+                if staged.exists():
+                    os.replace(staged, target)
+                elif not target.exists():
+                    continue
+                idx["files"].append(entry)
+                known.add(entry["id"])
+                done.append(entry)
+            write_json_atomic(index_path, idx, fsync=True)
+        return done
+
+    def file_path(self, entry: dict[str, Any]) -> Path:
+        segs = [p for p in str(entry.get("path", "/")).split("/") if p]
+        split_path("/".join(segs + [str(entry["id"]), str(entry["filename"])]), "file path")
+        return self.path.joinpath("files", *segs, str(entry["id"]), str(entry["filename"]))
+
+
+def _track_meta(topic: str) -> dict[str, Any]:
+    return {"trackId": new_id(), "topic": topic, "columns": [], "totalEntries": 0, "firstTimestamp": None,
+            "lastTimestamp": None, "createdAt": now_iso()}
+
+
+def _track_stats(meta: dict[str, Any], entry: dict[str, Any]) -> None:
+    cols = set(meta.get("columns") or [])
+    cols.update(k for k in entry if k != "timestamp")
+    meta["columns"] = sorted(cols)
+    meta["totalEntries"] = int(meta.get("totalEntries") or 0) + 1
+    ts = entry.get("timestamp")
+    if meta.get("firstTimestamp") is None:
+        meta["firstTimestamp"] = ts
+    meta["lastTimestamp"] = ts

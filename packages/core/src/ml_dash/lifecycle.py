@@ -1,0 +1,182 @@
+"""Process-level lifecycle: the open-experiment registry, exit hook, excepthook, SIGTERM, fork, stores and hooks."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from . import console
+
+if TYPE_CHECKING:
+    from .buffer import Buffer
+    from .experiment import Experiment
+
+_open: dict[int, Experiment] = {}
+_lock = threading.Lock()
+_installed = False
+_exit_status: str | None = None  # set by excepthook / signal handlers
+_prev_excepthook: Any = None
+_prev_sigterm: Any = None
+_all: weakref.WeakSet[Experiment] = weakref.WeakSet()
+
+
+def register(exp: Experiment) -> None:
+    with _lock:
+        _open[id(exp)] = exp
+        _all.add(exp)
+    _install()
+
+
+def unregister(exp: Experiment) -> None:
+    with _lock:
+        _open.pop(id(exp), None)
+
+
+def open_experiments() -> list[Experiment]:
+    with _lock:
+        return list(_open.values())
+
+
+def _install() -> None:
+    global _installed, _prev_excepthook, _prev_sigterm
+    if _installed:
+        return
+    _installed = True
+    atexit.register(_at_exit)
+    _prev_excepthook = sys.excepthook
+    sys.excepthook = _excepthook
+    if threading.current_thread() is threading.main_thread():
+        try:
+            prev = signal.getsignal(signal.SIGTERM)
+            if prev is not signal.SIG_IGN:
+                _prev_sigterm = prev
+                signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):  # not the main thread of the main interpreter
+            pass
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
+    global _exit_status
+    if _exit_status is None:
+        _exit_status = "CANCELLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+        _reason[0] = f"{exc_type.__name__}: {exc}"[:500]
+    hook = _prev_excepthook or sys.__excepthook__
+    hook(exc_type, exc, tb)
+
+
+_reason: list[str | None] = [None]
+
+
+def close_all(status: str, reason: str | None) -> None:
+    for exp in open_experiments():
+        try:
+            exp._close(status, reason)
+        except Exception as e:  # never let one experiment stop the others from closing
+            console.warn(f"closing {exp.prefix} failed: {type(e).__name__}: {e}")
+
+
+def _at_exit() -> None:
+    status = _exit_status or "COMPLETED"
+    close_all(status, _reason[0] if _exit_status else None)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _exit_status
+    _exit_status = "CANCELLED"
+    _reason[0] = "SIGTERM"
+    close_all("CANCELLED", "SIGTERM")
+    prev = _prev_sigterm
+    if callable(prev):
+        prev(signum, frame)
+        return
+    # behave as if we had never been there: the default action ends the process with SIGTERM
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child must not write its parent's pending data, nor close its parent's runs at exit."""
+    global _lock
+    _lock = threading.Lock()
+    for exp in list(_all):
+        buf = exp._buf
+        if buf is not None:
+            buf.after_fork_in_child()
+            exp._replicators = []
+            exp._state_lock = threading.RLock()
+    _open.clear()  # the parent owns the runs' status; the child only appends records (written through)
+
+
+# ---- stores and plugin hooks (plugins load lazily, never at `import ml_dash`) -----------------------------------
+def _pm() -> Any:
+    from .plugins import manager
+
+    return manager()
+
+
+def open_stores(exp: Experiment, buf: Buffer) -> list[Any]:
+    destinations: list[str] = []
+    if exp.dash_url:
+        destinations.append(exp.dash_url)
+    destinations.extend(exp.store_names)
+    if not destinations:
+        return []
+    from .replicate import Replicator
+
+    reps = []
+    for dest in destinations:
+        store = _pm().hook.ml_dash_store(destination=dest, experiment=exp)
+        if store is None:
+            raise ValueError(f"no store handles destination {dest!r} (is the plugin installed?)")
+        rep = Replicator(exp._dir, store, exp.config, on_error=lambda s, e, _exp=exp: hook_store_error(_exp, s, e))
+        buf.listeners.append(rep.notify)
+        rep.start()
+        reps.append(rep)
+    return reps
+
+
+def flush_stores(exp: Experiment, reps: list[Any], timeout: float | None) -> bool:
+    ok = True
+    for rep in reps:
+        ok = rep.flush(timeout) and ok
+    return ok
+
+
+def close_stores(exp: Experiment, reps: list[Any], status: str) -> bool:
+    ok = True
+    for rep in reps:
+        ok = rep.close(status) and ok
+    return ok
+
+
+def _call(name: str, **kw: Any) -> None:
+    if os.environ.get("ML_DASH_DISABLE_PLUGINS") == "1" and name != "ml_dash_store":
+        pm = _pm()
+    else:
+        pm = _pm()
+    try:
+        getattr(pm.hook, name)(**kw)
+    except Exception as e:
+        console.warn(f"plugin hook {name} raised {type(e).__name__}: {e}")
+
+
+def hook_started(exp: Experiment) -> None:
+    _call("ml_dash_experiment_started", experiment=exp)
+
+
+def hook_flushed(exp: Experiment, counts: dict[str, int]) -> None:
+    _call("ml_dash_experiment_flushed", experiment=exp, counts=counts)
+
+
+def hook_finished(exp: Experiment, status: str) -> None:
+    _call("ml_dash_experiment_finished", experiment=exp, status=status)
+
+
+def hook_store_error(exp: Experiment, store: Any, error: BaseException) -> None:
+    _call("ml_dash_store_error", experiment=exp, store=store, error=error)

@@ -1,0 +1,159 @@
+"""Pure functions: Trainer log keys -> metric streams, and config objects -> flat parameter dicts."""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+SPLITS = ("train", "val", "eval", "test", "predict")
+SUMMARY_STREAM = "summary"
+# Fields every row carries; a metric that would land on one of these names keeps its full key instead.
+ROW_FIELDS = ("step", "epoch", "_ts")
+
+
+def is_summary(logs: Mapping[str, Any]) -> bool:
+    """True for the row `Trainer` logs once at the end of `train()` (train_runtime, total_flos, train_loss...).
+
+    `train_runtime` alone is not enough: with `include_num_input_tokens_seen` every step log carries
+    `train_runtime` and `train_tokens_per_second`; only the end-of-training summary has `total_flos` /
+    `train_loss` as well.
+    """
+    return "train_runtime" in logs and ("total_flos" in logs or "train_loss" in logs)
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """`eval_loss` -> ("eval", "loss"); `test/acc` -> ("test", "acc"); `loss` -> ("train", "loss")."""
+    for split in SPLITS:
+        for sep in ("_", "/"):
+            head = split + sep
+            if key.startswith(head) and len(key) > len(head):
+                field = key[len(head) :]
+                return split, (key if field in ROW_FIELDS else field)
+    return "train", key
+
+
+def route(logs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Group one Trainer log dict into `{stream: {field: value}}` by the contract's rule.
+
+    `epoch` and `step` are row fields (the caller adds them), not metrics. The end-of-training summary goes
+    whole to stream `summary` under HF's own names (the same keys as `trainer.train().metrics`).
+    """
+    streams: dict[str, dict[str, Any]] = {}
+    summary = is_summary(logs)
+    for key, value in logs.items():
+        key = str(key)
+        if key in ("epoch", "step"):
+            continue
+        if summary:
+            stream, field = SUMMARY_STREAM, (key if key not in ROW_FIELDS else f"{key}_")
+        else:
+            stream, field = split_key(key)
+        streams.setdefault(stream, {})[field] = value
+    return streams
+
+
+def is_scalar(value: Any) -> bool:
+    """What a metric row may hold: None, bool, int, float, str, numpy scalars, 0-d arrays / tensors."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    ndim = getattr(value, "ndim", None)
+    if ndim == 0 and hasattr(value, "dtype"):
+        kind = getattr(getattr(value, "dtype", None), "kind", None)  # numpy: reject object / bytes / void
+        return kind is None or kind in "biuf"
+    return False
+
+
+def same_value(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    try:
+        if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+            return True
+        return bool(a == b)
+    except Exception:  # tensors, arrays: compare as "different" and record the value
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------- params
+
+
+def _param_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return _param_value(value.value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_param_value(v) for v in value]
+        if all(v is None or isinstance(v, (bool, int, float, str)) for v in items):
+            return items
+        return str(value)
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item) and getattr(value, "ndim", None) == 0:
+        try:
+            return _param_value(item())
+        except Exception:
+            pass
+    return str(value)
+
+
+def flatten(prefix: str, obj: Any, out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`flatten("args", {"a": {"b": 1}, "c": [1, 2]})` -> `{"args.a.b": 1, "args.c": [1, 2]}`.
+
+    Values become JSON-friendly (enums by value, paths and unknown objects as strings). An empty dict is kept
+    as `{}` so that the key is still visible.
+    """
+    out = {} if out is None else out
+    if isinstance(obj, Mapping):
+        if not obj:
+            out[prefix] = {}
+        for key, value in obj.items():
+            flatten(f"{prefix}.{key}" if prefix else str(key), value, out)
+    else:
+        out[prefix] = _param_value(obj)
+    return out
+
+
+def model_params(model: Any) -> dict[str, Any]:
+    """`model.<config key>` for a model with a `config` (HF `PretrainedConfig`), plus parameter counts."""
+    out: dict[str, Any] = {}
+    if model is None:
+        return out
+    config = getattr(model, "config", None)
+    to_dict = getattr(config, "to_dict", None)
+    if callable(to_dict):
+        try:
+            flatten("model", to_dict(), out)
+        except Exception:  # an exotic config must not stop training
+            pass
+    out["model.class"] = type(model).__name__
+    parameters = getattr(model, "parameters", None)
+    if callable(parameters):
+        total = trainable = 0
+        for p in parameters():
+            n = int(p.numel())
+            total += n
+            if p.requires_grad:
+                trainable += n
+        out["model.num_parameters"] = total
+        out["model.num_trainable_parameters"] = trainable
+    return out
+
+
+_NAME_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def default_prefix(args: Any) -> str:
+    """`<args.project or "huggingface">/<run name>`; the run name is `args.run_name`, else the output folder."""
+    project = getattr(args, "project", None) or "huggingface"
+    output_dir = getattr(args, "output_dir", None) or "trainer_output"
+    run_name = getattr(args, "run_name", None)
+    if not run_name or run_name == output_dir:  # transformers 4.x defaults run_name to output_dir
+        run_name = os.path.basename(os.path.normpath(output_dir))
+    clean = [(_NAME_BAD.sub("-", part).strip("-.") or "run") for part in (str(project), str(run_name))]
+    return "/".join(clean)

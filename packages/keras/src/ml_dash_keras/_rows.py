@@ -1,0 +1,112 @@
+"""Keras logs -> metric rows: the stream rule of the contract, value cleaning, and in-order batch rows.
+
+Pure Python (no keras import), so it is cheap to test on its own.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+SPLITS = ("train", "val", "eval", "test", "predict")
+_PLAIN = frozenset({bool, int, float, str, type(None)})
+
+
+def clean(value: Any) -> tuple[bool, Any]:
+    """(ok, value) with value a plain Python scalar; ok=False for what cannot be one (arrays, objects)."""
+    if type(value) in _PLAIN:
+        return True, value
+    item = getattr(value, "item", None)  # numpy / torch / jax scalars and one-element arrays
+    if callable(item):
+        try:
+            v = item()
+        except Exception:
+            return False, None
+        return (True, v) if type(v) in _PLAIN else (False, None)
+    try:
+        return True, float(value)
+    except Exception:
+        return False, None
+
+
+def split_logs(logs: Mapping[str, Any] | None, default: str = "train") -> dict[str, dict[str, Any]]:
+    """Group a Keras logs dict by stream: ``val_loss`` -> ``{"val": {"loss": ...}}``, ``loss`` -> default.
+
+    A key ``<split>_<name>`` or ``<split>/<name>`` with ``<split>`` in train/val/eval/test/predict goes to that
+    stream as ``<name>``; any other key goes to ``default``. Values that are not scalars are left out.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in (logs or {}).items():
+        if not isinstance(key, str) or not key:
+            continue
+        stream, name = default, key
+        for split in SPLITS:
+            if len(key) > len(split) + 1 and key.startswith(split) and key[len(split)] in "_/":
+                stream, name = split, key[len(split) + 1 :]
+                break
+        ok, v = clean(value)
+        if ok:
+            out.setdefault(stream, {})[name] = v
+    return out
+
+
+def non_finite(value: Any) -> bool:
+    ok, v = clean(value)
+    return ok and isinstance(v, float) and not math.isfinite(v)
+
+
+class OrderedRows:
+    """Hands per-batch rows to ``emit`` in batch order, although Keras may run batch hooks out of order.
+
+    With ``async_safe = True`` Keras submits ``on_train_batch_end`` calls to a thread pool in batch order, but
+    two of them can run at once and finish in either order. Within one epoch Keras numbers the hook calls
+    ``stride - 1, 2 * stride - 1, ...`` (``stride`` = ``steps_per_execution``); every call registers its batch
+    (with a row or ``None``) and rows are emitted as soon as all earlier batches have registered. A numbering
+    that does not follow that pattern (a hand-written loop) only delays rows: ``drain()`` (epoch end) emits
+    whatever is left in order, and so does an overflow of ``max_pending`` registrations (a hook stalled that
+    long is then written when it arrives, out of order).
+    """
+
+    def __init__(self, emit: Callable[[dict[str, Any]], None], max_pending: int = 64) -> None:
+        self._emit = emit
+        self._max = max_pending
+        self._lock = threading.Lock()
+        self._pending: dict[int, dict[str, Any] | None] = {}
+        self._stride = 1
+        self._next = 0
+
+    def start(self, stride: int) -> None:
+        """A new epoch: numbering restarts at ``stride - 1``."""
+        self.drain()
+        with self._lock:
+            self._stride = max(1, int(stride))
+            self._next = self._stride - 1
+
+    def add(self, batch: int, row: dict[str, Any] | None) -> None:
+        with self._lock:
+            if batch < self._next:  # came after an overflow gave up on it: late already, do not hold it
+                if row is not None:
+                    self._emit(row)
+                return
+            self._pending[batch] = row
+            while self._next in self._pending:
+                r = self._pending.pop(self._next)
+                self._next += self._stride
+                if r is not None:
+                    self._emit(r)
+            if len(self._pending) > self._max:
+                self._flush_locked()
+
+    def drain(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        for b in sorted(self._pending):
+            r = self._pending[b]
+            self._next = b + self._stride
+            if r is not None:
+                self._emit(r)
+        self._pending.clear()
