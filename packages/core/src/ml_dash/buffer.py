@@ -45,7 +45,9 @@ class Buffer:
         self.written = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
         self.lost = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
         self.sync_mode = not config.buffer_enabled
-        self.trigger = 1 if self.sync_mode else max(1, min(10_000, config.max_pending_items // 4))
+        # a producer wakes the worker early when a queue holds `trigger` records (besides every write_interval)
+        self._step = max(1, min(10_000, config.max_pending_items // 4))
+        self.trigger = 1 if self.sync_mode else self._step
         self._wake = threading.Event()
         self._io_lock = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -104,8 +106,10 @@ class Buffer:
             return
         self._wake.set()
         limit = self.config.max_pending_items
-        if self.pending() >= limit:
+        n = self.pending()
+        if n >= limit:
             self._backpressure(limit)
+        self.trigger = n + self._step  # no further wake-up calls until another step of records arrived
 
     def _backpressure(self, limit: int) -> None:
         if not self._warned_pressure:
@@ -152,6 +156,7 @@ class Buffer:
                 now = time.monotonic()
                 due = bool(waiters) or stop or now - self._last_flush >= cfg.flush_interval \
                     or len(self.files) >= cfg.file_batch_size
+                self.trigger = self._step
                 self.drain(final=due, fsync=due)
                 if due:
                     self._last_flush = now
@@ -191,7 +196,7 @@ class Buffer:
             wrote |= self._drain_kind("tracks", self.tracks, self._write_tracks)
             if final or self.sync_mode:
                 self._start_files()
-            self._finish_files()
+            self._finish_files(block=self.sync_mode)
             now = time.monotonic()
             if fsync or self.sync_mode or (wrote and now - self._last_fsync >= FSYNC_EVERY):
                 try:

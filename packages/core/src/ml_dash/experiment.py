@@ -18,7 +18,7 @@ from .config import BufferConfig, env_flag
 from .journal import ExperimentDir, iso, new_id, now_iso, read_json
 from .names import file_name, logical_dir, metric_segments, split_path
 from .reader import LogsView, MetricsView, TracksView, FilesView, merge_tracks
-from .values import PLAIN, MAX_STR, convert, convert_fields, flatten
+from .values import MAX_STR, NUMERIC, PLAIN, convert, convert_fields, flatten
 
 LEVELS = ("info", "warn", "error", "debug", "fatal")
 _time = time.time
@@ -352,7 +352,7 @@ class MetricStream:
 
     def log(self, **fields: Any) -> MetricStream:
         for v in fields.values():
-            if type(v) not in PLAIN:
+            if type(v) not in NUMERIC:
                 convert_fields(fields)
                 break
         if "_ts" not in fields:
@@ -430,7 +430,7 @@ class TrackStream:
         for k, v in fields.items():
             if isinstance(v, dict):
                 entry.update(flatten(v, k + "."))
-            elif type(v) in PLAIN:
+            elif type(v) in NUMERIC:
                 entry[k] = v
             else:
                 entry[k] = convert(v, k)

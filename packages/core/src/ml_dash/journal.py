@@ -23,7 +23,20 @@ from typing import Any
 
 from .names import check_prefix, metric_segments, split_path, topic_folder
 
-_encode = json.JSONEncoder(allow_nan=True).encode
+def _no_default(o: Any) -> Any:
+    raise TypeError(f"value of type {type(o).__name__} is not JSON serialisable")
+
+
+try:  # the C encoder, built once: JSONEncoder.encode rebuilds it on every call, which costs more than encoding
+    from json.encoder import c_make_encoder as _c_make_encoder
+    from json.encoder import encode_basestring_ascii as _esc
+
+    _c_enc = _c_make_encoder(None, _no_default, _esc, None, ": ", ", ", False, False, True)  # type: ignore[misc]
+
+    def _encode(o: Any) -> str:
+        return "".join(_c_enc(o, 0))
+except (ImportError, TypeError):  # pragma: no cover - pure-Python json
+    _encode = json.JSONEncoder(allow_nan=True, default=_no_default).encode
 _iso_cache: tuple[int, str] = (-1, "")
 
 
@@ -378,8 +391,9 @@ class ExperimentDir:
                     parts.append(_encode(rec) + "\n")
                     n += 1
             else:
+                created_at = now_iso()  # when the batch was stored; each row's call time is its data["_ts"]
                 for data in rows:
-                    parts.append('{"index": %d, "data": %s, "createdAt": "%s"}\n' % (n, _encode(data), iso(data["_ts"])))
+                    parts.append('{"index": %d, "data": %s, "createdAt": "%s"}\n' % (n, _encode(data), created_at))
                     n += 1
             if not parts:
                 return

@@ -114,13 +114,10 @@ def _after_fork_in_child() -> None:
 
 
 # ---- stores and plugin hooks (plugins load lazily, never at `import ml_dash`) -----------------------------------
-def _pm() -> Any:
-    from .plugins import manager
-
-    return manager()
-
-
+# None of this runs on the hot path: stores are found when an experiment opens, lifecycle hooks fire on start,
+# flush() and close, and ml_dash_store_error on a store's own worker thread.
 def open_stores(exp: Experiment, buf: Buffer) -> list[Any]:
+    """Find a store for every destination (``dash_url``, ``stores=[...]``) and start one Replicator for each."""
     destinations: list[str] = []
     if exp.dash_url:
         destinations.append(exp.dash_url)
@@ -129,16 +126,57 @@ def open_stores(exp: Experiment, buf: Buffer) -> list[Any]:
         return []
     from .replicate import Replicator
 
+    try:
+        stores = [(dest, _find_store(exp, dest)) for dest in destinations]
+    except ValueError as e:  # bad destination: say so at start, and do not leave the run looking alive
+        try:
+            exp._dir.update_info(status="FAILED", statusReason=str(e)[:500])
+        except OSError:
+            pass
+        raise
     reps = []
-    for dest in destinations:
-        store = _pm().hook.ml_dash_store(destination=dest, experiment=exp)
+    for dest, store in stores:
         if store is None:
-            raise ValueError(f"no store handles destination {dest!r} (is the plugin installed?)")
+            continue
         rep = Replicator(exp._dir, store, exp.config, on_error=lambda s, e, _exp=exp: hook_store_error(_exp, s, e))
         buf.listeners.append(rep.notify)
         rep.start()
         reps.append(rep)
     return reps
+
+
+def _find_store(exp: Experiment, dest: str) -> Any:
+    """The first store an ``ml_dash_store`` implementation returns for ``dest``.
+
+    A plugin that raises is reported by name and the next one is asked; ValueError (a destination its owner
+    recognises but cannot use) and no taker at all are errors. When only broken plugins were left, the store is
+    skipped with a warning: its data stays in the local journal for a later ``ml-dash sync``.
+    """
+    if not isinstance(dest, str) or not dest:
+        raise ValueError(f"a store destination must be a non-empty string, got {dest!r}")
+    from .plugins import implementations
+
+    kw = {"destination": dest, "experiment": exp}
+    broken = []
+    for impl in implementations("ml_dash_store"):
+        if impl.wrapper or impl.hookwrapper:
+            continue
+        try:
+            store = impl.function(*[kw[a] for a in impl.argnames])
+        except ValueError:
+            raise
+        except Exception as e:
+            broken.append(impl.plugin_name)
+            console.warn(f"plugin {impl.plugin_name!r} failed to make a store for {dest!r} and is skipped: "
+                         f"{type(e).__name__}: {e}")
+            continue
+        if store is not None:
+            return store
+    if broken:
+        console.warn(f"no store for {dest!r}: the run goes on without it; its data stays in {exp.folder}")
+        return None
+    raise ValueError(f"no store handles destination {dest!r}: give an http(s):// URL, a folder path or file:// URL, "
+                     "or the name of an installed store plugin (ML_DASH_DISABLE_PLUGINS=1 turns those off)")
 
 
 def flush_stores(exp: Experiment, reps: list[Any], timeout: float | None) -> bool:
@@ -151,19 +189,42 @@ def flush_stores(exp: Experiment, reps: list[Any], timeout: float | None) -> boo
 def close_stores(exp: Experiment, reps: list[Any], status: str) -> bool:
     ok = True
     for rep in reps:
-        ok = rep.close(status) and ok
+        try:
+            ok = rep.close(status) and ok
+        except Exception as e:  # one store must not keep the others (or the run) from closing
+            console.warn(f"closing store {getattr(rep.store, 'key', rep)} failed: {type(e).__name__}: {e}")
+            ok = False
     return ok
 
 
+_hook_warned: set[tuple[str, str, str]] = set()
+
+
 def _call(name: str, **kw: Any) -> None:
-    if os.environ.get("ML_DASH_DISABLE_PLUGINS") == "1" and name != "ml_dash_store":
-        pm = _pm()
-    else:
-        pm = _pm()
+    """Call every implementation of lifecycle hook ``name``; one that raises is reported (once) and the others
+    still run. Never raises into training."""
     try:
-        getattr(pm.hook, name)(**kw)
+        from .plugins import implementations, manager
+
+        impls = implementations(name)
+        if any(i.wrapper or i.hookwrapper for i in impls):  # let pluggy run wrappers; all-or-nothing then
+            getattr(manager().hook, name)(**kw)
+            return
     except Exception as e:
-        console.warn(f"plugin hook {name} raised {type(e).__name__}: {e}")
+        _warn_hook(name, "?", e)
+        return
+    for impl in impls:
+        try:
+            impl.function(*[kw[a] for a in impl.argnames])
+        except Exception as e:
+            _warn_hook(name, impl.plugin_name, e)
+
+
+def _warn_hook(name: str, plugin: str, e: BaseException) -> None:
+    key = (name, plugin, type(e).__name__)
+    if key not in _hook_warned:
+        _hook_warned.add(key)
+        console.warn(f"plugin {plugin!r} raised in hook {name} (ignored): {type(e).__name__}: {e}")
 
 
 def hook_started(exp: Experiment) -> None:

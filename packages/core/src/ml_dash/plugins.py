@@ -1,10 +1,13 @@
 """Plugins (pluggy): hook specs, lazy discovery from the ``ml_dash`` entry-point group, in-code registration.
 
-Nothing here runs at ``import ml_dash``: the manager is built on first use (an experiment with stores or hooks).
+Nothing here runs at ``import ml_dash``: the manager is built on first use (the first experiment that starts,
+or an explicit `register`). A plugin is a module or object whose ``ml_dash_*`` functions implement the specs in
+`HookSpecs` (the ``@hookimpl`` marker is optional; use it for ``tryfirst``/``trylast``). See docs/plugins.md.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from typing import Any
@@ -13,86 +16,162 @@ import pluggy
 
 from . import console
 
-hookspec = pluggy.HookspecMarker("ml_dash")
-hookimpl = pluggy.HookimplMarker("ml_dash")
+PROJECT = "ml_dash"
 ENTRY_POINT_GROUP = "ml_dash"
+HOOK_PREFIX = "ml_dash_"
+DISABLE_ENV = "ML_DASH_DISABLE_PLUGINS"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 class HookSpecs:
+    """The hooks a plugin may implement. Every argument is passed by name; an implementation may take fewer."""
+
     @hookspec(firstresult=True)
     def ml_dash_store(self, destination: str, experiment: Any) -> Any:
-        """Return a `ml_dash.stores.Store` for ``destination`` (a URL or a name), or None if not yours."""
+        """Return an `ml_dash.stores.Store` for ``destination`` (a URL or a name), or None if it is not yours.
+
+        Called once per destination when the experiment starts (``Experiment(stores=[...])``, ``dash_url=``).
+        Raise ValueError for a destination you own that is unusable (it stops the start with that message).
+        """
 
     @hookspec
     def ml_dash_experiment_started(self, experiment: Any) -> None:
-        """An experiment was started (or re-opened)."""
+        """``exp.run.start()`` (or ``with exp.run``) opened the experiment, or re-opened it."""
 
     @hookspec
     def ml_dash_experiment_flushed(self, experiment: Any, counts: dict[str, int]) -> None:
-        """``experiment.flush()`` returned; ``counts`` are records written so far by kind."""
+        """``experiment.flush()`` returned; ``counts`` are records written so far by kind (logs, metrics, ...)."""
 
     @hookspec
     def ml_dash_experiment_finished(self, experiment: Any, status: str) -> None:
-        """The experiment was closed with ``status``."""
+        """The experiment was closed with ``status`` (COMPLETED, FAILED, CANCELLED)."""
 
     @hookspec
     def ml_dash_store_error(self, experiment: Any, store: Any, error: BaseException) -> None:
-        """A store failed on a batch (it will be retried, or quarantined for a PermanentError)."""
+        """A store failed on a batch (it is retried, or quarantined for a PermanentError). Store worker thread."""
 
 
-_manager: pluggy.PluginManager | None = None
+HOOK_NAMES = tuple(n for n in vars(HookSpecs) if n.startswith(HOOK_PREFIX))
+
+
+class PluginManager(pluggy.PluginManager):
+    """Takes every ``ml_dash_*`` function of a plugin as a hook implementation, marked or not, so that a
+    misspelt hook is reported instead of silently ignored."""
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith(HOOK_PREFIX):
+            try:
+                attr = inspect.getattr_static(plugin, name)
+            except AttributeError:
+                return None
+            if inspect.isroutine(attr) and not inspect.isclass(attr):
+                return {}  # pluggy fills in the defaults
+        return opts
+
+
+_manager: PluginManager | None = None
 _lock = threading.Lock()
 
 
-def manager() -> pluggy.PluginManager:
+def disabled() -> bool:
+    """True when ``ML_DASH_DISABLE_PLUGINS`` turns entry-point discovery off (built-ins and in-code plugins stay)."""
+    return os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def manager() -> PluginManager:
+    """The process's plugin manager, built (and entry points loaded) on first call."""
     global _manager
+    pm = _manager
+    if pm is not None:
+        return pm
     with _lock:
         if _manager is None:
-            pm = pluggy.PluginManager("ml_dash")
+            pm = PluginManager(PROJECT)
             pm.add_hookspecs(HookSpecs)
             from .stores import builtin
 
             pm.register(builtin, name="ml_dash.builtin")
-            if os.environ.get("ML_DASH_DISABLE_PLUGINS", "").strip().lower() not in ("1", "true", "yes", "on"):
+            if not disabled():
                 _load_entry_points(pm)
             _manager = pm
         return _manager
 
 
-def _load_entry_points(pm: pluggy.PluginManager) -> None:
+def _load_entry_points(pm: PluginManager) -> None:
     from importlib.metadata import entry_points
 
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if pm.get_plugin(ep.name) is not None:
+    try:
+        eps = list(entry_points(group=ENTRY_POINT_GROUP))
+    except Exception as e:  # a broken installation must not stop training
+        console.warn(f"could not list the {ENTRY_POINT_GROUP!r} plugins: {type(e).__name__}: {e}")
+        return
+    for ep in eps:
+        dist = getattr(getattr(ep, "dist", None), "name", None)
+        what = f"plugin {ep.name!r} ({ep.value}" + (f", from {dist}" if dist else "") + ")"
+        if pm.has_plugin(ep.name):
+            console.warn(f"{what} is skipped: another plugin is already registered as {ep.name!r}")
             continue
         try:
             plugin = ep.load()
         except Exception as e:
-            console.warn(f"plugin {ep.name!r} ({ep.value}) failed to load and is skipped: {type(e).__name__}: {e}")
+            console.warn(f"{what} failed to load and is skipped: {type(e).__name__}: {e}")
             continue
-        _register_checked(pm, plugin, ep.name)
+        _register_checked(pm, plugin, ep.name, what)
 
 
-def _register_checked(pm: pluggy.PluginManager, plugin: Any, name: str | None) -> bool:
+def _register_checked(pm: PluginManager, plugin: Any, name: str | None, what: str | None = None) -> str | None:
+    """Register ``plugin``; warn (never raise) when it is refused, and report hooks that have no spec."""
+    what = what or f"plugin {name or pm.get_canonical_name(plugin)!r}"
     try:
-        pm.register(plugin, name=name)
-    except Exception as e:
-        console.warn(f"plugin {name!r} is skipped: {type(e).__name__}: {e}")
-        return False
-    unknown = [h.name for h in pm.get_hookcallers(plugin) or [] if not h.has_spec()] if hasattr(pm, "get_hookcallers") else []
-    for attr in dir(plugin):
-        if attr.startswith("ml_dash_") and not hasattr(HookSpecs, attr) and attr not in unknown:
-            unknown.append(attr)
+        registered = pm.register(plugin, name=name)
+    except Exception as e:  # PluginValidationError (bad signature), ValueError (name taken), ...
+        console.warn(f"{what} is skipped: {type(e).__name__}: {e}")
+        return None
+    unknown = sorted(h.name for h in pm.get_hookcallers(plugin) or [] if not h.has_spec())
     if unknown:
-        console.warn(f"plugin {name!r} implements hooks that do not exist: {', '.join(sorted(unknown))} "
-                     f"(known: {', '.join(n for n in dir(HookSpecs) if n.startswith('ml_dash_'))})")
-    return True
+        console.warn(f"{what} implements hooks that do not exist and are never called: {', '.join(unknown)} "
+                     f"(the hooks are: {', '.join(HOOK_NAMES)})")
+    return registered
 
 
-def register(plugin: Any, name: str | None = None) -> None:
-    """Register a plugin object or module in code (for stores and hooks that are not installed packages)."""
-    _register_checked(manager(), plugin, name)
+def register(plugin: Any, name: str | None = None) -> str | None:
+    """Register a plugin (a module or an object with ``ml_dash_*`` functions) in code.
+
+    Returns its name, or None when it was refused (a warning says why). Builds the manager, which loads the
+    installed plugins first unless ``ML_DASH_DISABLE_PLUGINS=1``.
+    """
+    return _register_checked(manager(), plugin, name)
 
 
-def unregister(plugin: Any = None, name: str | None = None) -> None:
-    manager().unregister(plugin, name=name)
+def unregister(plugin: Any = None, name: str | None = None) -> Any:
+    """Remove a plugin registered with `register` (by object or by name)."""
+    pm = manager()
+    if plugin is not None and not pm.is_registered(plugin):
+        return None
+    if plugin is None and (name is None or not pm.has_plugin(name)):
+        return None
+    return pm.unregister(plugin, name=name)
+
+
+def implementations(hook_name: str) -> list[Any]:
+    """The hook's implementations in call order (pluggy's: last registered first, tryfirst/trylast honoured)."""
+    caller = getattr(manager().hook, hook_name, None)
+    return list(reversed(caller.get_hookimpls())) if caller is not None else []
+
+
+def _reset() -> None:
+    """Forget the manager (tests; a fresh one is built on next use, re-reading the environment)."""
+    global _manager
+    with _lock:
+        _manager = None
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread of the parent may have held it at fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

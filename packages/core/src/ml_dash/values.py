@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 PLAIN = frozenset({float, int, str, bool, type(None)})
+NUMERIC = frozenset({float, int, bool, type(None)})  # the hot path: no size check needed
 MAX_STR = 1 << 20  # 1 Mi characters in one value
 MAX_ITEMS = 100_000  # elements in one list/dict value
 
