@@ -41,7 +41,7 @@ class Buffer:
         self.files: deque[tuple[Path, dict[str, Any]]] = deque()
         # records whose write failed, kept in order per kind and retried (bounded by max_pending_items)
         self._retry: dict[str, list[Any]] = {"logs": [], "metrics": [], "tracks": [], "params": []}
-        self.accepted = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
+        self.taken = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}  # popped off the queues so far
         self.written = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
         self.lost = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
         self.sync_mode = not config.buffer_enabled
@@ -54,6 +54,7 @@ class Buffer:
         self._pid = os.getpid()
         self._stop = False
         self._flush_waiters: list[threading.Event] = []
+        self.flush_failed = False  # the last flush left records it could not write
         self._pool: ThreadPoolExecutor | None = None
         self._publishing: list[tuple[Future[dict[str, Any]], Path, dict[str, Any]]] = []
         self._last_fsync = 0.0
@@ -91,8 +92,14 @@ class Buffer:
         self.listeners = []
         self.jdir.after_fork()
         self._pid = os.getpid()
-        for k in self.accepted:
-            self.accepted[k] = self.written[k] = 0
+        for k in self.taken:
+            self.taken[k] = self.written[k] = 0
+
+    @property
+    def accepted(self) -> dict[str, int]:
+        """Records accepted so far, by kind (counted off the hot path: taken off the queues plus still queued)."""
+        return {"logs": self.taken["logs"] + len(self.logs), "metrics": self.taken["metrics"] + len(self.metrics),
+                "tracks": self.taken["tracks"] + len(self.tracks), "files": self.taken["files"]}
 
     def pending(self) -> int:
         return (len(self.logs) + len(self.metrics) + len(self.tracks) + len(self.params) + len(self.files)
@@ -135,6 +142,7 @@ class Buffer:
                 while self.pending() >= limit and q:
                     q.pop()
                     self.lost[kind] += 1
+                    self.taken[kind] += 1
         console.warn(f"could not write to {self.jdir.path} for {self.config.close_timeout:.0f}s and "
                      f"{limit:,} records are held in memory: dropping new records "
                      f"(lost so far: {self._lost_text()}); last error: {self._error}")
@@ -163,6 +171,7 @@ class Buffer:
                 if waiters:
                     self.wait_files(None)
                     self.drain(final=True, fsync=True)
+                    self.flush_failed = any(self._retry.values()) or bool(self.files)
                     for w in waiters:
                         w.set()
                 if now - self._last_heartbeat >= HEARTBEAT_EVERY and not stop:
@@ -214,6 +223,8 @@ class Buffer:
         if not n and not retry:
             return False
         items = retry + [q.popleft() for _ in range(n)] if retry else [q.popleft() for _ in range(n)]
+        if kind != "params":
+            self.taken[kind] += n
         try:
             write(items)
         except (OSError, ValueError, TypeError) as e:
@@ -268,7 +279,15 @@ class Buffer:
             self._pool = ThreadPoolExecutor(self.config.file_upload_workers, thread_name_prefix="ml-dash-files")
         while self.files:
             staged, entry = self.files.popleft()
-            self._publishing.append((self._pool.submit(_prepare_file, staged, entry), staged, entry))
+            try:
+                fut = self._pool.submit(_prepare_file, staged, entry)
+            except RuntimeError:  # at interpreter exit the pool refuses new work: do it here
+                fut = Future()
+                try:
+                    fut.set_result(_prepare_file(staged, entry))
+                except Exception as e:
+                    fut.set_exception(e)
+            self._publishing.append((fut, staged, entry))
 
     def _finish_files(self, block: bool = False) -> list[dict[str, Any]]:
         if not self._publishing:
@@ -323,11 +342,11 @@ class Buffer:
             self.drain(final=True)
             self.wait_files(None)
             self.drain(final=True, fsync=True)
-            return self.pending() == 0
+            return not any(self._retry.values()) and not self.files
         ev = threading.Event()
         self._flush_waiters.append(ev)
         self._wake.set()
-        return self._wait_progress(ev.wait, timeout)
+        return self._wait_progress(ev.wait, timeout) and not self.flush_failed
 
     def _wait_progress(self, wait: Callable[[float], bool], timeout: float | None) -> bool:
         limit = self.config.close_timeout if timeout is None else timeout

@@ -139,10 +139,10 @@ class Experiment:
             if buf is None:
                 return
             quiet = bool(self.config.quiet)
-            recorded = sum(buf.accepted.values()) + len(buf.files) > 0
+            a = buf.accepted
+            recorded = sum(a.values()) > 0
             if recorded:
                 console.say("[ML-Dash] Flushing buffered data...", quiet)
-                a = buf.accepted
                 console.say(f"[ML-Dash]   - {a['logs']} log(s), {a['metrics']} metric(s), {a['tracks']} track(s), "
                             f"{a['files']} file(s)", quiet)
             n_files = len(buf.files) + len(buf._publishing)
@@ -226,7 +226,6 @@ class Experiment:
         buf = self._buf or self._writer()
         q = buf.logs
         q.append((_time(), level, message, meta))
-        buf.accepted["logs"] += 1
         if self.echo:
             console.say(f"[{level.upper()}] {message}")
         if len(q) >= buf.trigger:
@@ -365,7 +364,6 @@ class MetricStream:
         buf = self._exp._buf or self._exp._writer()
         q = buf.metrics
         q.append((self._name, fields))
-        buf.accepted["metrics"] += 1
         if len(q) >= buf.trigger:
             buf.kick()
         return self
@@ -437,7 +435,6 @@ class TrackStream:
         buf = self._exp._buf or self._exp._writer()
         q = buf.tracks
         q.append((self._topic, entry))
-        buf.accepted["tracks"] += 1
         if len(q) >= buf.trigger:
             buf.kick()
         return self
@@ -505,7 +502,7 @@ class FileFolder:
         entry["sizeBytes"] = content.stat().st_size if content.exists() else None
         write_entry(folder, entry)
         buf.files.append((content, entry))
-        buf.accepted["files"] += 1
+        buf.taken["files"] += 1
         if buf.sync_mode or len(buf.files) >= self._exp.config.file_batch_size:
             buf.kick() if buf.sync_mode else buf._wake.set()
         public = {k: v for k, v in entry.items() if not k.startswith("_")}

@@ -55,9 +55,19 @@ def now_iso() -> str:
     return iso(time.time())
 
 
+_last_id = [0]
+_id_lock = threading.Lock()
+
+
 def new_id() -> str:
-    """The reference's id scheme: a millisecond time shifted left 12 bits plus 12 random bits."""
-    return str((int(time.time() * 1000) << 12) | random.getrandbits(12))
+    """The reference's id scheme, a millisecond time shifted left 12 bits plus 12 random bits, made strictly
+    increasing within a process so that ids taken in the same millisecond never collide."""
+    with _id_lock:
+        candidate = (int(time.time() * 1000) << 12) | random.getrandbits(12)
+        if candidate <= _last_id[0]:
+            candidate = _last_id[0] + 1
+        _last_id[0] = candidate
+    return str(candidate)
 
 
 def read_json(path: Path) -> Any:
@@ -154,6 +164,16 @@ def _tail(fd: int, size: int) -> tuple[int, dict[str, Any] | None]:
     del end
 
 
+_thread_locks: dict[str, threading.Lock] = {}
+
+
+def _reset_locks_in_child() -> None:
+    _thread_locks.clear()  # a lock held by a parent's thread at fork time would never be released here
+
+
+os.register_at_fork(after_in_child=_reset_locks_in_child)
+
+
 class Stream:
     """One append-only JSONL file (logs, one metric, one track topic) with its lock and bookkeeping."""
 
@@ -206,10 +226,19 @@ class Stream:
 
     def write(self, data: bytes) -> None:
         fd = self._open()
+        start = self.known_size
         view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+        except OSError:
+            # a partial batch (disk full, file size limit) is cut off again, so the retry does not duplicate it
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                self.known_size = -1  # rescan under the lock next time
+            raise
         self.known_size += len(data)
         self.dirty = True
 
@@ -237,18 +266,24 @@ class ExperimentDir:
     # ---- locks ---------------------------------------------------------------------------------------------
     @contextmanager
     def locked(self, name: str) -> Iterator[None]:
+        """Exclusive access to one stream or file, across threads (a process-wide lock per lock file) and
+        processes (a POSIX record lock, which a forked child does not inherit, unlike flock)."""
         lock_dir = self.private / "locks"
-        path = lock_dir / (hashlib.sha1(name.encode()).hexdigest()[:20] + ".lock")
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except FileNotFoundError:
-            lock_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
+        path = str(lock_dir / (hashlib.sha1(name.encode()).hexdigest()[:20] + ".lock"))
+        tlock = _thread_locks.get(path)
+        if tlock is None:
+            tlock = _thread_locks.setdefault(path, threading.Lock())
+        with tlock:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:
+                lock_dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing the descriptor releases the lock
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -428,13 +463,10 @@ class ExperimentDir:
                 if not isinstance(m, dict) or "totalEntries" not in m or changed and s.known_size and not m.get("totalEntries"):
                     m = _track_meta(topic)
                     rows, _ = read_jsonl(s.path)
-                    for r in rows:
-                        _track_stats(m, r)
+                    _track_stats(m, rows)
                 s.meta = m
-            s.write("".join(_encode(e) + "\n" for e in merged).encode())
-            for e in merged:
-                _track_stats(s.meta, e)
-            s.meta["columns"] = sorted(s.meta["columns"])
+            s.write("".join([_encode(e) + "\n" for e in merged]).encode())
+            _track_stats(s.meta, merged)
             s.meta["updatedAt"] = now_iso()
             write_json_atomic(meta_path, s.meta)
 
@@ -455,11 +487,14 @@ class ExperimentDir:
                 if index_path.exists() and index_path.stat().st_size:
                     shutil.copyfile(index_path, files_dir / f".files_metadata.corrupt.{int(time.time())}.json")
                 idx = {"files": []}
-            known = {e.get("id") for e in idx["files"] if isinstance(e, dict)}
+            known = {e.get("id"): e for e in idx["files"] if isinstance(e, dict)}
             for staged, entry in items:
-                if entry["id"] in known:  # already published (a retry after a crash)
-                    done.append(entry)
-                    continue
+                other = known.get(entry["id"])
+                if other is not None:
+                    if all(other.get(k) == entry.get(k) for k in ("path", "filename", "checksum")):
+                        done.append(entry)  # already published (a retry after a crash)
+                        continue
+                    entry["id"] = new_id()  # another writer's file took this id
                 segs = [p for p in entry["path"].split("/") if p]
                 target_dir = files_dir.joinpath(*segs, entry["id"])
                 target_dir.mkdir(parents=True, exist_ok=True)
@@ -469,7 +504,7 @@ class ExperimentDir:
                 elif not target.exists():
                     continue
                 idx["files"].append(entry)
-                known.add(entry["id"])
+                known[entry["id"]] = entry
                 done.append(entry)
             write_json_atomic(index_path, idx, fsync=True)
         return done
@@ -485,12 +520,15 @@ def _track_meta(topic: str) -> dict[str, Any]:
             "lastTimestamp": None, "createdAt": now_iso()}
 
 
-def _track_stats(meta: dict[str, Any], entry: dict[str, Any]) -> None:
+def _track_stats(meta: dict[str, Any], entries: list[dict[str, Any]]) -> None:
+    if not entries:
+        return
     cols = set(meta.get("columns") or [])
-    cols.update(k for k in entry if k != "timestamp")
+    for e in entries:
+        cols.update(e)
+    cols.discard("timestamp")
     meta["columns"] = sorted(cols)
-    meta["totalEntries"] = int(meta.get("totalEntries") or 0) + 1
-    ts = entry.get("timestamp")
+    meta["totalEntries"] = int(meta.get("totalEntries") or 0) + len(entries)
     if meta.get("firstTimestamp") is None:
-        meta["firstTimestamp"] = ts
-    meta["lastTimestamp"] = ts
+        meta["firstTimestamp"] = entries[0].get("timestamp")
+    meta["lastTimestamp"] = entries[-1].get("timestamp")

@@ -8,12 +8,14 @@ later ``ml-dash sync`` (or a re-opened run) delivers the rest exactly once.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,10 @@ from .journal import ExperimentDir, read_json, write_json_atomic
 from .stores.base import PermanentError, Store
 
 MAX_BACKOFF = 30.0
+URGENT_BACKOFF = 1.0  # while someone waits in flush()/close(): retry at least this often
+MAX_RETRY_AFTER = 300.0
+READ_CHUNK = 4 * 1024 * 1024  # journal bytes read per step: a long outage's backlog is streamed, not slurped
+HEARTBEAT_EVERY = 10.0  # forward the run's heartbeat to the store this often
 
 
 class Replicator:
@@ -51,6 +57,12 @@ class Replicator:
         self.sent = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
         self.progress = 0
         self._lock = threading.Lock()
+        self._urgent = 0  # callers waiting in flush(): back off briefly
+        self._fatal = 0  # failures a retry cannot fix (authentication): bumped per failed pass
+        self._last_exc: BaseException | None = None
+        self._beat_sent = 0.0
+        self._beat: Any = None
+        self.verbose = False  # print "[k/N] Uploaded <name>" per file (close, ml-dash sync)
 
     # ---- threading -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -72,8 +84,9 @@ class Replicator:
             self._new = 0
             self.sync_once()
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything in the journal now is delivered; False after ``timeout`` without progress."""
+    def flush(self, timeout: float | None = None, report: bool = True) -> bool:
+        """Wait until everything in the journal now is delivered; False after ``timeout`` without progress
+        (or at once after an authentication failure), saying how much is pending and that it is safe on disk."""
         self._clean.clear()
         self._wake.set()
         if self._thread is None or not self._thread.is_alive():
@@ -81,29 +94,62 @@ class Replicator:
         limit = self.config.close_timeout if timeout is None else timeout
         last = self.progress
         since = time.monotonic()
-        while not self._clean.wait(0.1):
-            self._wake.set()
-            if self.progress != last:
-                last, since = self.progress, time.monotonic()
-            elif time.monotonic() - since >= limit:
-                return False
-        return True
+        fatal = self._fatal
+        self._urgent += 1
+        try:
+            while not self._clean.wait(0.1):
+                self._wake.set()
+                if self.progress != last:
+                    last, since = self.progress, time.monotonic()
+                elif time.monotonic() - since >= limit or self._fatal != fatal:
+                    if report:
+                        console.say(f"[ML-Dash]   {self.describe_pending()} not yet delivered to {self.key} "
+                                    f"(last error: {self.error or 'no progress'}); safe on disk in "
+                                    f"{self.jdir.path}; delivery goes on in the background", bool(self.config.quiet))
+                    return False
+            return True
+        finally:
+            self._urgent -= 1
+
+    @property
+    def key(self) -> str:
+        return str(getattr(self.store, "key", "store"))
 
     def close(self, status: str | None = None) -> bool:
-        ok = self.flush(None)
+        """Deliver what is left (the final status too) and close the store, never waiting on a stuck store for
+        more than ``close_timeout`` seconds without progress."""
+        self.verbose = True
+        ok = self.flush(None, report=False)
         self._stop = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join(self.config.close_timeout)
-        if ok:
-            ok = self.sync_once()  # the final status
-        try:
-            self.store.close()
-        except Exception as e:
-            self._fail("close", e)
+        result = [False]
+
+        def final() -> None:
+            if ok:
+                result[0] = self.sync_once()  # the final status
+            if result[0] and status is not None and (self.cursor.get("status") or [None])[0] != status:
+                # the experiment records its final status only after closing its stores: send it now
+                info = read_json(self.jdir.path / "experiment.json")
+                if isinstance(info, dict):
+                    try:
+                        self.store.set_status({**info, "status": status})
+                    except Exception as e:
+                        self._fail("status", e)
+            try:
+                self.store.close()
+            except Exception as e:
+                self._fail("close", e)
+
+        t = threading.Thread(target=final, name=f"ml-dash-store-close[{self.cursor_path.stem}]", daemon=True)
+        t.start()
+        t.join(self.config.close_timeout)
+        ok = ok and result[0] and not t.is_alive()
         if not ok:
             console.say(f"[ML-Dash]   {self.describe_pending()} not delivered to {getattr(self.store, 'key', 'store')}"
-                        f" (last error: {self.error}); safe in {self.jdir.path}; run `ml-dash sync` to deliver it")
+                        f" (last error: {self.error or 'no progress'}); safe in {self.jdir.path}; "
+                        f"run `ml-dash sync {self.jdir.root}` to deliver it")
         return ok
 
     # ---- one pass ------------------------------------------------------------------------------------------------
@@ -117,7 +163,9 @@ class Replicator:
                 return False
             except Exception as e:
                 self._fail("batch", e)
-                self._backoff()
+                if getattr(e, "fatal", False):
+                    self._fatal += 1
+                self._backoff(e)
                 return False
             self._failures = 0
             if self.error is not None:
@@ -140,12 +188,19 @@ class Replicator:
             except Exception:
                 pass
 
-    def _backoff(self) -> None:
+    def _backoff(self, e: BaseException | None = None) -> None:
+        """Exponential backoff with jitter; at least the server's Retry-After; short while a flush waits."""
         self._failures += 1
         delay = min(MAX_BACKOFF, 0.25 * 2 ** min(self._failures, 8)) * (0.5 + random.random() / 2)
-        end = time.monotonic() + delay
-        while time.monotonic() < end and not self._stop:
-            time.sleep(min(0.05, delay))
+        retry_after = getattr(e, "retry_after", None)
+        floor = min(float(retry_after), MAX_RETRY_AFTER) if isinstance(retry_after, (int, float)) else 0.0
+        total, urgent = max(delay, floor), max(URGENT_BACKOFF, floor)
+        start = time.monotonic()
+        while not self._stop:
+            waited = time.monotonic() - start
+            if waited >= total or (self._urgent and waited >= urgent):
+                break
+            time.sleep(0.05)
 
     def _save(self) -> None:
         self.cursor_path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,13 +220,13 @@ class Replicator:
             self.store.write_params(dict(params.get("data") or {}))
             self.cursor["params_version"] = params.get("version")
             self._save()
-        self._stream("logs/logs.jsonl", self.config.log_batch_size, lambda recs, off: self.store.write_logs(recs), "logs")
+        self._stream("logs/logs.jsonl", self.config.log_batch_size, lambda recs, *_: self.store.write_logs(recs), "logs")
         metrics = path / "metrics"
         if metrics.is_dir():
             for data in sorted(metrics.rglob("data.jsonl")):
                 name = str(data.parent.relative_to(metrics)).replace(os.sep, "/")
                 self._stream(str(data.relative_to(path)), self.config.metric_batch_size,
-                             lambda recs, off, n=name: self.store.write_metrics(n, recs), "metrics")
+                             lambda recs, *_, n=name: self.store.write_metrics(n, recs), "metrics")
         tracks = path / "tracks"
         if tracks.is_dir():
             for folder in sorted(tracks.iterdir()):
@@ -180,15 +235,27 @@ class Replicator:
                     continue
                 topic = meta["topic"]
                 self._stream(str((folder / "data.jsonl").relative_to(path)), self.config.track_batch_size,
-                             lambda recs, off, t=topic: self.store.write_tracks(t, recs, off), "tracks")
+                             functools.partial(self._send_tracks, topic), "tracks")
         self._files()
         status = (info.get("status"), info.get("statusReason"))
         if list(status) != self.cursor.get("status"):
             self.store.set_status(info)
             self.cursor["status"] = list(status)
             self._save()
+            self._beat = info.get("heartbeatAt")
+        elif info.get("heartbeatAt") != self._beat and time.monotonic() - self._beat_sent >= HEARTBEAT_EVERY:
+            self.store.set_status(info)  # keep the store's copy of a live run from looking crashed
+            self._beat, self._beat_sent = info.get("heartbeatAt"), time.monotonic()
 
-    def _stream(self, rel: str, batch: int, send: Callable[[list[dict[str, Any]], int], None], kind: str) -> None:
+    def _send_tracks(self, topic: str, recs: list[dict[str, Any]], off: int, offs: list[int], end: int) -> None:
+        if getattr(self.store, "track_offsets", False):  # per-entry positions: exact dedup of overlapping batches
+            self.store.write_tracks(topic, recs, off, offsets=offs, end=end)  # type: ignore[call-arg]
+        else:
+            self.store.write_tracks(topic, recs, off)
+
+    def _stream(self, rel: str, batch: int, send: Callable[[list[dict[str, Any]], int, list[int], int], None],
+                kind: str) -> None:
+        """Send the complete lines after the cursor in batches: send(records, offset, offsets, end)."""
         file = self.jdir.path / rel
         offsets = self.cursor["offsets"]
         off = int(offsets.get(rel, 0))
@@ -196,38 +263,46 @@ class Replicator:
             size = file.stat().st_size
         except FileNotFoundError:
             return
-        if size <= off:
-            return
-        with open(file, "rb") as f:
-            f.seek(off)
-            raw = f.read(size - off)
-        end = raw.rfind(b"\n")
-        if end < 0:
-            return
-        lines = raw[: end + 1].split(b"\n")[:-1]
-        pos = off
-        i = 0
-        while i < len(lines):
-            chunk = lines[i : i + batch]
-            recs = []
-            for line in chunk:
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(obj, dict):
-                    recs.append(obj)
-            nbytes = sum(len(x) + 1 for x in chunk)
-            if recs:
-                try:
-                    send(recs, pos)
-                except PermanentError as e:
-                    self._quarantine(rel, pos, chunk, e)
-                self.sent[kind] += len(recs)
-            pos += nbytes
-            i += batch
-            offsets[rel] = pos
-            self._save()
+        while off < size and not (self._stop and self._thread is threading.current_thread()):
+            with open(file, "rb") as f:
+                f.seek(off)
+                raw = f.read(min(size - off, READ_CHUNK))
+            end = raw.rfind(b"\n")
+            if end < 0:
+                if len(raw) < READ_CHUNK:
+                    return  # only a line still being written
+                with open(file, "rb") as f:  # one line longer than READ_CHUNK
+                    f.seek(off)
+                    raw = f.readline()
+                end = len(raw) - 1
+                if not raw.endswith(b"\n"):
+                    return
+            lines = raw[: end + 1].split(b"\n")[:-1]
+            pos = off
+            for i in range(0, len(lines), batch):
+                chunk = lines[i : i + batch]
+                recs: list[dict[str, Any]] = []
+                starts: list[int] = []
+                p = pos
+                for line in chunk:
+                    try:
+                        obj = json.loads(line)
+                    except ValueError:
+                        obj = None
+                    if isinstance(obj, dict):
+                        recs.append(obj)
+                        starts.append(p)
+                    p += len(line) + 1
+                if recs:
+                    try:
+                        send(recs, pos, starts, p)
+                    except PermanentError as e:
+                        self._quarantine(rel, pos, chunk, e)
+                    self.sent[kind] += len(recs)
+                pos = p
+                offsets[rel] = pos
+                self._save()
+            off = pos
 
     def _quarantine(self, rel: str, pos: int, chunk: list[bytes], e: BaseException) -> None:
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
@@ -244,34 +319,88 @@ class Replicator:
         if not entries:
             return
         done = set(self.cursor["files"])
-        for e in entries:
-            if not isinstance(e, dict) or e.get("id") in done:
-                continue
-            p = self.jdir.file_path(e)
+        todo = [e for e in entries if isinstance(e, dict) and e.get("id") not in done]
+        if not todo:
+            return
+        n = len(todo)
+        workers = min(n, int(self.config.get("file_upload_workers"))) if getattr(self.store, "parallel_files", False) else 1
+        if self.verbose:
+            console.say(f"[ML-Dash]   Uploading {n} file(s) to {self.key}...", bool(self.config.quiet))
+
+        def one(e: dict[str, Any]) -> None:
             try:
-                self.store.write_file(e, str(p))
-            except PermanentError as err:
-                self._fail(f"file {e.get('filename')}", err)
-            self.cursor["files"].append(e.get("id"))
-            done.add(e.get("id"))
-            self.sent["files"] += 1
-            self._save()
+                p = self.jdir.file_path(e)
+            except (KeyError, ValueError, TypeError) as err:
+                raise PermanentError(f"invalid files index entry ({err})") from None
+            self.store.write_file(e, str(p))
+
+        failed: BaseException | None = None
+        k = 0
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix=f"ml-dash-upload[{self.key}]") as pool:
+            futures = {pool.submit(one, e): e for e in todo}
+            for fut in as_completed(futures):
+                e = futures[fut]
+                try:
+                    fut.result()
+                except PermanentError as err:
+                    self._fail(f"file {e.get('filename')}", err)
+                except Exception as err:  # retried with the next pass
+                    failed = failed or err
+                    continue
+                self.cursor["files"].append(e.get("id"))
+                self.sent["files"] += 1
+                self._save()
+                k += 1
+                if self.verbose:
+                    console.say(f"[ML-Dash]   [{k}/{n}] Uploaded {e.get('filename')}", bool(self.config.quiet))
+        if failed is not None:
+            raise failed
+
+    def pending(self) -> dict[str, int]:
+        """Records (complete journal lines) and files this store has not received yet, by kind."""
+        path = self.jdir.path
+        offsets = self.cursor["offsets"]
+        out = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
+        groups = (("logs", [path / "logs" / "logs.jsonl"]), ("metrics", path.glob("metrics/**/data.jsonl")),
+                  ("tracks", path.glob("tracks/*/data.jsonl")))
+        for kind, files in groups:
+            for data in files:
+                off = int(offsets.get(str(data.relative_to(path)), 0))
+                try:
+                    with open(data, "rb") as f:
+                        f.seek(off)
+                        while True:
+                            block = f.read(1 << 20)
+                            if not block:
+                                break
+                            out[kind] += block.count(b"\n")
+                except OSError:
+                    continue
+        idx = read_json(path / "files" / ".files_metadata.json")
+        done = set(self.cursor["files"])
+        for e in (idx.get("files") if isinstance(idx, dict) else None) or []:
+            if isinstance(e, dict) and e.get("id") not in done:
+                out["files"] += 1
+        return out
 
     def describe_pending(self) -> str:
-        path = self.jdir.path
-        pending = 0
-        for rel, off in list(self.cursor["offsets"].items()):
-            try:
-                pending += max(0, (path / rel).stat().st_size - int(off))
-            except OSError:
-                pass
-        return f"{pending:,} byte(s) of records"
+        """How much of the journal this store has not received yet, in words."""
+        p = self.pending()
+        return (f"{p['logs']:,} log(s), {p['metrics']:,} metric row(s), {p['tracks']:,} track entr(ies), "
+                f"{p['files']:,} file(s)")
 
 
-def sync_dir(jdir: ExperimentDir, store: Store, config: BufferConfig | None = None) -> Replicator:
-    """Deliver one experiment folder to ``store`` now (``ml-dash sync``)."""
+def sync_dir(jdir: ExperimentDir, store: Store, config: BufferConfig | None = None, *, verbose: bool = False,
+             attempts: int = 1) -> Replicator:
+    """Deliver one experiment folder to ``store`` now (``ml-dash sync``); ``attempts`` passes at most, with
+    backoff between them. ``rep.error`` is None when everything was delivered."""
     rep = Replicator(jdir, store, config or BufferConfig())
-    rep.sync_once()
+    rep.verbose = verbose
+    for _ in range(max(1, attempts)):
+        if rep.sync_once():
+            break
+        if rep._fatal:
+            break
     return rep
 
 

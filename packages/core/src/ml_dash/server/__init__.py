@@ -1,0 +1,69 @@
+"""``ml-dash serve``: a self-hosted server storing runs in the `.dash` layout (``pip install ./packages/core[server]``).
+
+Imported only by the ``serve`` command; needs starlette, uvicorn and python-multipart.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["create_app", "read_tokens", "serve"]
+
+
+def create_app(*args: Any, **kw: Any) -> Any:
+    from .app import create_app as _create
+
+    return _create(*args, **kw)
+
+
+def read_tokens(token: list[str] | None, token_file: str | None) -> list[str]:
+    """Tokens from ``--token`` (repeatable) and ``--token-file`` (one per line, '#' comments)."""
+    tokens = [t.strip() for t in token or [] if t and t.strip()]
+    if token_file:
+        for line in Path(token_file).read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                tokens.append(line)
+        if not tokens:
+            raise ValueError(f"token file {token_file} holds no token")
+    return tokens
+
+
+def _lock_root(root: Path) -> int:
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / ".ml-dash-server.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RuntimeError(f"another ml-dash server is already serving {root}") from None
+    return fd
+
+
+def serve(root: str, host: str = "127.0.0.1", port: int = 8000, tokens: list[str] | None = None, *,
+          max_body_mb: float = 32, max_file_mb: float = 5120, fault_every: int = 0, stall_every: int = 0,
+          stall_seconds: float = 0.0, log_level: str = "warning") -> None:
+    import uvicorn
+
+    path = Path(root)
+    fd = _lock_root(path)
+    app = create_app(path, tokens, max_body=int(max_body_mb * 1024 * 1024),
+                     max_file=int(max_file_mb * 1024 * 1024), fault_every=fault_every, stall_every=stall_every,
+                     stall_seconds=stall_seconds)
+    auth = f"{len(tokens)} token(s)" if tokens else "NO authentication"
+    print(f"[ML-Dash] serving {path.resolve()} at http://{host}:{port} ({auth})", file=sys.stderr, flush=True)
+    if not tokens and host not in ("127.0.0.1", "localhost", "::1"):
+        print("[ML-Dash] warning: no --token on a non-loopback address: anyone who can reach it can write",
+              file=sys.stderr, flush=True)
+    if fault_every or stall_every:
+        print(f"[ML-Dash] testing aid on: fault every {fault_every}, stall every {stall_every} "
+              f"for {stall_seconds}s", file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                    timeout_graceful_shutdown=5)
+    finally:
+        os.close(fd)

@@ -1,0 +1,393 @@
+"""The server's side of the `.dash` layout: idempotent appends into the same files a local run writes.
+
+Every append names its *source* (one client `.dash` folder) and carries the source's own positions: journal
+indices for logs and metrics, journal byte offsets for tracks. Per stream the server keeps, in
+``<exp>/.ml_dash/server/``, how far each source got and how large the data file was after the last committed
+append. An append writes the new lines, fsyncs them, then commits that state atomically; a crash in between
+leaves lines past the committed size, which the next append to that stream cuts off before the client's retry
+writes them again. So a batch sent any number of times is stored once, and two machines logging to one
+prefix both keep their rows (renumbered into one gap-free index sequence).
+
+The server process owns its root (`serve` takes a lock on it); a local `Experiment` must not write there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..journal import ExperimentDir, new_id, now_iso, read_json, read_jsonl, write_json_atomic
+from ..names import file_name, logical_dir, metric_segments
+
+_encode = json.JSONEncoder(allow_nan=True, ensure_ascii=False).encode
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SOURCE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+INFO_KEYS = ("description", "tags", "metadata", "status", "statusReason", "heartbeatAt", "endedAt")
+
+
+class BadRequest(ValueError):
+    """The request can never succeed as sent (HTTP 400)."""
+
+
+def check_source(source: object) -> str:
+    if source is None:
+        return "anonymous"
+    if not isinstance(source, str) or not _SOURCE.match(source):
+        raise BadRequest("'source' must be 1-100 characters of [A-Za-z0-9_.-]")
+    return source
+
+
+class ServerRoot:
+    """All experiments under one server root; serialises writers per stream with in-process locks."""
+
+    def __init__(self, root: str | os.PathLike[str], fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._dirs: dict[str, ExperimentDir] = {}
+
+    def lock(self, key: str) -> threading.Lock:
+        with self._guard:
+            lk = self._locks.get(key)
+            if lk is None:
+                lk = self._locks[key] = threading.Lock()
+            return lk
+
+    def exp(self, prefix: str) -> ExperimentDir:
+        """The experiment folder for ``prefix`` (validated: nothing escapes the root)."""
+        with self._guard:
+            d = self._dirs.get(prefix)
+        if d is None:
+            try:
+                d = ExperimentDir(self.root, prefix)
+            except (TypeError, ValueError) as e:
+                raise BadRequest(str(e)) from None
+            with self._guard:
+                d = self._dirs.setdefault(prefix, d)
+        return d
+
+    def existing(self, prefix: str) -> ExperimentDir | None:
+        d = self.exp(prefix)
+        return d if (d.path / "experiment.json").is_file() else None
+
+    # ---- experiment.json ------------------------------------------------------------------------------------
+    def open_experiment(self, prefix: str, info: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
+        """Create the experiment or reopen it; apply the client's descriptive and status fields unless stale."""
+        d = self.exp(prefix)
+        if not isinstance(info, dict):
+            raise BadRequest("'info' must be an object")
+        with self.lock("info:" + d.prefix):
+            d.path.mkdir(parents=True, exist_ok=True)
+            d.private.mkdir(parents=True, exist_ok=True)
+            with d.locked("experiment.json"):
+                cur = read_json(d.path / "experiment.json")
+                created = not isinstance(cur, dict)
+                if created:
+                    cur = {"name": d.name, "project": d.project, "description": None, "tags": [], "bindrs": [],
+                           "prefix": d.prefix, "metadata": None,
+                           "created_at": _str(info.get("created_at")) or now_iso(), "write_protected": False}
+                assert isinstance(cur, dict)
+                state_path = _state_path(d, "info")
+                state = _read_state(state_path)
+                stamp = _str(info.get("updated_at")) or ""
+                last = state["sources"].get(source)
+                if last is None or stamp >= str(last):
+                    for k in INFO_KEYS:
+                        if k in info:
+                            _apply(cur, k, info[k])
+                    if "status" in info and "statusReason" not in info:
+                        cur.pop("statusReason", None)
+                    state["sources"][source] = stamp
+                cur["updated_at"] = now_iso()
+                write_json_atomic(d.path / "experiment.json", cur, fsync=self.fsync)
+                write_json_atomic(state_path, state, fsync=self.fsync)
+        return cur, created
+
+    def ensure(self, prefix: str) -> ExperimentDir:
+        """Appends to an experiment nobody opened here (a server root wiped mid-run) create it."""
+        d = self.exp(prefix)
+        if not (d.path / "experiment.json").is_file():
+            self.open_experiment(prefix, {}, "anonymous")
+        return d
+
+    # ---- parameters.json ------------------------------------------------------------------------------------
+    def set_params(self, prefix: str, data: Any, version: Any, source: str) -> bool:
+        if not isinstance(data, dict) or not all(isinstance(k, str) and k for k in data):
+            raise BadRequest("'data' must be an object with non-empty string keys")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise BadRequest("'version' must be an integer")
+        d = self.ensure(prefix)
+        with self.lock("params:" + d.prefix):
+            state_path = _state_path(d, "params")
+            state = _read_state(state_path)
+            last = state["sources"].get(source)
+            if version is not None and isinstance(last, int) and version <= last:
+                return False  # a retried or stale version: already applied
+            d.set_params(dict(data))
+            if version is not None:
+                state["sources"][source] = version
+                write_json_atomic(state_path, state, fsync=self.fsync)
+        return True
+
+    # ---- logs and metrics (indexed streams) -----------------------------------------------------------------
+    def append_logs(self, prefix: str, records: Any, source: str) -> dict[str, int]:
+        d = self.ensure(prefix)
+        recs = _records(records, "sequenceNumber")
+        for r in recs:
+            if not isinstance(r.get("message"), str) or not isinstance(r.get("level"), str):
+                raise BadRequest("every log record needs string 'level' and 'message'")
+        return self._append_indexed(d, "logs", d.path / "logs" / "logs.jsonl", "logs", "sequenceNumber",
+                                    recs, source, None)
+
+    def append_metrics(self, prefix: str, name: str, records: Any, source: str) -> dict[str, int]:
+        d = self.ensure(prefix)
+        try:
+            segs = metric_segments(name)
+        except (TypeError, ValueError) as e:
+            raise BadRequest(str(e)) from None
+        recs = _records(records, "index")
+        for r in recs:
+            if not isinstance(r.get("data"), dict):
+                raise BadRequest("every metric record needs an object 'data'")
+        folder = d.path.joinpath("metrics", *segs)
+        return self._append_indexed(d, "metrics/" + name, folder / "data.jsonl", "metrics/" + name, "index",
+                                    recs, source, name)
+
+    def _append_indexed(self, d: ExperimentDir, key: str, path: Path, lock_name: str, field: str,
+                        recs: list[dict[str, Any]], source: str, metric: str | None) -> dict[str, int]:
+        with self.lock(f"{d.prefix}\0{key}"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            d.private.mkdir(parents=True, exist_ok=True)
+            with d.locked(lock_name):
+                state_path = _state_path(d, key)
+                state = _recover(path, _read_state(state_path), field)
+                w = int(state["sources"].get(source, 0))
+                n = int(state["next"])
+                parts = []
+                for r in sorted(recs, key=lambda r: int(r[field])):
+                    if r[field] < w:
+                        continue
+                    w = r[field] + 1
+                    rec = dict(r)
+                    rec[field] = n
+                    parts.append(_encode(rec) + "\n")
+                    n += 1
+                if parts:
+                    state["size"] = _append(path, "".join(parts).encode(), self.fsync)
+                    state["next"] = n
+                    if metric is not None:
+                        _metric_meta(path.parent / "metadata.json", metric, n)
+                if parts:
+                    state["sources"][source] = w
+                    write_json_atomic(state_path, state, fsync=self.fsync)
+        return {"received": len(recs), "stored": len(parts), "next": w}
+
+    # ---- tracks (byte offsets of the source's journal) -----------------------------------------------------
+    def append_tracks(self, prefix: str, topic: str, entries: Any, offset: Any, end: Any, offsets: Any,
+                      source: str) -> dict[str, int]:
+        d = self.ensure(prefix)
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise BadRequest("'entries' must be a list of objects")
+        for e in entries:
+            ts = e.get("timestamp")
+            if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+                raise BadRequest("every track entry needs a numeric 'timestamp'")
+        if not _is_int(offset):
+            raise BadRequest("'offset' must be the journal byte offset of the first entry")
+        if end is not None and not _is_int(end):
+            raise BadRequest("'end' must be an integer")
+        if offsets is not None and (not isinstance(offsets, list) or len(offsets) != len(entries)
+                                    or not all(_is_int(o) for o in offsets)):
+            raise BadRequest("'offsets' must hold one integer per entry")
+        try:
+            folder = d.track_folder(topic)
+        except (TypeError, ValueError) as e:
+            raise BadRequest(str(e)) from None
+        path = d.path / "tracks" / folder / "data.jsonl"
+        key = "tracks/" + topic
+        with self.lock(f"{d.prefix}\0{key}"):
+            d.private.mkdir(parents=True, exist_ok=True)
+            with d.locked(key):
+                state_path = _state_path(d, key)
+                state = _recover(path, _read_state(state_path), None)
+                w = int(state["sources"].get(source, 0))
+                if offsets is not None:
+                    keep = [e for e, o in zip(entries, offsets, strict=True) if o >= w]
+                else:  # batch-granular: a retry resends the same batch
+                    keep = list(entries) if offset >= w else []
+                new_w = max(w, end if end is not None else offset + 1)
+                if keep:
+                    state["size"] = _append(path, "".join(_encode(e) + "\n" for e in keep).encode(), self.fsync)
+                    _track_meta_update(path.parent / "metadata.json", topic, keep)
+                state["sources"][source] = new_w
+                write_json_atomic(state_path, state, fsync=self.fsync)
+        return {"received": len(entries), "stored": len(keep), "next": new_w}
+
+    # ---- files --------------------------------------------------------------------------------------------
+    def check_file_entry(self, entry: Any) -> dict[str, Any]:
+        if not isinstance(entry, dict):
+            raise BadRequest("'entry' must be a JSON object")
+        e = {k: v for k, v in entry.items() if k != "localPath"}
+        fid = e.get("id")
+        if not isinstance(fid, str) or not _ID.match(fid):
+            raise BadRequest("file 'id' must be 1-64 characters of [A-Za-z0-9_-]")
+        try:
+            e["path"] = logical_dir(e.get("path", "/"))
+            e["filename"] = file_name(e.get("filename"))
+        except (TypeError, ValueError) as err:
+            raise BadRequest(str(err)) from None
+        return e
+
+    def has_file(self, d: ExperimentDir, fid: str) -> bool:
+        idx = read_json(d.path / "files" / ".files_metadata.json")
+        files = idx.get("files") if isinstance(idx, dict) else None
+        return any(isinstance(x, dict) and x.get("id") == fid for x in files or [])
+
+    def publish_file(self, d: ExperimentDir, staged: Path, entry: dict[str, Any]) -> bool:
+        """Move an uploaded file into place and index it; False when that id was already stored."""
+        with self.lock(d.prefix + "\0files"):
+            if self.has_file(d, entry["id"]):
+                staged.unlink(missing_ok=True)
+                return False
+            d.publish_files([(staged, entry)])
+            staged.unlink(missing_ok=True)
+        return True
+
+    def incoming(self, d: ExperimentDir) -> Path:
+        p = d.private / "server" / "incoming"
+        p.mkdir(parents=True, exist_ok=True)
+        return p / f"{new_id()}.{threading.get_ident()}.part"
+
+
+# ---- helpers ------------------------------------------------------------------------------------------------
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _apply(cur: dict[str, Any], key: str, value: Any) -> None:
+    if value is None:
+        if key in ("statusReason", "endedAt"):
+            cur.pop(key, None)
+        else:
+            cur[key] = None
+        return
+    if key == "tags" and not (isinstance(value, list) and all(isinstance(t, str) for t in value)):
+        raise BadRequest("'tags' must be a list of strings")
+    if key in ("status", "statusReason", "heartbeatAt", "endedAt", "description") and not isinstance(value, str):
+        raise BadRequest(f"{key!r} must be a string")
+    if key == "metadata" and not isinstance(value, dict):
+        raise BadRequest("'metadata' must be an object")
+    cur[key] = value
+
+
+def _records(records: Any, field: str) -> list[dict[str, Any]]:
+    if not isinstance(records, list):
+        raise BadRequest("'records' must be a list")
+    for r in records:
+        if not isinstance(r, dict) or not _is_int(r.get(field)):
+            raise BadRequest(f"every record needs a non-negative integer {field!r}")
+    return records
+
+
+def _state_path(d: ExperimentDir, key: str) -> Path:
+    folder = d.private / "server"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / (hashlib.sha1(key.encode()).hexdigest()[:24] + ".json")
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    st = read_json(path)
+    if not isinstance(st, dict) or not isinstance(st.get("sources"), dict):
+        st = {"sources": {}}
+    return st
+
+
+def _complete_end(path: Path) -> tuple[int, int]:
+    """(size of the file, end of its last complete line)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            pos = size
+            while pos > 0:
+                step = min(65536, pos)
+                f.seek(pos - step)
+                chunk = f.read(step)
+                nl = chunk.rfind(b"\n")
+                if nl >= 0:
+                    return size, pos - step + nl + 1
+                pos -= step
+            return size, 0
+    except FileNotFoundError:
+        return 0, 0
+
+
+def _recover(path: Path, state: dict[str, Any], field: str | None) -> dict[str, Any]:
+    """Cut lines past the committed size (a crash between append and commit); adopt an unknown file."""
+    size, complete = _complete_end(path)
+    committed = state.get("size")
+    if isinstance(committed, int) and committed <= size:
+        if committed < size:
+            with open(path, "r+b") as f:
+                f.truncate(committed)
+        return state
+    # first append to a file the server has no state for (or one shrunk behind its back): adopt what is there
+    if complete < size:
+        with open(path, "r+b") as f:
+            f.truncate(complete)
+    state["size"] = complete
+    if field is not None:
+        rows, _ = read_jsonl(path)
+        idx = [r[field] for r in rows if _is_int(r.get(field))]
+        state["next"] = max(idx) + 1 if idx else 0
+    return state
+
+
+def _append(path: Path, data: bytes, fsync: bool) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if fsync:
+            os.fsync(fd)
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def _metric_meta(path: Path, name: str, n: int) -> None:
+    m = read_json(path)
+    if not isinstance(m, dict):
+        m = {"metricId": new_id(), "name": name, "description": None, "tags": [], "metadata": None,
+             "createdAt": now_iso()}
+    m["totalDataPoints"] = n
+    m["nextIndex"] = n
+    m["updatedAt"] = now_iso()
+    write_json_atomic(path, m)
+
+
+def _track_meta_update(path: Path, topic: str, entries: list[dict[str, Any]]) -> None:
+    m = read_json(path)
+    if not isinstance(m, dict):
+        m = {"trackId": new_id(), "topic": topic, "columns": [], "totalEntries": 0, "firstTimestamp": None,
+             "lastTimestamp": None, "createdAt": now_iso()}
+    cols = set(m.get("columns") or [])
+    for e in entries:
+        cols.update(k for k in e if k != "timestamp")
+    m["columns"] = sorted(cols)
+    m["totalEntries"] = int(m.get("totalEntries") or 0) + len(entries)
+    if m.get("firstTimestamp") is None:
+        m["firstTimestamp"] = entries[0]["timestamp"]
+    m["lastTimestamp"] = entries[-1]["timestamp"]
+    m["updatedAt"] = now_iso()
+    write_json_atomic(path, m)

@@ -1,0 +1,137 @@
+"""Built-in mirror store: copies a run into another `.dash` root, record for record, through its own Replicator.
+
+Destination: ``file:///abs/root`` or a folder path (``/abs/root``, ``./rel``, ``~/backup``, ``a/b``); the run
+``<prefix>`` appears as ``<root>/<prefix>/`` in the same layout, readable with ``ml_dash.load(prefix, root)``.
+Every write is idempotent: records already in the mirror (by index / sequence number, file id, track batch
+offset) are skipped, so a batch delivered twice is stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ..journal import ExperimentDir, Stream, read_json, write_json_atomic
+from .base import PermanentError, Store
+
+
+def mirror_root(destination: str) -> Path | None:
+    """The folder a destination names, or None when it is not a folder (a URL of another kind, a plain name)."""
+    if destination.startswith("file:"):
+        parts = urlsplit(destination)
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"mirror destination {destination!r}: only local file:// URLs are supported")
+        path = unquote(parts.path)
+        if not path:
+            raise ValueError(f"mirror destination {destination!r} names no folder")
+        return Path(path).expanduser()
+    if "://" in destination:
+        return None
+    if destination in (".", "..") or destination.startswith(("/", "~")) or "/" in destination \
+            or (os.sep != "/" and os.sep in destination):
+        return Path(destination).expanduser()
+    return None
+
+
+class MirrorStore(Store):
+    def __init__(self, root: str | os.PathLike[str], prefix: str) -> None:
+        self.root = Path(root).resolve()
+        self.dir = ExperimentDir(self.root, prefix)
+        self.key = "mirror-" + hashlib.sha1(str(self.root).encode()).hexdigest()[:12]
+        self._logs: Stream | None = None
+
+    def _write_info(self, info: dict[str, Any]) -> None:
+        self.dir.path.mkdir(parents=True, exist_ok=True)
+        with self.dir.locked("experiment.json"):
+            write_json_atomic(self.dir.path / "experiment.json", info, fsync="status" in info)
+
+    def open(self, info: dict[str, Any]) -> None:
+        self._write_info(info)
+
+    def set_status(self, info: dict[str, Any]) -> None:
+        self._write_info(info)
+
+    def write_params(self, params: dict[str, Any]) -> None:
+        self.dir.path.mkdir(parents=True, exist_ok=True)
+        self.dir.set_params(params)
+
+    def write_logs(self, records: list[dict[str, Any]]) -> None:
+        if self._logs is None:
+            self._logs = Stream(self.dir.path / "logs" / "logs.jsonl", self.dir.private / "locks", "sequenceNumber")
+        s = self._logs
+        with self.dir.locked("logs"):
+            s.sync_tail()
+            n = s.next_index
+            parts = []
+            for r in records:
+                seq = r.get("sequenceNumber")
+                if not isinstance(seq, int) or seq < n:
+                    continue  # already mirrored
+                rec = dict(r)
+                rec["sequenceNumber"] = n
+                parts.append(json.dumps(rec, allow_nan=True) + "\n")
+                n += 1
+            if parts:
+                s.write("".join(parts).encode())
+                s.next_index = n
+
+    def write_metrics(self, name: str, records: list[dict[str, Any]]) -> None:
+        self.dir.append_metrics(name, records, records=True)
+
+    def write_tracks(self, topic: str, records: list[dict[str, Any]], offset: int) -> None:
+        # Tracks carry no index: remember where the last delivered batch started in the source journal and how
+        # many entries it held. The replicator re-sends a batch only from the same offset (its cursor), so a
+        # batch at an earlier offset is already here and one at the same offset is here up to that count.
+        with self.dir.locked("mirror-tracks/" + topic):  # not "tracks/...": append_tracks takes that one
+            state_path = self.dir.private / "mirror-tracks" / (hashlib.sha1(topic.encode()).hexdigest()[:20] + ".json")
+            state = read_json(state_path)
+            last = state.get("last") if isinstance(state, dict) else None
+            skip = 0
+            if isinstance(last, list) and len(last) == 2:
+                if offset < last[0]:
+                    return
+                if offset == last[0]:
+                    skip = last[1]
+            todo = records[skip:]
+            if todo:
+                self.dir.append_tracks(topic, [dict(r) for r in todo])
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(state_path, {"topic": topic, "last": [offset, max(skip, len(records))]})
+
+    def write_file(self, entry: dict[str, Any], path: str) -> None:
+        index = read_json(self.dir.path / "files" / ".files_metadata.json")
+        known = index.get("files") if isinstance(index, dict) else None
+        if isinstance(known, list) and any(isinstance(e, dict) and e.get("id") == entry.get("id") for e in known):
+            return
+        src = Path(path)
+        if not src.is_file():
+            raise PermanentError(f"content of {entry.get('filename')!r} is missing at {src}")
+        staging = self.dir.private / "mirror-staging"
+        staging.mkdir(parents=True, exist_ok=True)
+        staged = staging / f"{entry.get('id')}-{os.getpid()}"
+        shutil.copyfile(src, staged)
+        clean = {k: v for k, v in entry.items() if k != "localPath"}
+        try:
+            self.dir.publish_files([(staged, clean)])
+        finally:
+            if staged.exists():
+                staged.unlink()
+
+    def close(self) -> None:
+        if self._logs is not None:
+            self._logs.close()
+        self.dir.close()
+
+
+def make(destination: str, experiment: Any) -> MirrorStore | None:
+    root = mirror_root(destination)
+    if root is None:
+        return None
+    if root.resolve() == Path(experiment.dash_root).resolve():
+        raise ValueError(f"mirror destination {destination!r} is the experiment's own .dash root")
+    return MirrorStore(root, experiment.prefix)

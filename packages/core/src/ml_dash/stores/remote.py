@@ -1,0 +1,297 @@
+"""The remote store: uploads a run's local `.dash` copy to an ``ml-dash serve`` server over HTTP (httpx).
+
+Its replicator thread calls it batch by batch; every request is idempotent on the server (positions are
+deduplicated per source), so a batch may be retried any number of times. Failures are classified here:
+connection errors, timeouts, 408, 429 and 5xx raise `RetryLater` (retried with backoff, honouring
+``Retry-After``); 401/403 raise `AuthError` (retried too, since a later ``ml-dash login`` or ``ml-dash sync``
+may fix it); any other 4xx raises `PermanentError` (that batch is set aside in quarantine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from .base import PermanentError, Store
+
+DEFAULT_TIMEOUT = 10.0
+CREDENTIALS = ("~", ".dash", "credentials.json")
+
+
+class RetryLater(Exception):
+    """A transient failure; ``retry_after`` (seconds) when the server said how long to wait."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AuthError(Exception):
+    """401/403: the token is missing or wrong. Flush and close stop waiting; the data stays on disk."""
+
+    fatal = True
+
+
+# ---- tokens ---------------------------------------------------------------------------------------------------
+def credentials_path() -> Path:
+    return Path(os.path.expanduser(os.path.join(*CREDENTIALS)))
+
+
+def _norm(url: str) -> str:
+    return url.rstrip("/")
+
+
+def read_credentials() -> dict[str, Any]:
+    try:
+        obj = json.loads(credentials_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def save_token(token: str, url: str | None = None) -> Path:
+    """Store ``token`` (for ``url``, or as the default) in ~/.dash/credentials.json, mode 0600."""
+    if not token or any(c.isspace() for c in token):
+        raise ValueError("a token must be non-empty and hold no whitespace")
+    path = credentials_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    creds = read_credentials()
+    if url:
+        creds.setdefault("servers", {})[_norm(url)] = token
+        creds["url"] = _norm(url)
+    else:
+        creds["token"] = token
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, json.dumps(creds, indent=2).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
+
+
+def resolve_token(url: str) -> str | None:
+    """``ML_DASH_TOKEN``, else the token ``ml-dash login`` stored for this URL, else its default token."""
+    env = os.environ.get("ML_DASH_TOKEN")
+    if env:
+        return env.strip()
+    creds = read_credentials()
+    servers = creds.get("servers")
+    if isinstance(servers, dict) and isinstance(servers.get(_norm(url)), str):
+        return str(servers[_norm(url)])
+    tok = creds.get("token")
+    return tok if isinstance(tok, str) else None
+
+
+def default_url() -> str | None:
+    """``ML_DASH_API_URL``, else the URL of the last ``ml-dash login --url``."""
+    env = os.environ.get("ML_DASH_API_URL")
+    if env:
+        return env
+    url = read_credentials().get("url")
+    return url if isinstance(url, str) else None
+
+
+def source_id(folder: str | os.PathLike[str] | None) -> str:
+    """A stable id for one local `.dash` experiment folder (shared by every process writing it)."""
+    if folder is None:
+        return "anonymous"
+    path = Path(folder) / ".ml_dash" / "source-id"
+    try:
+        return path.read_text().strip() or "anonymous"
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sid = uuid.uuid4().hex
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:  # another process won the race
+        for _ in range(50):
+            text = path.read_text().strip()
+            if text:
+                return text
+            time.sleep(0.01)
+        return "anonymous"
+    try:
+        os.write(fd, sid.encode())
+    finally:
+        os.close(fd)
+    return sid
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+# ---- the store ------------------------------------------------------------------------------------------------
+class RemoteStore(Store):
+    """Store for ``Experiment(prefix, dash_url="http://host:port")``."""
+
+    parallel_files = True  # the replicator may call write_file from several threads
+    track_offsets = True  # write_tracks accepts offsets= and end= (per-entry journal positions)
+
+    def __init__(self, url: str, prefix: str, config: Any = None, *, folder: str | os.PathLike[str] | None = None,
+                 token: str | None = None, timeout: float | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"dash_url must look like http://host:port, got {url!r}")
+        self.url = _norm(url)
+        self.api = self.url + "/api/v1"
+        self.prefix = prefix
+        self._exp = f"{self.api}/experiments/{quote(prefix, safe='')}"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.key = f"remote-{parts.hostname}_{port}"
+        self.token = token if token is not None else resolve_token(self.url)
+        if timeout is None:
+            timeout = getattr(config, "remote_timeout", None) or float(os.environ.get("ML_DASH_REMOTE_TIMEOUT")
+                                                                       or DEFAULT_TIMEOUT)
+        self.timeout = float(timeout)
+        self.source = source_id(folder)
+        self.max_body = 32 * 1024 * 1024
+        self.max_file: int | None = None
+        self._client: Any = None
+        self._params_version = 0
+
+    def __repr__(self) -> str:
+        return f"RemoteStore({self.url!r}, {self.prefix!r})"
+
+    # ---- HTTP ---------------------------------------------------------------------------------------------
+    def _http(self) -> Any:
+        if self._client is None:
+            import httpx
+
+            headers = {"User-Agent": "ml-dash"}
+            if self.token:
+                headers["Authorization"] = f"Bearer {self.token}"
+            t = self.timeout
+            self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(t, connect=min(t, 5.0)),
+                                        limits=httpx.Limits(max_connections=16, max_keepalive_connections=8))
+        return self._client
+
+    def _request(self, method: str, url: str, **kw: Any) -> Any:
+        import httpx
+
+        client = self._http()
+        for attempt in (0, 1):
+            try:
+                r = client.request(method, url, **kw)
+                break
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+                # a kept-alive connection the server dropped: one immediate retry (requests are idempotent)
+                if attempt or "files" in kw:
+                    raise RetryLater(f"{self.url} unreachable: {type(e).__name__}: {e}") from None
+            except httpx.TimeoutException as e:
+                raise RetryLater(f"{self.url} timed out after {self.timeout:g}s ({type(e).__name__})") from None
+            except httpx.TransportError as e:
+                raise RetryLater(f"{self.url} unreachable: {type(e).__name__}: {e}") from None
+        code = r.status_code
+        if code < 300:
+            return r
+        try:
+            detail = r.json().get("detail")
+        except (ValueError, AttributeError):
+            detail = r.text[:200]
+        where = f"{method} {url[len(self.url):]}"
+        if code in (401, 403):
+            raise AuthError(f"{self.url} refused the request ({code}: {detail}). Authenticate with "
+                            f"`ml-dash login --token TOKEN --url {self.url}` or set ML_DASH_TOKEN; the data stays "
+                            "on disk and `ml-dash sync` uploads it later")
+        if code in (408, 429) or code >= 500:
+            raise RetryLater(f"{where}: HTTP {code}: {detail}", _retry_after(r.headers.get("retry-after")))
+        raise PermanentError(f"{where}: HTTP {code}: {detail}")
+
+    def _post_json(self, method: str, url: str, body: dict[str, Any]) -> Any:
+        data = json.dumps(body, allow_nan=True, separators=(",", ":")).encode()
+        if len(data) > self.max_body:
+            raise _TooBig(len(data))
+        return self._request(method, url, content=data, headers={"Content-Type": "application/json"})
+
+    def _append(self, url: str, records: list[dict[str, Any]], key: str = "records", **extra: Any) -> None:
+        try:
+            self._post_json("POST", url, {"source": self.source, key: records, **extra})
+        except _TooBig as e:
+            if len(records) <= 1 or extra:
+                raise PermanentError(f"a record of {e.size} bytes exceeds the server's body limit "
+                                     f"({self.max_body} bytes)") from None
+            half = len(records) // 2  # idempotent by index: splitting is safe
+            self._append(url, records[:half], key)
+            self._append(url, records[half:], key)
+
+    # ---- Store ---------------------------------------------------------------------------------------------
+    def open(self, info: dict[str, Any]) -> None:
+        r = self._post_json("POST", f"{self.api}/experiments",
+                            {"prefix": self.prefix, "source": self.source, "info": info})
+        limits = (r.json() or {}).get("limits") or {}
+        if isinstance(limits.get("maxBodyBytes"), int):
+            self.max_body = limits["maxBodyBytes"]
+        if isinstance(limits.get("maxFileBytes"), int):
+            self.max_file = limits["maxFileBytes"]
+
+    def write_params(self, params: dict[str, Any]) -> None:
+        self._params_version = max(self._params_version + 1, int(time.time() * 1000))
+        self._post_json("PUT", f"{self._exp}/parameters",
+                        {"source": self.source, "version": self._params_version, "data": params})
+
+    def write_logs(self, records: list[dict[str, Any]]) -> None:
+        self._append(f"{self._exp}/logs", records)
+
+    def write_metrics(self, name: str, records: list[dict[str, Any]]) -> None:
+        self._append(f"{self._exp}/metrics/{quote(name, safe='')}", records)
+
+    def write_tracks(self, topic: str, records: list[dict[str, Any]], offset: int,
+                     offsets: list[int] | None = None, end: int | None = None) -> None:
+        url = f"{self._exp}/tracks/{quote(topic, safe='')}"
+        try:
+            self._post_json("POST", url, {"source": self.source, "entries": records, "offset": offset,
+                                          "end": end, "offsets": offsets})
+        except _TooBig as e:
+            if offsets is None or len(records) <= 1:
+                raise PermanentError(f"a track batch of {e.size} bytes exceeds the server's body limit") from None
+            half = len(records) // 2
+            self.write_tracks(topic, records[:half], offsets[0], offsets[:half], offsets[half])
+            self.write_tracks(topic, records[half:], offsets[half], offsets[half:], end)
+
+    def write_file(self, entry: dict[str, Any], path: str) -> None:
+        try:
+            size = os.path.getsize(path)
+        except OSError as e:
+            raise PermanentError(f"file {entry.get('filename')!r} is gone from {path} ({e})") from None
+        if self.max_file is not None and size > self.max_file:
+            raise PermanentError(f"file {entry.get('filename')!r} of {size} bytes exceeds the server's limit "
+                                 f"of {self.max_file} bytes")
+        meta = {k: v for k, v in entry.items() if k != "localPath"}
+        with open(path, "rb") as f:
+            self._request("POST", f"{self._exp}/files", data={"entry": json.dumps(meta)},
+                          files={"file": (str(entry.get("filename") or "file"), f,
+                                          str(entry.get("contentType") or "application/octet-stream"))})
+
+    def set_status(self, info: dict[str, Any]) -> None:
+        self._post_json("PUT", f"{self._exp}/status", {"source": self.source, "info": info})
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+class _TooBig(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
