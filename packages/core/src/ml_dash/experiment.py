@@ -420,18 +420,21 @@ class TrackStream:
         self._topic = topic
 
     def append(self, _ts: float | None = None, **fields: Any) -> TrackStream:
+        for v in fields.values():
+            if type(v) not in NUMERIC:
+                fields = _track_fields(fields)
+                break
         if _ts is None:
-            _ts = _time()
+            entry: dict[str, Any] = {"timestamp": _time()}
+        elif type(_ts) is float:
+            entry = {"timestamp": _ts}
         elif isinstance(_ts, bool) or not isinstance(_ts, (int, float)):
             raise TypeError(f"_ts must be a number, got {_ts!r}")
-        entry: dict[str, Any] = {"timestamp": float(_ts)}
-        for k, v in fields.items():
-            if isinstance(v, dict):
-                entry.update(flatten(v, k + "."))
-            elif type(v) in NUMERIC:
-                entry[k] = v
-            else:
-                entry[k] = convert(v, k)
+        else:
+            entry = {"timestamp": float(_ts)}
+        if "timestamp" in fields:
+            raise ValueError("track field 'timestamp' is reserved: pass the time as _ts")
+        entry.update(fields)
         buf = self._exp._buf or self._exp._writer()
         q = buf.tracks
         q.append((self._topic, entry))
@@ -444,6 +447,17 @@ class TrackStream:
     def read(self) -> list[dict[str, Any]]:
         _sync(self._exp)
         return TracksView(self._exp._dir)(self._topic).read()
+
+
+def _track_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts flattened with dots (as the reference stores track entries), values converted."""
+    out: dict[str, Any] = {}
+    for k, v in fields.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, k + "."))
+        else:
+            out[k] = convert(v, k)
+    return out
 
 
 class Tracks:

@@ -223,16 +223,25 @@ class RemoteStore(Store):
             raise _TooBig(len(data))
         return self._request(method, url, content=data, headers={"Content-Type": "application/json"})
 
-    def _append(self, url: str, records: list[dict[str, Any]], key: str = "records", **extra: Any) -> None:
+    def _append(self, url: str, records: list[dict[str, Any]]) -> None:
+        """POST a batch; one over the server's body limit is split in halves (positions make that safe), and
+        only the records too large on their own are refused (PermanentError after the rest went out)."""
+        refused: list[str] = []
+        self._split(url, records, refused)
+        if refused:
+            raise PermanentError(f"{len(refused)} record(s) exceed the server's body limit of {self.max_body} "
+                                 f"bytes ({refused[0]})")
+
+    def _split(self, url: str, records: list[dict[str, Any]], refused: list[str]) -> None:
         try:
-            self._post_json("POST", url, {"source": self.source, key: records, **extra})
+            self._post_json("POST", url, {"source": self.source, "records": records})
         except _TooBig as e:
-            if len(records) <= 1 or extra:
-                raise PermanentError(f"a record of {e.size} bytes exceeds the server's body limit "
-                                     f"({self.max_body} bytes)") from None
-            half = len(records) // 2  # idempotent by index: splitting is safe
-            self._append(url, records[:half], key)
-            self._append(url, records[half:], key)
+            if len(records) <= 1:
+                refused.append(f"one of {e.size} bytes")
+                return
+            half = len(records) // 2
+            self._split(url, records[:half], refused)
+            self._split(url, records[half:], refused)
 
     # ---- Store ---------------------------------------------------------------------------------------------
     def open(self, info: dict[str, Any]) -> None:
@@ -258,15 +267,24 @@ class RemoteStore(Store):
     def write_tracks(self, topic: str, records: list[dict[str, Any]], offset: int,
                      offsets: list[int] | None = None, end: int | None = None) -> None:
         url = f"{self._exp}/tracks/{quote(topic, safe='')}"
+        refused: list[str] = []
+        self._split_tracks(url, records, offset, offsets, end, refused)
+        if refused:
+            raise PermanentError(f"{len(refused)} track entr(ies) exceed the server's body limit of "
+                                 f"{self.max_body} bytes ({refused[0]})")
+
+    def _split_tracks(self, url: str, records: list[dict[str, Any]], offset: int, offsets: list[int] | None,
+                      end: int | None, refused: list[str]) -> None:
         try:
             self._post_json("POST", url, {"source": self.source, "entries": records, "offset": offset,
                                           "end": end, "offsets": offsets})
         except _TooBig as e:
             if offsets is None or len(records) <= 1:
-                raise PermanentError(f"a track batch of {e.size} bytes exceeds the server's body limit") from None
+                refused.append(f"a batch of {e.size} bytes")
+                return
             half = len(records) // 2
-            self.write_tracks(topic, records[:half], offsets[0], offsets[:half], offsets[half])
-            self.write_tracks(topic, records[half:], offsets[half], offsets[half:], end)
+            self._split_tracks(url, records[:half], offsets[0], offsets[:half], offsets[half], refused)
+            self._split_tracks(url, records[half:], offsets[half], offsets[half:], end, refused)
 
     def write_file(self, entry: dict[str, Any], path: str) -> None:
         try:
