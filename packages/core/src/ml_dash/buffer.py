@@ -56,7 +56,7 @@ class Buffer:
         self._flush_waiters: list[threading.Event] = []
         self.flush_failed = False  # the last flush left records it could not write
         self._pool: ThreadPoolExecutor | None = None
-        self._publishing: list[tuple[Future[dict[str, Any]], Path, dict[str, Any]]] = []
+        self._publishing: list[tuple[Future[Path], Path, dict[str, Any]]] = []
         self._last_fsync = 0.0
         self._last_heartbeat = time.monotonic()
         self._last_flush = time.monotonic()
@@ -279,6 +279,7 @@ class Buffer:
             self._pool = ThreadPoolExecutor(self.config.file_upload_workers, thread_name_prefix="ml-dash-files")
         while self.files:
             staged, entry = self.files.popleft()
+            fut: Future[Path]
             try:
                 fut = self._pool.submit(_prepare_file, staged, entry)
             except RuntimeError:  # at interpreter exit the pool refuses new work: do it here
@@ -296,7 +297,7 @@ class Buffer:
         if not ready:
             return []
         items: list[tuple[Path, dict[str, Any]]] = []
-        failed = []
+        failed: list[tuple[Path, dict[str, Any]]] = []
         for fut, staged, entry in ready:
             try:
                 items.append((fut.result(), entry))

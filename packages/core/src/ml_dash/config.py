@@ -54,18 +54,18 @@ class BufferConfig:
     ``ML_DASH_FLUSH_INTERVAL``); an explicit argument beats the environment, which beats the default.
     """
 
-    buffer_enabled: bool | None = None
-    flush_interval: float | None = None
-    log_batch_size: int | None = None
-    metric_batch_size: int | None = None
-    track_batch_size: int | None = None
-    file_batch_size: int | None = None
-    file_upload_workers: int | None = None
-    write_interval: float | None = None
-    close_timeout: float | None = None
-    copy_limit_bytes: int | None = None
-    max_pending_items: int | None = None
-    quiet: bool | None = None
+    buffer_enabled: bool = None  # type: ignore[assignment]  # None: environment, else default
+    flush_interval: float = None  # type: ignore[assignment]  # None: environment, else default
+    log_batch_size: int = None  # type: ignore[assignment]  # None: environment, else default
+    metric_batch_size: int = None  # type: ignore[assignment]  # None: environment, else default
+    track_batch_size: int = None  # type: ignore[assignment]  # None: environment, else default
+    file_batch_size: int = None  # type: ignore[assignment]  # None: environment, else default
+    file_upload_workers: int = None  # type: ignore[assignment]  # None: environment, else default
+    write_interval: float = None  # type: ignore[assignment]  # None: environment, else default
+    close_timeout: float = None  # type: ignore[assignment]  # None: environment, else default
+    copy_limit_bytes: int = None  # type: ignore[assignment]  # None: environment, else default
+    max_pending_items: int = None  # type: ignore[assignment]  # None: environment, else default
+    quiet: bool = None  # type: ignore[assignment]  # None: environment, else default
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -28,10 +28,10 @@ def _no_default(o: Any) -> Any:
 
 
 try:  # the C encoder, built once: JSONEncoder.encode rebuilds it on every call, which costs more than encoding
-    from json.encoder import c_make_encoder as _c_make_encoder
+    from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
     from json.encoder import encode_basestring_ascii as _esc
 
-    _c_enc = _c_make_encoder(None, _no_default, _esc, None, ": ", ", ", False, False, True)  # type: ignore[misc]
+    _c_enc = _c_make_encoder(None, _no_default, _esc, None, ": ", ", ", False, False, True)
 
     def _encode(o: Any) -> str:
         return "".join(_c_enc(o, 0))
