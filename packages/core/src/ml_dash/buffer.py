@@ -28,6 +28,15 @@ HEARTBEAT_EVERY = 5.0
 FSYNC_EVERY = 1.0
 
 
+class PartialWrite(Exception):
+    """Some streams of a batch were written; ``items`` (in order) were not, because of ``error``."""
+
+    def __init__(self, items: list[Any], error: BaseException) -> None:
+        super().__init__(str(error))
+        self.items = items
+        self.error = error
+
+
 class Buffer:
     """Pending records of one experiment and the worker that writes them to its `.dash` folder."""
 
@@ -100,6 +109,20 @@ class Buffer:
         """Records accepted so far, by kind (counted off the hot path: taken off the queues plus still queued)."""
         return {"logs": self.taken["logs"] + len(self.logs), "metrics": self.taken["metrics"] + len(self.metrics),
                 "tracks": self.taken["tracks"] + len(self.tracks), "files": self.taken["files"]}
+
+    def unsaved(self) -> dict[str, int]:
+        """Records that are not in the journal (still queued, failed and kept for retry, or dropped), by kind."""
+        out = {}
+        for kind, q in (("logs", self.logs), ("metrics", self.metrics), ("tracks", self.tracks)):
+            n = len(q) + len(self._retry[kind]) + self.lost[kind]
+            if n:
+                out[kind] = n
+        files = len(self.files) + len(self._publishing) + self.lost["files"]
+        if files:
+            out["files"] = files
+        if self._retry["params"] or self.params:
+            out["params"] = len(self._retry["params"]) + len(self.params)
+        return out
 
     def pending(self) -> int:
         return (len(self.logs) + len(self.metrics) + len(self.tracks) + len(self.params) + len(self.files)
@@ -227,6 +250,14 @@ class Buffer:
             self.taken[kind] += n
         try:
             write(items)
+        except PartialWrite as e:  # some streams were written, others failed: retry only the failed ones
+            self._retry[kind] = e.items
+            done = len(items) - len(e.items)
+            self.written[kind] += done
+            self._note_error(kind if kind != "metrics" else "metric rows", e.error)
+            if done:
+                self.progress += 1
+            return done > 0
         except (OSError, ValueError, TypeError) as e:
             self._retry[kind] = items
             self._note_error(kind if kind != "metrics" else "metric rows", e)
@@ -254,22 +285,38 @@ class Buffer:
             if g is None:
                 groups[name] = g = []
             g.append(row)
+        failed: list[tuple[str | None, dict[str, Any]]] = []
+        error: BaseException | None = None
         for name, rows in groups.items():
             for row in rows:
                 for v in row.values():
                     if type(v) is Deferred:
                         resolve_row(row)
                         break
-            self.jdir.append_metrics(name, rows)
+            try:
+                self.jdir.append_metrics(name, rows)
+            except (OSError, ValueError, TypeError) as e:
+                error = e
+                failed.extend((name, r) for r in rows)
+        if error is not None:
+            raise PartialWrite(failed, error)
 
     def _write_tracks(self, items: list[tuple[str, dict[str, Any]]]) -> None:
         groups: dict[str, list[dict[str, Any]]] = {}
         for topic, entry in items:
             groups.setdefault(topic, []).append(entry)
+        failed: list[tuple[str, dict[str, Any]]] = []
+        error: BaseException | None = None
         for topic, entries in groups.items():
             for e in entries:
                 resolve_row(e)
-            self.jdir.append_tracks(topic, entries)
+            try:
+                self.jdir.append_tracks(topic, entries)
+            except (OSError, ValueError, TypeError) as err:
+                error = err
+                failed.extend((topic, e) for e in entries)
+        if error is not None:
+            raise PartialWrite(failed, error)
 
     # ---- files ------------------------------------------------------------------------------------------------
     def _start_files(self) -> None:

@@ -58,6 +58,8 @@ class Experiment:
             dash_url = os.environ.get("ML_DASH_API_URL")
             if not dash_url:
                 raise ValueError("dash_url=True reads ML_DASH_API_URL, which is not set")
+        if stores is not None and (isinstance(stores, str) or not all(isinstance(x, str) for x in stores)):
+            raise TypeError(f"stores must be a list of destination strings, got {stores!r}")
         if dash_url is not None and dash_url is not False and not isinstance(dash_url, str):
             raise TypeError("dash_url must be a URL string, True or None")
         self.dash_url: str | None = dash_url or None
@@ -131,6 +133,7 @@ class Experiment:
                 raise RuntimeError(f"experiment {self.prefix!r} is closed ({self.status}); "
                                    "call exp.run.start() to reopen it before logging")
             buf = self._open()
+            lifecycle.hook_started(self)
         return buf
 
     def _close(self, status: str, reason: str | None) -> None:
@@ -158,11 +161,16 @@ class Experiment:
             ok = buf.flush(None)
             ok = buf.stop() and ok
             rep_ok = lifecycle.close_stores(self, self._replicators, status)
+            unsaved = buf.unsaved()
+            if unsaved:
+                what = ", ".join(f"{n} {k}" for k, n in unsaved.items())
+                note = f"not saved: {what} (last error: {buf._error})"
+                reason = f"{reason}; {note}" if reason else note
             self.status = status
             self.status_reason = reason
             try:
                 self._dir.update_info(status=status, statusReason=reason, heartbeatAt=now_iso(),
-                                      endedAt=now_iso())
+                                      endedAt=now_iso(), unsaved=unsaved or None)
             except OSError as e:
                 console.warn(f"could not record status {status} of {self.prefix} ({e})")
                 ok = False

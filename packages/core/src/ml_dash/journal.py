@@ -164,6 +164,22 @@ def _tail(fd: int, size: int) -> tuple[int, dict[str, Any] | None]:
     del end
 
 
+def _warn(message: str) -> None:
+    from .console import warn
+
+    warn(message)
+
+
+def _write_meta(path: Path, s: Stream) -> None:
+    """metadata.json is derived from the data file: failing to rewrite it must not fail (and so repeat) the
+    batch that was already appended; the next batch rewrites it."""
+    try:
+        write_json_atomic(path, s.meta)
+    except OSError as e:
+        s.meta = None
+        _warn(f"could not rewrite {path} ({type(e).__name__}: {e}); it is rewritten with the next batch")
+
+
 _thread_locks: dict[str, threading.Lock] = {}
 
 
@@ -211,7 +227,14 @@ class Stream:
     def sync_tail(self) -> bool:
         """Under the lock: catch up with other writers; cut a torn last line. True when the file changed."""
         fd = self._open()
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if st.st_nlink == 0:  # the file (or the whole root) was deleted under us: start a new file
+            self.close()
+            self.meta = None
+            fd = self._open()
+            st = os.fstat(fd)
+            _warn(f"{self.path} was deleted while the run was writing it; recreated it")
+        size = st.st_size
         if size == self.known_size:
             return False
         valid_end, last = _tail(fd, size)
@@ -444,7 +467,7 @@ class ExperimentDir:
             s.meta["totalDataPoints"] = n
             s.meta["nextIndex"] = n
             s.meta["updatedAt"] = now_iso()
-            write_json_atomic(meta_path, s.meta)
+            _write_meta(meta_path, s)
 
     def append_tracks(self, topic: str, entries: list[dict[str, Any]]) -> None:
         """Entries are {"timestamp": t, fields...}; consecutive entries with one timestamp are merged."""
@@ -468,7 +491,7 @@ class ExperimentDir:
             s.write("".join([_encode(e) + "\n" for e in merged]).encode())
             _track_stats(s.meta, merged)
             s.meta["updatedAt"] = now_iso()
-            write_json_atomic(meta_path, s.meta)
+            _write_meta(meta_path, s)
 
     def fsync(self) -> None:
         for s in list(self._streams.values()):

@@ -126,19 +126,30 @@ def open_stores(exp: Experiment, buf: Buffer) -> list[Any]:
         return []
     from .replicate import Replicator
 
+    stores: list[Any] = []
     try:
-        stores = [(dest, _find_store(exp, dest)) for dest in destinations]
+        for dest in destinations:
+            stores.append(_find_store(exp, dest))
     except ValueError as e:  # bad destination: say so at start, and do not leave the run looking alive
+        for made in stores:
+            try:
+                if made is not None:
+                    made.close()
+            except Exception:
+                pass
         try:
             exp._dir.update_info(status="FAILED", statusReason=str(e)[:500])
         except OSError:
             pass
         raise
+    def on_error(store: Any, error: BaseException) -> None:
+        hook_store_error(exp, store, error)
+
     reps = []
-    for dest, store in stores:
+    for store in stores:
         if store is None:
             continue
-        rep = Replicator(exp._dir, store, exp.config, on_error=lambda s, e, _exp=exp: hook_store_error(_exp, s, e))
+        rep = Replicator(exp._dir, store, exp.config, on_error=on_error)
         buf.listeners.append(rep.notify)
         rep.start()
         reps.append(rep)
@@ -227,7 +238,17 @@ def _warn_hook(name: str, plugin: str, e: BaseException) -> None:
         console.warn(f"plugin {plugin!r} raised in hook {name} (ignored): {type(e).__name__}: {e}")
 
 
+_announced: weakref.WeakKeyDictionary[Experiment, weakref.ref[Buffer]] = weakref.WeakKeyDictionary()
+
+
 def hook_started(exp: Experiment) -> None:
+    """Once per opening: ``exp.run.start()`` on a run that is already open announces nothing new."""
+    buf = exp._buf
+    if buf is not None:
+        seen = _announced.get(exp)
+        if seen is not None and seen() is buf:
+            return
+        _announced[exp] = weakref.ref(buf)
     _call("ml_dash_experiment_started", experiment=exp)
 
 

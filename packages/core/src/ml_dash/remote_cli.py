@@ -25,6 +25,9 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--token-file", help="accept the tokens in this file (one per line, '#' comments)")
     s.add_argument("--max-body-mb", type=float, default=32.0, help="largest JSON request body (default: 32 MiB)")
     s.add_argument("--max-file-mb", type=float, default=5120.0, help="largest uploaded file (default: 5 GiB)")
+    s.add_argument("--no-fsync", dest="fsync", action="store_false",
+                   help="do not fsync each append before answering (faster; an OS crash or power loss may then "
+                        "lose batches the clients were told are stored)")
     s.add_argument("--fault-every", type=_positive_int, default=0, metavar="N",
                    help="TESTING AID: answer every Nth API request with HTTP 500 (odd ones before handling it, "
                         "even ones after, losing the answer)")
@@ -59,7 +62,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         tokens = read_tokens(args.token, args.token_file)
         serve(args.root, args.host, args.port, tokens, max_body_mb=args.max_body_mb, max_file_mb=args.max_file_mb,
               fault_every=args.fault_every, stall_every=args.stall_every, stall_seconds=args.stall_seconds,
-              log_level=args.log_level)
+              log_level=args.log_level, fsync=args.fsync)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"ml-dash serve: {e}", file=sys.stderr)
         return 1

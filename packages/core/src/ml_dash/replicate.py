@@ -63,6 +63,8 @@ class Replicator:
         self._beat_sent = 0.0
         self._beat: Any = None
         self.verbose = False  # print "[k/N] Uploaded <name>" per file (close, ml-dash sync)
+        self._final_status: str | None = None  # the status close() was given, not yet in experiment.json
+        self._final_sent: str | None = None
 
     # ---- threading -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,16 +129,17 @@ class Replicator:
         result = [False]
 
         def final() -> None:
-            if ok:
-                result[0] = self.sync_once()  # the final status
-            if result[0] and status is not None and (self.cursor.get("status") or [None])[0] != status:
-                # the experiment records its final status only after closing its stores: send it now
-                info = read_json(self.jdir.path / "experiment.json")
-                if isinstance(info, dict):
-                    try:
-                        self.store.set_status({**info, "status": status})
-                    except Exception as e:
-                        self._fail("status", e)
+            # the experiment records its final status only after closing its stores: the last pass sends it
+            self._final_status = status
+            deadline = time.monotonic() + float(self.config.get("close_timeout"))
+            delay = 0.1
+            fatal = self._fatal
+            while ok and not result[0]:
+                result[0] = self.sync_once()  # what is left, and the final status; retried while time remains
+                if result[0] or self._fatal != fatal or time.monotonic() + delay >= deadline:
+                    break
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
             try:
                 self.store.close()
             except Exception as e:
@@ -156,6 +159,7 @@ class Replicator:
     def sync_once(self) -> bool:
         """Send everything the journal holds now. True when nothing is left; False if the store failed."""
         with self._lock:
+            before = self.progress
             try:
                 self._pass()
             except PermanentError as e:  # refused open/params/status: report, do not spin
@@ -165,6 +169,8 @@ class Replicator:
                 self._fail("batch", e)
                 if getattr(e, "fatal", False):
                     self._fatal += 1
+                if self.progress != before:  # a flaky store that still moves: keep the backoff short
+                    self._failures = 0
                 self._backoff(e)
                 return False
             self._failures = 0
@@ -191,7 +197,7 @@ class Replicator:
     def _backoff(self, e: BaseException | None = None) -> None:
         """Exponential backoff with jitter; at least the server's Retry-After; short while a flush waits."""
         self._failures += 1
-        delay = min(MAX_BACKOFF, 0.25 * 2 ** min(self._failures, 8)) * (0.5 + random.random() / 2)
+        delay = min(MAX_BACKOFF, 0.2 * 2 ** min(self._failures - 1, 8)) * (0.5 + random.random() / 2)
         retry_after = getattr(e, "retry_after", None)
         floor = min(float(retry_after), MAX_RETRY_AFTER) if isinstance(retry_after, (int, float)) else 0.0
         total, urgent = max(delay, floor), max(URGENT_BACKOFF, floor)
@@ -243,6 +249,10 @@ class Replicator:
             self.cursor["status"] = list(status)
             self._save()
             self._beat = info.get("heartbeatAt")
+        final = self._final_status
+        if final is not None and final != info.get("status") and final != self._final_sent:
+            self.store.set_status({**info, "status": final})
+            self._final_sent = final
         elif info.get("heartbeatAt") != self._beat and time.monotonic() - self._beat_sent >= HEARTBEAT_EVERY:
             self.store.set_status(info)  # keep the store's copy of a live run from looking crashed
             self._beat, self._beat_sent = info.get("heartbeatAt"), time.monotonic()

@@ -46,14 +46,16 @@ def _lock_root(root: Path) -> int:
 
 def serve(root: str, host: str = "127.0.0.1", port: int = 8000, tokens: list[str] | None = None, *,
           max_body_mb: float = 32, max_file_mb: float = 5120, fault_every: int = 0, stall_every: int = 0,
-          stall_seconds: float = 0.0, log_level: str = "warning") -> None:
+          stall_seconds: float = 0.0, log_level: str = "warning", fsync: bool = True) -> None:
     import uvicorn
 
     path = Path(root)
     fd = _lock_root(path)
+    for stale in (path / ".ml_dash" / "incoming").glob("*.part"):  # uploads cut off by a crash
+        stale.unlink(missing_ok=True)
     app = create_app(path, tokens, max_body=int(max_body_mb * 1024 * 1024),
                      max_file=int(max_file_mb * 1024 * 1024), fault_every=fault_every, stall_every=stall_every,
-                     stall_seconds=stall_seconds)
+                     stall_seconds=stall_seconds, fsync=fsync)
     auth = f"{len(tokens)} token(s)" if tokens else "NO authentication"
     print(f"[ML-Dash] serving {path.resolve()} at http://{host}:{port} ({auth})", file=sys.stderr, flush=True)
     if not tokens and host not in ("127.0.0.1", "localhost", "::1"):

@@ -214,7 +214,8 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         raise HTTPException(404, f"no file with id {fid!r}")
 
     async def post_file(request: Request) -> Response:
-        d = store.ensure(_prefix(request))
+        prefix = _prefix(request)
+        d = store.exp(prefix)
 
         async def stream() -> AsyncIterator[bytes]:
             async for chunk in request.stream():
@@ -227,7 +228,11 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
             raise HTTPException(413, str(e)) from None
         if staged is None:
             return JSONResponse({"file": entry, "stored": False})
-        stored = await run_in_threadpool(store.publish_file, d, staged, entry)
+        try:
+            store.ensure(prefix)
+            stored = await run_in_threadpool(store.publish_file, d, staged, entry)
+        finally:
+            staged.unlink(missing_ok=True)
         return JSONResponse({"file": entry, "stored": stored}, 201 if stored else 200)
 
     async def bad_request(request: Request, exc: Exception) -> Response:

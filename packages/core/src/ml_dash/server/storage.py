@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..journal import ExperimentDir, new_id, now_iso, read_json, read_jsonl, write_json_atomic
-from ..names import file_name, logical_dir, metric_segments
+from ..names import file_name, logical_dir, metric_segments, topic_folder
 
 _encode = json.JSONEncoder(allow_nan=True, ensure_ascii=False).encode
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -118,6 +118,7 @@ class ServerRoot:
 
     # ---- parameters.json ------------------------------------------------------------------------------------
     def set_params(self, prefix: str, data: Any, version: Any, source: str) -> bool:
+        self.exp(prefix)
         if not isinstance(data, dict) or not all(isinstance(k, str) and k for k in data):
             raise BadRequest("'data' must be an object with non-empty string keys")
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
@@ -137,16 +138,17 @@ class ServerRoot:
 
     # ---- logs and metrics (indexed streams) -----------------------------------------------------------------
     def append_logs(self, prefix: str, records: Any, source: str) -> dict[str, int]:
-        d = self.ensure(prefix)
+        self.exp(prefix)
         recs = _records(records, "sequenceNumber")
         for r in recs:
             if not isinstance(r.get("message"), str) or not isinstance(r.get("level"), str):
                 raise BadRequest("every log record needs string 'level' and 'message'")
+        d = self.ensure(prefix)
         return self._append_indexed(d, "logs", d.path / "logs" / "logs.jsonl", "logs", "sequenceNumber",
                                     recs, source, None)
 
     def append_metrics(self, prefix: str, name: str, records: Any, source: str) -> dict[str, int]:
-        d = self.ensure(prefix)
+        self.exp(prefix)
         try:
             segs = metric_segments(name)
         except (TypeError, ValueError) as e:
@@ -155,6 +157,7 @@ class ServerRoot:
         for r in recs:
             if not isinstance(r.get("data"), dict):
                 raise BadRequest("every metric record needs an object 'data'")
+        d = self.ensure(prefix)
         folder = d.path.joinpath("metrics", *segs)
         return self._append_indexed(d, "metrics/" + name, folder / "data.jsonl", "metrics/" + name, "index",
                                     recs, source, name)
@@ -191,7 +194,11 @@ class ServerRoot:
     # ---- tracks (byte offsets of the source's journal) -----------------------------------------------------
     def append_tracks(self, prefix: str, topic: str, entries: Any, offset: Any, end: Any, offsets: Any,
                       source: str) -> dict[str, int]:
-        d = self.ensure(prefix)
+        self.exp(prefix)
+        try:
+            topic_folder(topic)
+        except (TypeError, ValueError) as err:
+            raise BadRequest(str(err)) from None
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise BadRequest("'entries' must be a list of objects")
         for e in entries:
@@ -205,10 +212,8 @@ class ServerRoot:
         if offsets is not None and (not isinstance(offsets, list) or len(offsets) != len(entries)
                                     or not all(_is_int(o) for o in offsets)):
             raise BadRequest("'offsets' must hold one integer per entry")
-        try:
-            folder = d.track_folder(topic)
-        except (TypeError, ValueError) as e:
-            raise BadRequest(str(e)) from None
+        d = self.ensure(prefix)
+        folder = d.track_folder(topic)
         path = d.path / "tracks" / folder / "data.jsonl"
         key = "tracks/" + topic
         with self.lock(f"{d.prefix}\0{key}"):
@@ -259,8 +264,9 @@ class ServerRoot:
             staged.unlink(missing_ok=True)
         return True
 
-    def incoming(self, d: ExperimentDir) -> Path:
-        p = d.private / "server" / "incoming"
+    def incoming(self) -> Path:
+        """A fresh staging path for an upload (``<root>/.ml_dash/incoming``: no experiment can live there)."""
+        p = self.root / ".ml_dash" / "incoming"
         p.mkdir(parents=True, exist_ok=True)
         return p / f"{new_id()}.{threading.get_ident()}.part"
 

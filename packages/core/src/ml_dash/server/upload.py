@@ -69,7 +69,7 @@ class _Parts:
             if entry is not None and self.root.has_file(self.d, entry["id"]):
                 self.discard = True
                 return
-            self.staged = self.root.incoming(self.d)
+            self.staged = self.root.incoming()
             self.out = open(self.staged, "wb")
         elif len(self.fields) >= 8:
             raise BadRequest("too many form fields")

@@ -83,25 +83,29 @@ class MirrorStore(Store):
     def write_metrics(self, name: str, records: list[dict[str, Any]]) -> None:
         self.dir.append_metrics(name, records, records=True)
 
-    def write_tracks(self, topic: str, records: list[dict[str, Any]], offset: int) -> None:
-        # Tracks carry no index: remember where the last delivered batch started in the source journal and how
-        # many entries it held. The replicator re-sends a batch only from the same offset (its cursor), so a
-        # batch at an earlier offset is already here and one at the same offset is here up to that count.
+    track_offsets = True  # the replicator passes each entry's journal position: exact dedup of tracks
+
+    def write_tracks(self, topic: str, records: list[dict[str, Any]], offset: int,
+                     offsets: list[int] | None = None, end: int | None = None) -> None:
+        # Tracks carry no index: remember how far into the source journal's topic file the mirror holds and skip
+        # entries before that. Without positions, an entry counts as offset + its place in the batch, which stays
+        # below the next batch's real byte offset (each line is at least two bytes).
+        if offsets is None or len(offsets) != len(records):
+            offsets = [offset + i for i in range(len(records))]
+            end = offset + len(records)
+        if end is None:
+            end = offsets[-1] + 1 if offsets else offset
+        state_path = self.dir.private / "mirror-tracks" / (hashlib.sha1(topic.encode()).hexdigest()[:20] + ".json")
         with self.dir.locked("mirror-tracks/" + topic):  # not "tracks/...": append_tracks takes that one
-            state_path = self.dir.private / "mirror-tracks" / (hashlib.sha1(topic.encode()).hexdigest()[:20] + ".json")
             state = read_json(state_path)
-            last = state.get("last") if isinstance(state, dict) else None
-            skip = 0
-            if isinstance(last, list) and len(last) == 2:
-                if offset < last[0]:
-                    return
-                if offset == last[0]:
-                    skip = last[1]
-            todo = records[skip:]
+            done = state.get("end") if isinstance(state, dict) else None
+            done = done if isinstance(done, int) else 0
+            todo = [dict(r) for r, pos in zip(records, offsets, strict=False) if pos >= done]
             if todo:
-                self.dir.append_tracks(topic, [dict(r) for r in todo])
-            state_path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(state_path, {"topic": topic, "last": [offset, max(skip, len(records))]})
+                self.dir.append_tracks(topic, todo)
+            if end > done:
+                state_path.parent.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(state_path, {"topic": topic, "end": end})
 
     def write_file(self, entry: dict[str, Any], path: str) -> None:
         index = read_json(self.dir.path / "files" / ".files_metadata.json")
