@@ -16,7 +16,7 @@ from . import console, lifecycle
 from .buffer import Buffer, recover_staged, stage_dir, write_entry
 from .config import BufferConfig, env_flag
 from .journal import ExperimentDir, iso, new_id, now_iso, read_json
-from .names import file_name, logical_dir, metric_segments, split_path
+from .names import file_name, logical_dir, metric_segments, split_path, topic_folder
 from .reader import LogsView, MetricsView, TracksView, FilesView, merge_tracks
 from .values import MAX_STR, NUMERIC, PLAIN, convert, convert_fields, flatten
 
@@ -476,7 +476,7 @@ class Tracks:
     def __call__(self, topic: str) -> TrackStream:
         s = self._streams.get(topic)
         if s is None:
-            split_path(topic, "track topic")
+            topic_folder(topic)
             s = self._streams[topic] = TrackStream(self._exp, topic)
         return s
 

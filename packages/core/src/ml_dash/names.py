@@ -9,8 +9,12 @@ _MAX_SEGMENT = 200
 def _check_segment(seg: str, what: str, full: str) -> None:
     if seg in ("", ".", ".."):
         raise ValueError(f"invalid {what} {full!r}: empty, '.' or '..' path segment")
-    if len(seg) > _MAX_SEGMENT:
-        raise ValueError(f"invalid {what} {full!r}: a path segment is longer than {_MAX_SEGMENT} characters")
+    try:
+        nbytes = len(seg.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(f"invalid {what} {full!r}: not valid Unicode (lone surrogate)") from None
+    if nbytes > _MAX_SEGMENT:
+        raise ValueError(f"invalid {what} {full!r}: a path segment is longer than {_MAX_SEGMENT} bytes")
     for ch in seg:
         if ch < " " or ch == "\x7f" or ch == "\\":
             raise ValueError(f"invalid {what} {full!r}: contains a control character or backslash")
@@ -66,4 +70,7 @@ def file_name(name: object) -> str:
 def topic_folder(topic: str) -> str:
     """The reference's folder name for a track topic: '/' becomes '_'."""
     segs = split_path(topic, "track topic")
-    return "_".join(segs)
+    folder = "_".join(segs)
+    if len(folder.encode("utf-8")) > _MAX_SEGMENT:
+        raise ValueError(f"invalid track topic {topic!r}: longer than {_MAX_SEGMENT} bytes as one folder name")
+    return folder

@@ -335,7 +335,8 @@ class Replicator:
         n = len(todo)
         workers = min(n, int(self.config.get("file_upload_workers"))) if getattr(self.store, "parallel_files", False) else 1
         if self.verbose:
-            console.say(f"[ML-Dash]   Uploading {n} file(s) to {self.key}...", bool(self.config.quiet))
+            where = getattr(self.store, "url", None) or self.key
+            console.say(f"[ML-Dash]   Uploading {n} file(s) to {where}...", bool(self.config.quiet))
 
         def one(e: dict[str, Any]) -> None:
             try:

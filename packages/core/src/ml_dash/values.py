@@ -56,9 +56,12 @@ def convert(v: Any, field: str) -> Any:
         if hasattr(v, "ndim") and getattr(v, "ndim", 0) > 0:
             if v.size > MAX_ITEMS:
                 raise ValueError(f"field {field!r}: array with {v.size} elements is too large for a record")
-            return v.tolist()
+            return convert(v.tolist(), field)
         if hasattr(v, "item"):
-            return v.item()
+            item = v.item()
+            if item is v or type(item).__module__ == "numpy":
+                raise TypeError(f"field {field!r}: numpy value of dtype {getattr(v, 'dtype', '?')} cannot be recorded")
+            return convert(item, field)
     if isinstance(v, bool):
         return bool(v)
     if isinstance(v, int):

@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..journal import ExperimentDir, new_id, now_iso, read_json, read_jsonl, write_json_atomic
+from ..journal import ExperimentDir, iso, new_id, now_iso, read_json, read_jsonl, write_json_atomic
 from ..names import file_name, logical_dir, metric_segments, topic_folder
 
 _encode = json.JSONEncoder(allow_nan=True, ensure_ascii=False).encode
@@ -179,6 +179,9 @@ class ServerRoot:
                     w = r[field] + 1
                     rec = dict(r)
                     rec[field] = n
+                    if metric is not None and "createdAt" not in rec:
+                        ts = rec["data"].get("_ts")
+                        rec["createdAt"] = iso(ts) if isinstance(ts, (int, float)) and 0 < ts < 1e11 else now_iso()
                     parts.append(_encode(rec) + "\n")
                     n += 1
                 if parts:
@@ -247,6 +250,11 @@ class ServerRoot:
             e["filename"] = file_name(e.get("filename"))
         except (TypeError, ValueError) as err:
             raise BadRequest(str(err)) from None
+        now = now_iso()  # the layout's fields, for entries from clients that leave them out
+        for k, v in (("experimentId", None), ("description", None), ("tags", []), ("bindrs", []),
+                     ("contentType", "application/octet-stream"), ("metadata", None), ("uploadedAt", now),
+                     ("updatedAt", now), ("deletedAt", None)):
+            e.setdefault(k, v)
         return e
 
     def has_file(self, d: ExperimentDir, fid: str) -> bool:
