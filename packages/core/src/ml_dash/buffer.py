@@ -63,7 +63,8 @@ class Buffer:
         self._pid = os.getpid()
         self._stop = False
         self._flush_waiters: list[threading.Event] = []
-        self.flush_failed = False  # the last flush left records it could not write
+        self.flush_failed = False
+        self.published_log: list[dict[str, Any]] | None = None  # the last flush left records it could not write
         self._pool: ThreadPoolExecutor | None = None
         self._publishing: list[tuple[Future[Path], Path, dict[str, Any]]] = []
         self._last_fsync = 0.0
@@ -363,6 +364,8 @@ class Buffer:
         for staged, _ in items:
             _cleanup_staging(staged)
         self.written["files"] += len(published)
+        if self.published_log is not None:
+            self.published_log.extend(published)
         if published:
             self.progress += 1
         return published

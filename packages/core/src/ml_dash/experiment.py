@@ -148,19 +148,17 @@ class Experiment:
                 console.say("[ML-Dash] Flushing buffered data...", quiet)
                 console.say(f"[ML-Dash]   - {a['logs']} log(s), {a['metrics']} metric(s), {a['tracks']} track(s), "
                             f"{a['files']} file(s)", quiet)
-            n_files = len(buf.files) + len(buf._publishing)
-            if n_files:
+            with buf._io_lock:
+                buf.published_log = []  # files the worker publishes from now on are reported here too
+                n_files = len(buf.files) + len(buf._publishing)
+            if n_files and not self._replicators:  # a remote store prints its own upload lines
                 console.say(f"[ML-Dash]   Uploading {n_files} file(s)...", quiet)
-                k = [0]
-
-                def report(entry: dict[str, Any]) -> None:
-                    k[0] += 1
-                    console.say(f"[ML-Dash]   [{k[0]}/{n_files}] Uploaded {entry['filename']}", quiet)
-
-                buf.wait_files(report)
+                buf.wait_files(None)
+                for k, entry in enumerate(buf.published_log[:n_files], 1):
+                    console.say(f"[ML-Dash]   [{k}/{n_files}] Uploaded {entry['filename']}", quiet)
+            buf.published_log = None
             ok = buf.flush(None)
             ok = buf.stop() and ok
-            rep_ok = lifecycle.close_stores(self, self._replicators, status)
             unsaved = buf.unsaved()
             if unsaved:
                 what = ", ".join(f"{n} {k}" for k, n in unsaved.items())
@@ -168,12 +166,13 @@ class Experiment:
                 reason = f"{reason}; {note}" if reason else note
             self.status = status
             self.status_reason = reason
-            try:
+            try:  # the status goes into the journal before the stores' last pass, so they deliver it too
                 self._dir.update_info(status=status, statusReason=reason, heartbeatAt=now_iso(),
                                       endedAt=now_iso(), unsaved=unsaved or None)
             except OSError as e:
                 console.warn(f"could not record status {status} of {self.prefix} ({e})")
                 ok = False
+            rep_ok = lifecycle.close_stores(self, self._replicators, status)
             lost = sum(buf.lost.values())
             if recorded or not ok:
                 if ok and rep_ok and not lost:
@@ -207,11 +206,15 @@ class Experiment:
         buf = self._buf
         if buf is None:
             return True
-        ok = buf.flush(timeout)
-        ok = lifecycle.flush_stores(self, self._replicators, timeout) and ok
-        if not ok:
-            console.warn(f"flush of {self.prefix} did not finish: {buf.pending():,} record(s) still pending "
-                         f"(last error: {buf._error}); they are kept and retried")
+        local_ok = buf.flush(timeout)
+        stores_ok = lifecycle.flush_stores(self, self._replicators, timeout)
+        ok = local_ok and stores_ok
+        if not local_ok:
+            console.warn(f"flush of {self.prefix} did not finish: {buf.pending():,} record(s) not yet written "
+                         f"(last error: {buf._error}); they are kept in memory and retried")
+        elif not stores_ok:
+            console.warn(f"flush of {self.prefix}: everything is written and safe in {self.folder}, but delivery "
+                         "to other stores is not finished; it continues in the background")
         lifecycle.hook_flushed(self, dict(buf.written))
         return ok
 

@@ -1,0 +1,159 @@
+"""Remote mode against an `ml-dash serve` on loopback (started here, token auth on, fsync per request).
+
+    .venv/bin/python bench/remote_bench.py [--rows 50000] [--calls 50000] [--no-fsync]
+
+Prints:
+  upload throughput   rows/s uploaded, two ways: `ml-dash sync`'s path (a finished local run pushed with
+                      sync_dir) and live (log N rows with dash_url=..., then flush() returns once all are on the
+                      server; time from the first call to flush's return). Batches of metric_batch_size (100 by
+                      default; also shown at 1,000).
+  per-call latency    exp.metrics("train").log(...) median / p99 / mean, in the training loop:
+                      local only (no dash_url), remote with the server up, and remote with the server DOWN
+                      (nothing listening: every upload attempt fails and is retried with backoff).
+Numbers vary with the machine; compare rows within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ns = time.perf_counter_ns
+TOKEN = "bench-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(root: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ML_DASH_")}
+    p = subprocess.Popen([sys.executable, "-m", "ml_dash.cli", "serve", "--root", str(root), "--port", str(port),
+                          "--token", TOKEN, *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return p
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+def bench_sync(url: str, tmp: Path, rows: int, batch: int) -> float:
+    from ml_dash import Experiment
+    from ml_dash.buffer import BufferConfig
+    from ml_dash.journal import ExperimentDir
+    from ml_dash.replicate import sync_dir
+    from ml_dash.stores.remote import RemoteStore
+
+    root = tmp / f"sync{batch}"
+    prefix = f"bench/sync{batch}"
+    e = Experiment(prefix, dash_root=root, buffer_config=BufferConfig(quiet=True))
+    e.run.start()
+    m = e.metrics("train")
+    for i in range(rows):
+        m.log(step=i, loss=0.5, acc=0.9)
+    e.run.complete()
+    cfg = BufferConfig(metric_batch_size=batch, quiet=True)
+    jdir = ExperimentDir(root, prefix)
+    store = RemoteStore(url, prefix, cfg, folder=jdir.path, token=TOKEN)
+    t = time.perf_counter()
+    rep = sync_dir(jdir, store, cfg)
+    dt = time.perf_counter() - t
+    store.close()
+    assert rep.error is None and rep.sent["metrics"] == rows, (rep.error, rep.sent)
+    return rows / dt
+
+
+def bench_live(url: str, tmp: Path, rows: int, batch: int) -> float:
+    from ml_dash import Experiment
+    from ml_dash.buffer import BufferConfig
+
+    os.environ["ML_DASH_TOKEN"] = TOKEN
+    e = Experiment(f"bench/live{batch}", dash_root=tmp / f"live{batch}", dash_url=url,
+                   buffer_config=BufferConfig(metric_batch_size=batch, flush_interval=0.5, quiet=True))
+    e.run.start()
+    m = e.metrics("train")
+    t = time.perf_counter()
+    for i in range(rows):
+        m.log(step=i, loss=0.5, acc=0.9)
+    ok = e.flush(timeout=120)
+    dt = time.perf_counter() - t
+    e.run.complete()
+    assert ok
+    return rows / dt
+
+
+def latency(tmp: Path, name: str, url: str | None, calls: int) -> tuple[float, float, float]:
+    from ml_dash import Experiment
+    from ml_dash.buffer import BufferConfig
+
+    os.environ["ML_DASH_TOKEN"] = TOKEN
+    e = Experiment(f"bench/lat-{name}", dash_root=tmp / f"lat-{name}", dash_url=url,
+                   buffer_config=BufferConfig(flush_interval=0.5, close_timeout=1, quiet=True))
+    e.run.start()
+    m = e.metrics("train")
+    lat = [0] * calls
+    t0 = ns()
+    for i in range(calls):
+        a = ns()
+        m.log(step=i, loss=0.5, acc=0.9)
+        lat[i] = ns() - a
+        if i % 1000 == 999:
+            time.sleep(0.002)  # a training step's worth of other work, so the background threads run
+    mean = (ns() - t0) / calls / 1e3
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        e.run.complete()
+    lat.sort()
+    return lat[calls // 2] / 1e3, lat[int(calls * 0.99)] / 1e3, mean
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=50_000)
+    ap.add_argument("--calls", type=int, default=50_000)
+    ap.add_argument("--no-fsync", action="store_true", help="run the server with --no-fsync")
+    a = ap.parse_args()
+    import warnings
+
+    warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        port = free_port()
+        server = start_server(tmp / "server", port, *(["--no-fsync"] if a.no_fsync else []))
+        url = f"http://127.0.0.1:{port}"
+        try:
+            how = "no fsync" if a.no_fsync else "fsync per request"
+            print(f"upload throughput ({a.rows:,} metric rows, loopback server, {how})")
+            print(f"  {'path':<34} {'batch':>6} {'rows/s':>10}")
+            for batch in (100, 1000):
+                print(f"  {'sync_dir (ml-dash sync)':<34} {batch:>6} {bench_sync(url, tmp, a.rows, batch):>10,.0f}")
+                print(f"  {'live: log N rows, flush() returns':<34} {batch:>6} {bench_live(url, tmp, a.rows, batch):>10,.0f}")
+            print(f"\nper-call latency of metrics(...).log ({a.calls:,} calls), microseconds")
+            print(f"  {'mode':<28} {'median':>8} {'p99':>8} {'mean':>8}")
+            for name, u in (("local only", None), ("remote, server up", url)):
+                med, p99, mean = latency(tmp, name.replace(" ", "").replace(",", ""), u, a.calls)
+                print(f"  {name:<28} {med:>8.2f} {p99:>8.2f} {mean:>8.2f}")
+        finally:
+            server.terminate()
+            server.wait(10)
+        down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        med, p99, mean = latency(tmp, "down", down, a.calls)
+        print(f"  {'remote, server DOWN':<28} {med:>8.2f} {p99:>8.2f} {mean:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
