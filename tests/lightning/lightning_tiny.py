@@ -28,11 +28,19 @@ def loaders(n: int = N_TRAIN, batch: int = BATCH) -> DataLoader:
 
 def make_module(pl: Any) -> type:
     class Tiny(pl.LightningModule):
-        def __init__(self, lr: float = 0.05, hidden: int = 8, fail_at_step: int = -1, interrupt_at_step: int = -1,
-                     opt: dict | None = None):
+        def __init__(
+            self,
+            lr: float = 0.05,
+            hidden: int = 8,
+            fail_at_step: int = -1,
+            interrupt_at_step: int = -1,
+            opt: dict | None = None,
+        ):
             super().__init__()
             self.save_hyperparameters()
-            self.net = torch.nn.Sequential(torch.nn.Linear(4, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(4, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1)
+            )
 
         def forward(self, x):
             return self.net(x)
@@ -87,8 +95,14 @@ def make_recording_logger(pl: Any) -> type:
 
 def trainer_kwargs(**kw: Any) -> dict[str, Any]:
     base = dict(
-        accelerator="cpu", devices=1, max_epochs=2, log_every_n_steps=1, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=2,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
     )
     base.update(kw)
     return base
@@ -96,8 +110,13 @@ def trainer_kwargs(**kw: Any) -> dict[str, Any]:
 
 def expected_rows(calls: list[tuple[dict[str, float], int]]) -> dict[str, list[dict[str, Any]]]:
     """What the contract says ML-Dash must store for these log_metrics calls (written out independently)."""
-    streams = {"train_loss": ("train", "loss"), "lr": ("train", "lr"), "val_loss": ("val", "loss"),
-               "val/mae": ("val", "mae"), "test_loss": ("test", "loss")}
+    streams = {
+        "train_loss": ("train", "loss"),
+        "lr": ("train", "lr"),
+        "val_loss": ("val", "loss"),
+        "val/mae": ("val", "mae"),
+        "test_loss": ("test", "loss"),
+    }
     out: dict[str, list[dict[str, Any]]] = {}
     last_epoch = None
     for metrics, step in calls:

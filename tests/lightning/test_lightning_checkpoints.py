@@ -9,7 +9,6 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning_tiny import loaders, make_module, sha256, trainer_kwargs
 from ml_dash import load
-
 from ml_dash_lightning import MLDashLogger
 
 Tiny = make_module(pl)
@@ -35,7 +34,9 @@ def test_log_model_all_keeps_every_saved_checkpoint(dash_root):
     # monitor "step" in max mode: every epoch is a new best, so save_top_k=1 deletes the previous file each time
     ckpt = RecordingCheckpoint(monitor="step", mode="max", save_top_k=1, save_last=True)
     logger = MLDashLogger("proj/all", dash_root=dash_root, log_model="all")
-    trainer = pl.Trainer(logger=logger, callbacks=[ckpt], **trainer_kwargs(max_epochs=3, enable_checkpointing=True))
+    trainer = pl.Trainer(
+        logger=logger, callbacks=[ckpt], **trainer_kwargs(max_epochs=3, enable_checkpointing=True)
+    )
     trainer.fit(Tiny(), loaders())
 
     on_disk = sorted(os.listdir(os.path.join(logger.log_dir, "checkpoints")))
@@ -50,14 +51,18 @@ def test_log_model_all_keeps_every_saved_checkpoint(dash_root):
         step = torch.load(e["localPath"], weights_only=False)["global_step"]
         if e["filename"] != "last.ckpt":
             assert e["filename"].endswith(f"step={step}.ckpt")
-    logs = [r for r in load("proj/all", dash_root=dash_root).logs.read() if r["message"].startswith("checkpoint")]
+    logs = [
+        r for r in load("proj/all", dash_root=dash_root).logs.read() if r["message"].startswith("checkpoint")
+    ]
     assert len(logs) == 6
 
 
 def test_log_model_true_stores_best_and_last_at_the_end(dash_root):
     ckpt = RecordingCheckpoint(monitor="val_loss", save_top_k=2, save_last=True)
     logger = MLDashLogger("proj/end", dash_root=dash_root, log_model=True)
-    trainer = pl.Trainer(logger=logger, callbacks=[ckpt], **trainer_kwargs(max_epochs=3, enable_checkpointing=True))
+    trainer = pl.Trainer(
+        logger=logger, callbacks=[ckpt], **trainer_kwargs(max_epochs=3, enable_checkpointing=True)
+    )
     trainer.fit(Tiny(), loaders(), loaders(16))
     trainer.validate(Tiny(), loaders(16))  # a second finalize: nothing is stored twice
 
@@ -66,7 +71,11 @@ def test_log_model_true_stores_best_and_last_at_the_end(dash_root):
     by_name = {e["filename"]: e for e in stored(dash_root, "proj/end")}
     assert by_name["last.ckpt"]["checksum"] == sha256(ckpt.last_model_path)
     assert by_name[os.path.basename(ckpt.best_model_path)]["checksum"] == sha256(ckpt.best_model_path)
-    best_log = [r for r in load("proj/end", dash_root=dash_root).logs.read() if (r["metadata"] or {}).get("tag") == "best"]
+    best_log = [
+        r
+        for r in load("proj/end", dash_root=dash_root).logs.read()
+        if (r["metadata"] or {}).get("tag") == "best"
+    ]
     assert best_log and abs(best_log[0]["metadata"]["score"] - float(ckpt.best_model_score)) < 1e-6
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from argparse import Namespace
@@ -13,9 +12,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from lightning_tiny import expected_rows, loaders, make_module, same, trainer_kwargs
+from lightning_tiny import loaders, make_module, trainer_kwargs
 from ml_dash import load
-
 from ml_dash_lightning import MLDashLogger
 
 Tiny = make_module(pl)
@@ -23,32 +21,6 @@ Tiny = make_module(pl)
 
 def rows(root: str, prefix: str, stream: str) -> list[dict]:
     return [r["data"] for r in load(prefix, dash_root=root).metrics(stream).read()]
-
-
-def test_fit_validate_test_records_every_metric_and_completes(tmp_path, dash_root, run_script):
-    out = str(tmp_path / "calls.json")
-    run_script("fit_validate_test", dash_root, "proj/fvt", out)
-    calls = [(m, s) for m, s in json.load(open(out))["calls"]]
-    assert len(calls) > 16  # 2 epochs x 8 steps, plus validation and test epochs
-
-    view = load("proj/fvt", dash_root=dash_root)
-    assert view.status == "COMPLETED"
-    want = expected_rows(calls)
-    assert set(want) == {"train", "val", "test"}
-    assert set(view.metrics.names()) >= set(want)
-    for stream, expected in want.items():
-        got = rows(dash_root, "proj/fvt", stream)
-        assert len(got) == len(expected), stream
-        for g, e in zip(got, expected):
-            assert set(g) - {"_ts"} == set(e), (stream, g, e)
-            assert all(same(g[k], e[k]) for k in e), (stream, g, e)
-    # Lightning numbers steps from 0; the training rows follow the global step
-    assert [r["step"] for r in rows(dash_root, "proj/fvt", "train")] == list(range(16))
-    assert [r["epoch"] for r in rows(dash_root, "proj/fvt", "train")] == [0] * 8 + [1] * 8
-
-    params = view.params.get()
-    assert params["lr"] == 0.05 and params["hidden"] == 8
-    assert params["opt.name"] == "sgd" and params["opt.momentum"] == 0.0
 
 
 def test_failing_step_marks_failed_and_keeps_what_came_before(dash_root):
@@ -77,6 +49,38 @@ def test_ctrl_c_is_cancelled(dash_root):
     view = load("proj/ctrlc", dash_root=dash_root)
     assert view.status == "CANCELLED"
     assert [r["step"] for r in rows(dash_root, "proj/ctrlc", "train")] == [0, 1, 2]
+
+
+class SigtermAt3(Tiny):
+    def training_step(self, batch, batch_idx):
+        if (
+            self.global_step == 3
+        ):  # what Lightning's own SIGTERM handler sets; it then raises SIGTERMException
+            self.trainer._signal_connector.received_sigterm = True
+        return super().training_step(batch, batch_idx)
+
+
+def test_lightning_sigterm_exception_is_cancelled(dash_root):
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    logger = MLDashLogger("proj/sigterm", dash_root=dash_root)
+    with pytest.raises(SIGTERMException):
+        pl.Trainer(logger=logger, **trainer_kwargs()).fit(SigtermAt3(), loaders())
+    view = load("proj/sigterm", dash_root=dash_root)
+    assert view.status == "CANCELLED" and view.info["statusReason"].startswith("SIGTERMException")
+    assert [r["step"] for r in rows(dash_root, "proj/sigterm", "train")] == [0, 1, 2, 3]
+
+
+def test_finished_completes_and_later_logging_reopens(dash_root):
+    logger = MLDashLogger("proj/finished", dash_root=dash_root)
+    logger.log_metrics({"loss": 1.0}, step=0)
+    logger.finalize("finished")  # Lightning's SLURM requeue handler
+    view = load("proj/finished", dash_root=dash_root)
+    assert view.status == "COMPLETED" and view.info["statusReason"] == "finished (requeue)"
+    logger.log_metrics({"loss": 0.5}, step=1)
+    assert load("proj/finished", dash_root=dash_root).status == "RUNNING"
+    logger.experiment.flush()
+    assert [r["step"] for r in rows(dash_root, "proj/finished", "train")] == [0, 1]
 
 
 def test_logging_after_finalize_still_works(dash_root):
@@ -114,8 +118,14 @@ class Opt:
 def test_hyperparams_of_every_shape(dash_root):
     logger = MLDashLogger("proj/hp", dash_root=dash_root)
     logger.log_hyperparams(Namespace(lr=0.1, opt=Opt(), data=Namespace(path=Path("/d"), color=Color.RED)))
-    logger.log_hyperparams({"model": {"layers": [1, 2], "act": torch.nn.ReLU, "w": torch.tensor(0.5)},
-                            "empty": {}, "none": None, "fn": len})
+    logger.log_hyperparams(
+        {
+            "model": {"layers": [1, 2], "act": torch.nn.ReLU, "w": torch.tensor(0.5)},
+            "empty": {},
+            "none": None,
+            "fn": len,
+        }
+    )
     logger.experiment.flush()
     p = load("proj/hp", dash_root=dash_root).params.get()
     assert p["lr"] == 0.1
@@ -132,12 +142,28 @@ def test_hyperparams_of_every_shape(dash_root):
 
 def test_stream_rule_for_keys_lightning_makes(dash_root):
     logger = MLDashLogger("proj/keys", dash_root=dash_root)
-    logger.log_metrics({"train/acc": 0.5, "loss": 1.0, "lr-SGD": 0.1, "val_loss/dataloader_idx_1": 2.0,
-                        "predict_n": 3, "train_step": 9, "epoch": 4}, step=12)
+    logger.log_metrics(
+        {
+            "train/acc": 0.5,
+            "loss": 1.0,
+            "lr-SGD": 0.1,
+            "val_loss/dataloader_idx_1": 2.0,
+            "predict_n": 3,
+            "train_step": 9,
+            "epoch": 4,
+        },
+        step=12,
+    )
     logger.experiment.flush()
     (train,) = rows(dash_root, "proj/keys", "train")
     assert {k: v for k, v in train.items() if k != "_ts"} == {
-        "step": 12, "epoch": 4, "acc": 0.5, "loss": 1.0, "lr-SGD": 0.1, "train_step": 9}
+        "step": 12,
+        "epoch": 4,
+        "acc": 0.5,
+        "loss": 1.0,
+        "lr-SGD": 0.1,
+        "train_step": 9,
+    }
     (val,) = rows(dash_root, "proj/keys", "val")
     assert val["loss/dataloader_idx_1"] == 2.0 and val["epoch"] == 4
     (pred,) = rows(dash_root, "proj/keys", "predict")

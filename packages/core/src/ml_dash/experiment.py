@@ -324,7 +324,7 @@ class Params:
     def __init__(self, exp: Experiment) -> None:
         self._exp = exp
 
-    def set(self, **kw: Any) -> None:
+    def set(self, /, **kw: Any) -> None:
         flat = flatten(kw)
         buf = self._exp._writer()
         buf.params.append(flat)
@@ -360,7 +360,7 @@ class MetricStream:
         self._exp = exp
         self._name = name
 
-    def log(self, **fields: Any) -> MetricStream:
+    def log(self, /, **fields: Any) -> MetricStream:
         for v in fields.values():
             if type(v) not in NUMERIC:
                 convert_fields(fields)
@@ -430,7 +430,7 @@ class TrackStream:
         self._exp = exp
         self._topic = topic
 
-    def append(self, _ts: float | None = None, **fields: Any) -> TrackStream:
+    def append(self, /, _ts: float | None = None, **fields: Any) -> TrackStream:
         for v in fields.values():
             if type(v) not in NUMERIC:
                 fields = _track_fields(fields)

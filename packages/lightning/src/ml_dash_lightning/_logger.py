@@ -89,7 +89,9 @@ class MLDashLoggerMixin:
         if log_model not in (False, True, "all"):
             raise ValueError(f"MLDashLogger: log_model must be False, True or 'all', got {log_model!r}")
         if flush_timeout is not None and not (isinstance(flush_timeout, (int, float)) and flush_timeout >= 0):
-            raise ValueError(f"MLDashLogger: flush_timeout must be a number >= 0 or None, got {flush_timeout!r}")
+            raise ValueError(
+                f"MLDashLogger: flush_timeout must be a number >= 0 or None, got {flush_timeout!r}"
+            )
         if buffer_config is not None and not isinstance(buffer_config, BufferConfig):
             raise TypeError(
                 f"MLDashLogger: buffer_config must be an ml_dash.buffer.BufferConfig, got {type(buffer_config).__name__}"
@@ -102,8 +104,13 @@ class MLDashLoggerMixin:
                     f"MLDashLogger: experiment must be an ml_dash.Experiment, got {type(experiment).__name__}"
                 )
             given = {
-                "prefix": prefix, "dash_root": dash_root, "dash_url": dash_url, "buffer_config": buffer_config,
-                "description": description, "tags": tags, "metadata": metadata,
+                "prefix": prefix,
+                "dash_root": dash_root,
+                "dash_url": dash_url,
+                "buffer_config": buffer_config,
+                "description": description,
+                "tags": tags,
+                "metadata": metadata,
             }
             clash = [k for k, v in given.items() if v is not None]
             if clash:
@@ -120,8 +127,15 @@ class MLDashLoggerMixin:
                 prefix = auto_prefix(root)
                 self._auto_named = True
             # validates prefix and dash_url now (constructing does no I/O); the run is opened on first use
-            Experiment(prefix, dash_root=root, dash_url=dash_url, buffer_config=buffer_config,
-                       description=description, tags=tags, metadata=metadata)
+            Experiment(
+                prefix,
+                dash_root=root,
+                dash_url=dash_url,
+                buffer_config=buffer_config,
+                description=description,
+                tags=tags,
+                metadata=metadata,
+            )
         self._prefix: str = prefix
         self._root: str = root
         self._dash_url = dash_url
@@ -196,14 +210,20 @@ class MLDashLoggerMixin:
                     exp = self._user_experiment
                 else:
                     exp = Experiment(
-                        self._prefix, dash_root=self._root, dash_url=self._dash_url,
-                        buffer_config=self._buffer_config, description=self._description, tags=self._tags,
+                        self._prefix,
+                        dash_root=self._root,
+                        dash_url=self._dash_url,
+                        buffer_config=self._buffer_config,
+                        description=self._description,
+                        tags=self._tags,
                         metadata=self._metadata,
                     )
             exp.run.start()
         except OSError as e:
             self._broken = True
-            _warn(f"cannot open experiment {self._prefix!r} under {self._root}: {e}; training goes on unlogged")
+            _warn(
+                f"cannot open experiment {self._prefix!r} under {self._root}: {e}; training goes on unlogged"
+            )
             return None
         self._experiment = exp
         self._streams = {}
@@ -285,7 +305,9 @@ class MLDashLoggerMixin:
             self._end_checkpoints = dict(checkpoint_files(checkpoint_callback, "end")[0])
             self._end_score = score_of(checkpoint_callback)
 
-    def _store_checkpoints(self, files: list[tuple[str, str]], best_score: float | None, fresh: bool = False) -> None:
+    def _store_checkpoints(
+        self, files: list[tuple[str, str]], best_score: float | None, fresh: bool = False
+    ) -> None:
         """Store each file (content captured now); skip ones stored before unless known to be freshly written."""
         exp = None
         for path, tag in files:
@@ -297,8 +319,8 @@ class MLDashLoggerMixin:
                 return
             try:
                 exp.files(CHECKPOINT_DIR).upload(path)
-            except OSError as e:
-                _warn(f"could not store checkpoint {path}: {e}")
+            except Exception as e:  # a checkpoint that cannot be stored must not stop training
+                _warn(f"could not store checkpoint {path}: {e!r}")
                 continue
             self._stored.add(key)
             meta: dict[str, Any] = {"file": os.path.basename(path), "tag": tag}
@@ -307,9 +329,13 @@ class MLDashLoggerMixin:
             exp.log(f"checkpoint stored: {os.path.basename(path)}", metadata=meta)
 
     def finalize(self, status: str) -> None:
-        """After every fit/validate/test/predict: store end checkpoints, then flush ("success"/"finished"),
-        cancel (a "failed" that is Ctrl-C or SIGTERM) or fail (any other "failed"). Logging afterwards re-opens
-        the run; a run still open at process exit is completed by ml-dash's exit hook."""
+        """After every fit/validate/test/predict: store end checkpoints, then
+
+        - ``"success"``: flush (the run stays open; ml-dash's exit hook completes it when the process ends),
+        - ``"finished"`` (Lightning's SLURM requeue handler): complete,
+        - ``"failed"`` with Ctrl-C or Lightning's SIGTERMException in flight: cancel; any other ``"failed"``: fail.
+
+        Logging after a complete/cancel/fail re-opens the run (status RUNNING again)."""
         if _rank() != 0:
             return
         if self._log_model is True and self._end_checkpoints:
@@ -323,11 +349,10 @@ class MLDashLoggerMixin:
                 exp.run.cancel(reason=_reason(exc))
             elif status == "failed" and not (isinstance(exc, SystemExit) and exc.code in (0, None)):
                 exp.run.fail(reason=_reason(exc))
-            elif not exp.flush(timeout=self._flush_timeout):
-                _warn(
-                    f"not all data was delivered within {self._flush_timeout} s; it is safe in {self.log_dir} "
-                    "and keeps being delivered in the background"
-                )
+            elif status == "finished":  # only from Lightning's SLURM requeue handler: the process ends soon
+                exp.run.complete(reason="finished (requeue)")
+            else:  # on a timeout the core warns and keeps delivering in the background
+                exp.flush(timeout=self._flush_timeout)
         except Exception as e:  # finalize must never turn a finished run into a crash
             _warn(f"finalize({status!r}) failed: {e!r}")
 

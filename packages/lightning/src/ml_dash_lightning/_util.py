@@ -154,7 +154,7 @@ def resolve_root(dash_root: Any) -> str:
     return os.path.abspath(os.fspath(root))
 
 
-def root_of(folder: Any, prefix: str) -> str:
+def root_of(folder: str | os.PathLike[str], prefix: str) -> str:
     """The dash root of an experiment folder ``<root>/<prefix>``."""
     path = os.path.abspath(os.fspath(folder))
     for _ in prefix.split("/"):
