@@ -55,7 +55,7 @@ class Buffer:
         self.lost = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
         self.sync_mode = not config.buffer_enabled
         # a producer wakes the worker early when a queue holds `trigger` records (besides every write_interval)
-        self._step = max(1, min(10_000, config.max_pending_items // 4))
+        self._step = max(1, min(1_000, config.max_pending_items // 4))
         self.trigger = 1 if self.sync_mode else self._step
         self._wake = threading.Event()
         self._io_lock = threading.RLock()
@@ -155,7 +155,10 @@ class Buffer:
             if self.progress != last:
                 last = self.progress
                 deadline = time.monotonic() + self.config.close_timeout
-            elif time.monotonic() > deadline or self._thread is None or not self._thread.is_alive():
+            elif self._thread is None or not self._thread.is_alive() or \
+                    (time.monotonic() > deadline and self._error is not None):
+                # shed only while writes are failing (or the worker is gone); a slow but healthy disk only
+                # slows the producer, it never loses records
                 self._shed(limit)
                 return
 
@@ -246,7 +249,13 @@ class Buffer:
         retry = self._retry[kind]
         if not n and not retry:
             return False
-        items = retry + [q.popleft() for _ in range(n)] if retry else [q.popleft() for _ in range(n)]
+        if retry:
+            # a failed batch is retried on its own: newer records wait in the queue, where max_pending_items
+            # bounds them (back-pressure, then shedding), instead of piling up behind the failure unbounded
+            items = retry
+            n = 0
+        else:
+            items = [q.popleft() for _ in range(n)]
         if kind != "params":
             self.taken[kind] += n
         try:
@@ -271,6 +280,8 @@ class Buffer:
             self._error = None
             self._warned.clear()
         self.progress += 1
+        if retry and q:  # the retried batch is in: now what queued up behind it
+            self._drain_kind(kind, q, write)
         return True
 
     def _write_params(self, items: list[dict[str, Any]]) -> None:
