@@ -136,6 +136,7 @@ class Buffer:
             self.drain(final=False)
             return
         self._wake.set()
+        time.sleep(0)  # let the writer take the GIL now rather than after the next switch interval (5 ms)
         limit = self.config.max_pending_items
         n = self.pending()
         if n >= limit:
