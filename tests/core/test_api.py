@@ -8,9 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
-
 import ml_dash
+import pytest
 from ml_dash import Experiment
 from ml_dash.buffer import BufferConfig
 

@@ -7,10 +7,9 @@ import math
 import re
 from pathlib import Path
 
+import ml_dash
 import numpy as np
 import pytest
-
-import ml_dash
 from ml_dash import Experiment
 from ml_dash.buffer import BufferConfig
 

@@ -105,7 +105,7 @@ class JournalMachine(RuleBasedStateMachine):
             assert dt.same(got_t, want), (topic, got_t, want)
         got_files = (v.files if v else self.exp.files).list()
         assert [(e["path"], e["filename"]) for e in got_files] == [(f[0], f[1]) for f in self.files]
-        for e, f in zip(got_files, self.files):
+        for e, f in zip(got_files, self.files, strict=False):
             assert Path(e["localPath"]).read_bytes() == f[2].encode()
         assert dt.same((v.params if v else self.exp.params).get(), self.params)
 

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from ml_dash import load
 
 HERE = Path(__file__).parent
@@ -150,7 +149,7 @@ with Experiment("my-project/my-experiment").run as exp:
     assert lines[1] == "[ML-Dash]   - 1000 log(s), 100 metric(s), 50 track(s), 10 file(s)"
     assert lines[2] == "[ML-Dash]   Uploading 10 file(s)..."
     assert sorted(lines[3:13]) == sorted(f"[ML-Dash]   [{k}/10] Uploaded frame_{i:04d}.jpg"
-                                         for k, i in zip(range(1, 11), range(1, 11))) or \
+                                         for k, i in zip(range(1, 11), range(1, 11), strict=True)) or \
         [ln.split("] Uploaded ")[0] for ln in lines[3:13]] == [f"[ML-Dash]   [{k}/10" for k in range(1, 11)]
     assert lines[13] == "[ML-Dash] ✓ All data flushed successfully"
     assert lines[14] == "✓ Experiment completed: my-experiment"

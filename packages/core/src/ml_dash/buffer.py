@@ -387,7 +387,7 @@ class Buffer:
         with self._io_lock:
             self._start_files()
             pending = list(self._publishing)
-        for fut, _, entry in pending:
+        for fut, _, _entry in pending:
             try:
                 fut.result(timeout=self.config.close_timeout or None)
             except Exception:

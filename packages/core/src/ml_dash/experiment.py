@@ -17,8 +17,8 @@ from .buffer import Buffer, recover_staged, stage_dir, write_entry
 from .config import BufferConfig, env_flag
 from .journal import ExperimentDir, iso, new_id, now_iso, read_json
 from .names import file_name, logical_dir, metric_segments, split_path, topic_folder
-from .reader import LogsView, MetricsView, TracksView, FilesView, merge_tracks
-from .values import MAX_STR, NUMERIC, PLAIN, convert, convert_fields, flatten
+from .reader import FilesView, LogsView, MetricsView, TracksView, merge_tracks
+from .values import MAX_STR, NUMERIC, convert, convert_fields, flatten
 
 LEVELS = ("info", "warn", "error", "debug", "fatal")
 _time = time.time

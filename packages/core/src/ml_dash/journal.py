@@ -23,6 +23,7 @@ from typing import Any
 
 from .names import check_prefix, metric_segments, split_path, topic_folder
 
+
 def _no_default(o: Any) -> Any:
     raise TypeError(f"value of type {type(o).__name__} is not JSON serialisable")
 
