@@ -1,7 +1,7 @@
 """The `.dash` files of one experiment: append-only JSONL streams, atomically replaced metadata, file locks.
 
 Every writer (threads of one process, other processes, re-runs) goes through `ExperimentDir`; indices and
-sequence numbers are taken under a per-stream `flock` from the last complete line of the stream's file, so they
+sequence numbers are taken under a per-stream lock from the last complete line of the stream's file, so they
 stay unique and gap-free however many writers append. A torn last line left by a killed writer is cut off by the
 next writer and ignored by readers.
 """
