@@ -186,8 +186,10 @@ class Replicator:
         k = f"{what}:{type(e).__name__}"
         if k not in self._warned:
             self._warned.add(k)
+            then = ("it is set aside, not retried" if isinstance(e, PermanentError)
+                    else "it is retried")
             console.warn(f"delivery to {getattr(self.store, 'key', 'store')} failed ({self.error}); "
-                         f"data stays in {self.jdir.path} and is retried")
+                         f"the data stays in {self.jdir.path} and {then}")
         if self.on_error is not None:
             try:
                 self.on_error(self.store, e)
