@@ -292,44 +292,10 @@ class Buffer:
         self.jdir.set_params(merged)
 
     def _write_metrics(self, items: list[tuple[str | None, dict[str, Any]]]) -> None:
-        groups: dict[str | None, list[dict[str, Any]]] = {}
-        for name, row in items:
-            g = groups.get(name)
-            if g is None:
-                groups[name] = g = []
-            g.append(row)
-        failed: list[tuple[str | None, dict[str, Any]]] = []
-        error: BaseException | None = None
-        for name, rows in groups.items():
-            for row in rows:
-                for v in row.values():
-                    if type(v) is Deferred:
-                        resolve_row(row)
-                        break
-            try:
-                self.jdir.append_metrics(name, rows)
-            except (OSError, ValueError, TypeError) as e:
-                error = e
-                failed.extend((name, r) for r in rows)
-        if error is not None:
-            raise PartialWrite(failed, error)
+        _write_streams(items, self.jdir.append_metrics)
 
     def _write_tracks(self, items: list[tuple[str, dict[str, Any]]]) -> None:
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for topic, entry in items:
-            groups.setdefault(topic, []).append(entry)
-        failed: list[tuple[str, dict[str, Any]]] = []
-        error: BaseException | None = None
-        for topic, entries in groups.items():
-            for e in entries:
-                resolve_row(e)
-            try:
-                self.jdir.append_tracks(topic, entries)
-            except (OSError, ValueError, TypeError) as err:
-                error = err
-                failed.extend((topic, e) for e in entries)
-        if error is not None:
-            raise PartialWrite(failed, error)
+        _write_streams(items, self.jdir.append_tracks)
 
     # ---- files ------------------------------------------------------------------------------------------------
     def _start_files(self) -> None:
@@ -447,6 +413,32 @@ class Buffer:
             self._pool.shutdown(wait=False)
             self._pool = None
         return ok and self.pending() == 0
+
+
+def _write_streams(items: list[tuple[Any, dict[str, Any]]], append: Callable[[Any, list[dict[str, Any]]], None]) -> None:
+    """Group (stream, row) items by stream, keeping order, and append each group; a stream that fails does not
+    stop the others, and only its rows are handed back (PartialWrite) for retry."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for key, row in items:
+        g = groups.get(key)
+        if g is None:
+            groups[key] = g = []
+        g.append(row)
+    failed: list[tuple[Any, dict[str, Any]]] = []
+    error: BaseException | None = None
+    for key, rows in groups.items():
+        for row in rows:
+            for v in row.values():
+                if type(v) is Deferred:  # device values are converted here, on the worker thread
+                    resolve_row(row)
+                    break
+        try:
+            append(key, rows)
+        except (OSError, ValueError, TypeError) as e:
+            error = e
+            failed.extend((key, r) for r in rows)
+    if error is not None:
+        raise PartialWrite(failed, error)
 
 
 def _prepare_file(staged: Path, entry: dict[str, Any]) -> Path:
