@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 import threading
 import time
 from collections import deque
@@ -40,7 +39,7 @@ class PartialWrite(Exception):
 class Buffer:
     """Pending records of one experiment and the worker that writes them to its `.dash` folder."""
 
-    def __init__(self, jdir: ExperimentDir, config: BufferConfig, on_flushed: Callable[[dict[str, int]], None] | None = None) -> None:
+    def __init__(self, jdir: ExperimentDir, config: BufferConfig) -> None:
         self.jdir = jdir
         self.config = config
         self.logs: deque[tuple[float, str, str, Any]] = deque()
@@ -74,7 +73,6 @@ class Buffer:
         self._warned: set[str] = set()
         self._warned_pressure = False
         self.progress = 0  # bumps on every successful write: close waits while this moves
-        self.on_flushed = on_flushed
         self.listeners: list[Callable[[], None]] = []  # replicators: told after each write
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
@@ -319,7 +317,14 @@ class Buffer:
     def _finish_files(self, block: bool = False) -> list[dict[str, Any]]:
         if not self._publishing:
             return []
-        ready = [x for x in self._publishing if block or x[0].done()]
+        if block:
+            ready = list(self._publishing)
+        else:  # the finished prefix only: the index lists files in the order they were given
+            ready = []
+            for x in self._publishing:
+                if not x[0].done():
+                    break
+                ready.append(x)
         if not ready:
             return []
         items: list[tuple[Path, dict[str, Any]]] = []
@@ -514,5 +519,3 @@ def _alive(pid: int) -> bool:
 def write_entry(folder: Path, entry: dict[str, Any]) -> None:
     write_json_atomic(folder / "entry.json", dict(entry, _pid=os.getpid()), fsync=False)
 
-
-_ = sys

@@ -15,9 +15,9 @@ from typing import Any
 from . import console, lifecycle
 from .buffer import Buffer, recover_staged, stage_dir, write_entry
 from .config import BufferConfig, env_flag
-from .journal import ExperimentDir, iso, new_id, now_iso, read_json
+from .journal import ExperimentDir, new_id, now_iso, read_json
 from .names import file_name, logical_dir, metric_segments, split_path, topic_folder
-from .reader import FilesView, LogsView, MetricsView, TracksView, merge_tracks
+from .reader import FilesView, LogsView, MetricsView, TracksView
 from .values import MAX_STR, NUMERIC, convert, convert_fields, flatten
 
 LEVELS = ("info", "warn", "error", "debug", "fatal")
@@ -79,7 +79,6 @@ class Experiment:
         self.metrics = Metrics(self)
         self.tracks = Tracks(self)
         self.files = Files(self)
-        self._reported_lost = False
 
     # ---- identity --------------------------------------------------------------------------------------------
     @property
@@ -624,5 +623,3 @@ def _guess_type(filename: str) -> str:
 
     return mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
-
-_ = (iso, merge_tracks)

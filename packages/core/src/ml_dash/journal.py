@@ -129,7 +129,6 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 def _tail(fd: int, size: int) -> tuple[int, dict[str, Any] | None]:
     """(end of the last complete line, the last complete line that parses) of an open file of ``size`` bytes."""
-    end = size
     pos = size
     block = 65536
     buf = b""
@@ -162,7 +161,6 @@ def _tail(fd: int, size: int) -> tuple[int, dict[str, Any] | None]:
             break
         buf = lines[0] + b"\n" if lines else b""
     return (valid_end if valid_end >= 0 else 0), None
-    del end
 
 
 def _warn(message: str) -> None:
@@ -194,9 +192,8 @@ os.register_at_fork(after_in_child=_reset_locks_in_child)
 class Stream:
     """One append-only JSONL file (logs, one metric, one track topic) with its lock and bookkeeping."""
 
-    def __init__(self, path: Path, lock_path: Path, index_field: str | None) -> None:
+    def __init__(self, path: Path, index_field: str | None) -> None:
         self.path = path
-        self.lock_path = lock_path
         self.index_field = index_field
         self.fd: int | None = None
         self.known_size = -1
@@ -385,13 +382,13 @@ class ExperimentDir:
         s = self._streams.get(key)
         if s is None:
             if kind == "logs":
-                s = Stream(self.path / "logs" / "logs.jsonl", self.private / "locks", "sequenceNumber")
+                s = Stream(self.path / "logs" / "logs.jsonl", "sequenceNumber")
             elif kind == "metrics":
                 folder = self.path.joinpath("metrics", *metric_segments(name))
-                s = Stream(folder / "data.jsonl", self.private / "locks", "index")
+                s = Stream(folder / "data.jsonl", "index")
             else:
                 assert name is not None
-                s = Stream(self.path / "tracks" / self.track_folder(name) / "data.jsonl", self.private / "locks", None)
+                s = Stream(self.path / "tracks" / self.track_folder(name) / "data.jsonl", None)
             self._streams[key] = s
         return s
 

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from pathlib import Path
 from typing import Any
 
 from . import console
@@ -416,5 +415,3 @@ def sync_dir(jdir: ExperimentDir, store: Store, config: BufferConfig | None = No
             break
     return rep
 
-
-_ = Path

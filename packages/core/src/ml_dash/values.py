@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 PLAIN = frozenset({float, int, str, bool, type(None)})
@@ -102,10 +101,6 @@ def convert_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def has_deferred(v: Any) -> bool:
-    return isinstance(v, Deferred)
-
-
 def resolve_row(row: dict[str, Any]) -> None:
     for k, v in row.items():
         if type(v) is Deferred:
@@ -137,7 +132,3 @@ def flatten(d: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = No
                 v = v.resolve()
             out[key] = v
     return out
-
-
-def isfinite(x: Any) -> bool:
-    return not isinstance(x, float) or math.isfinite(x)

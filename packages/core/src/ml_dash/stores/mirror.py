@@ -62,7 +62,7 @@ class MirrorStore(Store):
 
     def write_logs(self, records: list[dict[str, Any]]) -> None:
         if self._logs is None:
-            self._logs = Stream(self.dir.path / "logs" / "logs.jsonl", self.dir.private / "locks", "sequenceNumber")
+            self._logs = Stream(self.dir.path / "logs" / "logs.jsonl", "sequenceNumber")
         s = self._logs
         with self.dir.locked("logs"):
             s.sync_tail()
