@@ -5,9 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 import ml_dash
+import pytest
 
 
 def _busy(seconds: float) -> None:

@@ -19,7 +19,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import console
 
@@ -116,7 +117,7 @@ class _Counters:
             io = self._io()
             if io is not None and self.last_io is not None:
                 names = ("disk_read_mbs", "disk_write_mbs", "net_recv_mbs", "net_sent_mbs")
-                for name, a, b in zip(names, io, self.last_io):
+                for name, a, b in zip(names, io, self.last_io, strict=True):
                     row[name] = round(max(a - b, 0) / _MB / dt, 4)
             self.last_io = io
         else:
