@@ -18,7 +18,8 @@ from typing import Any
 
 from . import console
 from .config import BufferConfig
-from .journal import ExperimentDir, iso, read_json, write_json_atomic
+from .jsonio import iso, read_json, write_json_atomic
+from .layout import ExperimentDir
 from .values import Deferred, resolve_row
 
 __all__ = ["BufferConfig", "Buffer"]

@@ -15,7 +15,8 @@ from typing import Any
 from . import console, lifecycle
 from .buffer import Buffer, recover_staged, stage_dir, write_entry
 from .config import BufferConfig, env_flag
-from .journal import ExperimentDir, new_id, now_iso, read_json
+from .jsonio import new_id, now_iso, read_json
+from .layout import ExperimentDir
 from .names import file_name, logical_dir, metric_segments, split_path, topic_folder
 from .reader import FilesView, LogsView, MetricsView, TracksView
 from .values import MAX_STR, NUMERIC, convert, convert_fields, flatten
