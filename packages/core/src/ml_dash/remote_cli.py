@@ -86,7 +86,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .config import BufferConfig
-    from .journal import ExperimentDir
+    from .layout import ExperimentDir
     from .reader import list_experiments
     from .replicate import sync_dir
     from .stores.remote import RemoteStore, default_url

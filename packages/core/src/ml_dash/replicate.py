@@ -26,7 +26,8 @@ from typing import Any
 
 from . import console
 from .config import BufferConfig
-from .journal import ExperimentDir, read_json, write_json_atomic
+from .jsonio import read_json, write_json_atomic
+from .layout import ExperimentDir
 from .stores.base import PermanentError, Store
 
 MAX_BACKOFF = 30.0

@@ -15,7 +15,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..journal import read_json, read_jsonl
+from ..jsonio import read_json, read_jsonl
 from ..reader import effective_status, list_experiments, merge_tracks
 from .guard import SEP, Guard
 from .openapi import document

@@ -21,7 +21,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..journal import ExperimentDir, iso, new_id, now_iso, read_json, read_jsonl, write_json_atomic
+from ..jsonio import iso, new_id, now_iso, read_json, read_jsonl, write_json_atomic
+from ..layout import ExperimentDir
 from ..names import file_name, logical_dir, metric_segments, topic_folder
 
 # ASCII with \uXXXX escapes, as the local journal writes: any Python string (a lone surrogate from an undecodable
