@@ -552,7 +552,7 @@ class FileFolder:
             for f in sorted(p for p in src.rglob("*") if p.is_file()):
                 rel = f.relative_to(src)
                 sub = "/".join([base, *rel.parts[:-1]])
-                split_path(sub, "files folder")
+                logical_dir(sub)
                 out.append(self._stage(self._entry(file_name(rel.name), description, tags, metadata, None, sub),
                                        source=f))
             return out

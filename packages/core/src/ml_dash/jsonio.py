@@ -67,7 +67,7 @@ def read_json(path: Path) -> Any:
     try:
         with open(path, "rb") as f:
             raw = f.read()
-    except (FileNotFoundError, NotADirectoryError):
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
     if not raw.strip():
         return None
@@ -80,12 +80,19 @@ def read_json(path: Path) -> Any:
 def write_json_atomic(path: Path, obj: Any, *, fsync: bool = False) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     data = json.dumps(obj, indent=2, allow_nan=True).encode()
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a size limit: never leave the temporary copy behind
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -93,7 +100,7 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     try:
         with open(path, "rb") as f:
             raw = f.read()
-    except (FileNotFoundError, NotADirectoryError):
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return [], 0
     out: list[dict[str, Any]] = []
     skipped = 0

@@ -140,9 +140,19 @@ class ExperimentDir:
         self.name = segs[-1]
         self.path = self.root.joinpath(*segs)
         self.private = self.path / ".ml_dash"
+        self._real_root = os.path.realpath(self.root)
+        self.inside(self.private)
         self._streams: dict[tuple[str, str | None], Stream] = {}
         self._topic_dirs: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    def inside(self, path: Path) -> Path:
+        """``path``, unless a symbolic link on the way leads out of the root (ValueError): nothing is ever read
+        or written outside the root, whatever links someone placed in it."""
+        real = os.path.realpath(path)
+        if real != self._real_root and not real.startswith(self._real_root.rstrip(os.sep) + os.sep):
+            raise ValueError(f"refused: {path} leads out of the root {self.root} through a symbolic link")
+        return path
 
     # ---- locks ---------------------------------------------------------------------------------------------
     @contextmanager
@@ -249,6 +259,7 @@ class ExperimentDir:
             else:
                 assert name is not None
                 s = Stream(self.path / "tracks" / self.track_folder(name) / "data.jsonl", None)
+            self.inside(s.path)
             self._streams[key] = s
         return s
 
@@ -267,7 +278,7 @@ class ExperimentDir:
                 meta = read_json(meta_path)
                 if isinstance(meta, dict) and meta.get("topic") == topic:
                     break
-                if meta is None and not (tracks / folder / "data.jsonl").exists():
+                if meta is None and not self.inside(tracks / folder / "data.jsonl").exists():
                     # claim it now so a concurrent writer of another topic goes on to the next folder
                     (tracks / folder).mkdir(parents=True, exist_ok=True)
                     write_json_atomic(meta_path, _track_meta(topic))
@@ -377,7 +388,7 @@ class ExperimentDir:
                         continue
                     entry["id"] = new_id()  # another writer's file took this id
                 segs = [p for p in entry["path"].split("/") if p]
-                target_dir = files_dir.joinpath(*segs, entry["id"])
+                target_dir = self.inside(files_dir.joinpath(*segs, entry["id"]))
                 target_dir.mkdir(parents=True, exist_ok=True)
                 target = target_dir / entry["filename"]
                 if staged.exists():
@@ -393,7 +404,7 @@ class ExperimentDir:
     def file_path(self, entry: dict[str, Any]) -> Path:
         segs = [p for p in str(entry.get("path", "/")).split("/") if p]
         split_path("/".join(segs + [str(entry["id"]), str(entry["filename"])]), "file path")
-        return self.path.joinpath("files", *segs, str(entry["id"]), str(entry["filename"]))
+        return self.inside(self.path.joinpath("files", *segs, str(entry["id"]), str(entry["filename"])))
 
 
 def _track_meta(topic: str) -> dict[str, Any]:

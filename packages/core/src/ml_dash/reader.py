@@ -188,9 +188,10 @@ def load(prefix: str, dash_root: str | os.PathLike[str] | None = None) -> Experi
 def list_experiments(dash_root: str | os.PathLike[str]) -> list[str]:
     """Prefixes of every experiment under a root."""
     root = Path(dash_root)
+    real_root = os.path.realpath(root).rstrip(os.sep) + os.sep
     out = []
     for p in root.rglob("experiment.json"):
-        if ".ml_dash" in p.parts:
-            continue
+        if ".ml_dash" in p.parts or not p.is_file() or not os.path.realpath(p).startswith(real_root):
+            continue  # private state, a folder of that name, or reached through a link out of the root
         out.append(str(p.parent.relative_to(root)).replace(os.sep, "/"))
     return sorted(out)

@@ -20,15 +20,28 @@ def create_app(*args: Any, **kw: Any) -> Any:
     return _create(*args, **kw)
 
 
+def _check_token(tok: str, where: str) -> str:
+    if not tok.strip():
+        raise ValueError(f"{where} is empty or blank: refusing to start an open server (an unset variable?); "
+                         "pass a real token, or no --token at all to serve without authentication on loopback")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in tok) or not tok.isascii():
+        raise ValueError(f"{where} holds whitespace, control or non-ASCII characters; a token is one printable "
+                         "ASCII word")
+    return tok
+
+
 def read_tokens(token: list[str] | None, token_file: str | None) -> list[str]:
-    """Tokens from ``--token`` (repeatable) and ``--token-file`` (one per line, '#' comments)."""
-    tokens = [t.strip() for t in token or [] if t and t.strip()]
-    if token_file:
-        for line in Path(token_file).read_text().splitlines():
+    """Tokens from ``--token`` (repeatable) and ``--token-file`` (one per line, '#' comments). An empty or blank
+    token, or a token file holding none, is refused (ValueError): it must never start an open server."""
+    tokens = [_check_token(t or "", "--token") for t in token or []]
+    if token_file is not None:
+        found = 0
+        for n, line in enumerate(Path(token_file).read_text().splitlines(), 1):
             line = line.strip()
             if line and not line.startswith("#"):
-                tokens.append(line)
-        if not tokens:
+                tokens.append(_check_token(line, f"line {n} of the token file {token_file}"))
+                found += 1
+        if not found:
             raise ValueError(f"token file {token_file} holds no token")
     return tokens
 
@@ -58,7 +71,10 @@ def serve(root: str, host: str = "127.0.0.1", port: int = 8000, tokens: list[str
                      stall_seconds=stall_seconds, fsync=fsync)
     auth = f"{len(tokens)} token(s)" if tokens else "NO authentication"
     print(f"[ML-Dash] serving {path.resolve()} at http://{host}:{port} ({auth})", file=sys.stderr, flush=True)
-    if not tokens and host not in ("127.0.0.1", "localhost", "::1"):
+    if not tokens and host in ("127.0.0.1", "localhost", "::1"):
+        print("[ML-Dash] no token: any process on this machine can read and write (use --token or --token-file "
+              "to require one)", file=sys.stderr, flush=True)
+    elif not tokens:
         print("[ML-Dash] warning: no --token on a non-loopback address: anyone who can reach it can write",
               file=sys.stderr, flush=True)
     if fault_every or stall_every:

@@ -156,7 +156,7 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
             segs = metric_segments(name)
         except ValueError as e:
             raise BadRequest(str(e)) from None
-        rows, _ = await run_in_threadpool(read_jsonl, d.path.joinpath("metrics", *segs, "data.jsonl"))
+        rows, _ = await run_in_threadpool(read_jsonl, store.inside(d, d.path.joinpath("metrics", *segs, "data.jsonl")))
         return JSONNaN(_page(request, rows))
 
     async def post_metric(request: Request) -> Response:
@@ -170,6 +170,8 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         base = d.path / "tracks"
         out = {}
         for folder in sorted(base.iterdir()) if base.is_dir() else []:
+            if folder.is_symlink():
+                continue
             meta = read_json(folder / "metadata.json")
             if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
                 out[meta["topic"]] = folder
@@ -208,7 +210,10 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         idx = read_json(d.path / "files" / ".files_metadata.json")
         for e in (idx.get("files") if isinstance(idx, dict) else None) or []:
             if isinstance(e, dict) and e.get("id") == fid and not e.get("deletedAt"):
-                path = d.file_path(e)
+                try:
+                    path = d.file_path(e)
+                except (KeyError, TypeError, ValueError):
+                    break
                 if path.is_file():
                     return FileResponse(path, filename=str(e["filename"]),
                                         media_type=str(e.get("contentType") or "application/octet-stream"))

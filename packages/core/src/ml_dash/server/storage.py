@@ -75,6 +75,14 @@ class ServerRoot:
                 d = self._dirs.setdefault(prefix, d)
         return d
 
+    @staticmethod
+    def inside(d: ExperimentDir, path: Path) -> Path:
+        """``path`` unless a symbolic link leads it out of the root (400: nothing outside is touched)."""
+        try:
+            return d.inside(path)
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+
     def existing(self, prefix: str) -> ExperimentDir | None:
         d = self.exp(prefix)
         return d if (d.path / "experiment.json").is_file() else None
@@ -161,7 +169,7 @@ class ServerRoot:
             if not isinstance(r.get("data"), dict):
                 raise BadRequest("every metric record needs an object 'data'")
         d = self.ensure(prefix)
-        folder = d.path.joinpath("metrics", *segs)
+        folder = self.inside(d, d.path.joinpath("metrics", *segs))
         return self._append_indexed(d, "metrics/" + name, folder / "data.jsonl", "metrics/" + name, "index",
                                     recs, source, name)
 
@@ -219,8 +227,11 @@ class ServerRoot:
                                     or not all(_is_int(o) for o in offsets)):
             raise BadRequest("'offsets' must hold one integer per entry")
         d = self.ensure(prefix)
-        folder = d.track_folder(topic)
-        path = d.path / "tracks" / folder / "data.jsonl"
+        try:
+            folder = d.track_folder(topic)
+        except ValueError as err:
+            raise BadRequest(str(err)) from None
+        path = self.inside(d, d.path / "tracks" / folder / "data.jsonl")
         key = "tracks/" + topic
         with self.lock(f"{d.prefix}\0{key}"):
             d.private.mkdir(parents=True, exist_ok=True)
