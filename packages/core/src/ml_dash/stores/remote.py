@@ -18,18 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .base import PermanentError, Store
+from .base import PermanentError, RetryLater, Store
 
 DEFAULT_TIMEOUT = 10.0
 CREDENTIALS = ("~", ".dash", "credentials.json")
-
-
-class RetryLater(Exception):
-    """A transient failure; ``retry_after`` (seconds) when the server said how long to wait."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class AuthError(Exception):
