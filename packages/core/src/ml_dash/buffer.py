@@ -287,6 +287,7 @@ class Buffer:
     def _write_params(self, items: list[dict[str, Any]]) -> None:
         merged: dict[str, Any] = {}
         for d in items:
+            resolve_row(d)  # device values in params are read here, on the worker thread
             merged.update(d)
         self.jdir.set_params(merged)
 
