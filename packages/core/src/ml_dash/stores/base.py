@@ -13,11 +13,13 @@ class PermanentError(Exception):
 
 class RetryLater(Exception):
     """A transient failure (the store is busy or unreachable): the batch is retried with backoff, not before
-    ``retry_after`` seconds when the store knows how long to wait (e.g. HTTP ``Retry-After``)."""
+    ``retry_after`` seconds when the store knows how long to wait (e.g. HTTP ``Retry-After``). ``store_wide``:
+    the store could not be reached at all (the replicator then backs off as a whole, not per stream)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, *, store_wide: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.store_wide = store_wide
 
 
 class Store:
