@@ -11,9 +11,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-
 from ml_dash import Experiment
-
 from viewer_runs import small_runs, spiky_run
 
 

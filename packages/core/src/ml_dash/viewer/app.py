@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -22,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from . import live
 from .data import BadName, NotFound, Root, log_row, search_logs
-from .series import X_AXES, group, reduce
+from .series import group, reduce
 
 STATIC = Path(__file__).parent / "static"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -214,7 +213,7 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
                 import bisect
 
                 ts = [lg.ts[i] for i in idx]
-                s = bisect.bisect_left(ts, at) if all(a <= b for a, b in zip(ts, ts[1:])) else 0
+                s = bisect.bisect_left(ts, at) if all(a <= b for a, b in zip(ts, ts[1:], strict=False)) else 0
             if s < 0:
                 s = max(0, total - limit)
             sel = idx[s:s + limit]

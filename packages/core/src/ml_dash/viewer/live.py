@@ -100,7 +100,7 @@ async def events(root: Root, subs: list[list[Any]], last_id: str | None,
         except ValueError:
             offs = []
         if len(offs) == len(subs):
-            for s, o in zip(subs, offs):
+            for s, o in zip(subs, offs, strict=True):
                 s[3] = o
     inos: list[int | None] = [None] * len(subs)
     mtimes: list[float] = [0.0] * len(subs)
@@ -111,7 +111,7 @@ async def events(root: Root, subs: list[list[Any]], last_id: str | None,
         if await disconnected():
             return
         sent = False
-        for i, sub in enumerate(subs):
+        for i in range(len(subs)):
             event = await _poll(root, subs, i, inos, mtimes, last_status, status_of)
             if event is not None:
                 kind, payload = event

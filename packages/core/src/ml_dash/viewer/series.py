@@ -205,7 +205,7 @@ def group(runs: list[dict[str, Any]], key_of: dict[str, str]) -> list[dict[str, 
         groups.setdefault(key_of.get(r["prefix"], "(none)"), []).append(r)
     out = []
     for key, members in groups.items():
-        def arr(k: str) -> np.ndarray:
+        def arr(k: str, members: list[dict[str, Any]] = members) -> np.ndarray:
             return np.array([[np.nan if v is None else v for v in m[k]] for m in members], dtype=np.float64)
 
         with np.errstate(all="ignore"):

@@ -94,9 +94,10 @@
     spacer.style.width = width + "px";
     table.append(header, body);
 
+    function splitSort(v) { const i = v.lastIndexOf(":"); return [v.slice(0, i), v.slice(i + 1)]; }
     function sortBy(c) {
       if (!c.get) return;
-      const [k, dir] = s.sort.split(":");
+      const [k, dir] = splitSort(s.sort);
       const asc = k === c.key ? dir !== "asc" : true;
       s.sort = c.key + ":" + (asc ? "asc" : "desc");
       apply();
@@ -105,7 +106,7 @@
       const terms = M.parseFilter(s.filter);
       shown = terms.length ? runs.filter((r) => M.matchRun(r, terms)) : runs.slice();
       if (s.sort) {
-        const [k, dir] = s.sort.split(":");
+        const [k, dir] = splitSort(s.sort);
         const c = cols.find((x) => x.key === k);
         if (c && c.get) {
           const sign = dir === "desc" ? -1 : 1;
