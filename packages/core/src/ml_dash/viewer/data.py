@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..journal import read_json
+from ..jsonio import read_json
 from ..names import check_prefix, split_path
 from ..reader import effective_status
 from .tail import read_from
