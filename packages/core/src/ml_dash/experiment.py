@@ -17,7 +17,7 @@ from .buffer import Buffer, recover_staged, stage_dir, write_entry
 from .config import BufferConfig, default_root, env_flag
 from .jsonio import new_id, now_iso
 from .layout import ExperimentDir
-from .names import file_name, logical_dir, metric_segments, split_path, topic_folder
+from .names import file_name, logical_dir, metric_segments, topic_folder
 from .reader import FilesView, LogsView, MetricsView, ParamsView, TracksView
 from .values import MAX_STR, NUMERIC, convert, convert_fields, flatten
 
