@@ -34,6 +34,7 @@ class Server:
         self.extra = list(extra)
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.preexec: Any = None  # run in the server process before it starts (resource limits)
 
     def start(self) -> Server:
         cmd = [sys.executable, "-m", "ml_dash.cli", "serve", "--root", str(self.root), "--port", str(self.port)]
@@ -41,7 +42,7 @@ class Server:
             cmd += ["--token", self.token]
         env = {k: v for k, v in os.environ.items() if not k.startswith("ML_DASH_")}
         self.proc = subprocess.Popen(cmd + self.extra, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     env=env)
+                                     env=env, preexec_fn=self.preexec)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

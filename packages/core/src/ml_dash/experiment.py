@@ -17,6 +17,7 @@ from .buffer import Buffer, recover_staged, stage_dir, write_entry
 from .config import BufferConfig, default_root, env_flag
 from .jsonio import new_id, now_iso
 from .layout import ExperimentDir
+from .names import content_type as check_content_type
 from .names import file_name, logical_dir, metric_segments, topic_folder
 from .reader import FilesView, LogsView, MetricsView, ParamsView, TracksView
 from .values import MAX_STR, NUMERIC, convert, convert_fields, flatten
@@ -495,7 +496,8 @@ class FileFolder:
         return {
             "id": new_id(), "experimentId": self._exp.prefix, "path": path, "filename": filename,
             "description": description, "tags": list(tags or []), "bindrs": [],
-            "contentType": content_type or _guess_type(filename), "sizeBytes": None, "checksum": None,
+            "contentType": check_content_type(content_type) if content_type else _guess_type(filename),
+            "sizeBytes": None, "checksum": None,
             "metadata": metadata, "uploadedAt": now, "updatedAt": now, "deletedAt": None,
         }
 

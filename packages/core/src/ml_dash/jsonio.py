@@ -95,11 +95,12 @@ def write_json_atomic(path: Path, obj: Any, *, fsync: bool = False) -> None:
         raise
 
 
-def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """All complete, parseable lines of a JSONL file, and how many lines were skipped (torn or corrupt)."""
+def read_jsonl(path: Path, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """All complete, parseable lines of a JSONL file (of its first ``limit`` bytes), and how many lines were
+    skipped (torn or corrupt)."""
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            raw = f.read() if limit is None else f.read(limit)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return [], 0
     out: list[dict[str, Any]] = []

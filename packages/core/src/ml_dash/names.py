@@ -15,6 +15,8 @@ reaches into the layout of another run or stream. The rules (docs/names.md state
 
 from __future__ import annotations
 
+import re
+
 MAX_SEGMENT = 200
 MAX_NAME = 1000
 RUN_FILES = ("experiment.json", "parameters.json")
@@ -121,3 +123,16 @@ def topic_folder(topic: str) -> str:
     if len(folder.encode("utf-8")) > MAX_SEGMENT:
         raise ValueError(f"invalid track topic {topic!r}: longer than {MAX_SEGMENT} bytes as one folder name")
     return folder
+
+
+_MEDIA_TYPE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*;[\x20-\x7e]*)?$")
+
+
+def content_type(value: object) -> str:
+    """A stored file's media type ('type/subtype[; params]', printable ASCII): it becomes an HTTP header."""
+    if not isinstance(value, str):
+        raise TypeError(f"content type must be a string, got {type(value).__name__}")
+    if len(value) > 255 or not _MEDIA_TYPE.match(value):
+        raise ValueError(f"invalid content type {value[:80]!r}: expected 'type/subtype' in printable ASCII "
+                         "(at most 255 characters, no line breaks)")
+    return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,13 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..jsonio import read_json, read_jsonl
+from ..jsonio import read_json
 from ..reader import effective_status, list_experiments, merge_tracks
 from .guard import SEP, Guard
 from .openapi import document
-from .storage import BadRequest, ServerRoot, check_source
+from .storage import BadRequest, ServerRoot, storage_failure
 from .upload import TooLarge, receive_file
+from .work import Work
 
 MAX_PAGE = 100_000
 
@@ -35,24 +37,6 @@ class JSONNaN(JSONResponse):
 
 def _prefix(request: Request, key: str = "prefix") -> str:
     return str(request.path_params[key]).replace(SEP, "/")
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    limit = int(request.scope.get("state", {}).get("ml_dash_limit") or 0)
-    chunks = []
-    n = 0
-    async for chunk in request.stream():
-        n += len(chunk)
-        if limit and n > limit:
-            raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    try:
-        obj = json.loads(b"".join(chunks))
-    except ValueError:
-        raise HTTPException(400, "the body is not valid JSON") from None
-    if not isinstance(obj, dict):
-        raise HTTPException(400, "the body must be a JSON object")
-    return obj
 
 
 def _page(request: Request, rows: list[Any]) -> dict[str, Any]:
@@ -72,6 +56,7 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
                stall_seconds: float = 0.0, fsync: bool = True) -> Guard:
     """The ASGI app serving ``root`` (a `.dash` folder). ``tokens`` empty or None: no authentication."""
     store = ServerRoot(root, fsync=fsync)
+    work = Work(store, max_body, fsync)
     limits = {"maxBodyBytes": max_body, "maxFileBytes": max_file}
 
     def exp_or_404(prefix: str) -> Any:
@@ -88,22 +73,17 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         return JSONNaN(document(__version__))
 
     async def list_exps(request: Request) -> Response:
-        def work() -> list[dict[str, Any]]:
+        def listing() -> list[dict[str, Any]]:
             out = []
             for p in list_experiments(store.root):
                 info = read_json(store.root / p / "experiment.json")
                 out.append({"prefix": p, "status": effective_status(info),
                             "updated_at": info.get("updated_at") if isinstance(info, dict) else None})
             return out
-        return JSONNaN({"experiments": await run_in_threadpool(work)})
+        return JSONNaN({"experiments": await run_in_threadpool(listing)})
 
     async def create_exp(request: Request) -> Response:
-        body = await _body(request)
-        prefix = body.get("prefix")
-        if not isinstance(prefix, str):
-            raise BadRequest("'prefix' (\"project/name\") is required")
-        info = body.get("info", {})
-        exp, created = await run_in_threadpool(store.open_experiment, prefix, info, check_source(body.get("source")))
+        exp, created = await work(request, "create")
         return JSONNaN({"experiment": exp, "created": created, "limits": limits}, 201 if created else 200)
 
     async def get_exp(request: Request) -> Response:
@@ -112,11 +92,7 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         return JSONNaN({"experiment": info, "status": effective_status(info)})
 
     async def put_status(request: Request) -> Response:
-        prefix = _prefix(request)
-        body = await _body(request)
-        info = body.get("info", {})
-        exp, _ = await run_in_threadpool(store.open_experiment, prefix, info, check_source(body.get("source")))
-        return JSONNaN({"experiment": exp})
+        return JSONNaN({"experiment": await work(request, "status", _prefix(request))})
 
     async def get_params(request: Request) -> Response:
         d = exp_or_404(_prefix(request))
@@ -124,22 +100,15 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         return JSONNaN(p if isinstance(p, dict) else {"version": 0, "data": {}})
 
     async def put_params(request: Request) -> Response:
-        prefix = _prefix(request)
-        body = await _body(request)
-        applied = await run_in_threadpool(store.set_params, prefix, body.get("data"), body.get("version"),
-                                          check_source(body.get("source")))
-        return JSONNaN({"applied": applied})
+        return JSONNaN({"applied": await work(request, "params", _prefix(request))})
 
     async def get_logs(request: Request) -> Response:
         d = exp_or_404(_prefix(request))
-        rows, _ = await run_in_threadpool(read_jsonl, d.path / "logs" / "logs.jsonl")
+        rows = await run_in_threadpool(store.read_rows, d, "logs", d.path / "logs" / "logs.jsonl")
         return JSONNaN(_page(request, rows))
 
     async def post_logs(request: Request) -> Response:
-        prefix = _prefix(request)
-        body = await _body(request)
-        res = await run_in_threadpool(store.append_logs, prefix, body.get("records"), check_source(body.get("source")))
-        return JSONNaN(res)
+        return JSONNaN(await work(request, "logs", _prefix(request)))
 
     async def list_metrics(request: Request) -> Response:
         d = exp_or_404(_prefix(request))
@@ -156,15 +125,12 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
             segs = metric_segments(name)
         except ValueError as e:
             raise BadRequest(str(e)) from None
-        rows, _ = await run_in_threadpool(read_jsonl, store.inside(d, d.path.joinpath("metrics", *segs, "data.jsonl")))
+        rows = await run_in_threadpool(store.read_rows, d, "metrics/" + name, d.path.joinpath("metrics", *segs,
+                                                                                                "data.jsonl"))
         return JSONNaN(_page(request, rows))
 
     async def post_metric(request: Request) -> Response:
-        prefix, name = _prefix(request), _prefix(request, "name")
-        body = await _body(request)
-        res = await run_in_threadpool(store.append_metrics, prefix, name, body.get("records"),
-                                      check_source(body.get("source")))
-        return JSONNaN(res)
+        return JSONNaN(await work(request, "metric", _prefix(request), _prefix(request, "name")))
 
     def _topics(d: Any) -> dict[str, Path]:
         base = d.path / "tracks"
@@ -183,20 +149,17 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
 
     async def get_track(request: Request) -> Response:
         d = exp_or_404(_prefix(request))
-        folder = _topics(d).get(_prefix(request, "topic"))
+        topic = _prefix(request, "topic")
+        folder = _topics(d).get(topic)
         rows: list[dict[str, Any]] = []
         if folder is not None:
-            rows, _ = await run_in_threadpool(read_jsonl, folder / "data.jsonl")
+            rows = await run_in_threadpool(store.read_rows, d, "tracks/" + topic, folder / "data.jsonl")
         if request.query_params.get("merged", "true").lower() not in ("0", "false", "no"):
             rows = merge_tracks(rows)
         return JSONNaN(_page(request, rows))
 
     async def post_track(request: Request) -> Response:
-        prefix, topic = _prefix(request), _prefix(request, "topic")
-        body = await _body(request)
-        res = await run_in_threadpool(store.append_tracks, prefix, topic, body.get("entries"), body.get("offset"),
-                                      body.get("end"), body.get("offsets"), check_source(body.get("source")))
-        return JSONNaN(res)
+        return JSONNaN(await work(request, "track", _prefix(request), _prefix(request, "topic")))
 
     async def list_files(request: Request) -> Response:
         d = exp_or_404(_prefix(request))
@@ -242,7 +205,14 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         return JSONNaN({"file": entry, "stored": stored}, 201 if stored else 200)
 
     async def bad_request(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, RecursionError):
+            return JSONNaN({"detail": "the request nests JSON too deeply"}, 400)
         return JSONNaN({"detail": str(exc)}, 400)
+
+    async def storage_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OSError)
+        status, detail = storage_failure(exc)
+        return JSONNaN({"detail": detail}, status, headers={"Retry-After": "30"} if status >= 500 else None)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -274,6 +244,15 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         Route(e + "/files", post_file, methods=["POST"]),
         Route(e + "/files/{id}", get_file, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={BadRequest: bad_request, HTTPException: http_error})
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            work.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={BadRequest: bad_request, RecursionError: bad_request, HTTPException: http_error,
+                                        OSError: storage_error})
     return Guard(app, list(tokens or []), max_body=max_body, max_file=max_file, fault_every=fault_every,
                  stall_every=stall_every, stall_seconds=stall_seconds)

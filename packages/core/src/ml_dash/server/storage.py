@@ -13,6 +13,7 @@ The server process owns its root (`serve` takes a lock on it); a local `Experime
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from typing import Any
 
 from ..jsonio import iso, new_id, now_iso, read_json, read_jsonl, write_json_atomic
 from ..layout import ExperimentDir
-from ..names import file_name, logical_dir, metric_segments, topic_folder
+from ..names import content_type, file_name, logical_dir, metric_segments, topic_folder
 
 # ASCII with \uXXXX escapes, as the local journal writes: any Python string (a lone surrogate from an undecodable
 # file name too) is stored and read back losslessly; a strict UTF-8 encode of it would fail
@@ -87,6 +88,14 @@ class ServerRoot:
         d = self.exp(prefix)
         return d if (d.path / "experiment.json").is_file() else None
 
+    def read_rows(self, d: ExperimentDir, key: str, path: Path) -> list[dict[str, Any]]:
+        """The committed rows of one stream: lines past the committed size (an append that failed or was cut off
+        by a crash, not acknowledged) are never shown."""
+        state = read_json(_state_path(d, key, create=False))
+        size = state.get("size") if isinstance(state, dict) else None
+        rows, _ = read_jsonl(self.inside(d, path), size if _is_int(size) else None)
+        return rows
+
     # ---- experiment.json ------------------------------------------------------------------------------------
     def open_experiment(self, prefix: str, info: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
         """Create the experiment or reopen it; apply the client's descriptive and status fields unless stale."""
@@ -132,10 +141,10 @@ class ServerRoot:
         self.exp(prefix)
         if not isinstance(data, dict) or not all(isinstance(k, str) and k for k in data):
             raise BadRequest("'data' must be an object with non-empty string keys")
-        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-            raise BadRequest("'version' must be an integer")
+        if version is not None and not _is_int(version):
+            raise BadRequest(f"'version' must be an integer from 0 to {MAX_POSITION}")
         d = self.ensure(prefix)
-        with self.lock("params:" + d.prefix):
+        with self.lock("params:" + d.prefix), d.locked("params-state"):  # worker processes too
             state_path = _state_path(d, "params")
             state = _read_state(state_path)
             last = state["sources"].get(source)
@@ -196,13 +205,17 @@ class ServerRoot:
                     parts.append(_encode(rec) + "\n")
                     n += 1
                 if parts:
-                    state["size"] = _append(path, "".join(parts).encode(), self.fsync)
-                    state["next"] = n
-                    if metric is not None:
-                        _metric_meta(path.parent / "metadata.json", metric, n)
-                if parts:
-                    state["sources"][source] = w
-                    write_json_atomic(state_path, state, fsync=self.fsync)
+                    committed = state["size"]
+                    try:
+                        state["size"] = _append(path, "".join(parts).encode(), self.fsync)
+                        state["next"] = n
+                        if metric is not None:
+                            _metric_meta(path.parent / "metadata.json", metric, n)
+                        state["sources"][source] = w
+                        write_json_atomic(state_path, state, fsync=self.fsync)
+                    except OSError:
+                        _cut(path, committed)  # readers see only committed rows, also while the disk is full
+                        raise
         return {"received": len(recs), "stored": len(parts), "next": w}
 
     # ---- tracks (byte offsets of the source's journal) -----------------------------------------------------
@@ -220,9 +233,9 @@ class ServerRoot:
             if isinstance(ts, bool) or not isinstance(ts, (int, float)):
                 raise BadRequest("every track entry needs a numeric 'timestamp'")
         if not _is_int(offset):
-            raise BadRequest("'offset' must be the journal byte offset of the first entry")
+            raise BadRequest(f"'offset' must be the journal byte offset of the first entry (0 to {MAX_POSITION})")
         if end is not None and not _is_int(end):
-            raise BadRequest("'end' must be an integer")
+            raise BadRequest(f"'end' must be an integer from 0 to {MAX_POSITION}")
         if offsets is not None and (not isinstance(offsets, list) or len(offsets) != len(entries)
                                     or not all(_is_int(o) for o in offsets)):
             raise BadRequest("'offsets' must hold one integer per entry")
@@ -244,11 +257,16 @@ class ServerRoot:
                 else:  # batch-granular: a retry resends the same batch
                     keep = list(entries) if offset >= w else []
                 new_w = max(w, end if end is not None else offset + 1)
-                if keep:
-                    state["size"] = _append(path, "".join(_encode(e) + "\n" for e in keep).encode(), self.fsync)
-                    _track_meta_update(path.parent / "metadata.json", topic, keep)
-                state["sources"][source] = new_w
-                write_json_atomic(state_path, state, fsync=self.fsync)
+                committed = state["size"]
+                try:
+                    if keep:
+                        state["size"] = _append(path, "".join(_encode(e) + "\n" for e in keep).encode(), self.fsync)
+                        _track_meta_update(path.parent / "metadata.json", topic, keep)
+                    state["sources"][source] = new_w
+                    write_json_atomic(state_path, state, fsync=self.fsync)
+                except OSError:
+                    _cut(path, committed)
+                    raise
         return {"received": len(entries), "stored": len(keep), "next": new_w}
 
     # ---- files --------------------------------------------------------------------------------------------
@@ -269,6 +287,7 @@ class ServerRoot:
                      ("contentType", "application/octet-stream"), ("metadata", None), ("uploadedAt", now),
                      ("updatedAt", now), ("deletedAt", None)):
             e.setdefault(k, v)
+        _check_entry_fields(e)
         return e
 
     def has_file(self, d: ExperimentDir, fid: str) -> bool:
@@ -293,13 +312,44 @@ class ServerRoot:
         return p / f"{new_id()}.{threading.get_ident()}.part"
 
 
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def _check_entry_fields(e: dict[str, Any]) -> None:
+    """The fields of a files index entry a client sends: their types, and what becomes an HTTP header."""
+    try:
+        content_type(e["contentType"])
+    except (TypeError, ValueError) as err:
+        raise BadRequest(f"file entry 'contentType': {err}") from None
+    for k in ("description", "experimentId", "deletedAt"):
+        if e[k] is not None and not isinstance(e[k], str):
+            raise BadRequest(f"file entry {k!r} must be a string or null")
+    for k in ("uploadedAt", "updatedAt"):
+        if not isinstance(e[k], str) or len(e[k]) > 64:
+            raise BadRequest(f"file entry {k!r} must be an ISO-8601 time string")
+    for k in ("tags", "bindrs"):
+        if not isinstance(e[k], list) or not all(isinstance(t, str) for t in e[k]):
+            raise BadRequest(f"file entry {k!r} must be a list of strings")
+    if e["metadata"] is not None and not isinstance(e["metadata"], dict):
+        raise BadRequest("file entry 'metadata' must be an object or null")
+    checksum = e.get("checksum")
+    if checksum not in (None, "") and not (isinstance(checksum, str) and _HEX64.match(checksum)):
+        raise BadRequest("file entry 'checksum' must be the content's sha256 as 64 hex digits, or null")
+    size = e.get("sizeBytes")
+    if size is not None and not _is_int(size):
+        raise BadRequest("file entry 'sizeBytes' must be a non-negative integer or null")
+
+
 # ---- helpers ------------------------------------------------------------------------------------------------
 def _str(v: Any) -> str | None:
     return v if isinstance(v, str) else None
 
 
+MAX_POSITION = 2**63 - 1  # indices, offsets and versions: a 64-bit integer at most
+
+
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_POSITION
 
 
 def _apply(cur: dict[str, Any], key: str, value: Any) -> None:
@@ -323,14 +373,30 @@ def _records(records: Any, field: str) -> list[dict[str, Any]]:
         raise BadRequest("'records' must be a list")
     for r in records:
         if not isinstance(r, dict) or not _is_int(r.get(field)):
-            raise BadRequest(f"every record needs a non-negative integer {field!r}")
+            raise BadRequest(f"every record needs an integer {field!r} from 0 to {MAX_POSITION}")
     return records
 
 
-def _state_path(d: ExperimentDir, key: str) -> Path:
+def _state_path(d: ExperimentDir, key: str, create: bool = True) -> Path:
     folder = d.private / "server"
-    folder.mkdir(parents=True, exist_ok=True)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return folder / (hashlib.sha1(key.encode()).hexdigest()[:24] + ".json")
+
+
+_FULL = {errno.ENOSPC: "no space left on the server's disk", errno.EDQUOT: "the server's disk quota is exceeded",
+         errno.EFBIG: "a file on the server reached its size limit"}
+
+
+def storage_failure(e: OSError) -> tuple[int, str]:
+    """The HTTP status and reason for a storage error while handling a request: 507 for a full disk (retry
+    later), 400 for a name the file system refuses, 503 for any other storage fault (retry later)."""
+    what = f"{e.strerror or type(e).__name__} (errno {e.errno})"
+    if e.errno in _FULL:
+        return 507, f"insufficient storage: {_FULL[e.errno]}: {what}; nothing of this request was committed; retry later"
+    if e.errno == errno.ENAMETOOLONG:
+        return 400, f"a name is too long for the server's file system: {what}"
+    return 503, f"storage error on the server: {what}; nothing of this request was committed; retry later"
 
 
 def _read_state(path: Path) -> dict[str, Any]:
@@ -378,6 +444,16 @@ def _recover(path: Path, state: dict[str, Any], field: str | None) -> dict[str, 
         idx = [r[field] for r in rows if _is_int(r.get(field))]
         state["next"] = max(idx) + 1 if idx else 0
     return state
+
+
+def _cut(path: Path, size: int) -> None:
+    """Cut a data file back to its committed size after a failed append (a full disk frees the space again)."""
+    try:
+        with open(path, "r+b") as f:
+            if f.seek(0, os.SEEK_END) > size:
+                f.truncate(size)
+    except OSError:
+        pass  # the next append cuts it (see _recover)
 
 
 def _append(path: Path, data: bytes, fsync: bool) -> int:

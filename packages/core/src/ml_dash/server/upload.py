@@ -40,6 +40,7 @@ class _Parts:
         self.size = 0
         self.files = 0
         self.discard = False  # the entry came first and names a file the server already holds
+        self.ended = False  # the closing boundary arrived: without it the upload was cut off
 
     def on_part_begin(self) -> None:
         self.disposition = b""
@@ -91,6 +92,9 @@ class _Parts:
                 raise TooLarge(f"form field {self.name!r} larger than {MAX_FIELD} bytes")
             buf.extend(chunk)
 
+    def on_end(self) -> None:
+        self.ended = True
+
     def on_part_end(self) -> None:
         if self.is_file and self.out is not None:
             self.out.flush()
@@ -107,7 +111,10 @@ class _Parts:
 
     def cleanup(self) -> None:
         if self.out is not None:
-            self.out.close()
+            try:
+                self.out.close()
+            except OSError:  # the buffered rest cannot be written either (a full disk): the file goes anyway
+                pass
             self.out = None
         if self.staged is not None:
             self.staged.unlink(missing_ok=True)
@@ -123,12 +130,14 @@ async def receive_file(root: ServerRoot, d: ExperimentDir, content_type: str, st
     parts = _Parts(root, d, max_file)
     callbacks: Any = {k: getattr(parts, k) for k in ("on_part_begin", "on_part_data", "on_part_end",
                                                         "on_header_field", "on_header_value", "on_header_end",
-                                                        "on_headers_finished")}
+                                                        "on_headers_finished", "on_end")}
     parser = MultipartParser(boundary, callbacks)
     try:
         async for chunk in stream:
             parser.write(chunk)
         parser.finalize()
+        if not parts.ended:
+            raise BadRequest("the upload was cut off: the multipart body has no closing boundary; nothing stored")
         entry = parts._entry_or_none()
         if entry is None:
             raise BadRequest("missing the 'entry' part")

@@ -1,0 +1,83 @@
+"""Disk full on the server (a file size limit, RLIMIT_FSIZE, which root cannot bypass): the server answers 507
+naming the cause (the client retries it), reads show only committed rows during the fault, other streams go on,
+no temporary file is left behind, and once there is room again the retried batches are stored exactly once."""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from conftest import Server
+
+E = "/api/v1/experiments/" + quote("proj/full", safe="")
+LIMIT = 256 * 1024
+
+
+def _limit_file_size() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
+
+
+def _batch(start: int, n: int) -> dict[str, Any]:
+    return {"source": "s1", "records": [{"index": i, "data": {"step": i, "loss": 1.0 / (i + 1), "pad": "x" * 40}}
+                                        for i in range(start, start + n)]}
+
+
+def _leftovers(root: Path) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.suffix in (".tmp", ".part")]
+
+
+def test_disk_full_is_507_with_reason_and_loses_nothing(tmp_path: Path) -> None:
+    server = Server(tmp_path / "root", tmp_path / "server.log")
+    server.preexec = _limit_file_size
+    server.start()
+    try:
+        acked = 0
+        refused: list[dict[str, Any]] = []
+        with server.client() as c:
+            assert c.post("/api/v1/experiments", json={"prefix": "proj/full", "info": {}}).status_code == 201
+            for _ in range(100):
+                body = _batch(acked, 400)
+                r = c.post(f"{E}/metrics/train", json=body)
+                if r.status_code != 200:
+                    refused.append(body)
+                    break
+                acked += r.json()["stored"]
+            assert refused, "the size limit was never reached"
+            assert r.status_code == 507, r.text
+            detail = r.json()["detail"]
+            assert "insufficient storage" in detail and "size limit" in detail and "retry" in detail, detail
+            assert r.headers.get("retry-after")
+            # a retry during the fault fails the same way; reads show exactly the acknowledged rows
+            assert c.post(f"{E}/metrics/train", json=refused[0]).status_code == 507
+            rows = c.get(f"{E}/metrics/train").json()["records"]
+            assert [x["data"]["step"] for x in rows] == list(range(acked))
+            # other streams are not affected
+            r = c.post(f"{E}/logs", json={"source": "s1", "records": [{"sequenceNumber": 0, "level": "info",
+                                                                         "message": "still here"}]})
+            assert r.status_code == 200 and r.json()["stored"] == 1
+            # a file larger than what fits: 507 as well, nothing indexed, no staging file left
+            big = b"z" * (LIMIT + 1000)
+            r = c.post(f"{E}/files", data={"entry": json.dumps({"id": "7", "path": "/", "filename": "big.bin"})},
+                       files={"file": ("big.bin", big)})
+            assert r.status_code == 507, r.text
+            assert c.get(f"{E}/files").json()["files"] == []
+        assert _leftovers(server.root) == []
+        server.stop()
+
+        server.preexec = None  # room again: the client's retry is stored once
+        server.start()
+        with server.client() as c:
+            r = c.post(f"{E}/metrics/train", json=refused[0])
+            assert r.status_code == 200 and r.json()["stored"] == 400
+            assert c.post(f"{E}/metrics/train", json=refused[0]).json()["stored"] == 0
+            rows = c.get(f"{E}/metrics/train").json()["records"]
+            assert [x["data"]["step"] for x in rows] == list(range(acked + 400))
+            assert [x["index"] for x in rows] == list(range(acked + 400))
+        assert _leftovers(server.root) == []
+    finally:
+        server.stop()
