@@ -13,7 +13,7 @@ from typing import IO, Any
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from ..journal import ExperimentDir
+from ..layout import ExperimentDir
 from .storage import BadRequest, ServerRoot
 
 MAX_FIELD = 1024 * 1024
