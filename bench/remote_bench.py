@@ -1,12 +1,16 @@
 """Remote mode against an `ml-dash serve` on loopback (started here, token auth on, fsync per request).
 
-    .venv/bin/python bench/remote_bench.py [--rows 50000] [--calls 50000] [--no-fsync]
+    .venv/bin/python bench/remote_bench.py [--rows 50000] [--calls 50000] [--no-fsync] [--load-bodies 3]
 
 Prints:
   upload throughput   rows/s uploaded, two ways: `ml-dash sync`'s path (a finished local run pushed with
                       sync_dir) and live (log N rows with dash_url=..., then flush() returns once all are on the
                       server; time from the first call to flush's return). Batches of metric_batch_size (100 by
                       default; also shown at 1,000).
+  server ingest       acknowledged rows/s when C clients POST metric batches straight to the server at once, and
+                      the server's CPU time per row (its process and its worker processes, from /proc)
+  server under load   /health answer times and the server's RSS while N concurrent maximum-size (32 MiB)
+                      bodies are sent (--load-bodies N; 0 to skip)
   per-call latency    exp.metrics("train").log(...) median / p99 / mean, in the training loop:
                       local only (no dash_url), remote with the server up, and remote with the server DOWN
                       (nothing listening: every upload attempt fails and is retried with backoff).
@@ -47,6 +51,119 @@ def start_server(root: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise RuntimeError("server did not start")
+
+
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants (the server and its worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def rss_bytes(pid: int) -> int:
+    total = 0
+    for p in _tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+def bench_ingest(url: str, pid: int, rows: int, batch: int, clients: int) -> tuple[float, float]:
+    """(acknowledged rows/s, server CPU microseconds per row) for ``clients`` threads POSTing batches."""
+    import threading
+
+    import httpx
+
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    per = rows // clients
+    httpx.post(f"{url}/api/v1/experiments", json={"prefix": f"bench/ingest{batch}x{clients}", "info": {}},
+               headers=headers)
+    acked = [0] * clients
+
+    def client(k: int) -> None:
+        import json
+
+        with httpx.Client(headers=headers, timeout=60) as c:
+            for start in range(0, per, batch):
+                recs = [{"index": i, "data": {"step": i, "loss": 0.5, "acc": 0.9, "_ts": 1.7e9 + i}}
+                        for i in range(start, min(per, start + batch))]
+                r = c.post(f"{url}/api/v1/experiments/bench%2Fingest{batch}x{clients}/metrics/m{k}",
+                           content=json.dumps({"source": f"c{k}", "records": recs}))
+                r.raise_for_status()
+                acked[k] += r.json()["stored"]
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    cpu0, t = cpu_seconds(pid), time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    dt, cpu = time.perf_counter() - t, cpu_seconds(pid) - cpu0
+    assert sum(acked) == per * clients, acked
+    return sum(acked) / dt, cpu / sum(acked) * 1e6
+
+
+def bench_health_under_load(url: str, pid: int, n: int, size: int) -> tuple[float, float, int, int]:
+    """(/health median ms, max ms, idle RSS, peak RSS) while ``n`` bodies of ``size`` bytes are sent at once."""
+    import threading
+
+    import httpx
+
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    row = '{"index": %d, "data": {"step": %d, "loss": 0.123456789, "acc": 0.5, "_ts": 1700000000.5}}'
+    count = size // (len(row % (10**7, 10**7)) + 2) - 10
+    body = ("[" + ", ".join(row % (i, i) for i in range(count)) + "]").encode()
+    httpx.post(f"{url}/api/v1/experiments", json={"prefix": "bench/load", "info": {}}, headers=headers)
+    idle = rss_bytes(pid)
+    peak: list[int] = [idle]
+    times: list[float] = []
+
+    def send(k: int) -> None:
+        with httpx.Client(headers=headers, timeout=600) as c:
+            r = c.post(f"{url}/api/v1/experiments/bench%2Fload/metrics/load{k}",
+                       content=b'{"source": "l%d", "records": ' % k + body + b"}")
+            r.raise_for_status()
+
+    senders = [threading.Thread(target=send, args=(k,)) for k in range(n)]
+    for th in senders:
+        th.start()
+    with httpx.Client(timeout=60) as c:
+        while any(th.is_alive() for th in senders):
+            t = time.perf_counter()
+            c.get(f"{url}/health")
+            times.append(time.perf_counter() - t)
+            peak[0] = max(peak[0], rss_bytes(pid))
+            time.sleep(0.02)
+    for th in senders:
+        th.join()
+    times.sort()
+    return times[len(times) // 2] * 1e3, times[-1] * 1e3, idle, peak[0]
 
 
 def bench_sync(url: str, tmp: Path, rows: int, batch: int) -> float:
@@ -126,6 +243,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=50_000)
     ap.add_argument("--calls", type=int, default=50_000)
     ap.add_argument("--no-fsync", action="store_true", help="run the server with --no-fsync")
+    ap.add_argument("--load-bodies", type=int, default=3, help="concurrent 32 MiB bodies for the load test")
     a = ap.parse_args()
     import warnings
 
@@ -137,7 +255,16 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         try:
             how = "no fsync" if a.no_fsync else "fsync per request"
-            print(f"upload throughput ({a.rows:,} metric rows, loopback server, {how})")
+            print(f"server ingest ({a.rows:,} metric rows POSTed straight to the server, {how})")
+            print(f"  {'clients':>7} {'batch':>6} {'rows/s':>10} {'server CPU us/row':>18}")
+            for clients, batch in ((1, 100), (4, 100), (4, 1000)):
+                rate, cpu = bench_ingest(url, server.pid, a.rows, batch, clients)
+                print(f"  {clients:>7} {batch:>6} {rate:>10,.0f} {cpu:>18.1f}")
+            if a.load_bodies:
+                med, worst, idle, peak = bench_health_under_load(url, server.pid, a.load_bodies, 32 * 2**20 - 4096)
+                print(f"\nserver under {a.load_bodies} concurrent 32 MiB bodies: /health median {med:.0f} ms, max "
+                      f"{worst:.0f} ms; RSS {idle / 2**20:.0f} MiB idle, {peak / 2**20:.0f} MiB peak")
+            print(f"\nupload throughput ({a.rows:,} metric rows, loopback server, {how})")
             print(f"  {'path':<34} {'batch':>6} {'rows/s':>10}")
             for batch in (100, 1000):
                 print(f"  {'sync_dir (ml-dash sync)':<34} {batch:>6} {bench_sync(url, tmp, a.rows, batch):>10,.0f}")

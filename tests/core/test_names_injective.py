@@ -14,7 +14,7 @@ from ml_dash import Experiment, load
 from ml_dash.layout import ExperimentDir
 from ml_dash.names import check_prefix, logical_dir, metric_segments, topic_folder
 
-KINDS = {"metrics": "metric", "tracks": "track", "files": "files", "logs": "logs"}
+KINDS = {"metrics": "metric", "tracks": "track", "files": "files"}
 SEGS = st.lists(st.sampled_from(["a", "b", "metrics", "logs", "tracks", "files", "experiment.json", "parameters.json",
                                  "data.jsonl", "metadata.json", "logs.jsonl", ".ml_dash", ".files_metadata.json"]),
                 min_size=3, max_size=7)
