@@ -44,8 +44,8 @@ def shell(static: str = "/static", page: str = "", extra_scripts: list[str] | No
     scripts = [f"{static}/vendor/uPlot.iife.min.js", *(extra_scripts or []),
                *(f"{static}/{name}.js" for name in SCRIPTS)]
     data = "".join(f' data-{k}="{escape(v)}"' for k, v in (attrs or {}).items())
-    csp = (f'<meta http-equiv="Content-Security-Policy" content="{CSP.replace(chr(39) + "self" + chr(39), "file:")}">'
-           if meta_csp else "")
+    meta = CSP.replace("'self'", "file:").replace("; frame-ancestors 'none'", "")  # not allowed in <meta>
+    csp = f'<meta http-equiv="Content-Security-Policy" content="{meta}">' if meta_csp else ""
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + csp +
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             "<title>ml-dash</title>"
@@ -138,24 +138,7 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
 
     async def api_run(request: Request) -> Response:
         prefix = _prefix(request)
-
-        def work() -> dict[str, Any]:
-            run = root.run_dir(prefix)
-            s = root.summary(prefix)
-            streams = {}
-            for name in root.streams(run):
-                path = root.metric_path(run, name)
-                c = root.columns(path)
-                fields = [f for f, a in c.cols.items() if f not in ("index", "_ts") and np.isfinite(a).any()]
-                streams[name] = {"fields": fields, "rows": c.rows, "invalid": c.invalid, "offset": c.offset,
-                                 "nonNumeric": sorted(f for f in c.non_numeric if f not in fields),
-                                 "someNonNumeric": sorted(f for f in c.non_numeric if f in fields)}
-            lg = root.logs(run)
-            s.update(streams=streams, topics=sorted(root.topics(run)), files=len(root.files(run)),
-                     logs={"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid})
-            return s
-
-        return JSONSafe(await run_in_threadpool(work))
+        return JSONSafe(await run_in_threadpool(run_info, root, prefix))
 
     async def api_series(request: Request) -> Response:
         prefixes = [p.replace(SEP, "/") for p in request.query_params.getlist("run")]
@@ -226,28 +209,7 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
         prefix = _prefix(request)
         topic = _q(request, "topic") or ""
 
-        def work() -> dict[str, Any]:
-            run = root.run_dir(prefix)
-            folder = root.topics(run).get(topic)
-            if folder is None:
-                raise NotFound(f"no track topic {topic!r} in run {prefix!r}")
-            from ..reader import merge_tracks
-            from .tail import read_from
-
-            tail, _ = read_from(root.inside(run, "tracks", folder.name, "data.jsonl"), 0)
-            rows = merge_tracks(tail.rows)
-            cols: dict[str, list[Any]] = {}
-            for k, r in enumerate(rows):
-                for key, v in r.items():
-                    col = cols.setdefault(key, [None] * k)
-                    col.append(v if isinstance(v, (int, float)) and not isinstance(v, bool) else None)
-                for col in cols.values():
-                    if len(col) < k + 1:
-                        col.append(None)
-            numeric = [k for k, v in cols.items() if k != "timestamp" and any(x is not None for x in v)]
-            return {"topic": topic, "rows": len(rows), "invalid": tail.invalid, "columns": cols, "numeric": numeric}
-
-        return JSONSafe(await run_in_threadpool(work))
+        return JSONSafe(await run_in_threadpool(track_data, root, prefix, topic))
 
     async def api_files(request: Request) -> Response:
         prefix = _prefix(request)
@@ -303,6 +265,46 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
     if static_route:
         r.append(Mount("/static", app=StaticFiles(directory=STATIC), name="static"))
     return r, root
+
+
+def run_info(root: Root, prefix: str) -> dict[str, Any]:
+    """A run's summary plus its streams (numeric fields, rows, byte offset), topics, file and log counts."""
+    run = root.run_dir(prefix)
+    s = root.summary(prefix)
+    streams = {}
+    for name in root.streams(run):
+        c = root.columns(root.metric_path(run, name))
+        fields = [f for f, a in c.cols.items() if f not in ("index", "_ts") and np.isfinite(a).any()]
+        streams[name] = {"fields": fields, "rows": c.rows, "invalid": c.invalid, "offset": c.offset,
+                         "nonNumeric": sorted(f for f in c.non_numeric if f not in fields),
+                         "someNonNumeric": sorted(f for f in c.non_numeric if f in fields)}
+    lg = root.logs(run)
+    s.update(streams=streams, topics=sorted(root.topics(run)), files=len(root.files(run)),
+             logs={"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid})
+    return s
+
+
+def track_data(root: Root, prefix: str, topic: str) -> dict[str, Any]:
+    """A track topic as columns (entries sharing a timestamp merged), with its numeric column names."""
+    from ..reader import merge_tracks
+    from .tail import read_from
+
+    run = root.run_dir(prefix)
+    folder = root.topics(run).get(topic)
+    if folder is None:
+        raise NotFound(f"no track topic {topic!r} in run {prefix!r}")
+    tail, _ = read_from(root.inside(run, "tracks", folder.name, "data.jsonl"), 0)
+    rows = merge_tracks(tail.rows)
+    cols: dict[str, list[Any]] = {}
+    for k, r in enumerate(rows):
+        for key, v in r.items():
+            col = cols.setdefault(key, [None] * k)
+            col.append(v if isinstance(v, (int, float)) and not isinstance(v, bool) else None)
+        for col in cols.values():
+            if len(col) < k + 1:
+                col.append(None)
+    numeric = [k for k, v in cols.items() if k != "timestamp" and any(x is not None for x in v)]
+    return {"topic": topic, "rows": len(rows), "invalid": tail.invalid, "columns": cols, "numeric": numeric}
 
 
 def _metric_stats(root: Root, prefix: str, wanted: list[str]) -> dict[str, Any]:
