@@ -36,21 +36,37 @@ SEP = "\x1f"
 SCRIPTS = ("util", "chart", "runs", "run", "compare", "app")  # load order
 
 
+_bundle: dict[str, Any] = {}
+
+
+def bundle() -> tuple[bytes, str]:
+    """The viewer's scripts as one file (one request instead of six) and a short hash that versions its URL."""
+    if not _bundle:
+        import hashlib
+
+        body = b"\n".join((STATIC / f"{name}.js").read_bytes() for name in SCRIPTS)
+        _bundle["body"] = body
+        for f in ("vendor/uPlot.iife.min.js", "vendor/uPlot.min.css", "app.css"):
+            body += (STATIC / f).read_bytes()
+        _bundle["v"] = hashlib.sha1(body).hexdigest()[:12]
+    return _bundle["body"], _bundle["v"]
+
+
 def shell(static: str = "/static", page: str = "", extra_scripts: list[str] | None = None, meta_csp: bool = False,
           attrs: dict[str, str] | None = None) -> str:
     """The one HTML page; the script reads the location (or the body's data attributes) to pick the view."""
     from html import escape
 
-    scripts = [f"{static}/vendor/uPlot.iife.min.js", *(extra_scripts or []),
-               *(f"{static}/{name}.js" for name in SCRIPTS)]
-    data = "".join(f' data-{k}="{escape(v)}"' for k, v in (attrs or {}).items())
+    v = "?v=" + bundle()[1]
+    scripts = [f"{static}/vendor/uPlot.iife.min.js{v}", *(extra_scripts or []), f"{static}/viewer.js{v}"]
+    data = "".join(f' data-{k}="{escape(val)}"' for k, val in (attrs or {}).items())
     meta = CSP.replace("'self'", "file:").replace("; frame-ancestors 'none'", "")  # not allowed in <meta>
     csp = f'<meta http-equiv="Content-Security-Policy" content="{meta}">' if meta_csp else ""
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + csp +
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             "<title>ml-dash</title>"
-            f"<link rel=\"stylesheet\" href=\"{static}/vendor/uPlot.min.css\">"
-            f"<link rel=\"stylesheet\" href=\"{static}/app.css\"></head>"
+            f"<link rel=\"stylesheet\" href=\"{static}/vendor/uPlot.min.css{v}\">"
+            f"<link rel=\"stylesheet\" href=\"{static}/app.css{v}\"></head>"
             f"<body data-page=\"{escape(page)}\"{data}><div id=\"app\"><p class=\"note\">Loading…</p></div>"
             "<noscript>ml-dash's viewer needs JavaScript.</noscript>"
             + "".join(f"<script src=\"{escape(s)}\"></script>" for s in scripts) + "</body></html>\n")
@@ -118,6 +134,10 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
 
     async def page(request: Request) -> Response:
         return Response(shell(), media_type="text/html; charset=utf-8")
+
+    async def viewer_js(request: Request) -> Response:
+        body, v = bundle()
+        return Response(body, media_type="text/javascript; charset=utf-8", headers={"etag": f'"{v}"'})
 
     async def api_runs(request: Request) -> Response:
         wanted = [m for m in (_q(request, "metrics") or "").split(",") if m]
@@ -253,6 +273,7 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
         Route("/", page, methods=["GET"]),
         Route("/run/{prefix:path}", page, methods=["GET"]),
         Route("/compare", page, methods=["GET"]),
+        Route("/static/viewer.js", viewer_js, methods=["GET"]),
         Route("/api/view/runs", api_runs, methods=["GET"]),
         Route("/api/view/run", api_run, methods=["GET"]),
         Route("/api/view/series", api_series, methods=["GET"]),
@@ -349,6 +370,8 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers") or [])
                 have = {k.lower() for k, _ in headers}
+                if scope["path"].startswith("/static/") and scope.get("query_string", b"").startswith(b"v="):
+                    headers.append((b"cache-control", b"public, max-age=31536000, immutable"))
                 for k, v in SECURITY_HEADERS.items():
                     if k.encode() not in have:
                         headers.append((k.encode(), v.encode()))

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .app import STATIC, _safe, run_info, shell, track_data
+from .app import STATIC, _safe, bundle, run_info, shell, track_data
 from .data import Root, log_row
 from .series import reduce
 
@@ -50,6 +50,7 @@ def export_html(prefixes: list[str], root: str | os.PathLike[str], out: str | os
         data["tracks"][prefix] = {t: track_data(r, prefix, t) for t in info["topics"]}
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(STATIC, dest / "static", dirs_exist_ok=True)
+    (dest / "static" / "viewer.js").write_bytes(bundle()[0])
     payload = json.dumps(_safe(data), ensure_ascii=True, separators=(",", ":"), allow_nan=False)
     (dest / "data.js").write_text("window.__mlDashStatic = " + payload + ";\n", encoding="utf-8")
 
