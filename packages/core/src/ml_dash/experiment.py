@@ -14,11 +14,11 @@ from typing import Any
 
 from . import console, lifecycle, sysmetrics
 from .buffer import Buffer, recover_staged, stage_dir, write_entry
-from .config import BufferConfig, env_flag
-from .jsonio import new_id, now_iso, read_json
+from .config import BufferConfig, default_root, env_flag
+from .jsonio import new_id, now_iso
 from .layout import ExperimentDir
 from .names import file_name, logical_dir, metric_segments, split_path, topic_folder
-from .reader import FilesView, LogsView, MetricsView, TracksView
+from .reader import FilesView, LogsView, MetricsView, ParamsView, TracksView
 from .values import MAX_STR, NUMERIC, convert, convert_fields, flatten
 
 LEVELS = ("info", "warn", "error", "debug", "fatal")
@@ -53,7 +53,7 @@ class Experiment:
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError("metadata must be a dict")
         if dash_root is None:
-            dash_root = os.environ.get("ML_DASH_ROOT") or ".dash"
+            dash_root = default_root()
         self._dir = ExperimentDir(dash_root, prefix)
         self.config = buffer_config if buffer_config is not None else BufferConfig()
         if dash_url is True:
@@ -341,23 +341,7 @@ class Params:
 
     def get(self, flatten: bool = True) -> dict[str, Any]:
         _sync(self._exp)
-        data = read_json(self._exp._dir.path / "parameters.json")
-        flat: dict[str, Any] = dict(data.get("data") or {}) if isinstance(data, dict) else {}
-        return flat if flatten else unflatten(flat)
-
-
-def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, v in flat.items():
-        cur = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            nxt = cur.get(p)
-            if not isinstance(nxt, dict):
-                nxt = cur[p] = {}
-            cur = nxt
-        cur[parts[-1]] = v
-    return out
+        return ParamsView(self._exp._dir).get(flatten)
 
 
 class MetricStream:

@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .config import default_root
 from .jsonio import read_json, read_jsonl
 from .layout import ExperimentDir
 from .names import metric_segments
+from .values import unflatten
 
 STALE_AFTER = 60.0  # a RUNNING run whose heartbeat is older than this reads back as CRASHED
 
@@ -124,11 +126,7 @@ class ParamsView:
     def get(self, flatten: bool = True) -> dict[str, Any]:
         data = read_json(self._d.path / "parameters.json")
         flat: dict[str, Any] = dict(data.get("data") or {}) if isinstance(data, dict) else {}
-        if flatten:
-            return flat
-        from .experiment import unflatten
-
-        return unflatten(flat)
+        return flat if flatten else unflatten(flat)
 
 
 def effective_status(info: dict[str, Any] | None) -> str | None:
@@ -181,7 +179,7 @@ class ExperimentView:
 def load(prefix: str, dash_root: str | os.PathLike[str] | None = None) -> ExperimentView:
     """Open an existing experiment read-only."""
     if dash_root is None:
-        dash_root = os.environ.get("ML_DASH_ROOT") or ".dash"
+        dash_root = default_root()
     return ExperimentView(prefix, dash_root)
 
 
