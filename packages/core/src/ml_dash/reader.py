@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,18 @@ def merge_tracks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def stream_columns(path: Path | None, kind: str, fields: str | Iterable[str] | None, what: str) -> Any:
+    """Columns of one stream file (None: not written yet) through the column cache (numpy imported only here)."""
+    from .colcache import Snapshot, StreamColumns, read
+    from .colview import build
+
+    snap = read(path, kind) if path is not None else Snapshot(StreamColumns(kind))
+    return build(snap, fields, what)
+
+
 class MetricReader:
     def __init__(self, d: ExperimentDir, name: str | None) -> None:
+        self._name = name
         self._path = d.path.joinpath("metrics", *metric_segments(name), "data.jsonl")
 
     def read(self) -> list[dict[str, Any]]:
@@ -35,6 +46,15 @@ class MetricReader:
         rows, _ = read_jsonl(self._path)
         rows.sort(key=lambda r: r.get("index", 0))
         return rows
+
+    def columns(self, fields: str | Iterable[str] | None = None) -> Any:
+        """numpy arrays per field: ``index`` (int64), ``_ts`` and every numeric field (float64, NaN where a row
+        lacks it); see ``ml_dash.colview.Columns``. Parsed once, then only appended rows (column cache)."""
+        return stream_columns(self._path, "metrics", fields, f"metric stream {self._name!r}")
+
+    def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
+        """The columns as a pandas DataFrame (needs pandas)."""
+        return self.columns(fields).to_pandas()
 
 
 class MetricsView:
@@ -60,23 +80,45 @@ class LogsView:
         rows.sort(key=lambda r: r.get("sequenceNumber", 0))
         return rows
 
+    def columns(self, fields: str | Iterable[str] | None = None) -> Any:
+        """``sequenceNumber`` (int64), ``timestamp`` (unix seconds), ``level``, ``message``, ``metadata``."""
+        return stream_columns(self._path, "logs", fields, "the logs")
+
+    def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
+        return self.columns(fields).to_pandas()
+
 
 class TrackReader:
     def __init__(self, d: ExperimentDir, topic: str) -> None:
         self._d = d
         self._topic = topic
 
-    def read(self) -> list[dict[str, Any]]:
-        """Entries ``{"timestamp": t, <fields>}``; entries sharing a timestamp come back merged."""
+    def _folder(self) -> Path | None:
         base = self._d.path / "tracks"
         if not base.is_dir():
-            return []
+            return None
         for folder in sorted(base.iterdir()):
             meta = read_json(folder / "metadata.json")
             if isinstance(meta, dict) and meta.get("topic") == self._topic:
-                rows, _ = read_jsonl(folder / "data.jsonl")
-                return merge_tracks(rows)
-        return []
+                return folder
+        return None
+
+    def read(self) -> list[dict[str, Any]]:
+        """Entries ``{"timestamp": t, <fields>}``; entries sharing a timestamp come back merged."""
+        folder = self._folder()
+        if folder is None:
+            return []
+        rows, _ = read_jsonl(folder / "data.jsonl")
+        return merge_tracks(rows)
+
+    def columns(self, fields: str | Iterable[str] | None = None) -> Any:
+        """``timestamp`` and every numeric field as numpy arrays, entries sharing a timestamp merged."""
+        folder = self._folder()
+        path = folder / "data.jsonl" if folder is not None else None
+        return stream_columns(path, "tracks", fields, f"track {self._topic!r}")
+
+    def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
+        return self.columns(fields).to_pandas()
 
 
 class TracksView:
