@@ -19,8 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .jsonio import encode, iso, new_id, now_iso, read_json, read_jsonl, scan_tail, write_json_atomic
+from .jsonio import dumpb, dumpb_line, iso, new_id, now_iso, read_json, read_jsonl, scan_tail, write_json_atomic
 from .names import check_prefix, metric_segments, split_path, topic_folder
+
+
+_LEVELS = {lv: b'"%s"' % lv.encode() for lv in ("info", "warn", "error", "debug", "fatal")}
 
 
 def _warn(message: str) -> None:
@@ -283,10 +286,11 @@ class ExperimentDir:
             n = s.next_index
             parts = []
             for ts, level, message, meta in entries:
-                parts.append('{"sequenceNumber": %d, "timestamp": "%s", "level": %s, "message": %s, "metadata": %s}\n'
-                             % (n, iso(ts), encode(level), encode(message), encode(meta)))
+                parts.append(b'{"sequenceNumber":%d,"timestamp":"%s","level":%b,"message":%b,"metadata":%b}\n'
+                             % (n, iso(ts).encode(), _LEVELS.get(level) or dumpb(level), dumpb(message),
+                                b"null" if meta is None else dumpb(meta)))
                 n += 1
-            s.write("".join(parts).encode())
+            s.write(b"".join(parts))
             s.next_index = n
 
     def append_metrics(self, name: str | None, rows: list[dict[str, Any]], records: bool = False) -> None:
@@ -304,16 +308,16 @@ class ExperimentDir:
                         continue
                     rec = dict(r)
                     rec["index"] = n
-                    parts.append(encode(rec) + "\n")
+                    parts.append(dumpb_line(rec))
                     n += 1
             else:
-                created_at = now_iso()  # when the batch was stored; each row's call time is its data["_ts"]
+                created_at = now_iso().encode()  # when the batch was stored; each row's call time is data["_ts"]
                 for data in rows:
-                    parts.append('{"index": %d, "data": %s, "createdAt": "%s"}\n' % (n, encode(data), created_at))
+                    parts.append(b'{"index":%d,"data":%b,"createdAt":"%b"}\n' % (n, dumpb(data), created_at))
                     n += 1
             if not parts:
                 return
-            s.write("".join(parts).encode())
+            s.write(b"".join(parts))
             s.next_index = n
             meta_path = s.path.parent / "metadata.json"
             if created or s.meta is None:
@@ -346,7 +350,7 @@ class ExperimentDir:
                     rows, _ = read_jsonl(s.path)
                     _track_stats(m, rows)
                 s.meta = m
-            s.write("".join([encode(e) + "\n" for e in merged]).encode())
+            s.write(b"".join([dumpb_line(e) for e in merged]))
             _track_stats(s.meta, merged)
             s.meta["updatedAt"] = now_iso()
             _write_meta(meta_path, s)
