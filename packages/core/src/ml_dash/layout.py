@@ -255,6 +255,10 @@ class ExperimentDir:
             self._streams[key] = s
         return s
 
+    def stream_path(self, kind: str, name: str | None) -> Path:
+        """The JSONL file of a stream: kind "logs" (name None), "metrics" or "tracks"."""
+        return self._stream(kind, name).path
+
     def track_folder(self, topic: str) -> str:
         """Folder for a topic: '/' -> '_' as in the reference; '~2', '~3', ... when another topic holds it."""
         cached = self._topic_dirs.get(topic)

@@ -10,6 +10,7 @@ from typing import Any
 from .jsonio import read_json, read_jsonl
 from .layout import ExperimentDir
 from .names import metric_segments
+from .ring import recover
 
 STALE_AFTER = 60.0  # a RUNNING run whose heartbeat is older than this reads back as CRASHED
 
@@ -26,10 +27,12 @@ def merge_tracks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 class MetricReader:
     def __init__(self, d: ExperimentDir, name: str | None) -> None:
+        self._d = d
         self._path = d.path.joinpath("metrics", *metric_segments(name), "data.jsonl")
 
     def read(self) -> list[dict[str, Any]]:
         """Rows as stored: ``{"index": i, "data": {..., "_ts": t}, "createdAt": "...Z"}``, in index order."""
+        recover(self._d)
         rows, _ = read_jsonl(self._path)
         rows.sort(key=lambda r: r.get("index", 0))
         return rows
@@ -43,6 +46,7 @@ class MetricsView:
         return MetricReader(self._d, name)
 
     def names(self) -> list[str]:
+        recover(self._d)
         base = self._d.path / "metrics"
         if not base.is_dir():
             return []
@@ -51,9 +55,11 @@ class MetricsView:
 
 class LogsView:
     def __init__(self, d: ExperimentDir) -> None:
+        self._d = d
         self._path = d.path / "logs" / "logs.jsonl"
 
     def read(self) -> list[dict[str, Any]]:
+        recover(self._d)
         rows, _ = read_jsonl(self._path)
         rows.sort(key=lambda r: r.get("sequenceNumber", 0))
         return rows
@@ -66,6 +72,7 @@ class TrackReader:
 
     def read(self) -> list[dict[str, Any]]:
         """Entries ``{"timestamp": t, <fields>}``; entries sharing a timestamp come back merged."""
+        recover(self._d)
         base = self._d.path / "tracks"
         if not base.is_dir():
             return []
@@ -85,6 +92,7 @@ class TracksView:
         return TrackReader(self._d, topic)
 
     def topics(self) -> list[str]:
+        recover(self._d)
         base = self._d.path / "tracks"
         if not base.is_dir():
             return []
@@ -154,6 +162,7 @@ class ExperimentView:
         self._d = ExperimentDir(dash_root, prefix)
         if not (self._d.path / "experiment.json").exists():
             raise FileNotFoundError(f"no experiment {prefix!r} under {Path(dash_root)}")
+        recover(self._d)  # records a killed writer left in its spill ring go into the journal now
         self.prefix = self._d.prefix
         self.project = self._d.project
         self.name = self._d.name
