@@ -167,17 +167,20 @@ class Ring:
             start, end = self.taken[h], m.tell()
             if end <= start:
                 continue
-            if end - start > limit - size:
-                cut = m.rfind(b"\n", start, start + max(1, limit - size))
-                if cut < 0:
-                    cut = m.find(b"\n", start, end)
-                end = cut + 1
+            cut = end - start > limit - size
+            if cut:  # the rest of this half (and the next half) in a later slice, in order
+                nl = m.rfind(b"\n", start, start + max(1, limit - size))
+                if nl < 0:
+                    nl = m.find(b"\n", start, end)
+                    if nl < 0:  # cannot happen: lines are written whole
+                        break
+                end = nl + 1
             parts.append(m[start:end])
             ranges.append((h, end))
             struct.pack_into("<Q", m, 24, end)  # inflight
             self.taken[h] = end
             size += end - start
-            if size >= limit:
+            if cut:
                 break
         return b"".join(parts), ranges
 
