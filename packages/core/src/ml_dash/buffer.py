@@ -20,7 +20,7 @@ from . import console
 from .config import BufferConfig
 from .jsonio import iso, read_json, write_json_atomic
 from .layout import ExperimentDir
-from .ring import SPILL_EVERY, Ring, encode_items, folder_of, split_items
+from .ring import SPILL_EVERY, Ring, decode_lines, encode_items, folder_of, split_items
 from .values import Deferred, resolve_row
 
 __all__ = ["BufferConfig", "Buffer"]
@@ -65,6 +65,7 @@ class Buffer:
         # them: so everything still in the ring is older than everything queued)
         self.tail: deque[Any] = deque()
         self.spill_at = 1 if self.sync_mode else SPILL_EVERY
+        jdir.defer_meta = not self.sync_mode  # the worker rewrites metadata.json once per pass
         self.ring: Ring | None = None
         self._ring_lock = threading.Lock()
         self._wake_at = WAKE_BYTES
@@ -118,6 +119,7 @@ class Buffer:
         self._ring_lock = threading.Lock()
         self._ring_ranges = []
         self.spill_at = 1
+        self.jdir.defer_meta = False
         self._io_lock = threading.RLock()
         self._wake = threading.Event()
         self._thread = None
@@ -307,6 +309,11 @@ class Buffer:
                 self._wake.set()  # the rest in the next pass, after the heartbeat, fsync and files got a turn
                 break
         with self._io_lock:
+            if wrote:
+                try:
+                    self.jdir.write_metas()
+                except OSError as e:
+                    self._note_error("metadata.json", e)
             self._drain_kind("params", self.params, self._write_params)
             if final or self.sync_mode:
                 self._start_files()
@@ -355,15 +362,16 @@ class Buffer:
                         n = min(len(q), SLICE_ITEMS)
                         fresh[kind] = [q.popleft() for _ in range(n)]
                         more |= bool(q)
+            plain = bool(chunk)  # decoded JSON holds no device values to convert
             if chunk:
-                from .ring import decode_lines
-
                 m, t, g = split_items(decode_lines(chunk))
                 fresh = {"metrics": m, "tracks": t, "logs": g}
             wrote = False
             wrote |= self._drain_kind("logs", fresh["logs"], self.jdir.append_logs)
-            wrote |= self._drain_kind("metrics", fresh["metrics"], self._write_metrics)
-            wrote |= self._drain_kind("tracks", fresh["tracks"], self._write_tracks)
+            wrote |= self._drain_kind("metrics", fresh["metrics"], self._write_plain_metrics if plain
+                                      else self._write_metrics)
+            wrote |= self._drain_kind("tracks", fresh["tracks"], self._write_plain_tracks if plain
+                                      else self._write_tracks)
             if ring is not None and self._ring_ranges and not any(self._retry[k] for k in fresh) \
                     and not (self.metrics or self.tracks or self.logs):
                 with self._ring_lock:
@@ -429,10 +437,16 @@ class Buffer:
         self.jdir.set_params(merged)
 
     def _write_metrics(self, items: list[tuple[str | None, dict[str, Any]]]) -> None:
-        _write_streams(items, self.jdir.append_metrics)
+        _write_streams(items, self.jdir.append_metrics, True)
 
     def _write_tracks(self, items: list[tuple[str, dict[str, Any]]]) -> None:
-        _write_streams(items, self.jdir.append_tracks)
+        _write_streams(items, self.jdir.append_tracks, True)
+
+    def _write_plain_metrics(self, items: list[tuple[str | None, dict[str, Any]]]) -> None:
+        _write_streams(items, self.jdir.append_metrics, False)
+
+    def _write_plain_tracks(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        _write_streams(items, self.jdir.append_tracks, False)
 
     # ---- files ------------------------------------------------------------------------------------------------
     def _start_files(self) -> None:
@@ -568,7 +582,8 @@ class Buffer:
         return ok and self.pending() == 0
 
 
-def _write_streams(items: list[tuple[Any, dict[str, Any]]], append: Callable[[Any, list[dict[str, Any]]], None]) -> None:
+def _write_streams(items: list[tuple[Any, dict[str, Any]]], append: Callable[[Any, list[dict[str, Any]]], None],
+                   device_values: bool) -> None:
     """Group (stream, row) items by stream, keeping order, and append each group; a stream that fails does not
     stop the others, and only its rows are handed back (PartialWrite) for retry."""
     groups: dict[Any, list[dict[str, Any]]] = {}
@@ -580,11 +595,12 @@ def _write_streams(items: list[tuple[Any, dict[str, Any]]], append: Callable[[An
     failed: list[tuple[Any, dict[str, Any]]] = []
     error: BaseException | None = None
     for key, rows in groups.items():
-        for row in rows:
-            for v in row.values():
-                if type(v) is Deferred:  # device values are converted here, on the worker thread
-                    resolve_row(row)
-                    break
+        if device_values:
+            for row in rows:
+                for v in row.values():
+                    if type(v) is Deferred:  # device values are converted here, on the worker thread
+                        resolve_row(row)
+                        break
         try:
             append(key, rows)
         except (OSError, ValueError, TypeError) as e:

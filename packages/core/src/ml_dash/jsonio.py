@@ -57,6 +57,20 @@ def dumpb(o: Any) -> bytes:
     return encode(o).encode()
 
 
+def dumpb_all(objs: list[Any]) -> list[bytes]:
+    """`dumpb` of each object (one orjson pass over the list; objects it cannot write as `dumpb` would go one by
+    one)."""
+    if _orjson is not None:
+        try:
+            out = [_dumps(o, None, _OPT) for o in objs]
+        except TypeError:
+            pass
+        else:
+            if b"null" not in b"".join(out):
+                return out
+    return [dumpb(o) for o in objs]
+
+
 def dumpb_line(o: Any) -> bytes:
     """`dumpb` plus a trailing newline: one JSONL line."""
     if _orjson is not None:
