@@ -9,16 +9,17 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from . import console, lifecycle, ring, sysmetrics
 from .buffer import Buffer, recover_staged, stage_dir, write_entry
-from .config import BufferConfig, env_flag
-from .jsonio import new_id, now_iso, read_json
+from .config import BufferConfig, default_root, env_flag
+from .jsonio import new_id, now_iso
 from .layout import ExperimentDir
 from .names import file_name, logical_dir, metric_segments, split_path, topic_folder
-from .reader import FilesView, LogsView, MetricsView, TracksView
+from .reader import FilesView, LogsView, MetricsView, ParamsView, TracksView
 from .ring import LOG, LOG_META, METRIC, METRIC_NONE, TRACK
 from .values import MAX_STR, NUMERIC, convert, convert_fields, flatten
 
@@ -54,7 +55,7 @@ class Experiment:
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError("metadata must be a dict")
         if dash_root is None:
-            dash_root = os.environ.get("ML_DASH_ROOT") or ".dash"
+            dash_root = default_root()
         self._dir = ExperimentDir(dash_root, prefix)
         self.config = buffer_config if buffer_config is not None else BufferConfig()
         if dash_url is True:
@@ -322,6 +323,14 @@ class Logs:
         _sync(self._exp)
         return LogsView(self._exp._dir).read()
 
+    def columns(self, fields: str | Iterable[str] | None = None) -> Any:
+        """numpy arrays per field (see ``ExperimentView.logs.columns``), after writing what is buffered."""
+        _sync(self._exp)
+        return LogsView(self._exp._dir).columns(fields)
+
+    def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
+        return self.columns(fields).to_pandas()
+
 
 def _sync(exp: Experiment) -> None:
     buf = exp._buf
@@ -343,23 +352,7 @@ class Params:
 
     def get(self, flatten: bool = True) -> dict[str, Any]:
         _sync(self._exp)
-        data = read_json(self._exp._dir.path / "parameters.json")
-        flat: dict[str, Any] = dict(data.get("data") or {}) if isinstance(data, dict) else {}
-        return flat if flatten else unflatten(flat)
-
-
-def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, v in flat.items():
-        cur = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            nxt = cur.get(p)
-            if not isinstance(nxt, dict):
-                nxt = cur[p] = {}
-            cur = nxt
-        cur[parts[-1]] = v
-    return out
+        return ParamsView(self._exp._dir).get(flatten)
 
 
 class MetricStream:
@@ -396,6 +389,16 @@ class MetricStream:
     def read(self) -> list[dict[str, Any]]:
         _sync(self._exp)
         return MetricsView(self._exp._dir)(self._name).read()
+
+    def columns(self, fields: str | Iterable[str] | None = None) -> Any:
+        """numpy arrays per field: ``index``, ``_ts`` and every numeric field (NaN where a row lacks it), after
+        writing what is buffered. Parsed once, then only the rows appended since (the column cache)."""
+        _sync(self._exp)
+        return MetricsView(self._exp._dir)(self._name).columns(fields)
+
+    def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
+        """The columns as a pandas DataFrame (needs pandas)."""
+        return self.columns(fields).to_pandas()
 
 
 class Metrics:
@@ -470,6 +473,14 @@ class TrackStream:
     def read(self) -> list[dict[str, Any]]:
         _sync(self._exp)
         return TracksView(self._exp._dir)(self._topic).read()
+
+    def columns(self, fields: str | Iterable[str] | None = None) -> Any:
+        """``timestamp`` and every numeric field as numpy arrays, after writing what is buffered."""
+        _sync(self._exp)
+        return TracksView(self._exp._dir)(self._topic).columns(fields)
+
+    def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
+        return self.columns(fields).to_pandas()
 
 
 def _track_fields(fields: dict[str, Any]) -> dict[str, Any]:

@@ -306,6 +306,19 @@ def recover(jdir: Any) -> int:
     return added
 
 
+def recover_run(root: str | os.PathLike[str], prefix: str) -> int:
+    """`recover` for the run ``prefix`` under the `.dash` folder ``root`` (cheap when there is nothing to do)."""
+    try:
+        names = os.listdir(Path(root).joinpath(*prefix.split("/"), ".ml_dash", "ring"))
+    except (OSError, ValueError):
+        return 0
+    if not any(n.endswith(".ring") for n in names):
+        return 0
+    from .layout import ExperimentDir  # noqa: PLC0415
+
+    return recover(ExperimentDir(root, prefix))
+
+
 def _recover_one(jdir: Any, path: Path) -> int:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
