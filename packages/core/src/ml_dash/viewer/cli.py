@@ -21,7 +21,7 @@ def add_commands(sub: Any) -> None:
     e.add_argument("prefix", nargs="+", help="run prefixes (project/name)")
     e.add_argument("--root", default=".dash", help="the .dash folder (default: .dash)")
     e.add_argument("-o", "--output", required=True, help="folder to write (created; must be empty if it exists)")
-    e.add_argument("--points", type=int, default=2000, help="points per chart and run (min/max kept; default 2000)")
+    e.add_argument("--points", type=int, default=500, help="x buckets per chart and run (min/max kept; default 500)")
     e.set_defaults(func=_cmd_export)
 
 
@@ -42,11 +42,12 @@ def _cmd_view(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from .data import BadName, NotFound
     from .export import export_html
 
     try:
         out = export_html(args.prefix, args.root, args.output, points=args.points)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, NotFound, BadName) as e:
         print(f"ml-dash export-html: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out} (open it in a browser; it needs no server and no network)")
