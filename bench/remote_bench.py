@@ -129,41 +129,45 @@ def bench_ingest(url: str, pid: int, rows: int, batch: int, clients: int) -> tup
     return sum(acked) / dt, cpu / sum(acked) * 1e6
 
 
-def bench_health_under_load(url: str, pid: int, n: int, size: int) -> tuple[float, float, int, int]:
-    """(/health median ms, max ms, idle RSS, peak RSS) while ``n`` bodies of ``size`` bytes are sent at once."""
-    import threading
+_SEND = """
+import http.client, sys
+host, port, path, token, body_file = sys.argv[1:]
+body = open(body_file, "rb").read()
+c = http.client.HTTPConnection(host, int(port), timeout=600)
+c.request("POST", path, body, {"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+r = c.getresponse()
+sys.exit(0 if r.status == 200 else r.status)
+"""
 
+
+def bench_health_under_load(url: str, pid: int, n: int, size: int, tmp: Path) -> tuple[float, float, int, int]:
+    """(/health median ms, max ms, idle RSS, peak RSS) while ``n`` client processes each send a body of ``size``
+    bytes at once (separate processes, so the probe's timing is the server's, not the senders')."""
     import httpx
 
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     row = '{"index": %d, "data": {"step": %d, "loss": 0.123456789, "acc": 0.5, "_ts": 1700000000.5}}'
     count = size // (len(row % (10**7, 10**7)) + 2) - 10
-    body = ("[" + ", ".join(row % (i, i) for i in range(count)) + "]").encode()
-    httpx.post(f"{url}/api/v1/experiments", json={"prefix": "bench/load", "info": {}}, headers=headers)
+    body_file = tmp / "load-body.json"
+    body_file.write_bytes(('{"source": "load", "records": [' + ", ".join(row % (i, i) for i in range(count))
+                           + "]}").encode())
+    httpx.post(f"{url}/api/v1/experiments", json={"prefix": "bench/load", "info": {}},
+               headers={"Authorization": f"Bearer {TOKEN}"})
     idle = rss_bytes(pid)
-    peak: list[int] = [idle]
-    times: list[float] = []
-
-    def send(k: int) -> None:
-        with httpx.Client(headers=headers, timeout=600) as c:
-            r = c.post(f"{url}/api/v1/experiments/bench%2Fload/metrics/load{k}",
-                       content=b'{"source": "l%d", "records": ' % k + body + b"}")
-            r.raise_for_status()
-
-    senders = [threading.Thread(target=send, args=(k,)) for k in range(n)]
-    for th in senders:
-        th.start()
+    peak, times = idle, []
+    host, port = url.rsplit("//", 1)[1].split(":")
+    senders = [subprocess.Popen([sys.executable, "-c", _SEND, host, port,
+                                 f"/api/v1/experiments/bench%2Fload/metrics/load{k}", TOKEN, str(body_file)])
+               for k in range(n)]
     with httpx.Client(timeout=60) as c:
-        while any(th.is_alive() for th in senders):
+        while any(p.poll() is None for p in senders):
             t = time.perf_counter()
             c.get(f"{url}/health")
             times.append(time.perf_counter() - t)
-            peak[0] = max(peak[0], rss_bytes(pid))
+            peak = max(peak, rss_bytes(pid))
             time.sleep(0.02)
-    for th in senders:
-        th.join()
+    assert all(p.returncode == 0 for p in senders), [p.returncode for p in senders]
     times.sort()
-    return times[len(times) // 2] * 1e3, times[-1] * 1e3, idle, peak[0]
+    return times[len(times) // 2] * 1e3, times[-1] * 1e3, idle, peak
 
 
 def bench_sync(url: str, tmp: Path, rows: int, batch: int) -> float:
@@ -261,7 +265,8 @@ def main() -> None:
                 rate, cpu = bench_ingest(url, server.pid, a.rows, batch, clients)
                 print(f"  {clients:>7} {batch:>6} {rate:>10,.0f} {cpu:>18.1f}")
             if a.load_bodies:
-                med, worst, idle, peak = bench_health_under_load(url, server.pid, a.load_bodies, 32 * 2**20 - 4096)
+                med, worst, idle, peak = bench_health_under_load(url, server.pid, a.load_bodies, 32 * 2**20 - 4096,
+                                                                  tmp)
                 print(f"\nserver under {a.load_bodies} concurrent 32 MiB bodies: /health median {med:.0f} ms, max "
                       f"{worst:.0f} ms; RSS {idle / 2**20:.0f} MiB idle, {peak / 2**20:.0f} MiB peak")
             print(f"\nupload throughput ({a.rows:,} metric rows, loopback server, {how})")
