@@ -13,13 +13,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import console, lifecycle, sysmetrics
+from . import console, lifecycle, ring, sysmetrics
 from .buffer import Buffer, recover_staged, stage_dir, write_entry
 from .config import BufferConfig, default_root, env_flag
 from .jsonio import new_id, now_iso
 from .layout import ExperimentDir
 from .names import file_name, logical_dir, metric_segments, split_path, topic_folder
 from .reader import FilesView, LogsView, MetricsView, ParamsView, TracksView
+from .ring import LOG, LOG_META, METRIC, METRIC_NONE, TRACK
 from .values import MAX_STR, NUMERIC, convert, convert_fields, flatten
 
 LEVELS = ("info", "warn", "error", "debug", "fatal")
@@ -120,6 +121,7 @@ class Experiment:
                 return self._buf
             self._dir.open_info(self.description, self.tags, self.metadata)
             buf = Buffer(self._dir, self.config)
+            ring.recover(self._dir)  # records a killed process left in its spill ring
             for staged, entry in recover_staged(self._dir):
                 buf.files.append((staged, entry))
             self.status = "RUNNING"
@@ -245,12 +247,12 @@ class Experiment:
         else:
             meta = None
         buf = self._buf or self._writer()
-        q = buf.logs
-        q.append((_time(), level, message, meta))
+        q = buf.tail
+        q.append((LOG, level, (_time(), message)) if meta is None else (LOG_META, level, (_time(), message, meta)))
         if self.echo:
             console.say(f"[{level.upper()}] {message}")
-        if len(q) >= buf.trigger:
-            buf.kick()
+        if len(q) >= buf.spill_at:
+            buf.spill()
 
     def __enter__(self) -> Experiment:
         return self.run.__enter__()
@@ -356,11 +358,12 @@ class Params:
 class MetricStream:
     """``exp.metrics("train")``: ``log(**fields)`` one row; ``read()`` the rows back."""
 
-    __slots__ = ("_exp", "_name")
+    __slots__ = ("_exp", "_name", "_code", "_key")
 
     def __init__(self, exp: Experiment, name: str | None) -> None:
         self._exp = exp
         self._name = name
+        self._code, self._key = (METRIC, name) if name is not None else (METRIC_NONE, "")
 
     def log(self, /, **fields: Any) -> MetricStream:
         for v in fields.values():
@@ -375,10 +378,10 @@ class MetricStream:
                 raise TypeError(f"_ts must be a number (unix seconds), got {ts!r}")
             fields["_ts"] = float(ts)
         buf = self._exp._buf or self._exp._writer()
-        q = buf.metrics
-        q.append((self._name, fields))
-        if len(q) >= buf.trigger:
-            buf.kick()
+        q = buf.tail
+        q.append((self._code, self._key, fields))
+        if len(q) >= buf.spill_at:
+            buf.spill()
         return self
 
     append = log
@@ -459,10 +462,10 @@ class TrackStream:
             raise ValueError("track field 'timestamp' is reserved: pass the time as _ts")
         entry.update(fields)
         buf = self._exp._buf or self._exp._writer()
-        q = buf.tracks
-        q.append((self._topic, entry))
-        if len(q) >= buf.trigger:
-            buf.kick()
+        q = buf.tail
+        q.append((TRACK, self._topic, entry))
+        if len(q) >= buf.spill_at:
+            buf.spill()
         return self
 
     log = append

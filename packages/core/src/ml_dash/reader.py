@@ -12,6 +12,7 @@ from .config import default_root
 from .jsonio import read_json, read_jsonl
 from .layout import ExperimentDir
 from .names import metric_segments
+from .ring import recover
 from .values import unflatten
 
 STALE_AFTER = 60.0  # a RUNNING run whose heartbeat is older than this reads back as CRASHED
@@ -38,11 +39,13 @@ def stream_columns(path: Path | None, kind: str, fields: str | Iterable[str] | N
 
 class MetricReader:
     def __init__(self, d: ExperimentDir, name: str | None) -> None:
+        self._d = d
         self._name = name
         self._path = d.path.joinpath("metrics", *metric_segments(name), "data.jsonl")
 
     def read(self) -> list[dict[str, Any]]:
         """Rows as stored: ``{"index": i, "data": {..., "_ts": t}, "createdAt": "...Z"}``, in index order."""
+        recover(self._d)
         rows, _ = read_jsonl(self._path)
         rows.sort(key=lambda r: r.get("index", 0))
         return rows
@@ -50,6 +53,7 @@ class MetricReader:
     def columns(self, fields: str | Iterable[str] | None = None) -> Any:
         """numpy arrays per field: ``index`` (int64), ``_ts`` and every numeric field (float64, NaN where a row
         lacks it); see ``ml_dash.colview.Columns``. Parsed once, then only appended rows (column cache)."""
+        recover(self._d)
         return stream_columns(self._path, "metrics", fields, f"metric stream {self._name!r}")
 
     def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
@@ -65,6 +69,7 @@ class MetricsView:
         return MetricReader(self._d, name)
 
     def names(self) -> list[str]:
+        recover(self._d)
         base = self._d.path / "metrics"
         if not base.is_dir():
             return []
@@ -73,15 +78,18 @@ class MetricsView:
 
 class LogsView:
     def __init__(self, d: ExperimentDir) -> None:
+        self._d = d
         self._path = d.path / "logs" / "logs.jsonl"
 
     def read(self) -> list[dict[str, Any]]:
+        recover(self._d)
         rows, _ = read_jsonl(self._path)
         rows.sort(key=lambda r: r.get("sequenceNumber", 0))
         return rows
 
     def columns(self, fields: str | Iterable[str] | None = None) -> Any:
         """``sequenceNumber`` (int64), ``timestamp`` (unix seconds), ``level``, ``message``, ``metadata``."""
+        recover(self._d)
         return stream_columns(self._path, "logs", fields, "the logs")
 
     def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
@@ -94,6 +102,7 @@ class TrackReader:
         self._topic = topic
 
     def _folder(self) -> Path | None:
+        recover(self._d)
         base = self._d.path / "tracks"
         if not base.is_dir():
             return None
@@ -129,6 +138,7 @@ class TracksView:
         return TrackReader(self._d, topic)
 
     def topics(self) -> list[str]:
+        recover(self._d)
         base = self._d.path / "tracks"
         if not base.is_dir():
             return []
@@ -194,6 +204,7 @@ class ExperimentView:
         self._d = ExperimentDir(dash_root, prefix)
         if not (self._d.path / "experiment.json").exists():
             raise FileNotFoundError(f"no experiment {prefix!r} under {Path(dash_root)}")
+        recover(self._d)  # records a killed writer left in its spill ring go into the journal now
         self.prefix = self._d.prefix
         self.project = self._d.project
         self.name = self._d.name
