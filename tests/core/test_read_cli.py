@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import ml_dash
+import pytest
 
 
 def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
