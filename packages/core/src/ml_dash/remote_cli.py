@@ -123,7 +123,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                 f"entr(ies), {s['files']} file(s)")
         if rep.error is not None:
             failed += 1
-            line += f"; NOT complete ({rep.error}); still pending: {rep.describe_pending()}"
+            line += f"; NOT complete ({rep.error}); still pending: {rep.describe_pending()}{rep.describe_held_back()}"
         print(line)
     print(f"ml-dash sync: {len(prefixes) - failed} of {len(prefixes)} experiment(s) in sync with {url}; uploaded "
           f"{totals['logs']} log(s), {totals['metrics']} metric row(s), {totals['tracks']} track entr(ies), "

@@ -128,7 +128,6 @@ class MLDashLoggerMixin:
         self._auto_named = auto_named
         self._flush_timeout = flush_timeout
         self._log_model = log_model
-        self._quiet = (buffer_config or BufferConfig()).quiet
         self._experiment: Experiment | None = None
         self._owned = False  # this logger opened the run, so it closes it at the end of each Trainer call
         self._broken = False  # the experiment could not be created (I/O error): log nothing, never raise
@@ -213,7 +212,7 @@ class MLDashLoggerMixin:
         self._streams = {}
         if self._auto_named and not self._announced:
             self._announced = True
-            if not self._quiet:
+            if not exp.config.quiet:  # the run's settings: buffer_config, else ML_DASH_QUIET
                 print(f"[ML-Dash] Lightning run: {self._run} (in {self.log_dir})", file=sys.stderr)
         return exp
 

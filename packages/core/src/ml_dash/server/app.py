@@ -26,10 +26,11 @@ MAX_PAGE = 100_000
 
 
 class JSONNaN(JSONResponse):
-    """Metric values may be NaN or infinite: written as the bare tokens Python's json reads back."""
+    """Every JSON answer. Metric values may be NaN or infinite: written as the bare tokens Python's json reads
+    back; non-ASCII as JSON \\u escapes, so any stored string (a lone surrogate too) is answered losslessly."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, allow_nan=True, ensure_ascii=False, separators=(",", ":")).encode()
+        return json.dumps(content, allow_nan=True, separators=(",", ":")).encode()
 
 
 def _prefix(request: Request, key: str = "prefix") -> str:
@@ -68,7 +69,7 @@ def _page(request: Request, rows: list[Any]) -> dict[str, Any]:
 
 def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: int = 32 * 1024 * 1024,
                max_file: int = 5 * 1024**3, fault_every: int = 0, stall_every: int = 0,
-               stall_seconds: float = 0.0, fsync: bool = True) -> Guard:
+               stall_seconds: float = 0.0, fsync: bool = True) -> Any:
     """The ASGI app serving ``root`` (a `.dash` folder). ``tokens`` empty or None: no authentication."""
     store = ServerRoot(root, fsync=fsync)
     limits = {"maxBodyBytes": max_body, "maxFileBytes": max_file}
@@ -80,11 +81,11 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         return d
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": __version__, "api": "v1", "limits": limits,
+        return JSONNaN({"status": "ok", "version": __version__, "api": "v1", "limits": limits,
                              "auth": bool(tokens)})
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(document(__version__))
+        return JSONNaN(document(__version__))
 
     async def list_exps(request: Request) -> Response:
         def work() -> list[dict[str, Any]]:
@@ -94,7 +95,7 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
                 out.append({"prefix": p, "status": effective_status(info),
                             "updated_at": info.get("updated_at") if isinstance(info, dict) else None})
             return out
-        return JSONResponse({"experiments": await run_in_threadpool(work)})
+        return JSONNaN({"experiments": await run_in_threadpool(work)})
 
     async def create_exp(request: Request) -> Response:
         body = await _body(request)
@@ -103,19 +104,19 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
             raise BadRequest("'prefix' (\"project/name\") is required")
         info = body.get("info", {})
         exp, created = await run_in_threadpool(store.open_experiment, prefix, info, check_source(body.get("source")))
-        return JSONResponse({"experiment": exp, "created": created, "limits": limits}, 201 if created else 200)
+        return JSONNaN({"experiment": exp, "created": created, "limits": limits}, 201 if created else 200)
 
     async def get_exp(request: Request) -> Response:
         d = exp_or_404(_prefix(request))
         info = read_json(d.path / "experiment.json") or {}
-        return JSONResponse({"experiment": info, "status": effective_status(info)})
+        return JSONNaN({"experiment": info, "status": effective_status(info)})
 
     async def put_status(request: Request) -> Response:
         prefix = _prefix(request)
         body = await _body(request)
         info = body.get("info", {})
         exp, _ = await run_in_threadpool(store.open_experiment, prefix, info, check_source(body.get("source")))
-        return JSONResponse({"experiment": exp})
+        return JSONNaN({"experiment": exp})
 
     async def get_params(request: Request) -> Response:
         d = exp_or_404(_prefix(request))
@@ -127,7 +128,7 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         body = await _body(request)
         applied = await run_in_threadpool(store.set_params, prefix, body.get("data"), body.get("version"),
                                           check_source(body.get("source")))
-        return JSONResponse({"applied": applied})
+        return JSONNaN({"applied": applied})
 
     async def get_logs(request: Request) -> Response:
         d = exp_or_404(_prefix(request))
@@ -138,13 +139,13 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         prefix = _prefix(request)
         body = await _body(request)
         res = await run_in_threadpool(store.append_logs, prefix, body.get("records"), check_source(body.get("source")))
-        return JSONResponse(res)
+        return JSONNaN(res)
 
     async def list_metrics(request: Request) -> Response:
         d = exp_or_404(_prefix(request))
         base = d.path / "metrics"
         names = sorted(str(p.parent.relative_to(base)) for p in base.rglob("data.jsonl")) if base.is_dir() else []
-        return JSONResponse({"metrics": names})
+        return JSONNaN({"metrics": names})
 
     async def get_metric(request: Request) -> Response:
         d = exp_or_404(_prefix(request))
@@ -163,7 +164,7 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         body = await _body(request)
         res = await run_in_threadpool(store.append_metrics, prefix, name, body.get("records"),
                                       check_source(body.get("source")))
-        return JSONResponse(res)
+        return JSONNaN(res)
 
     def _topics(d: Any) -> dict[str, Path]:
         base = d.path / "tracks"
@@ -176,7 +177,7 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
 
     async def list_tracks(request: Request) -> Response:
         d = exp_or_404(_prefix(request))
-        return JSONResponse({"tracks": sorted(_topics(d))})
+        return JSONNaN({"tracks": sorted(_topics(d))})
 
     async def get_track(request: Request) -> Response:
         d = exp_or_404(_prefix(request))
@@ -193,13 +194,13 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         body = await _body(request)
         res = await run_in_threadpool(store.append_tracks, prefix, topic, body.get("entries"), body.get("offset"),
                                       body.get("end"), body.get("offsets"), check_source(body.get("source")))
-        return JSONResponse(res)
+        return JSONNaN(res)
 
     async def list_files(request: Request) -> Response:
         d = exp_or_404(_prefix(request))
         idx = read_json(d.path / "files" / ".files_metadata.json")
         files = idx.get("files") if isinstance(idx, dict) else None
-        return JSONResponse({"files": [f for f in files or [] if isinstance(f, dict) and not f.get("deletedAt")]})
+        return JSONNaN({"files": [f for f in files or [] if isinstance(f, dict) and not f.get("deletedAt")]})
 
     async def get_file(request: Request) -> Response:
         d = exp_or_404(_prefix(request))
@@ -227,16 +228,16 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         except TooLarge as e:
             raise HTTPException(413, str(e)) from None
         if staged is None:
-            return JSONResponse({"file": entry, "stored": False})
+            return JSONNaN({"file": entry, "stored": False})
         try:
             store.ensure(prefix)
             stored = await run_in_threadpool(store.publish_file, d, staged, entry)
         finally:
             staged.unlink(missing_ok=True)
-        return JSONResponse({"file": entry, "stored": stored}, 201 if stored else 200)
+        return JSONNaN({"file": entry, "stored": stored}, 201 if stored else 200)
 
     async def bad_request(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"detail": str(exc)}, 400)
+        return JSONNaN({"detail": str(exc)}, 400)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -244,7 +245,7 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         if exc.status_code == 404 and detail == "Not Found":
             detail = ("no such route; names in paths are single percent-encoded segments "
                       "(prefix 'proj/exp' is 'proj%2Fexp'); see /api/v1/openapi.json")
-        return JSONResponse({"detail": detail}, exc.status_code, headers=exc.headers)
+        return JSONNaN({"detail": detail}, exc.status_code, headers=exc.headers)
 
     e = "/api/v1/experiments/{prefix}"
     routes = [
@@ -269,5 +270,8 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         Route(e + "/files/{id}", get_file, methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={BadRequest: bad_request, HTTPException: http_error})
-    return Guard(app, list(tokens or []), max_body=max_body, max_file=max_file, fault_every=fault_every,
-                 stall_every=stall_every, stall_seconds=stall_seconds)
+    guard = Guard(app, list(tokens or []), max_body=max_body, max_file=max_file, fault_every=fault_every,
+                  stall_every=stall_every, stall_seconds=stall_seconds)
+    from ..viewer.auth import ViewerGate  # the web viewer at /, signed in by cookie (docs/viewer.md)
+
+    return ViewerGate(guard, store.root, list(tokens or []))

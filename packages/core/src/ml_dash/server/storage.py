@@ -25,7 +25,9 @@ from ..jsonio import iso, new_id, now_iso, read_json, read_jsonl, write_json_ato
 from ..layout import ExperimentDir
 from ..names import file_name, logical_dir, metric_segments, topic_folder
 
-_encode = json.JSONEncoder(allow_nan=True, ensure_ascii=False).encode
+# ASCII with \uXXXX escapes, as the local journal writes: any Python string (a lone surrogate from an undecodable
+# file name too) is stored and read back losslessly; a strict UTF-8 encode of it would fail
+_encode = json.JSONEncoder(allow_nan=True).encode
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SOURCE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 INFO_KEYS = ("description", "tags", "metadata", "status", "statusReason", "heartbeatAt", "endedAt")

@@ -18,18 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .base import PermanentError, Store
+from .base import PermanentError, RetryLater, Store
 
 DEFAULT_TIMEOUT = 10.0
 CREDENTIALS = ("~", ".dash", "credentials.json")
-
-
-class RetryLater(Exception):
-    """A transient failure; ``retry_after`` (seconds) when the server said how long to wait."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class AuthError(Exception):
@@ -196,11 +188,12 @@ class RemoteStore(Store):
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
                 # a kept-alive connection the server dropped: one immediate retry (requests are idempotent)
                 if attempt or "files" in kw:
-                    raise RetryLater(f"{self.url} unreachable: {type(e).__name__}: {e}") from None
+                    raise RetryLater(f"{self.url} unreachable: {type(e).__name__}: {e}", store_wide=True) from None
             except httpx.TimeoutException as e:
-                raise RetryLater(f"{self.url} timed out after {self.timeout:g}s ({type(e).__name__})") from None
+                raise RetryLater(f"{self.url} timed out after {self.timeout:g}s ({type(e).__name__})",
+                                 store_wide=True) from None
             except httpx.TransportError as e:
-                raise RetryLater(f"{self.url} unreachable: {type(e).__name__}: {e}") from None
+                raise RetryLater(f"{self.url} unreachable: {type(e).__name__}: {e}", store_wide=True) from None
         code = r.status_code
         if code < 300:
             return r
