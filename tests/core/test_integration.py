@@ -57,11 +57,11 @@ def test_split_key_table():
 
 
 def test_router_caches_and_groups_rows():
-    r = MetricRouter()
-    rows = r.rows({"train_loss": 1.0, "val_loss": 2.0, "epoch": 3, "acc": 0.5}, {"step": 7, "epoch": 3},
-                  skip=("epoch",))
+    r = MetricRouter(skip=("epoch",))
+    rows = r.rows({"train_loss": 1.0, "val_loss": 2.0, "epoch": 3, "acc": 0.5}, 7, 3)
     assert rows == {"train": {"step": 7, "epoch": 3, "loss": 1.0, "acc": 0.5}, "val": {"step": 7, "epoch": 3, "loss": 2.0}}
     assert r.route("train_loss") is r.route("train_loss")  # computed once
+    assert r.route("epoch") == ("train", "epoch_") and "epoch" not in r.rows({"epoch": 1}, 0, 1).get("train", {})
 
 
 def _lightning_routes(keys, tmp_path):

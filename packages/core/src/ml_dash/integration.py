@@ -82,37 +82,41 @@ def split_key(key: str, default: str = DEFAULT_STREAM, reserved: Iterable[str] =
 
 
 class MetricRouter:
-    """:func:`split_key` computed once per key and cached: the per-step cost is one dict lookup per key."""
+    """:func:`split_key` computed once per key and cached: the per-step cost is one dict lookup per key.
+
+    ``skip`` names keys that are the framework's own fields carried in the same dict (Lightning's ``epoch``):
+    :meth:`rows` leaves them out."""
 
     __slots__ = ("_cache", "_default", "_reserved")
 
-    def __init__(self, default: str = DEFAULT_STREAM, reserved: Iterable[str] = ROW_FIELDS) -> None:
+    def __init__(self, default: str = DEFAULT_STREAM, reserved: Iterable[str] = ROW_FIELDS,
+                 skip: Iterable[str] = ()) -> None:
         self._default = default
         self._reserved = tuple(reserved)
-        self._cache: dict[str, tuple[str, str]] = {}
+        self._cache: dict[str, tuple[str, str] | None] = dict.fromkeys(skip)
 
     def route(self, key: str) -> tuple[str, str]:
         target = self._cache.get(key)
         if target is None:
-            target = self._cache[key] = split_key(str(key), self._default, self._reserved)
+            target = split_key(str(key), self._default, self._reserved)
+            if key not in self._cache:  # a skipped key stays skipped in rows()
+                self._cache[key] = target
         return target
 
-    def rows(self, metrics: Mapping[str, Any], row_fields: Mapping[str, Any], skip: Iterable[str] = ()
-             ) -> dict[str, dict[str, Any]]:
-        """Group ``metrics`` into one row per stream; each row starts with ``row_fields`` (``step``, ``epoch``).
-
-        Keys in ``skip`` are the framework's own fields carried in the same dict (Lightning's ``epoch``)."""
+    def rows(self, metrics: Mapping[str, Any], step: Any, epoch: Any) -> dict[str, dict[str, Any]]:
+        """Group ``metrics`` into one row per stream, each starting with ``step`` and ``epoch``."""
         cache = self._cache
         rows: dict[str, dict[str, Any]] = {}
         for key, value in metrics.items():
-            if key in skip:
-                continue
-            target = cache.get(key)
-            if target is None:
+            try:
+                target = cache[key]
+            except KeyError:
                 target = self.route(key)
+            if target is None:  # skipped
+                continue
             row = rows.get(target[0])
             if row is None:
-                row = rows[target[0]] = dict(row_fields)
+                row = rows[target[0]] = {"step": step, "epoch": epoch}
             row[target[1]] = value
         return rows
 

@@ -133,7 +133,7 @@ class MLDashLoggerMixin:
         self._broken = False  # the experiment could not be created (I/O error): log nothing, never raise
         self._announced = False
         self._warn = integration.WarnOnce("MLDashLogger")
-        self._router = integration.MetricRouter()
+        self._router = integration.MetricRouter(skip=("epoch",))  # Lightning's epoch: the rows' own field
         self._streams: dict[str, Any] = {}  # stream name -> exp.metrics(stream), for the current experiment
         self._epoch: Any = None
         self._last_step: int = 0
@@ -243,7 +243,7 @@ class MLDashLoggerMixin:
         if self._metric_prefix:
             p = self._metric_prefix + LOGGER_JOIN_CHAR
             metrics = {(k if k == "epoch" else p + k): v for k, v in metrics.items()}
-        rows = self._router.rows(metrics, {"step": step, "epoch": epoch}, ("epoch",))
+        rows = self._router.rows(metrics, step, epoch)
         if not rows:
             rows = {integration.DEFAULT_STREAM: {"step": step, "epoch": epoch}}
         streams = self._streams
@@ -329,8 +329,7 @@ class MLDashLoggerMixin:
         - ``"finished"`` (Lightning's SLURM requeue handler): complete;
         - ``"failed"`` with Ctrl-C or Lightning's SIGTERMException in flight: cancel; any other ``"failed"``: fail.
 
-        A run the user opened (``experiment=`` already started) is only flushed on success; on failure it is
-        marked as for an owned run, because the exception is the run's end either way."""
+        A run the user opened (``experiment=`` already started) is only flushed: the user closes it."""
         if _rank() != 0:
             return
         if self._log_model is True and self._end_checkpoints:
@@ -340,17 +339,17 @@ class MLDashLoggerMixin:
             return
         exc = sys.exc_info()[1] if status == "failed" else None
         try:
-            if status == "failed" and (
+            if not self._owned:  # the user's run: the user closes it (`with exp.run:` records the exception)
+                exp.flush(timeout=self._flush_timeout)
+            elif status == "failed" and (
                 integration.is_cancel(exc) or not (isinstance(exc, SystemExit) and exc.code in (0, None))
             ):
                 integration.close_run(exp, exc if exc is not None else RuntimeError("training failed"))
             elif status == "finished":  # only from Lightning's SLURM requeue handler: the process ends soon
                 exp.run.complete(reason="finished (requeue)")
-            elif self._owned:
+            else:  # on a flush timeout the core warns and keeps delivering in the background
                 exp.flush(timeout=self._flush_timeout)
                 integration.close_run(exp)
-            else:  # on a timeout the core warns and keeps delivering in the background
-                exp.flush(timeout=self._flush_timeout)
         except Exception as e:  # finalize must never turn a finished run into a crash
             self._warn("finalize", f"finalize({status!r}) failed: {e!r}")
         if not exp.is_open:
