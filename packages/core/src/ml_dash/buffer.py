@@ -18,8 +18,8 @@ from typing import Any
 
 from . import console
 from .config import BufferConfig
-from .jsonio import iso, read_json, write_json_atomic
-from .layout import ExperimentDir
+from .jsonio import iso
+from .layout import ExperimentDir, unstage
 from .values import Deferred, resolve_row
 
 __all__ = ["BufferConfig", "Buffer"]
@@ -347,7 +347,7 @@ class Buffer:
         for staged, entry in failed:  # retried at the next flush
             self.files.append((staged, entry))
         for staged, _ in items:
-            _cleanup_staging(staged)
+            unstage(staged)
         self.written["files"] += len(published)
         if self.published_log is not None:
             self.published_log.extend(published)
@@ -471,53 +471,3 @@ def _prepare_file(staged: Path, entry: dict[str, Any]) -> Path:
     entry["checksum"] = h.hexdigest()
     entry["sizeBytes"] = size
     return content
-
-
-def _cleanup_staging(staged: Path) -> None:
-    folder = staged.parent
-    try:
-        (folder / "entry.json").unlink(missing_ok=True)
-        folder.rmdir()
-    except OSError:
-        pass
-
-
-def stage_dir(jdir: ExperimentDir) -> Path:
-    d = jdir.private / "staging"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def recover_staged(jdir: ExperimentDir) -> list[tuple[Path, dict[str, Any]]]:
-    """Staged files of a process that died before publishing them: publish them now."""
-    out: list[tuple[Path, dict[str, Any]]] = []
-    base = jdir.private / "staging"
-    if not base.is_dir():
-        return out
-    for folder in sorted(base.iterdir()):
-        entry = read_json(folder / "entry.json")
-        if not isinstance(entry, dict):
-            continue
-        pid = entry.get("_pid")
-        if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
-            continue
-        content = folder / "content"
-        if content.exists() or entry.get("_source"):
-            entry.pop("_pid", None)
-            out.append((content, entry))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def write_entry(folder: Path, entry: dict[str, Any]) -> None:
-    write_json_atomic(folder / "entry.json", dict(entry, _pid=os.getpid()), fsync=False)
-

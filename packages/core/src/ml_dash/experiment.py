@@ -8,15 +8,14 @@ import os
 import shutil
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from . import console, lifecycle, sysmetrics
-from .buffer import Buffer, recover_staged, stage_dir, write_entry
+from .buffer import Buffer
 from .config import BufferConfig, default_root, env_flag
-from .jsonio import new_id, now_iso
-from .layout import ExperimentDir
+from .jsonio import now_iso
+from .layout import ExperimentDir, file_entry, stage_entry
 from .names import file_name, logical_dir, metric_segments, split_path, topic_folder
 from .reader import FilesView, LogsView, MetricsView, ParamsView, TracksView
 from .values import MAX_STR, NUMERIC, convert, convert_fields, flatten
@@ -119,7 +118,7 @@ class Experiment:
                 return self._buf
             self._dir.open_info(self.description, self.tags, self.metadata)
             buf = Buffer(self._dir, self.config)
-            for staged, entry in recover_staged(self._dir):
+            for staged, entry in self._dir.recover_staged():
                 buf.files.append((staged, entry))
             self.status = "RUNNING"
             self.status_reason = None
@@ -491,19 +490,11 @@ class FileFolder:
     def _entry(self, filename: str, description: str | None, tags: list[str] | None,
                metadata: dict[str, Any] | None, content_type: str | None, subdir: str = "") -> dict[str, Any]:
         path = self._dir if not subdir else (self._dir.rstrip("/") + "/" + subdir)
-        now = now_iso()
-        return {
-            "id": new_id(), "experimentId": self._exp.prefix, "path": path, "filename": filename,
-            "description": description, "tags": list(tags or []), "bindrs": [],
-            "contentType": content_type or _guess_type(filename), "sizeBytes": None, "checksum": None,
-            "metadata": metadata, "uploadedAt": now, "updatedAt": now, "deletedAt": None,
-        }
+        return file_entry(self._exp.prefix, path, filename, description, tags, metadata, content_type)
 
     def _stage(self, entry: dict[str, Any], *, data: bytes | None = None, source: Path | None = None) -> dict[str, Any]:
         buf = self._exp._writer()
-        folder = stage_dir(self._exp._dir) / uuid.uuid4().hex
-        folder.mkdir()
-        content = folder / "content"
+        content = self._exp._dir.new_stage()
         if data is not None:
             with open(content, "wb") as f:
                 f.write(data)
@@ -518,7 +509,7 @@ class FileFolder:
                 except OSError:
                     entry["_source"] = str(source)
         entry["sizeBytes"] = content.stat().st_size if content.exists() else None
-        write_entry(folder, entry)
+        stage_entry(content, entry)
         buf.files.append((content, entry))
         buf.taken["files"] += 1
         if buf.sync_mode or len(buf.files) >= self._exp.config.file_batch_size:
@@ -610,10 +601,3 @@ def _json_default(o: Any) -> Any:
     if type(v).__module__ == "ml_dash.values":
         return v.resolve()
     return v
-
-
-def _guess_type(filename: str) -> str:
-    import mimetypes
-
-    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
-
