@@ -37,8 +37,37 @@ class PartialWrite(Exception):
         self.error = error
 
 
+class _FlushWaiter:
+    """One flush() call waiting for the worker; the worker sets ``ok`` (everything written) before ``done``."""
+
+    __slots__ = ("done", "ok")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+
+
 class Buffer:
-    """Pending records of one experiment and the worker that writes them to its `.dash` folder."""
+    """Pending records of one experiment and the worker that writes them to its `.dash` folder.
+
+    The worker's states (``state()`` names the current one):
+
+    ============  ==========================================================  =====================================
+    state         what the worker does                                        entered by / left by
+    ============  ==========================================================  =====================================
+    ``idle``      not started: nothing written in the background              ``Buffer()`` / ``start()``
+    ``running``   every ``write_interval`` (or at once on `kick`/`wake`/a     ``start()`` / ``stop()``
+                  flush waiter) writes the queues; every ``flush_interval``
+                  and for flush waiters also publishes files and fsyncs;
+                  heartbeat every ``HEARTBEAT_EVERY``
+    ``stopping``  writes until nothing is pending, then exits                 ``stop()`` / the thread ends
+    ``stopped``   the thread has ended after writing everything               ``stop()`` returned True
+    ``direct``    no thread: each producer call writes through (buffering     ``buffer_enabled=False``, or a forked
+                  disabled, or a forked child, whose parent owns the worker)   child (``after_fork_in_child``)
+    ============  ==========================================================  =====================================
+
+    A write failure never changes the state: the records are kept (``_retry``) and retried on the next pass.
+    """
 
     def __init__(self, jdir: ExperimentDir, config: BufferConfig) -> None:
         self.jdir = jdir
@@ -62,9 +91,8 @@ class Buffer:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._stop = False
-        self._flush_waiters: list[threading.Event] = []
-        self.flush_failed = False
-        self.published_log: list[dict[str, Any]] | None = None  # the last flush left records it could not write
+        self._flush_waiters: list[_FlushWaiter] = []
+        self._published_log: list[dict[str, Any]] | None = None  # collects published entries while close waits
         self._pool: ThreadPoolExecutor | None = None
         self._publishing: list[tuple[Future[Path], Path, dict[str, Any]]] = []
         self._last_fsync = 0.0
@@ -128,6 +156,15 @@ class Buffer:
         return (len(self.logs) + len(self.metrics) + len(self.tracks) + len(self.params) + len(self.files)
                 + sum(len(v) for v in self._retry.values()) + len(self._publishing))
 
+    def state(self) -> str:
+        """The worker's state, as in the table of the class docstring."""
+        if self.sync_mode:
+            return "direct"
+        t = self._thread
+        if t is None or not t.is_alive():
+            return "stopped" if self._stop else "idle"
+        return "stopping" if self._stop else "running"
+
     # ---- producer side (called from the training loop) ------------------------------------------------------
     def kick(self) -> None:
         """Called by a producer when a queue reached the trigger size."""
@@ -172,10 +209,41 @@ class Buffer:
                     self.taken[kind] += 1
         console.warn(f"could not write to {self.jdir.path} for {self.config.close_timeout:.0f}s and "
                      f"{limit:,} records are held in memory: dropping new records "
-                     f"(lost so far: {self._lost_text()}); last error: {self._error}")
+                     f"(lost so far: {self.lost_text()}); last error: {self._error}")
 
-    def _lost_text(self) -> str:
+    # ---- what the end-of-run report needs ------------------------------------------------------------------
+    def last_error(self) -> str | None:
+        """The last write error, while writes are failing (None once a write succeeds again)."""
+        return self._error
+
+    def lost_count(self) -> int:
+        """Records dropped because the disk kept failing while memory was full (never on a healthy disk)."""
+        return sum(self.lost.values())
+
+    def lost_text(self) -> str:
         return ", ".join(f"{n} {k}" for k, n in self.lost.items() if n) or "none"
+
+    def wake(self) -> None:
+        """Have the worker write soon (a producer that does not wait for the trigger size)."""
+        if self.sync_mode:
+            self.kick()
+        else:
+            self._wake.set()
+
+    def publish_staged_files(self, announce: Callable[[int], None]) -> tuple[int, list[dict[str, Any]]]:
+        """Publish every staged file now. ``announce(n)`` is called first when there are ``n`` > 0 to publish;
+        returns ``n`` and the entries published meanwhile (by this call or the worker), in order."""
+        with self._io_lock:
+            self._published_log = []
+            n = len(self.files) + len(self._publishing)
+        try:
+            if not n:
+                return 0, []
+            announce(n)
+            self.wait_files(None)
+            return n, self._published_log[:n]
+        finally:
+            self._published_log = None
 
     # ---- worker ------------------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -198,9 +266,10 @@ class Buffer:
                 if waiters:
                     self.wait_files(None)
                     self.drain(final=True, fsync=True)
-                    self.flush_failed = any(self._retry.values()) or bool(self.files)
+                    ok = not any(self._retry.values()) and not self.files
                     for w in waiters:
-                        w.set()
+                        w.ok = ok
+                        w.done.set()
                 if now - self._last_heartbeat >= HEARTBEAT_EVERY and not stop:
                     self._last_heartbeat = now
                     try:
@@ -349,8 +418,8 @@ class Buffer:
         for staged, _ in items:
             unstage(staged)
         self.written["files"] += len(published)
-        if self.published_log is not None:
-            self.published_log.extend(published)
+        if self._published_log is not None:
+            self._published_log.extend(published)
         if published:
             self.progress += 1
         return published
@@ -379,10 +448,10 @@ class Buffer:
             self.wait_files(None)
             self.drain(final=True, fsync=True)
             return not any(self._retry.values()) and not self.files
-        ev = threading.Event()
-        self._flush_waiters.append(ev)
+        waiter = _FlushWaiter()
+        self._flush_waiters.append(waiter)
         self._wake.set()
-        return self._wait_progress(ev.wait, timeout) and not self.flush_failed
+        return self._wait_progress(waiter.done.wait, timeout) and waiter.ok
 
     def _wait_progress(self, wait: Callable[[float], bool], timeout: float | None) -> bool:
         limit = self.config.close_timeout if timeout is None else timeout
