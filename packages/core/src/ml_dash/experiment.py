@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 import weakref
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +285,14 @@ class Logs:
         _sync(self._exp)
         return LogsView(self._exp._dir).read()
 
+    def columns(self, fields: str | Iterable[str] | None = None) -> Any:
+        """numpy arrays per field (see ``ExperimentView.logs.columns``), after writing what is buffered."""
+        _sync(self._exp)
+        return LogsView(self._exp._dir).columns(fields)
+
+    def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
+        return self.columns(fields).to_pandas()
+
 
 def _sync(exp: Experiment) -> None:
     buf = exp._buf
@@ -341,6 +350,16 @@ class MetricStream:
     def read(self) -> list[dict[str, Any]]:
         _sync(self._exp)
         return MetricsView(self._exp._dir)(self._name).read()
+
+    def columns(self, fields: str | Iterable[str] | None = None) -> Any:
+        """numpy arrays per field: ``index``, ``_ts`` and every numeric field (NaN where a row lacks it), after
+        writing what is buffered. Parsed once, then only the rows appended since (the column cache)."""
+        _sync(self._exp)
+        return MetricsView(self._exp._dir)(self._name).columns(fields)
+
+    def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
+        """The columns as a pandas DataFrame (needs pandas)."""
+        return self.columns(fields).to_pandas()
 
 
 class Metrics:
@@ -415,6 +434,14 @@ class TrackStream:
     def read(self) -> list[dict[str, Any]]:
         _sync(self._exp)
         return TracksView(self._exp._dir)(self._topic).read()
+
+    def columns(self, fields: str | Iterable[str] | None = None) -> Any:
+        """``timestamp`` and every numeric field as numpy arrays, after writing what is buffered."""
+        _sync(self._exp)
+        return TracksView(self._exp._dir)(self._topic).columns(fields)
+
+    def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
+        return self.columns(fields).to_pandas()
 
 
 def _track_fields(fields: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,18 @@ __all__ = ["STALE_AFTER", "ExperimentView", "FilesView", "LogsView", "MetricsVie
            "effective_status", "list_experiments", "load", "merge_tracks"]
 
 
+def stream_columns(path: Path | None, kind: str, fields: str | Iterable[str] | None, what: str) -> Any:
+    """Columns of one stream file (None: not written yet) through the column cache (numpy imported only here)."""
+    from .colcache import Snapshot, StreamColumns, read
+    from .colview import build
+
+    snap = read(path, kind) if path is not None else Snapshot(StreamColumns(kind))
+    return build(snap, fields, what)
+
+
 class MetricReader:
     def __init__(self, d: ExperimentDir, name: str | None) -> None:
+        self._name = name
         self._path = d.metric_file(name)
 
     def read(self) -> list[dict[str, Any]]:
@@ -25,6 +36,15 @@ class MetricReader:
         rows, _ = read_jsonl(self._path)
         rows.sort(key=lambda r: r.get("index", 0))
         return rows
+
+    def columns(self, fields: str | Iterable[str] | None = None) -> Any:
+        """numpy arrays per field: ``index`` (int64), ``_ts`` and every numeric field (float64, NaN where a row
+        lacks it); see ``ml_dash.colview.Columns``. Parsed once, then only appended rows (column cache)."""
+        return stream_columns(self._path, "metrics", fields, f"metric stream {self._name!r}")
+
+    def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
+        """The columns as a pandas DataFrame (needs pandas)."""
+        return self.columns(fields).to_pandas()
 
 
 class MetricsView:
@@ -47,6 +67,13 @@ class LogsView:
         rows.sort(key=lambda r: r.get("sequenceNumber", 0))
         return rows
 
+    def columns(self, fields: str | Iterable[str] | None = None) -> Any:
+        """``sequenceNumber`` (int64), ``timestamp`` (unix seconds), ``level``, ``message``, ``metadata``."""
+        return stream_columns(self._path, "logs", fields, "the logs")
+
+    def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
+        return self.columns(fields).to_pandas()
+
 
 class TrackReader:
     def __init__(self, d: ExperimentDir, topic: str) -> None:
@@ -60,6 +87,13 @@ class TrackReader:
             return []
         rows, _ = read_jsonl(data)
         return merge_tracks(rows)
+
+    def columns(self, fields: str | Iterable[str] | None = None) -> Any:
+        """``timestamp`` and every numeric field as numpy arrays, entries sharing a timestamp merged."""
+        return stream_columns(self._d.topic_file(self._topic), "tracks", fields, f"track {self._topic!r}")
+
+    def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
+        return self.columns(fields).to_pandas()
 
 
 class TracksView:

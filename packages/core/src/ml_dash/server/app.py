@@ -69,7 +69,7 @@ def _page(request: Request, rows: list[Any]) -> dict[str, Any]:
 
 def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: int = 32 * 1024 * 1024,
                max_file: int = 5 * 1024**3, fault_every: int = 0, stall_every: int = 0,
-               stall_seconds: float = 0.0, fsync: bool = True) -> Guard:
+               stall_seconds: float = 0.0, fsync: bool = True) -> Any:
     """The ASGI app serving ``root`` (a `.dash` folder). ``tokens`` empty or None: no authentication."""
     store = ServerRoot(root, fsync=fsync)
     limits = {"maxBodyBytes": max_body, "maxFileBytes": max_file}
@@ -270,5 +270,8 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         Route(e + "/files/{id}", get_file, methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={BadRequest: bad_request, HTTPException: http_error})
-    return Guard(app, list(tokens or []), max_body=max_body, max_file=max_file, fault_every=fault_every,
-                 stall_every=stall_every, stall_seconds=stall_seconds)
+    guard = Guard(app, list(tokens or []), max_body=max_body, max_file=max_file, fault_every=fault_every,
+                  stall_every=stall_every, stall_seconds=stall_seconds)
+    from ..viewer.auth import ViewerGate  # the web viewer at /, signed in by cookie (docs/viewer.md)
+
+    return ViewerGate(guard, store.root, list(tokens or []))
