@@ -19,6 +19,7 @@ from .config import BufferConfig, default_root, env_flag
 from .layout import ExperimentDir, file_entry, stage_entry
 from .names import file_name, logical_dir, metric_segments, split_path, topic_folder
 from .reader import FilesView, LogsView, MetricsView, ParamsView, TracksView
+from .ring import LOG, LOG_META, METRIC, METRIC_NONE, TRACK
 from .session import Session
 from .values import MAX_STR, NUMERIC, convert, convert_fields, flatten
 
@@ -209,12 +210,12 @@ class Experiment:
         else:
             meta = None
         buf = self._buf or self._writer()
-        q = buf.logs
-        q.append((_time(), level, message, meta))
+        q = buf.tail
+        q.append((LOG, level, (_time(), message)) if meta is None else (LOG_META, level, (_time(), message, meta)))
         if self.echo:
             console.say(f"[{level.upper()}] {message}")
-        if len(q) >= buf.trigger:
-            buf.kick()
+        if len(q) >= buf.spill_at:
+            buf.spill()
 
     def __enter__(self) -> Experiment:
         return self.run.__enter__()
@@ -320,11 +321,12 @@ class Params:
 class MetricStream:
     """``exp.metrics("train")``: ``log(**fields)`` one row; ``read()`` the rows back."""
 
-    __slots__ = ("_exp", "_name")
+    __slots__ = ("_exp", "_name", "_code", "_key")
 
     def __init__(self, exp: Experiment, name: str | None) -> None:
         self._exp = exp
         self._name = name
+        self._code, self._key = (METRIC, name) if name is not None else (METRIC_NONE, "")
 
     def log(self, /, **fields: Any) -> MetricStream:
         for v in fields.values():
@@ -339,10 +341,10 @@ class MetricStream:
                 raise TypeError(f"_ts must be a number (unix seconds), got {ts!r}")
             fields["_ts"] = float(ts)
         buf = self._exp._buf or self._exp._writer()
-        q = buf.metrics
-        q.append((self._name, fields))
-        if len(q) >= buf.trigger:
-            buf.kick()
+        q = buf.tail
+        q.append((self._code, self._key, fields))
+        if len(q) >= buf.spill_at:
+            buf.spill()
         return self
 
     append = log
@@ -423,10 +425,10 @@ class TrackStream:
             raise ValueError("track field 'timestamp' is reserved: pass the time as _ts")
         entry.update(fields)
         buf = self._exp._buf or self._exp._writer()
-        q = buf.tracks
-        q.append((self._topic, entry))
-        if len(q) >= buf.trigger:
-            buf.kick()
+        q = buf.tail
+        q.append((TRACK, self._topic, entry))
+        if len(q) >= buf.spill_at:
+            buf.spill()
         return self
 
     log = append

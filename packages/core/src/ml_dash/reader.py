@@ -11,6 +11,7 @@ from .config import default_root
 from .jsonio import read_jsonl
 from .layout import EXPERIMENT_JSON, STALE_AFTER, ExperimentDir, effective_status, merge_tracks
 from .layout import list_runs as list_experiments
+from .ring import recover
 from .values import unflatten
 
 __all__ = ["STALE_AFTER", "ExperimentView", "FilesView", "LogsView", "MetricsView", "ParamsView", "TracksView",
@@ -28,11 +29,13 @@ def stream_columns(path: Path | None, kind: str, fields: str | Iterable[str] | N
 
 class MetricReader:
     def __init__(self, d: ExperimentDir, name: str | None) -> None:
+        self._d = d
         self._name = name
         self._path = d.metric_file(name)
 
     def read(self) -> list[dict[str, Any]]:
         """Rows as stored: ``{"index": i, "data": {..., "_ts": t}, "createdAt": "...Z"}``, in index order."""
+        recover(self._d)
         rows, _ = read_jsonl(self._path)
         rows.sort(key=lambda r: r.get("index", 0))
         return rows
@@ -40,6 +43,7 @@ class MetricReader:
     def columns(self, fields: str | Iterable[str] | None = None) -> Any:
         """numpy arrays per field: ``index`` (int64), ``_ts`` and every numeric field (float64, NaN where a row
         lacks it); see ``ml_dash.colview.Columns``. Parsed once, then only appended rows (column cache)."""
+        recover(self._d)
         return stream_columns(self._path, "metrics", fields, f"metric stream {self._name!r}")
 
     def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
@@ -55,20 +59,24 @@ class MetricsView:
         return MetricReader(self._d, name)
 
     def names(self) -> list[str]:
+        recover(self._d)
         return self._d.metric_names()
 
 
 class LogsView:
     def __init__(self, d: ExperimentDir) -> None:
+        self._d = d
         self._path = d.logs_file()
 
     def read(self) -> list[dict[str, Any]]:
+        recover(self._d)
         rows, _ = read_jsonl(self._path)
         rows.sort(key=lambda r: r.get("sequenceNumber", 0))
         return rows
 
     def columns(self, fields: str | Iterable[str] | None = None) -> Any:
         """``sequenceNumber`` (int64), ``timestamp`` (unix seconds), ``level``, ``message``, ``metadata``."""
+        recover(self._d)
         return stream_columns(self._path, "logs", fields, "the logs")
 
     def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
@@ -80,9 +88,13 @@ class TrackReader:
         self._d = d
         self._topic = topic
 
+    def _data(self) -> Path | None:
+        recover(self._d)
+        return self._d.topic_file(self._topic)
+
     def read(self) -> list[dict[str, Any]]:
         """Entries ``{"timestamp": t, <fields>}``; entries sharing a timestamp come back merged."""
-        data = self._d.topic_file(self._topic)
+        data = self._data()
         if data is None:
             return []
         rows, _ = read_jsonl(data)
@@ -90,7 +102,7 @@ class TrackReader:
 
     def columns(self, fields: str | Iterable[str] | None = None) -> Any:
         """``timestamp`` and every numeric field as numpy arrays, entries sharing a timestamp merged."""
-        return stream_columns(self._d.topic_file(self._topic), "tracks", fields, f"track {self._topic!r}")
+        return stream_columns(self._data(), "tracks", fields, f"track {self._topic!r}")
 
     def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
         return self.columns(fields).to_pandas()
@@ -104,6 +116,7 @@ class TracksView:
         return TrackReader(self._d, topic)
 
     def topics(self) -> list[str]:
+        recover(self._d)
         return [topic for topic, _ in self._d.topic_files()]
 
 
@@ -142,6 +155,7 @@ class ExperimentView:
         self._d = ExperimentDir(dash_root, prefix)
         if not (self._d.path / EXPERIMENT_JSON).exists():
             raise FileNotFoundError(f"no experiment {prefix!r} under {Path(dash_root)}")
+        recover(self._d)  # records a killed writer left in its spill ring go into the journal now
         self.prefix = self._d.prefix
         self.project = self._d.project
         self.name = self._d.name

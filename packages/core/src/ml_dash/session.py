@@ -15,6 +15,7 @@ from .buffer import Buffer
 from .config import BufferConfig
 from .jsonio import now_iso
 from .layout import ExperimentDir
+from .ring import recover
 
 MARKS = {"COMPLETED": "✓ Experiment completed", "FAILED": "✗ Experiment failed",
          "CANCELLED": "⚠ Experiment cancelled"}
@@ -44,6 +45,7 @@ class Session:
         self.owner = owner
         jdir.open_info(description, tags, metadata)
         self.buffer = Buffer(jdir, config)
+        recover(jdir)  # records a killed process left in its spill ring
         for staged, entry in jdir.recover_staged():
             self.buffer.files.append((staged, entry))
         self.replicators: list[Any] = []
