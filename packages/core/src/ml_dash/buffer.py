@@ -63,9 +63,12 @@ class Buffer:
     ============  ==========================================================  =====================================
     ``idle``      not started: nothing written in the background              ``Buffer()`` / ``start()``
     ``running``   every ``write_interval`` (or at once on `kick`/`wake`/a     ``start()`` / ``stop()``
-                  flush waiter) writes the queues; every ``flush_interval``
-                  and for flush waiters also publishes files and fsyncs;
-                  heartbeat every ``HEARTBEAT_EVERY``
+                  flush waiter) takes what the training thread spilled into
+                  the ring and the queues and writes it, in slices that let
+                  the training thread run (no pauses while someone waits);
+                  every ``flush_interval`` and for flush waiters also
+                  publishes files and fsyncs; heartbeat every
+                  ``HEARTBEAT_EVERY``
     ``stopping``  writes until nothing is pending, then exits                 ``stop()`` / the thread ends
     ``stopped``   the thread has ended after writing everything               ``stop()`` returned True
     ``direct``    no thread: each producer call writes through (buffering     ``buffer_enabled=False``, or a forked
@@ -73,6 +76,8 @@ class Buffer:
     ============  ==========================================================  =====================================
 
     A write failure never changes the state: the records are kept (``_retry``) and retried on the next pass.
+    The producer side is not a state: the training thread appends to ``tail`` and, every ``spill_at`` records,
+    `spill` moves the tail into the ring (or onto the queues); `kick` wakes the worker early.
     """
 
     def __init__(self, jdir: ExperimentDir, config: BufferConfig) -> None:

@@ -298,7 +298,7 @@ class ExperimentDir:
                 if meta is None and not (tracks / folder / "data.jsonl").exists():
                     # claim it now so a concurrent writer of another topic goes on to the next folder
                     (tracks / folder).mkdir(parents=True, exist_ok=True)
-                    write_json_atomic(meta_path, _track_meta(topic))
+                    write_json_atomic(meta_path, track_meta(topic))
                     break
                 n += 1
         self._topic_dirs[topic] = folder
@@ -348,9 +348,7 @@ class ExperimentDir:
             if created or s.meta is None:
                 m = read_json(meta_path)
                 s.meta = m if isinstance(m, dict) else metric_meta(name)
-            s.meta["totalDataPoints"] = n
-            s.meta["nextIndex"] = n
-            s.meta["updatedAt"] = now_iso()
+            count_metric(s.meta, n)
             self._meta_changed(meta_path, s)
 
     def append_tracks(self, topic: str, entries: list[dict[str, Any]]) -> None:
@@ -372,12 +370,12 @@ class ExperimentDir:
             if changed or s.meta is None:
                 m = read_json(meta_path)
                 if not isinstance(m, dict) or "totalEntries" not in m or changed and s.known_size and not m.get("totalEntries"):
-                    m = _track_meta(topic)
+                    m = track_meta(topic)
                     rows, _ = read_jsonl(s.path)
-                    _track_stats(m, rows)
+                    track_stats(m, rows)
                 s.meta = m
             s.write(b"\n".join(dumpb_all(merged)) + b"\n")
-            _track_stats(s.meta, merged)
+            track_stats(s.meta, merged)
             s.meta["updatedAt"] = now_iso()
             self._meta_changed(meta_path, s)
 
@@ -510,6 +508,10 @@ class ExperimentDir:
                 out.append((meta["topic"], folder / DATA))
         return out
 
+    def track_file(self, topic: str) -> Path:
+        """The data file a writer appends ``topic``'s entries to (claiming its folder if it has none yet)."""
+        return self.path / "tracks" / self.track_folder(topic) / DATA
+
     def topic_file(self, topic: str) -> Path | None:
         """The data file of ``topic`` (found by metadata.json, never by folder name), or None."""
         for t, data in self.topic_files():
@@ -623,6 +625,13 @@ def metric_meta(name: str | None) -> dict[str, Any]:
             "metadata": None, "createdAt": now_iso()}
 
 
+def count_metric(meta: dict[str, Any], n: int) -> None:
+    """A metric's metadata after its data file reached ``n`` rows."""
+    meta["totalDataPoints"] = n
+    meta["nextIndex"] = n
+    meta["updatedAt"] = now_iso()
+
+
 def file_entry(experiment_id: str, path: str, filename: str, description: str | None, tags: list[str] | None,
                metadata: dict[str, Any] | None, content_type: str | None) -> dict[str, Any]:
     """A files index entry for a file about to be staged (size and checksum are filled in when it is stored)."""
@@ -670,12 +679,14 @@ def effective_status(info: dict[str, Any] | None, stale_after: float | None = No
     return status if isinstance(status, str) else None
 
 
-def _track_meta(topic: str) -> dict[str, Any]:
+def track_meta(topic: str) -> dict[str, Any]:
+    """metadata.json of a new track topic (the stats are added by `track_stats`)."""
     return {"trackId": new_id(), "topic": topic, "columns": [], "totalEntries": 0, "firstTimestamp": None,
             "lastTimestamp": None, "createdAt": now_iso()}
 
 
-def _track_stats(meta: dict[str, Any], entries: list[dict[str, Any]]) -> None:
+def track_stats(meta: dict[str, Any], entries: list[dict[str, Any]]) -> None:
+    """Count ``entries`` (just appended) into a topic's metadata: columns, totalEntries, first/last timestamp."""
     if not entries:
         return
     cols = set(meta.get("columns") or [])
