@@ -18,6 +18,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..jsonio import read_json
 from ..reader import effective_status, list_experiments, merge_tracks
+from . import reads
 from .guard import SEP, Guard
 from .openapi import document
 from .storage import BadRequest, ServerRoot, storage_failure
@@ -243,7 +244,8 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         Route(e + "/files", list_files, methods=["GET"]),
         Route(e + "/files", post_file, methods=["POST"]),
         Route(e + "/files/{id}", get_file, methods=["GET"]),
-    ]
+    ] + reads.routes(store.root)  # ls, show, export against the server: docs/reading.md
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
