@@ -249,7 +249,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         print(f"ml-dash ls: {e}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(runs, indent=2, allow_nan=True, ensure_ascii=False))
+        print(json.dumps(runs, indent=2, allow_nan=True))
     elif runs:
         print(table(runs, last))
     else:
@@ -377,7 +377,7 @@ def write_export(parts: list[tuple[str, str, Any, list[str]]], fmt: str, out: Pa
                     for k, col in zip(keys, lists, strict=True):
                         if col[i] is not None:
                             row[k] = col[i]
-                    f.write(json.dumps(row, allow_nan=True, ensure_ascii=False, default=str) + "\n")
+                    f.write(json.dumps(row, allow_nan=True, default=str) + "\n")
     return total
 
 

@@ -186,4 +186,4 @@ def show(view: Any) -> dict[str, Any]:
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, allow_nan=True, ensure_ascii=False, default=str)
+    return json.dumps(obj, indent=2, allow_nan=True, default=str)

@@ -37,7 +37,8 @@ def read_columns(root: Path, prefix: str, kind: str, name: str | None) -> Any:
 
 
 def _json(obj: Any, status: int = 200) -> Response:
-    body = json.dumps(obj, allow_nan=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    # \uXXXX escapes: any stored string (a lone surrogate too) is answered losslessly (docs/server.md)
+    body = json.dumps(obj, allow_nan=True, separators=(",", ":"), default=str)
     return Response(body.encode(), status, media_type="application/json")
 
 

@@ -75,9 +75,9 @@ def shell(static: str = "/static", page: str = "", extra_scripts: list[str] | No
 class JSONSafe(JSONResponse):
     def render(self, content: Any) -> bytes:
         try:  # the common case: nothing to clean
-            return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
         except (ValueError, TypeError):
-            return json.dumps(_safe(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+            return json.dumps(_safe(content), allow_nan=False, separators=(",", ":")).encode()
 
 
 def _safe(o: Any) -> Any:
