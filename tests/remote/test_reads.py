@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from conftest import TOKEN
+from rt import TOKEN
 from ml_dash import Experiment
 
 
