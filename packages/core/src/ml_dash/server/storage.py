@@ -22,24 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from ..journal import ExperimentDir, iso, new_id, now_iso, read_json, read_jsonl, write_json_atomic
-from ..names import file_name, logical_dir, metric_segments, topic_folder
+from ..names import metric_segments, topic_folder
+from .backend import BadRequest, check_file_entry, check_source  # noqa: F401  (re-exported)
 
 _encode = json.JSONEncoder(allow_nan=True, ensure_ascii=False).encode
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SOURCE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 INFO_KEYS = ("description", "tags", "metadata", "status", "statusReason", "heartbeatAt", "endedAt")
-
-
-class BadRequest(ValueError):
-    """The request can never succeed as sent (HTTP 400)."""
-
-
-def check_source(source: object) -> str:
-    if source is None:
-        return "anonymous"
-    if not isinstance(source, str) or not _SOURCE.match(source):
-        raise BadRequest("'source' must be 1-100 characters of [A-Za-z0-9_.-]")
-    return source
 
 
 class ServerRoot:
@@ -239,23 +227,7 @@ class ServerRoot:
 
     # ---- files --------------------------------------------------------------------------------------------
     def check_file_entry(self, entry: Any) -> dict[str, Any]:
-        if not isinstance(entry, dict):
-            raise BadRequest("'entry' must be a JSON object")
-        e = {k: v for k, v in entry.items() if k != "localPath"}
-        fid = e.get("id")
-        if not isinstance(fid, str) or not _ID.match(fid):
-            raise BadRequest("file 'id' must be 1-64 characters of [A-Za-z0-9_-]")
-        try:
-            e["path"] = logical_dir(e.get("path", "/"))
-            e["filename"] = file_name(e.get("filename"))
-        except (TypeError, ValueError) as err:
-            raise BadRequest(str(err)) from None
-        now = now_iso()  # the layout's fields, for entries from clients that leave them out
-        for k, v in (("experimentId", None), ("description", None), ("tags", []), ("bindrs", []),
-                     ("contentType", "application/octet-stream"), ("metadata", None), ("uploadedAt", now),
-                     ("updatedAt", now), ("deletedAt", None)):
-            e.setdefault(k, v)
-        return e
+        return check_file_entry(entry)
 
     def has_file(self, d: ExperimentDir, fid: str) -> bool:
         idx = read_json(d.path / "files" / ".files_metadata.json")
