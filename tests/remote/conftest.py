@@ -1,7 +1,11 @@
-"""A real `ml-dash serve` process on loopback, started by the tests (kill, restart, fault flags)."""
+"""A real `ml-dash serve` process on loopback, started by the tests (kill, restart, fault flags), on each engine:
+the `.dash` folder, and PostgreSQL (a throwaway cluster, one database per test) with file contents in moto's S3.
+Tests read what a server stored with ``load(prefix, dash_root=server.root)``: for the folder engine that is the
+server's own folder, for PostgreSQL a fresh copy of what the database holds (`ml_dash.server.dump`)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -18,6 +22,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
 import httpx  # noqa: E402
+import pg  # noqa: E402
 import rt  # noqa: E402
 
 TOKEN = "test-token-123"
@@ -26,8 +31,10 @@ TOKEN = "test-token-123"
 class Server:
     """One server process; ``kill()`` is SIGKILL, ``start()`` starts it again on the same port and root."""
 
-    def __init__(self, root: Path, log: Path, *extra: str, token: str | None = TOKEN) -> None:
+    def __init__(self, root: Path, log: Path, *extra: str, token: str | None = TOKEN,
+                 env: dict[str, str] | None = None) -> None:
         self.root = root
+        self.env = env or {}
         self.port = rt.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = token
@@ -36,10 +43,11 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Server:
-        cmd = [sys.executable, "-m", "ml_dash.cli", "serve", "--root", str(self.root), "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "ml_dash.cli", "serve", "--root", str(self.store), "--port", str(self.port)]
         if self.token:
             cmd += ["--token", self.token]
         env = {k: v for k, v in os.environ.items() if not k.startswith("ML_DASH_")}
+        env.update(self.env)
         self.proc = subprocess.Popen(cmd + self.extra, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
                                      env=env)
         deadline = time.monotonic() + 30
@@ -52,6 +60,10 @@ class Server:
             except httpx.HTTPError:
                 time.sleep(0.1)
         raise RuntimeError("server did not come up")
+
+    @property
+    def store(self) -> Path:
+        return self.root
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -74,13 +86,94 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
 
+class PgServer(Server):
+    """A server on PostgreSQL: ``root`` is a fresh `.dash` copy of the database (readable while it is down)."""
+
+    def __init__(self, store: Path, log: Path, *extra: str, token: str | None, database: str, files: str,
+                 env: dict[str, str]) -> None:
+        super().__init__(store, log, *extra, "--database", database, "--files", files, token=token, env=env)
+        self._store = store
+        self.database = database
+        self.files = files
+        self._copies = 0
+
+    @property  # type: ignore[override]
+    def store(self) -> Path:
+        return self._store
+
+    @property  # type: ignore[override]
+    def root(self) -> Path:
+        from ml_dash.server import open_backend
+
+        old = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            backend = open_backend(str(self._store), self.database, self.files)
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        try:
+            from ml_dash.server.dump import dump
+
+            self._copies += 1
+            dest = self._store.parent / f"{self._store.name}.copy{self._copies}"
+            dump(backend, dest)
+            return dest
+        finally:
+            backend.close()
+
+    @root.setter
+    def root(self, value: Path) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pg.Cluster]:
+    cluster = pg.start_cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pg.MotoS3]:
+    moto = pg.start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield moto
+    moto.stop()
+
+
+ENGINES = ["folder", "postgres"]
+_buckets = itertools.count()
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Any]:
+def make_server(tmp_path: Path, engine: str, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """``make_server(*flags, token=..., root=...)``: a started server. On PostgreSQL every server of one test
+    shares that test's database and bucket (``root`` names the same store)."""
     servers: list[Server] = []
+    shared: dict[str, Any] = {}
+    if engine == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        moto = request.getfixturevalue("s3")
+        shared["database"] = cluster.new_database()
+        shared["files"] = f"s3://{moto.bucket(f'bucket-{next(_buckets)}')}/runs"
+        shared["env"] = moto.env
 
     def make(*extra: str, token: str | None = TOKEN, root: Path | None = None) -> Server:
         n = len(servers)
-        s = Server(root or tmp_path / f"server{n}", tmp_path / f"server{n}.log", *extra, token=token)
+        store, log = tmp_path / f"server{n}", tmp_path / f"server{n}.log"
+        s: Server
+        if engine == "postgres":
+            s = PgServer(store, log, *extra, token=token, **shared)
+        else:
+            s = Server(root or store, log, *extra, token=token)
         servers.append(s)
         return s.start()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -19,6 +20,14 @@ def add_commands(sub: Any) -> None:
                        description="Run the ml-dash server: runs logged with dash_url=... are stored under ROOT in "
                                    "the .dash layout, readable with ml_dash.load(prefix, dash_root=ROOT).")
     s.add_argument("--root", default=".dash-server", help="folder to store runs in (default: .dash-server)")
+    s.add_argument("--database", default=os.environ.get("ML_DASH_DATABASE_URL") or None, metavar="URL",
+                   help="store runs in PostgreSQL (postgresql://user:password@host:5432/dbname; default: "
+                        "$ML_DASH_DATABASE_URL) instead of the --root folder; several servers may share one "
+                        "database (needs the [postgres] extra)")
+    s.add_argument("--files", default=os.environ.get("ML_DASH_FILES") or None, metavar="DIR|s3://BUCKET/PREFIX",
+                   help="with --database: where file contents go, a folder or an S3-compatible bucket (default: "
+                        "$ML_DASH_FILES, else the --root folder; s3:// needs the [s3] extra and reads the usual "
+                        "AWS_* variables, AWS_ENDPOINT_URL for MinIO and other stores)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     s.add_argument("--token", action="append", help="accept this bearer token (repeatable)")
@@ -62,7 +71,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         tokens = read_tokens(args.token, args.token_file)
         serve(args.root, args.host, args.port, tokens, max_body_mb=args.max_body_mb, max_file_mb=args.max_file_mb,
               fault_every=args.fault_every, stall_every=args.stall_every, stall_seconds=args.stall_seconds,
-              log_level=args.log_level, fsync=args.fsync)
+              log_level=args.log_level, fsync=args.fsync, database=args.database, files=args.files)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"ml-dash serve: {e}", file=sys.stderr)
         return 1
