@@ -52,7 +52,7 @@ def start_server(root: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
 def bench_sync(url: str, tmp: Path, rows: int, batch: int) -> float:
     from ml_dash import Experiment
     from ml_dash.buffer import BufferConfig
-    from ml_dash.journal import ExperimentDir
+    from ml_dash.layout import ExperimentDir
     from ml_dash.replicate import sync_dir
     from ml_dash.stores.remote import RemoteStore
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from . import console
 from .config import BufferConfig
-from .journal import ExperimentDir, iso, read_json, write_json_atomic
+from .jsonio import iso, read_json, write_json_atomic
+from .layout import ExperimentDir
 from .values import Deferred, resolve_row
 
 __all__ = ["BufferConfig", "Buffer"]
@@ -286,6 +287,7 @@ class Buffer:
     def _write_params(self, items: list[dict[str, Any]]) -> None:
         merged: dict[str, Any] = {}
         for d in items:
+            resolve_row(d)  # device values in params are read here, on the worker thread
             merged.update(d)
         self.jdir.set_params(merged)
 

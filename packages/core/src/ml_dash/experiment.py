@@ -12,10 +12,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from . import console, lifecycle
+from . import console, lifecycle, sysmetrics
 from .buffer import Buffer, recover_staged, stage_dir, write_entry
 from .config import BufferConfig, env_flag
-from .journal import ExperimentDir, new_id, now_iso, read_json
+from .jsonio import new_id, now_iso, read_json
+from .layout import ExperimentDir
 from .names import file_name, logical_dir, metric_segments, split_path, topic_folder
 from .reader import FilesView, LogsView, MetricsView, TracksView
 from .values import MAX_STR, NUMERIC, convert, convert_fields, flatten
@@ -43,6 +44,7 @@ class Experiment:
         metadata: dict[str, Any] | None = None,
         echo: bool | None = None,
         stores: list[str] | None = None,
+        system_metrics: bool | float | None = None,
     ) -> None:
         if buffer_config is not None and not isinstance(buffer_config, BufferConfig):
             raise TypeError(f"buffer_config must be an ml_dash.buffer.BufferConfig, got {type(buffer_config).__name__}")
@@ -73,6 +75,8 @@ class Experiment:
         self._buf: Buffer | None = None
         self._state_lock = threading.RLock()
         self._replicators: list[Any] = []
+        self._sys_interval = sysmetrics.resolve_interval(system_metrics)
+        self._sampler: sysmetrics.SystemSampler | None = None
         self.run = RunManager(self)
         self.logs = Logs(self)
         self.params = Params(self)
@@ -123,6 +127,9 @@ class Experiment:
             buf.start()
             self._buf = buf
             lifecycle.register(self)
+            if self._sys_interval is not None:
+                self._sampler = sysmetrics.SystemSampler(self.metrics(sysmetrics.STREAM).log,
+                                                         self._sys_interval).start()
             return buf
 
     def _writer(self) -> Buffer:
@@ -140,6 +147,9 @@ class Experiment:
             buf = self._buf
             if buf is None:
                 return
+            if self._sampler is not None:
+                self._sampler.stop()
+                self._sampler = None
             quiet = bool(self.config.quiet)
             a = buf.accepted
             recorded = sum(a.values()) > 0

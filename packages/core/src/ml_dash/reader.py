@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .journal import ExperimentDir, read_json, read_jsonl
+from .jsonio import read_json, read_jsonl
+from .layout import ExperimentDir
 from .names import metric_segments
 
 STALE_AFTER = 60.0  # a RUNNING run whose heartbeat is older than this reads back as CRASHED

@@ -95,7 +95,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .config import BufferConfig
-    from .journal import ExperimentDir
+    from .layout import ExperimentDir
     from .reader import list_experiments
     from .replicate import sync_dir
     from .stores.remote import RemoteStore, default_url
@@ -132,7 +132,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                 f"entr(ies), {s['files']} file(s)")
         if rep.error is not None:
             failed += 1
-            line += f"; NOT complete ({rep.error}); still pending: {rep.describe_pending()}"
+            line += f"; NOT complete ({rep.error}); still pending: {rep.describe_pending()}{rep.describe_held_back()}"
         print(line)
     print(f"ml-dash sync: {len(prefixes) - failed} of {len(prefixes)} experiment(s) in sync with {url}; uploaded "
           f"{totals['logs']} log(s), {totals['metrics']} metric row(s), {totals['tracks']} track entr(ies), "

@@ -4,6 +4,11 @@ It reads only complete lines of the journal files, in batches of the configured 
 or as soon as a batch is waiting, retries a failing store with exponential backoff and jitter, sets aside
 batches the store refuses for good (``PermanentError``), and records its progress in a cursor file so that a
 later ``ml-dash sync`` (or a re-opened run) delivers the rest exactly once.
+
+Streams are independent: a batch that keeps failing (the store answers an error for that request only) is
+retried with its own backoff while every other stream, the parameters, the status and the files keep flowing.
+Only a failure of the whole store (unreachable, timed out, authentication refused: an exception with a true
+``store_wide`` or ``fatal`` attribute) stops the pass and backs off the replicator as a whole.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from typing import Any
 
 from . import console
 from .config import BufferConfig
-from .journal import ExperimentDir, read_json, write_json_atomic
+from .jsonio import read_json, write_json_atomic
+from .layout import ExperimentDir
 from .stores.base import PermanentError, Store
 
 MAX_BACKOFF = 30.0
@@ -28,6 +35,19 @@ URGENT_BACKOFF = 1.0  # while someone waits in flush()/close(): retry at least t
 MAX_RETRY_AFTER = 300.0
 READ_CHUNK = 4 * 1024 * 1024  # journal bytes read per step: a long outage's backlog is streamed, not slurped
 HEARTBEAT_EVERY = 10.0  # forward the run's heartbeat to the store this often
+
+
+class _StreamsFailing(Exception):
+    """Some streams failed in this pass (the others went out); each backs off on its own."""
+
+
+@dataclass
+class _Stuck:
+    failures: int
+    since: float
+    delay: float
+    floor: float  # the store's Retry-After
+    error: str
 
 
 class Replicator:
@@ -64,6 +84,7 @@ class Replicator:
         self.verbose = False  # print "[k/N] Uploaded <name>" per file (close, ml-dash sync)
         self._final_status: str | None = None  # the status close() was given, not yet in experiment.json
         self._final_sent: str | None = None
+        self._stuck: dict[str, _Stuck] = {}  # streams whose last batch failed: retried on their own schedule
 
     # ---- threading -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -105,7 +126,8 @@ class Replicator:
                 elif time.monotonic() - since >= limit or self._fatal != fatal:
                     if report:
                         console.say(f"[ML-Dash]   {self.describe_pending()} not yet delivered to {self.key} "
-                                    f"(last error: {self.error or 'no progress'}); safe on disk in "
+                                    f"(last error: {self.error or 'no progress'}){self.describe_held_back()}; "
+                                    "safe on disk in "
                                     f"{self.jdir.path}; delivery goes on in the background", bool(self.config.quiet))
                     return False
             return True
@@ -150,7 +172,8 @@ class Replicator:
         ok = ok and result[0] and not t.is_alive()
         if not ok:
             console.say(f"[ML-Dash]   {self.describe_pending()} not delivered to {getattr(self.store, 'key', 'store')}"
-                        f" (last error: {self.error or 'no progress'}); safe in {self.jdir.path}; "
+                        f" (last error: {self.error or 'no progress'}){self.describe_held_back()}; "
+                        f"safe in {self.jdir.path}; "
                         f"run `ml-dash sync {self.jdir.root}` to deliver it")
         return ok
 
@@ -161,8 +184,12 @@ class Replicator:
             before = self.progress
             try:
                 self._pass()
-            except PermanentError as e:  # refused open/params/status: report, do not spin
+            except PermanentError as e:  # refused open: report, do not spin
                 self._fail("experiment", e)
+                return False
+            except _StreamsFailing:  # the rest went out; the failing streams back off on their own
+                if self.progress != before:
+                    self._failures = 0
                 return False
             except Exception as e:
                 self._fail("batch", e)
@@ -224,9 +251,14 @@ class Replicator:
             self._opened = True
         params = read_json(path / "parameters.json")
         if isinstance(params, dict) and params.get("version") != self.cursor.get("params_version"):
-            self.store.write_params(dict(params.get("data") or {}))
-            self.cursor["params_version"] = params.get("version")
-            self._save()
+            def send_params() -> None:
+                try:
+                    self.store.write_params(dict(params.get("data") or {}))
+                except PermanentError as e:
+                    self._fail("parameters refused", e)  # not retried: the next version is sent as usual
+                self.cursor["params_version"] = params.get("version")
+                self._save()
+            self._guarded("parameters", send_params)
         self._stream("logs/logs.jsonl", self.config.log_batch_size, lambda recs, *_: self.store.write_logs(recs), "logs")
         metrics = path / "metrics"
         if metrics.is_dir():
@@ -243,20 +275,70 @@ class Replicator:
                 topic = meta["topic"]
                 self._stream(str((folder / "data.jsonl").relative_to(path)), self.config.track_batch_size,
                              functools.partial(self._send_tracks, topic), "tracks")
-        self._files()
+        self._guarded("files", self._files)
+        self._guarded("status", lambda: self._send_status(info))
+        if self._stuck:
+            raise _StreamsFailing(self.describe_stuck())
+
+    def _send_status(self, info: dict[str, Any]) -> None:
         status = (info.get("status"), info.get("statusReason"))
-        if list(status) != self.cursor.get("status"):
-            self.store.set_status(info)
+        try:
+            if list(status) != self.cursor.get("status"):
+                self.store.set_status(info)
+                self.cursor["status"] = list(status)
+                self._save()
+                self._beat = info.get("heartbeatAt")
+            final = self._final_status
+            if final is not None and final != info.get("status") and final != self._final_sent:
+                self.store.set_status({**info, "status": final})
+                self._final_sent = final
+            elif info.get("heartbeatAt") != self._beat and time.monotonic() - self._beat_sent >= HEARTBEAT_EVERY:
+                self.store.set_status(info)  # keep the store's copy of a live run from looking crashed
+                self._beat, self._beat_sent = info.get("heartbeatAt"), time.monotonic()
+        except PermanentError as e:
+            self._fail("status refused", e)
             self.cursor["status"] = list(status)
-            self._save()
-            self._beat = info.get("heartbeatAt")
-        final = self._final_status
-        if final is not None and final != info.get("status") and final != self._final_sent:
-            self.store.set_status({**info, "status": final})
-            self._final_sent = final
-        elif info.get("heartbeatAt") != self._beat and time.monotonic() - self._beat_sent >= HEARTBEAT_EVERY:
-            self.store.set_status(info)  # keep the store's copy of a live run from looking crashed
-            self._beat, self._beat_sent = info.get("heartbeatAt"), time.monotonic()
+            self._final_sent = self._final_status
+
+    # ---- one stream's failures --------------------------------------------------------------------------------
+    def _due(self, key: str) -> bool:
+        st = self._stuck.get(key)
+        if st is None:
+            return True
+        waited = time.monotonic() - st.since
+        return waited >= st.delay or (self._urgent > 0 and waited >= max(URGENT_BACKOFF, st.floor))
+
+    def _guarded(self, key: str, fn: Callable[[], None]) -> None:
+        """Run one stream's step; a failure of that stream alone is recorded and backed off, not raised."""
+        if not self._due(key):
+            return
+        try:
+            fn()
+        except Exception as e:
+            if getattr(e, "store_wide", False) or getattr(e, "fatal", False) or isinstance(e, PermanentError):
+                raise
+            self._stream_failed(key, e)
+        else:
+            self._stuck.pop(key, None)
+
+    def _stream_failed(self, key: str, e: BaseException) -> None:
+        st = self._stuck.get(key)
+        failures = st.failures + 1 if st is not None else 1
+        delay = min(MAX_BACKOFF, 0.2 * 2 ** min(failures - 1, 8)) * (0.5 + random.random() / 2)
+        retry_after = getattr(e, "retry_after", None)
+        floor = min(float(retry_after), MAX_RETRY_AFTER) if isinstance(retry_after, (int, float)) else 0.0
+        self._stuck[key] = _Stuck(failures, time.monotonic(), max(delay, floor), floor, f"{type(e).__name__}: {e}")
+        self._fail(f"stream {key}", e)
+
+    def next_retry(self) -> float:
+        """Seconds until the earliest failing stream is due again (0 when none is failing)."""
+        now = time.monotonic()
+        return max(0.0, min((st.since + st.delay - now for st in self._stuck.values()), default=0.0))
+
+    def describe_stuck(self) -> str:
+        """The streams held back by a failing batch, each with its last error ('' when none)."""
+        return "; ".join(f"{k} ({st.failures} failed attempt(s), last error: {st.error})"
+                         for k, st in sorted(self._stuck.items()))
 
     def _send_tracks(self, topic: str, recs: list[dict[str, Any]], off: int, offs: list[int], end: int) -> None:
         if getattr(self.store, "track_offsets", False):  # per-entry positions: exact dedup of overlapping batches
@@ -267,6 +349,10 @@ class Replicator:
     def _stream(self, rel: str, batch: int, send: Callable[[list[dict[str, Any]], int, list[int], int], None],
                 kind: str) -> None:
         """Send the complete lines after the cursor in batches: send(records, offset, offsets, end)."""
+        self._guarded(rel, lambda: self._stream_batches(rel, batch, send, kind))
+
+    def _stream_batches(self, rel: str, batch: int, send: Callable[[list[dict[str, Any]], int, list[int], int], None],
+                        kind: str) -> None:
         file = self.jdir.path / rel
         offsets = self.cursor["offsets"]
         off = int(offsets.get(rel, 0))
@@ -401,6 +487,11 @@ class Replicator:
         return (f"{p['logs']:,} log(s), {p['metrics']:,} metric row(s), {p['tracks']:,} track entr(ies), "
                 f"{p['files']:,} file(s)")
 
+    def describe_held_back(self) -> str:
+        """'' or '; held back by failing batches: <stream> (...)', for the end-of-run and sync lines."""
+        stuck = self.describe_stuck()
+        return f"; held back by failing batches (every other stream was delivered): {stuck}" if stuck else ""
+
 
 def sync_dir(jdir: ExperimentDir, store: Store, config: BufferConfig | None = None, *, verbose: bool = False,
              attempts: int = 1) -> Replicator:
@@ -408,10 +499,12 @@ def sync_dir(jdir: ExperimentDir, store: Store, config: BufferConfig | None = No
     backoff between them. ``rep.error`` is None when everything was delivered."""
     rep = Replicator(jdir, store, config or BufferConfig())
     rep.verbose = verbose
-    for _ in range(max(1, attempts)):
+    for attempt in range(max(1, attempts)):
         if rep.sync_once():
             break
         if rep._fatal:
             break
+        if rep._stuck and attempt + 1 < attempts:  # only some streams failed: wait until the first is due
+            time.sleep(min(MAX_BACKOFF, rep.next_retry()))
     return rep
 

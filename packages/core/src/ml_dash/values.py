@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any
 
 PLAIN = frozenset({float, int, str, bool, type(None)})
@@ -11,29 +13,85 @@ MAX_ITEMS = 100_000  # elements in one list/dict value
 
 
 class Deferred:
-    """A device tensor snapshot (cloned at call time) converted to a Python value on the worker thread."""
+    """A device value captured at call time and turned into a Python value on the worker thread.
 
-    __slots__ = ("tensor",)
+    For a CUDA tensor the capture is an asynchronous copy into pinned host memory, queued on the tensor's current
+    stream, plus an event recorded after it: nothing on the caller's thread waits for the GPU, and the value is the
+    value at call time even when the tensor is changed in place right after the call (that change is queued after
+    the copy). The worker polls the event (``query()`` never blocks) and reads the host copy once it is done.
+    Other devices get a ``clone()`` on their queue, read with ``item()``/``tolist()`` on the worker. ``tree`` holds a
+    list or dict with Deferred values inside (a list of CUDA scalars), resolved element by element.
+    """
 
-    def __init__(self, tensor: Any) -> None:
+    __slots__ = ("tensor", "event", "tree")
+
+    def __init__(self, tensor: Any, event: Any = None, tree: Any = None) -> None:
         self.tensor = tensor
+        self.event = event
+        self.tree = tree
 
     def resolve(self) -> Any:
+        if self.tree is not None:
+            return _resolve_tree(self.tree)
+        ev = self.event
+        if ev is not None:
+            deadline = time.monotonic() + DEVICE_WAIT
+            while not ev.query():  # never cudaEventSynchronize: the worker must not stall on a busy GPU either
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the device did not finish the copy within {DEVICE_WAIT:.0f} s")
+                time.sleep(0.0005)
         t = self.tensor
         if t.numel() == 1:
-            v = t.item()
-        else:
-            v = t.tolist()
-        return v
+            return t.item()
+        return t.tolist()
+
+
+DEVICE_WAIT = 120.0  # seconds the worker waits for a device copy before recording the value as an error
+
+
+def _resolve_tree(v: Any) -> Any:
+    if type(v) is Deferred:
+        return v.resolve()
+    if type(v) is list:
+        return [_resolve_tree(x) for x in v]
+    if type(v) is dict:
+        return {k: _resolve_tree(x) for k, x in v.items()}
+    return v
+
+
+def _has_deferred(v: Any) -> bool:
+    if type(v) is Deferred:
+        return True
+    if type(v) is list:
+        return any(_has_deferred(x) for x in v)
+    if type(v) is dict:
+        return any(_has_deferred(x) for x in v.values())
+    return False
+
+
+def _device_snapshot(v: Any) -> Deferred:
+    """Capture a non-CPU tensor without synchronising the caller with its device."""
+    t = v.detach()
+    if t.device.type == "cuda":
+        torch = sys.modules["torch"]
+        try:
+            host = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
+        except RuntimeError:  # no pinned memory to be had: a device-side clone is still asynchronous
+            return Deferred(t.clone())
+        stream = torch.cuda.current_stream(t.device)
+        host.copy_(t, non_blocking=True)  # D2H into pinned memory: queued on the stream, no wait
+        event = torch.cuda.Event()
+        event.record(stream)
+        return Deferred(host, event)
+    return Deferred(t.clone())  # clone() is queued on the device, so later in-place changes don't reach it
 
 
 def _tensor(v: Any, field: str) -> Any:
     if v.device.type != "cpu":
-        # no .item() here: that would synchronise the GPU on the caller's thread. clone() is queued on the
-        # current stream, so the value is the value at call time even if v is changed in place later.
+        # no .item() here: that would synchronise the device with the caller's thread.
         if v.numel() > MAX_ITEMS:
             raise ValueError(f"field {field!r}: tensor with {v.numel()} elements is too large for a record")
-        return Deferred(v.detach().clone())
+        return _device_snapshot(v)
     if v.numel() == 1:
         return v.item()
     if v.numel() > MAX_ITEMS:
@@ -72,7 +130,8 @@ def convert(v: Any, field: str) -> Any:
     if isinstance(v, (list, tuple)):
         if len(v) > MAX_ITEMS:
             raise ValueError(f"field {field!r}: list of {len(v)} items is too large for a record")
-        return [convert(x, field) for x in v]
+        items = [convert(x, field) for x in v]
+        return Deferred(None, tree=items) if any(_has_deferred(x) for x in items) else items
     if isinstance(v, dict):
         if len(v) > MAX_ITEMS:
             raise ValueError(f"field {field!r}: dict of {len(v)} items is too large for a record")
@@ -81,7 +140,7 @@ def convert(v: Any, field: str) -> Any:
             if not isinstance(k, str):
                 raise TypeError(f"field {field!r}: dict key {k!r} is not a string")
             out[k] = convert(x, f"{field}.{k}")
-        return out
+        return Deferred(None, tree=out) if any(_has_deferred(x) for x in out.values()) else out
     if hasattr(v, "item") and hasattr(v, "dtype"):  # other array libraries' scalars (jax, ...)
         try:
             return convert(v.item(), field)
@@ -102,7 +161,8 @@ def convert_fields(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_row(row: dict[str, Any]) -> None:
-    for k, v in row.items():
+    """Replace the Deferred values of a row (on the worker thread); a failed one becomes None plus `_errors`."""
+    for k, v in list(row.items()):
         if type(v) is Deferred:
             try:
                 row[k] = v.resolve()
@@ -127,8 +187,5 @@ def flatten(d: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = No
             else:
                 out[key] = {}
         else:
-            v = convert(v, key)
-            if isinstance(v, Deferred):
-                v = v.resolve()
-            out[key] = v
+            out[key] = convert(v, key)  # a device value stays Deferred: the worker resolves it
     return out

@@ -27,10 +27,11 @@ MAX_PAGE = 100_000
 
 
 class JSONNaN(JSONResponse):
-    """Metric values may be NaN or infinite: written as the bare tokens Python's json reads back."""
+    """Every JSON answer. Metric values may be NaN or infinite: written as the bare tokens Python's json reads
+    back; non-ASCII as JSON \\u escapes, so any stored string (a lone surrogate too) is answered losslessly."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, allow_nan=True, ensure_ascii=False, separators=(",", ":")).encode()
+        return json.dumps(content, allow_nan=True, separators=(",", ":")).encode()
 
 
 def _attachment(filename: str) -> str:
@@ -90,15 +91,15 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         await run_in_threadpool(info_or_404, prefix)
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": __version__, "api": "v1", "limits": limits,
+        return JSONNaN({"status": "ok", "version": __version__, "api": "v1", "limits": limits,
                              "auth": bool(tokens)})
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(document(__version__))
+        return JSONNaN(document(__version__))
 
     async def list_exps(request: Request) -> Response:
         exps = await run_in_threadpool(store.experiments)
-        return JSONResponse({"experiments": [{"prefix": p, "status": effective_status(info),
+        return JSONNaN({"experiments": [{"prefix": p, "status": effective_status(info),
                                               "updated_at": info.get("updated_at")} for p, info in exps]})
 
     async def create_exp(request: Request) -> Response:
@@ -108,18 +109,18 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
             raise BadRequest("'prefix' (\"project/name\") is required")
         info = body.get("info", {})
         exp, created = await run_in_threadpool(store.open_experiment, prefix, info, check_source(body.get("source")))
-        return JSONResponse({"experiment": exp, "created": created, "limits": limits}, 201 if created else 200)
+        return JSONNaN({"experiment": exp, "created": created, "limits": limits}, 201 if created else 200)
 
     async def get_exp(request: Request) -> Response:
         info = await run_in_threadpool(info_or_404, _prefix(request))
-        return JSONResponse({"experiment": info, "status": effective_status(info)})
+        return JSONNaN({"experiment": info, "status": effective_status(info)})
 
     async def put_status(request: Request) -> Response:
         prefix = _prefix(request)
         body = await _body(request)
         info = body.get("info", {})
         exp, _ = await run_in_threadpool(store.open_experiment, prefix, info, check_source(body.get("source")))
-        return JSONResponse({"experiment": exp})
+        return JSONNaN({"experiment": exp})
 
     async def get_params(request: Request) -> Response:
         prefix = _prefix(request)
@@ -131,7 +132,7 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         body = await _body(request)
         applied = await run_in_threadpool(store.set_params, prefix, body.get("data"), body.get("version"),
                                           check_source(body.get("source")))
-        return JSONResponse({"applied": applied})
+        return JSONNaN({"applied": applied})
 
     async def page(request: Request, kind: str, name: str | None) -> Response:
         prefix = _prefix(request)
@@ -147,12 +148,12 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         prefix = _prefix(request)
         body = await _body(request)
         res = await run_in_threadpool(store.append_logs, prefix, body.get("records"), check_source(body.get("source")))
-        return JSONResponse(res)
+        return JSONNaN(res)
 
     async def list_metrics(request: Request) -> Response:
         prefix = _prefix(request)
         await exists(prefix)
-        return JSONResponse({"metrics": await run_in_threadpool(store.names, prefix, "metrics")})
+        return JSONNaN({"metrics": await run_in_threadpool(store.names, prefix, "metrics")})
 
     async def get_metric(request: Request) -> Response:
         return await page(request, "metrics", _prefix(request, "name"))
@@ -162,12 +163,12 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         body = await _body(request)
         res = await run_in_threadpool(store.append_metrics, prefix, name, body.get("records"),
                                       check_source(body.get("source")))
-        return JSONResponse(res)
+        return JSONNaN(res)
 
     async def list_tracks(request: Request) -> Response:
         prefix = _prefix(request)
         await exists(prefix)
-        return JSONResponse({"tracks": await run_in_threadpool(store.names, prefix, "tracks")})
+        return JSONNaN({"tracks": await run_in_threadpool(store.names, prefix, "tracks")})
 
     async def get_track(request: Request) -> Response:
         prefix = _prefix(request)
@@ -183,12 +184,12 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         body = await _body(request)
         res = await run_in_threadpool(store.append_tracks, prefix, topic, body.get("entries"), body.get("offset"),
                                       body.get("end"), body.get("offsets"), check_source(body.get("source")))
-        return JSONResponse(res)
+        return JSONNaN(res)
 
     async def list_files(request: Request) -> Response:
         prefix = _prefix(request)
         await exists(prefix)
-        return JSONResponse({"files": await run_in_threadpool(store.files, prefix)})
+        return JSONNaN({"files": await run_in_threadpool(store.files, prefix)})
 
     async def get_file(request: Request) -> Response:
         prefix = _prefix(request)
@@ -221,18 +222,18 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         except TooLarge as e:
             raise HTTPException(413, str(e)) from None
         if staged is None:
-            return JSONResponse({"file": entry, "stored": False})
+            return JSONNaN({"file": entry, "stored": False})
         try:
             stored = await run_in_threadpool(store.publish_file, prefix, staged, entry)
         finally:
             staged.unlink(missing_ok=True)
-        return JSONResponse({"file": entry, "stored": stored}, 201 if stored else 200)
+        return JSONNaN({"file": entry, "stored": stored}, 201 if stored else 200)
 
     async def unavailable(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"detail": str(exc)}, 503, headers={"retry-after": "1"})
+        return JSONNaN({"detail": str(exc)}, 503, headers={"retry-after": "1"})
 
     async def bad_request(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"detail": str(exc)}, 400)
+        return JSONNaN({"detail": str(exc)}, 400)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -240,7 +241,7 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         if exc.status_code == 404 and detail == "Not Found":
             detail = ("no such route; names in paths are single percent-encoded segments "
                       "(prefix 'proj/exp' is 'proj%2Fexp'); see /api/v1/openapi.json")
-        return JSONResponse({"detail": detail}, exc.status_code, headers=exc.headers)
+        return JSONNaN({"detail": detail}, exc.status_code, headers=exc.headers)
 
     e = "/api/v1/experiments/{prefix}"
     routes = [

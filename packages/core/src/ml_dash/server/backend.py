@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..journal import iso, new_id, now_iso
+from ..jsonio import iso, new_id, now_iso
 from ..names import file_name, logical_dir, metric_segments, topic_folder
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

@@ -8,11 +8,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..journal import ExperimentDir, write_json_atomic
+from ..jsonio import write_json_atomic
+from ..layout import ExperimentDir
 from ..names import metric_segments
 from .backend import Backend
 
-_encode = json.JSONEncoder(allow_nan=True, ensure_ascii=False).encode
+_encode = json.JSONEncoder(allow_nan=True).encode  # ASCII: any Python string survives, as in storage.py
 PAGE = 100_000
 
 

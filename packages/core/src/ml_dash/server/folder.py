@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..journal import ExperimentDir, read_json, read_jsonl
+from ..jsonio import read_json, read_jsonl
+from ..layout import ExperimentDir
 from ..names import metric_segments
 from ..reader import list_experiments
 from .backend import Backend, check_kind

@@ -23,7 +23,7 @@ from . import backend as b
 from .backend import Backend, BadRequest
 from .objects import Objects, object_key
 
-_encode = json.JSONEncoder(allow_nan=True, ensure_ascii=False).encode
+_encode = json.JSONEncoder(allow_nan=True).encode  # ASCII: any Python string survives, as in storage.py
 
 # Each entry upgrades the schema by one version; applied in order at start, never edited once released.
 MIGRATIONS: list[str] = [

@@ -21,11 +21,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..journal import ExperimentDir, iso, new_id, now_iso, read_json, read_jsonl, write_json_atomic
+from ..jsonio import iso, new_id, now_iso, read_json, read_jsonl, write_json_atomic
+from ..layout import ExperimentDir
 from ..names import metric_segments, topic_folder
 from .backend import BadRequest, check_file_entry, check_source  # noqa: F401  (re-exported)
 
-_encode = json.JSONEncoder(allow_nan=True, ensure_ascii=False).encode
+# ASCII with \uXXXX escapes, as the local journal writes: any Python string (a lone surrogate from an undecodable
+# file name too) is stored and read back losslessly; a strict UTF-8 encode of it would fail
+_encode = json.JSONEncoder(allow_nan=True).encode
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 INFO_KEYS = ("description", "tags", "metadata", "status", "statusReason", "heartbeatAt", "endedAt")
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..journal import ExperimentDir, Stream, read_json, write_json_atomic
+from ..jsonio import read_json, write_json_atomic
+from ..layout import ExperimentDir, Stream
 from .base import PermanentError, Store
 
 

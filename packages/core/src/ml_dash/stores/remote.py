@@ -25,11 +25,13 @@ CREDENTIALS = ("~", ".dash", "credentials.json")
 
 
 class RetryLater(Exception):
-    """A transient failure; ``retry_after`` (seconds) when the server said how long to wait."""
+    """A transient failure; ``retry_after`` (seconds) when the server said how long to wait. ``store_wide``:
+    the server could not be reached at all (the replicator then backs off as a whole, not per stream)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, *, store_wide: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.store_wide = store_wide
 
 
 class AuthError(Exception):
@@ -196,11 +198,12 @@ class RemoteStore(Store):
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
                 # a kept-alive connection the server dropped: one immediate retry (requests are idempotent)
                 if attempt or "files" in kw:
-                    raise RetryLater(f"{self.url} unreachable: {type(e).__name__}: {e}") from None
+                    raise RetryLater(f"{self.url} unreachable: {type(e).__name__}: {e}", store_wide=True) from None
             except httpx.TimeoutException as e:
-                raise RetryLater(f"{self.url} timed out after {self.timeout:g}s ({type(e).__name__})") from None
+                raise RetryLater(f"{self.url} timed out after {self.timeout:g}s ({type(e).__name__})",
+                                 store_wide=True) from None
             except httpx.TransportError as e:
-                raise RetryLater(f"{self.url} unreachable: {type(e).__name__}: {e}") from None
+                raise RetryLater(f"{self.url} unreachable: {type(e).__name__}: {e}", store_wide=True) from None
         code = r.status_code
         if code < 300:
             return r

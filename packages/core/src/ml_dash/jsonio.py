@@ -1,0 +1,154 @@
+"""JSON helpers shared by every module that reads or writes JSON: the fast encoder, timestamps, ids, atomic
+metadata writes, tolerant reads of JSON and JSONL files and the scan for the last complete line of a file.
+
+Nothing here knows the `.dash` layout; that is `layout`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _no_default(o: Any) -> Any:
+    raise TypeError(f"value of type {type(o).__name__} is not JSON serialisable")
+
+
+try:  # the C encoder, built once: JSONEncoder.encode rebuilds it on every call, which costs more than encoding
+    from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
+    from json.encoder import encode_basestring_ascii as _esc
+
+    _c_enc = _c_make_encoder(None, _no_default, _esc, None, ": ", ", ", False, False, True)
+
+    def encode(o: Any) -> str:
+        return "".join(_c_enc(o, 0))
+except (ImportError, TypeError):  # pragma: no cover - pure-Python json
+    encode = json.JSONEncoder(allow_nan=True, default=_no_default).encode
+_iso_cache: tuple[int, str] = (-1, "")
+
+
+def iso(ts: float) -> str:
+    """ISO-8601 UTC with microseconds and a trailing Z (the reference's format), cached per second."""
+    global _iso_cache
+    s = int(ts)
+    cached = _iso_cache
+    if cached[0] != s:
+        cached = (s, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)))
+        _iso_cache = cached
+    return "%s.%06dZ" % (cached[1], int((ts - s) * 1_000_000))
+
+
+def now_iso() -> str:
+    return iso(time.time())
+
+
+_last_id = [0]
+_id_lock = threading.Lock()
+
+
+def new_id() -> str:
+    """The reference's id scheme, a millisecond time shifted left 12 bits plus 12 random bits, made strictly
+    increasing within a process so that ids taken in the same millisecond never collide."""
+    with _id_lock:
+        candidate = (int(time.time() * 1000) << 12) | random.getrandbits(12)
+        if candidate <= _last_id[0]:
+            candidate = _last_id[0] + 1
+        _last_id[0] = candidate
+    return str(candidate)
+
+
+def read_json(path: Path) -> Any:
+    """Parsed JSON, or None when the file is missing, empty or corrupt."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def write_json_atomic(path: Path, obj: Any, *, fsync: bool = False) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    data = json.dumps(obj, indent=2, allow_nan=True).encode()
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """All complete, parseable lines of a JSONL file, and how many lines were skipped (torn or corrupt)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return [], 0
+    out: list[dict[str, Any]] = []
+    skipped = 0
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif lines:  # torn last line (no newline): ignored
+        lines.pop()
+        skipped += 1
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            skipped += 1
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+        else:
+            skipped += 1
+    return out, skipped
+
+
+def scan_tail(fd: int, size: int) -> tuple[int, dict[str, Any] | None]:
+    """(end of the last complete line, the last complete line that parses) of an open file of ``size`` bytes."""
+    pos = size
+    block = 65536
+    buf = b""
+    valid_end = -1
+    while pos > 0:
+        start = max(0, pos - block)
+        chunk = os.pread(fd, pos - start, start)
+        buf = chunk + buf
+        pos = start
+        if valid_end < 0:
+            nl = buf.rfind(b"\n")
+            if nl < 0:
+                continue
+            valid_end = pos + nl + 1
+            buf = buf[: nl + 1]
+        # walk complete lines backwards until one parses
+        lines = buf.split(b"\n")[:-1]
+        # the first element may be partial unless we reached the start of the file
+        first_complete = 0 if pos == 0 else 1
+        for line in reversed(lines[first_complete:]):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                return valid_end, obj
+        if pos == 0:
+            break
+        buf = lines[0] + b"\n" if lines else b""
+    return (valid_end if valid_end >= 0 else 0), None

@@ -1,0 +1,415 @@
+"""The `.dash` layout of one experiment: every path, file name and JSON shape, for reading and writing.
+
+Append-only JSONL streams, atomically replaced metadata, file locks. Every writer (threads of one process, other
+processes, re-runs) goes through `ExperimentDir`; indices and sequence numbers are taken under a per-stream lock
+from the last complete line of the stream's file, so they stay unique and gap-free however many writers append. A
+torn last line left by a killed writer is cut off by the next writer and ignored by readers.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .jsonio import encode, iso, new_id, now_iso, read_json, read_jsonl, scan_tail, write_json_atomic
+from .names import check_prefix, metric_segments, split_path, topic_folder
+
+
+def _warn(message: str) -> None:
+    from .console import warn
+
+    warn(message)
+
+
+def _write_meta(path: Path, s: Stream) -> None:
+    """metadata.json is derived from the data file: failing to rewrite it must not fail (and so repeat) the
+    batch that was already appended; the next batch rewrites it."""
+    try:
+        write_json_atomic(path, s.meta)
+    except OSError as e:
+        s.meta = None
+        _warn(f"could not rewrite {path} ({type(e).__name__}: {e}); it is rewritten with the next batch")
+
+
+_thread_locks: dict[str, threading.Lock] = {}
+
+
+def _reset_locks_in_child() -> None:
+    _thread_locks.clear()  # a lock held by a parent's thread at fork time would never be released here
+
+
+os.register_at_fork(after_in_child=_reset_locks_in_child)
+
+
+class Stream:
+    """One append-only JSONL file (logs, one metric, one track topic) with its lock and bookkeeping."""
+
+    def __init__(self, path: Path, index_field: str | None) -> None:
+        self.path = path
+        self.index_field = index_field
+        self.fd: int | None = None
+        self.known_size = -1
+        self.next_index = 0
+        self.dirty = False
+        self.meta: dict[str, Any] | None = None
+
+    def _open(self) -> int:
+        if self.fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            self.known_size = -1
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+            self.known_size = -1
+
+    def forget(self) -> None:
+        """After fork: drop the inherited descriptor without touching the parent's state."""
+        self.fd = None
+        self.known_size = -1
+
+    def sync_tail(self) -> bool:
+        """Under the lock: catch up with other writers; cut a torn last line. True when the file changed."""
+        fd = self._open()
+        st = os.fstat(fd)
+        if st.st_nlink == 0:  # the file (or the whole root) was deleted under us: start a new file
+            self.close()
+            self.meta = None
+            fd = self._open()
+            st = os.fstat(fd)
+            _warn(f"{self.path} was deleted while the run was writing it; recreated it")
+        size = st.st_size
+        if size == self.known_size:
+            return False
+        valid_end, last = scan_tail(fd, size)
+        if valid_end < size:
+            os.ftruncate(fd, valid_end)
+            size = valid_end
+        if self.index_field is not None:
+            idx = last.get(self.index_field) if last else None
+            self.next_index = idx + 1 if isinstance(idx, int) else 0
+        self.known_size = size
+        return True
+
+    def write(self, data: bytes) -> None:
+        fd = self._open()
+        start = self.known_size
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+        except OSError:
+            # a partial batch (disk full, file size limit) is cut off again, so the retry does not duplicate it
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                self.known_size = -1  # rescan under the lock next time
+            raise
+        self.known_size += len(data)
+        self.dirty = True
+
+    def fsync(self) -> None:
+        if self.dirty and self.fd is not None:
+            os.fsync(self.fd)
+            self.dirty = False
+
+
+class ExperimentDir:
+    """Reads and writes one experiment folder ``<root>/<prefix>/`` in the `.dash` layout."""
+
+    def __init__(self, root: str | os.PathLike[str], prefix: str) -> None:
+        segs = check_prefix(prefix)
+        self.root = Path(root)
+        self.prefix = "/".join(segs)
+        self.project = segs[0]
+        self.name = segs[-1]
+        self.path = self.root.joinpath(*segs)
+        self.private = self.path / ".ml_dash"
+        self._streams: dict[tuple[str, str | None], Stream] = {}
+        self._topic_dirs: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    # ---- locks ---------------------------------------------------------------------------------------------
+    @contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        """Exclusive access to one stream or file, across threads (a process-wide lock per lock file) and
+        processes (a POSIX record lock, which a forked child does not inherit, unlike flock)."""
+        lock_dir = self.private / "locks"
+        path = str(lock_dir / (hashlib.sha1(name.encode()).hexdigest()[:20] + ".lock"))
+        tlock = _thread_locks.get(path)
+        if tlock is None:
+            tlock = _thread_locks.setdefault(path, threading.Lock())
+        with tlock:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:
+                lock_dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing the descriptor releases the lock
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        for s in self._streams.values():
+            s.forget()
+
+    def close(self) -> None:
+        for s in self._streams.values():
+            s.close()
+
+    # ---- experiment.json / parameters.json -----------------------------------------------------------------
+    def open_info(self, description: str | None, tags: list[str] | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self.locked("experiment.json"):
+            info = read_json(self.path / "experiment.json")
+            now = now_iso()
+            if not isinstance(info, dict):
+                info = {
+                    "name": self.name,
+                    "project": self.project,
+                    "description": description,
+                    "tags": list(tags or []),
+                    "bindrs": [],
+                    "prefix": self.prefix,
+                    "metadata": metadata,
+                    "created_at": now,
+                    "write_protected": False,
+                }
+            else:
+                if description is not None:
+                    info["description"] = description
+                if tags is not None:
+                    info["tags"] = list(tags)
+                if metadata is not None:
+                    info["metadata"] = metadata
+            info["updated_at"] = now
+            info["status"] = "RUNNING"
+            info.pop("statusReason", None)
+            info["heartbeatAt"] = now
+            write_json_atomic(self.path / "experiment.json", info)
+        return info
+
+    def update_info(self, **changes: Any) -> dict[str, Any]:
+        with self.locked("experiment.json"):
+            info = read_json(self.path / "experiment.json")
+            if not isinstance(info, dict):
+                info = {"name": self.name, "project": self.project, "prefix": self.prefix, "tags": [], "bindrs": [],
+                        "description": None, "metadata": None, "created_at": now_iso(), "write_protected": False}
+            for k, v in changes.items():
+                if v is None:
+                    info.pop(k, None)
+                else:
+                    info[k] = v
+            info["updated_at"] = now_iso()
+            write_json_atomic(self.path / "experiment.json", info, fsync="status" in changes)
+        return info
+
+    def set_params(self, flat: dict[str, Any]) -> int:
+        path = self.path / "parameters.json"
+        with self.locked("parameters.json"):
+            cur = read_json(path)
+            if not isinstance(cur, dict) or not isinstance(cur.get("data"), dict):
+                if path.exists() and path.stat().st_size:
+                    shutil.copyfile(path, path.with_name(f".parameters.corrupt.{int(time.time())}.json"))
+                cur = {"version": 0, "data": {}}
+            cur["data"].update(flat)
+            cur["version"] = int(cur.get("version") or 0) + 1
+            cur["updatedAt"] = now_iso()
+            write_json_atomic(path, cur)
+        return int(cur["version"])
+
+    # ---- streams --------------------------------------------------------------------------------------------
+    def _stream(self, kind: str, name: str | None) -> Stream:
+        key = (kind, name)
+        s = self._streams.get(key)
+        if s is None:
+            if kind == "logs":
+                s = Stream(self.path / "logs" / "logs.jsonl", "sequenceNumber")
+            elif kind == "metrics":
+                folder = self.path.joinpath("metrics", *metric_segments(name))
+                s = Stream(folder / "data.jsonl", "index")
+            else:
+                assert name is not None
+                s = Stream(self.path / "tracks" / self.track_folder(name) / "data.jsonl", None)
+            self._streams[key] = s
+        return s
+
+    def track_folder(self, topic: str) -> str:
+        """Folder for a topic: '/' -> '_' as in the reference; '~2', '~3', ... when another topic holds it."""
+        cached = self._topic_dirs.get(topic)
+        if cached is not None:
+            return cached
+        base = topic_folder(topic)
+        tracks = self.path / "tracks"
+        with self.locked("tracks-folders"):
+            n = 1
+            while True:
+                folder = base if n == 1 else f"{base}~{n}"
+                meta_path = tracks / folder / "metadata.json"
+                meta = read_json(meta_path)
+                if isinstance(meta, dict) and meta.get("topic") == topic:
+                    break
+                if meta is None and not (tracks / folder / "data.jsonl").exists():
+                    # claim it now so a concurrent writer of another topic goes on to the next folder
+                    (tracks / folder).mkdir(parents=True, exist_ok=True)
+                    write_json_atomic(meta_path, _track_meta(topic))
+                    break
+                n += 1
+        self._topic_dirs[topic] = folder
+        return folder
+
+    def append_logs(self, entries: list[tuple[float, str, str, Any]]) -> None:
+        s = self._stream("logs", None)
+        with self.locked("logs"):
+            s.sync_tail()
+            n = s.next_index
+            parts = []
+            for ts, level, message, meta in entries:
+                parts.append('{"sequenceNumber": %d, "timestamp": "%s", "level": %s, "message": %s, "metadata": %s}\n'
+                             % (n, iso(ts), encode(level), encode(message), encode(meta)))
+                n += 1
+            s.write("".join(parts).encode())
+            s.next_index = n
+
+    def append_metrics(self, name: str | None, rows: list[dict[str, Any]], records: bool = False) -> None:
+        """Append rows (each holding '_ts') with fresh indices; with ``records`` append stored-form records,
+        skipping those whose index is already present (idempotent re-delivery)."""
+        s = self._stream("metrics", name)
+        with self.locked("metrics/" + str(name)):
+            created = s.sync_tail() or s.meta is None
+            n = s.next_index
+            parts = []
+            if records:
+                for r in rows:
+                    idx = r.get("index")
+                    if not isinstance(idx, int) or idx < n:
+                        continue
+                    rec = dict(r)
+                    rec["index"] = n
+                    parts.append(encode(rec) + "\n")
+                    n += 1
+            else:
+                created_at = now_iso()  # when the batch was stored; each row's call time is its data["_ts"]
+                for data in rows:
+                    parts.append('{"index": %d, "data": %s, "createdAt": "%s"}\n' % (n, encode(data), created_at))
+                    n += 1
+            if not parts:
+                return
+            s.write("".join(parts).encode())
+            s.next_index = n
+            meta_path = s.path.parent / "metadata.json"
+            if created or s.meta is None:
+                m = read_json(meta_path)
+                s.meta = m if isinstance(m, dict) else {
+                    "metricId": new_id(), "name": "None" if name is None else name, "description": None,
+                    "tags": [], "metadata": None, "createdAt": now_iso(),
+                }
+            s.meta["totalDataPoints"] = n
+            s.meta["nextIndex"] = n
+            s.meta["updatedAt"] = now_iso()
+            _write_meta(meta_path, s)
+
+    def append_tracks(self, topic: str, entries: list[dict[str, Any]]) -> None:
+        """Entries are {"timestamp": t, fields...}; consecutive entries with one timestamp are merged."""
+        merged: list[dict[str, Any]] = []
+        for e in entries:
+            if merged and merged[-1]["timestamp"] == e["timestamp"]:
+                merged[-1].update(e)
+            else:
+                merged.append(e)
+        s = self._stream("tracks", topic)
+        meta_path = s.path.parent / "metadata.json"
+        with self.locked("tracks/" + topic):
+            changed = s.sync_tail()
+            if changed or s.meta is None:
+                m = read_json(meta_path)
+                if not isinstance(m, dict) or "totalEntries" not in m or changed and s.known_size and not m.get("totalEntries"):
+                    m = _track_meta(topic)
+                    rows, _ = read_jsonl(s.path)
+                    _track_stats(m, rows)
+                s.meta = m
+            s.write("".join([encode(e) + "\n" for e in merged]).encode())
+            _track_stats(s.meta, merged)
+            s.meta["updatedAt"] = now_iso()
+            _write_meta(meta_path, s)
+
+    def fsync(self) -> None:
+        for s in list(self._streams.values()):
+            s.fsync()
+
+    # ---- files ------------------------------------------------------------------------------------------------
+    def publish_files(self, items: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Move staged content into files/<dir>/<id>/<filename> and add the entries to the index."""
+        files_dir = self.path / "files"
+        index_path = files_dir / ".files_metadata.json"
+        done: list[dict[str, Any]] = []
+        with self.locked("files"):
+            files_dir.mkdir(parents=True, exist_ok=True)
+            idx = read_json(index_path)
+            if not isinstance(idx, dict) or not isinstance(idx.get("files"), list):
+                if index_path.exists() and index_path.stat().st_size:
+                    shutil.copyfile(index_path, files_dir / f".files_metadata.corrupt.{int(time.time())}.json")
+                idx = {"files": []}
+            known = {e.get("id"): e for e in idx["files"] if isinstance(e, dict)}
+            for staged, entry in items:
+                other = known.get(entry["id"])
+                if other is not None:
+                    if all(other.get(k) == entry.get(k) for k in ("path", "filename", "checksum")):
+                        done.append(entry)  # already published (a retry after a crash)
+                        continue
+                    entry["id"] = new_id()  # another writer's file took this id
+                segs = [p for p in entry["path"].split("/") if p]
+                target_dir = files_dir.joinpath(*segs, entry["id"])
+                target_dir.mkdir(parents=True, exist_ok=True)
+                target = target_dir / entry["filename"]
+                if staged.exists():
+                    os.replace(staged, target)
+                elif not target.exists():
+                    continue
+                idx["files"].append(entry)
+                known[entry["id"]] = entry
+                done.append(entry)
+            write_json_atomic(index_path, idx, fsync=True)
+        return done
+
+    def file_path(self, entry: dict[str, Any]) -> Path:
+        segs = [p for p in str(entry.get("path", "/")).split("/") if p]
+        split_path("/".join(segs + [str(entry["id"]), str(entry["filename"])]), "file path")
+        return self.path.joinpath("files", *segs, str(entry["id"]), str(entry["filename"]))
+
+
+def _track_meta(topic: str) -> dict[str, Any]:
+    return {"trackId": new_id(), "topic": topic, "columns": [], "totalEntries": 0, "firstTimestamp": None,
+            "lastTimestamp": None, "createdAt": now_iso()}
+
+
+def _track_stats(meta: dict[str, Any], entries: list[dict[str, Any]]) -> None:
+    if not entries:
+        return
+    cols = set(meta.get("columns") or [])
+    for e in entries:
+        cols.update(e)
+    cols.discard("timestamp")
+    meta["columns"] = sorted(cols)
+    meta["totalEntries"] = int(meta.get("totalEntries") or 0) + len(entries)
+    if meta.get("firstTimestamp") is None:
+        meta["firstTimestamp"] = entries[0].get("timestamp")
+    meta["lastTimestamp"] = entries[-1].get("timestamp")
