@@ -1,0 +1,82 @@
+"""The PostgreSQL schema: migrated at start from the first version to the current one with the data kept, and a
+server refusing, with a clear message, to start on a database a newer ml-dash has migrated."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import rt
+
+pytest.importorskip("psycopg")
+from ml_dash.server.objects import DirObjects  # noqa: E402
+from ml_dash.server.pg import SCHEMA_VERSION, PgBackend, migrate, schema_version  # noqa: E402
+
+
+@pytest.fixture
+def url(pg_cluster: object) -> Iterator[str]:
+    yield pg_cluster.new_database()  # type: ignore[attr-defined]
+
+
+def _rows(a: int, b: int) -> list[dict[str, object]]:
+    return [{"index": i, "data": {"step": i}, "createdAt": "2026-01-01T00:00:00.000000Z"} for i in range(a, b)]
+
+
+def test_first_schema_migrates_to_current_keeping_data_and_marks(url: str, tmp_path: Path) -> None:
+    import psycopg
+
+    assert SCHEMA_VERSION >= 2
+    with psycopg.connect(url) as conn:
+        assert migrate(conn, target=1) == (0, 1)
+        # what a server of schema 1 stored: 10 rows of one source, its mark kept in `marks`
+        (exp_id,) = conn.execute("INSERT INTO experiments (prefix, info) VALUES ('p/x', %s) RETURNING id",
+                                 (json.dumps({"name": "x", "project": "p", "prefix": "p/x"}),)).fetchone()
+        (sid,) = conn.execute("INSERT INTO streams (exp_id, kind, name, next) VALUES (%s, 'metrics', 'train', 10) "
+                              "RETURNING id", (exp_id,)).fetchone()
+        for r in _rows(0, 10):
+            conn.execute("INSERT INTO stream_rows (stream_id, idx, body) VALUES (%s, %s, %s)",
+                         (sid, r["index"], json.dumps(r)))
+        conn.execute("INSERT INTO marks (exp_id, key, source, mark) VALUES (%s, 'metrics/train', 'src', '10')",
+                     (exp_id,))
+        conn.commit()
+    backend = PgBackend(url, DirObjects(tmp_path / "files"))  # starting migrates
+    try:
+        with psycopg.connect(url) as conn:
+            assert schema_version(conn) == SCHEMA_VERSION
+        assert backend.rows("p/x", "metrics", "train") == (10, _rows(0, 10))
+        # the source's mark survived the move: a re-sent overlapping batch stores only the new rows
+        assert backend.append_metrics("p/x", "train", _rows(5, 15), "src") == {"received": 10, "stored": 5,
+                                                                             "next": 15}
+        assert backend.append_metrics("p/x", "train", _rows(5, 15), "src")["stored"] == 0
+        total, rows = backend.rows("p/x", "metrics", "train")
+        assert total == 15 and [r["data"]["step"] for r in rows] == list(range(15))
+    finally:
+        backend.close()
+    with psycopg.connect(url) as conn:  # migrating again is a no-op
+        assert migrate(conn) == (SCHEMA_VERSION, SCHEMA_VERSION)
+
+
+def test_server_refuses_a_newer_schema(url: str, tmp_path: Path) -> None:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+        conn.execute("INSERT INTO ml_dash_schema (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
+        conn.commit()
+    r = rt.cli("serve", "--database", url, "--files", str(tmp_path / "files"), "--port", str(rt.free_port()))
+    assert r.returncode == 1
+    assert f"schema is at version {SCHEMA_VERSION + 1}, newer than this ml-dash knows ({SCHEMA_VERSION})" in r.stderr
+    assert "Upgrade ml-dash" in r.stderr
+
+
+def test_bad_database_url_and_files_without_database_are_refused(tmp_path: Path) -> None:
+    r = rt.cli("serve", "--database", "mysql://x/y", "--port", str(rt.free_port()))
+    assert r.returncode == 1 and "postgresql://" in r.stderr
+    r = rt.cli("serve", "--root", str(tmp_path / "r"), "--files", str(tmp_path / "f"), "--port", str(rt.free_port()))
+    assert r.returncode == 1 and "--files needs --database" in r.stderr
+    port = rt.free_port()  # nothing listens there: a clear message, no traceback, the password not shown
+    r = rt.cli("serve", "--database", f"postgresql://u:secret@127.0.0.1:{port}/db", "--port", str(rt.free_port()))
+    assert r.returncode == 1 and "cannot use the database postgresql://u:***@127.0.0.1" in r.stderr
+    assert "secret" not in r.stderr and "Traceback" not in r.stderr
