@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_commands(sub)
+    from .viewer.cli import add_commands as add_viewer_commands
+
+    add_viewer_commands(sub)
     return p
 
 

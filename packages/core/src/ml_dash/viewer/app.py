@@ -1,0 +1,364 @@
+"""The viewer's routes: three pages (one HTML shell), static assets, and read-only JSON/SSE under /api/view.
+
+Every response carries a strict Content-Security-Policy (scripts only from this origin, no inline script);
+the page renders everything from the `.dash` folder as text. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mimetypes
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from . import live
+from .data import BadName, NotFound, Root, log_row, search_logs
+from .series import group, reduce
+
+STATIC = Path(__file__).parent / "static"
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+       "connect-src 'self'; font-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
+SECURITY_HEADERS = {"content-security-policy": CSP, "x-content-type-options": "nosniff",
+                    "referrer-policy": "no-referrer", "x-frame-options": "DENY",
+                    "cross-origin-opener-policy": "same-origin"}
+SAFE_INLINE = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"}
+PREVIEW_BYTES = 256 * 1024
+SEP = "\x1f"
+SCRIPTS = ("util", "chart", "runs", "run", "compare", "app")  # load order
+
+
+def shell(static: str = "/static", page: str = "", extra_scripts: list[str] | None = None, meta_csp: bool = False,
+          attrs: dict[str, str] | None = None) -> str:
+    """The one HTML page; the script reads the location (or the body's data attributes) to pick the view."""
+    from html import escape
+
+    scripts = [f"{static}/vendor/uPlot.iife.min.js", *(extra_scripts or []),
+               *(f"{static}/{name}.js" for name in SCRIPTS)]
+    data = "".join(f' data-{k}="{escape(v)}"' for k, v in (attrs or {}).items())
+    csp = (f'<meta http-equiv="Content-Security-Policy" content="{CSP.replace(chr(39) + "self" + chr(39), "file:")}">'
+           if meta_csp else "")
+    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + csp +
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            "<title>ml-dash</title>"
+            f"<link rel=\"stylesheet\" href=\"{static}/vendor/uPlot.min.css\">"
+            f"<link rel=\"stylesheet\" href=\"{static}/app.css\"></head>"
+            f"<body data-page=\"{escape(page)}\"{data}><div id=\"app\"><p class=\"note\">Loading…</p></div>"
+            "<noscript>ml-dash's viewer needs JavaScript.</noscript>"
+            + "".join(f"<script src=\"{escape(s)}\"></script>" for s in scripts) + "</body></html>\n")
+
+
+class JSONSafe(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return json.dumps(_safe(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _safe(o: Any) -> Any:
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {str(k): _safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_safe(v) for v in o]
+    if o is None or isinstance(o, (str, int, bool)):
+        return o
+    return str(o)
+
+
+def _q(request: Request, key: str, default: str | None = None) -> str | None:
+    return request.query_params.get(key, default)
+
+
+def _float(request: Request, key: str) -> float | None:
+    v = request.query_params.get(key)
+    if v in (None, "", "null"):
+        return None
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except ValueError:
+        raise BadName(f"{key} must be a number, got {v!r}") from None
+    if not math.isfinite(f):
+        raise BadName(f"{key} must be finite")
+    return f
+
+
+def _int(request: Request, key: str, default: int) -> int:
+    v = request.query_params.get(key)
+    if v in (None, ""):
+        return default
+    try:
+        return int(v)  # type: ignore[arg-type]
+    except ValueError:
+        raise BadName(f"{key} must be an integer, got {v!r}") from None
+
+
+def _prefix(request: Request) -> str:
+    p = request.query_params.get("run")
+    if not p:
+        raise BadName("the 'run' query parameter (a run prefix 'project/name') is required")
+    return p.replace(SEP, "/")
+
+
+def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any], Root]:
+    root = Root(root_path)
+
+    def status_of(prefix: str) -> str:
+        try:
+            return str(root.summary(prefix)["status"])
+        except (NotFound, BadName):
+            return "DELETED"
+
+    async def page(request: Request) -> Response:
+        return Response(shell(), media_type="text/html; charset=utf-8")
+
+    async def api_runs(request: Request) -> Response:
+        wanted = [m for m in (_q(request, "metrics") or "").split(",") if m]
+
+        def work() -> dict[str, Any]:
+            out = []
+            for p in root.prefixes():
+                try:
+                    s = root.summary(p)
+                except (NotFound, BadName):
+                    continue
+                if wanted:
+                    s["metrics"] = _metric_stats(root, p, wanted)
+                out.append(s)
+            return {"runs": out, "root": str(root.root)}
+
+        return JSONSafe(await run_in_threadpool(work))
+
+    async def api_run(request: Request) -> Response:
+        prefix = _prefix(request)
+
+        def work() -> dict[str, Any]:
+            run = root.run_dir(prefix)
+            s = root.summary(prefix)
+            streams = {}
+            for name in root.streams(run):
+                path = root.metric_path(run, name)
+                c = root.columns(path)
+                fields = [f for f, a in c.cols.items() if f not in ("index", "_ts") and np.isfinite(a).any()]
+                streams[name] = {"fields": fields, "rows": c.rows, "invalid": c.invalid, "offset": c.offset,
+                                 "nonNumeric": sorted(f for f in c.non_numeric if f not in fields),
+                                 "someNonNumeric": sorted(f for f in c.non_numeric if f in fields)}
+            lg = root.logs(run)
+            s.update(streams=streams, topics=sorted(root.topics(run)), files=len(root.files(run)),
+                     logs={"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid})
+            return s
+
+        return JSONSafe(await run_in_threadpool(work))
+
+    async def api_series(request: Request) -> Response:
+        prefixes = [p.replace(SEP, "/") for p in request.query_params.getlist("run")]
+        if not prefixes:
+            raise BadName("at least one 'run' query parameter is required")
+        stream, field = _q(request, "stream"), _q(request, "field")
+        if not stream or not field:
+            raise BadName("'stream' and 'field' are required")
+        x = _q(request, "x", "step") or "step"
+        n = _int(request, "n", 1000)
+        xmin, xmax = _float(request, "xmin"), _float(request, "xmax")
+        spec = _q(request, "smooth")
+        by = _q(request, "group")
+
+        def work() -> dict[str, Any]:
+            cols = []
+            notes = []
+            for p in prefixes:
+                try:
+                    run = root.run_dir(p)
+                except NotFound as e:
+                    notes.append(str(e))
+                    continue
+                cols.append((p, root.columns(root.metric_path(run, stream))))
+            try:
+                res = reduce(cols, field, x, n, xmin, xmax, spec)
+            except (KeyError, ValueError) as e:
+                raise BadName(str(e).strip("'\"")) from None
+            if by:
+                key_of = {}
+                for p, _ in cols:
+                    s = root.summary(p)
+                    v = s["tags"] if by == "tag" else s["params"].get(by, "(none)")
+                    key_of[p] = f"{by}={','.join(v) if isinstance(v, list) else v}"
+                res["runs"] = group(res["runs"], key_of)
+            res.update(stream=stream, field=field, xAxis=x, notes=notes)
+            return res
+
+        return JSONSafe(await run_in_threadpool(work))
+
+    async def api_logs(request: Request) -> Response:
+        prefix = _prefix(request)
+        level, q, regex = _q(request, "level"), _q(request, "q"), _q(request, "regex") in ("1", "true")
+        limit = max(1, min(_int(request, "limit", 200), 5000))
+        start = _int(request, "start", -1)
+        at = _float(request, "at")
+
+        def work() -> dict[str, Any]:
+            run = root.run_dir(prefix)
+            lg = root.logs(run)
+            idx = search_logs(lg, level, q, regex)
+            total = len(idx)
+            s = start
+            if at is not None:  # the first matching line at or after a time
+                import bisect
+
+                ts = [lg.ts[i] for i in idx]
+                s = bisect.bisect_left(ts, at) if all(a <= b for a, b in zip(ts, ts[1:], strict=False)) else 0
+            if s < 0:
+                s = max(0, total - limit)
+            sel = idx[s:s + limit]
+            return {"total": len(lg.message), "matched": total, "start": s,
+                    "rows": [log_row(lg, i) for i in sel], "offset": lg.offset, "invalid": lg.invalid}
+
+        return JSONSafe(await run_in_threadpool(work))
+
+    async def api_track(request: Request) -> Response:
+        prefix = _prefix(request)
+        topic = _q(request, "topic") or ""
+
+        def work() -> dict[str, Any]:
+            run = root.run_dir(prefix)
+            folder = root.topics(run).get(topic)
+            if folder is None:
+                raise NotFound(f"no track topic {topic!r} in run {prefix!r}")
+            from ..reader import merge_tracks
+            from .tail import read_from
+
+            tail, _ = read_from(root.inside(run, "tracks", folder.name, "data.jsonl"), 0)
+            rows = merge_tracks(tail.rows)
+            cols: dict[str, list[Any]] = {}
+            for k, r in enumerate(rows):
+                for key, v in r.items():
+                    col = cols.setdefault(key, [None] * k)
+                    col.append(v if isinstance(v, (int, float)) and not isinstance(v, bool) else None)
+                for col in cols.values():
+                    if len(col) < k + 1:
+                        col.append(None)
+            numeric = [k for k, v in cols.items() if k != "timestamp" and any(x is not None for x in v)]
+            return {"topic": topic, "rows": len(rows), "invalid": tail.invalid, "columns": cols, "numeric": numeric}
+
+        return JSONSafe(await run_in_threadpool(work))
+
+    async def api_files(request: Request) -> Response:
+        prefix = _prefix(request)
+        run = root.run_dir(prefix)
+        out = []
+        for e in root.files(run):
+            out.append({k: e.get(k) for k in ("id", "path", "filename", "sizeBytes", "contentType", "createdAt",
+                                               "metadata", "description", "tags")})
+        return JSONSafe({"files": out})
+
+    async def api_file(request: Request) -> Response:
+        prefix = _prefix(request)
+        fid = _q(request, "id") or ""
+        run = root.run_dir(prefix)
+        for e in root.files(run):
+            if str(e.get("id")) == fid:
+                path = root.file_path(run, e)
+                if not path.is_file():
+                    raise NotFound(f"file {e.get('filename')!r} is in the index but not on disk")
+                name = str(e["filename"])
+                ctype = str(e.get("contentType") or mimetypes.guess_type(name)[0] or "application/octet-stream")
+                if _q(request, "preview"):
+                    with open(path, "rb") as f:
+                        raw = f.read(PREVIEW_BYTES + 1)
+                    return JSONSafe({"filename": name, "text": raw[:PREVIEW_BYTES].decode("utf-8", "replace"),
+                                     "truncated": len(raw) > PREVIEW_BYTES, "contentType": ctype})
+                inline = ctype in SAFE_INLINE and not _q(request, "download")
+                resp = FileResponse(path, media_type=ctype if inline else "application/octet-stream",
+                                    filename=name, content_disposition_type="inline" if inline else "attachment")
+                resp.headers["content-security-policy"] = "default-src 'none'; sandbox"
+                return resp
+        raise NotFound(f"no file with id {fid!r} in run {prefix!r}")
+
+    async def api_live(request: Request) -> Response:
+        subs = live.parse_subs(_q(request, "subs"))
+        gen = live.events(root, subs, request.headers.get("last-event-id"), request.is_disconnected, status_of)
+        return StreamingResponse(gen, media_type="text/event-stream",
+                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+    r = [
+        Route("/", page, methods=["GET"]),
+        Route("/run/{prefix:path}", page, methods=["GET"]),
+        Route("/compare", page, methods=["GET"]),
+        Route("/api/view/runs", api_runs, methods=["GET"]),
+        Route("/api/view/run", api_run, methods=["GET"]),
+        Route("/api/view/series", api_series, methods=["GET"]),
+        Route("/api/view/logs", api_logs, methods=["GET"]),
+        Route("/api/view/track", api_track, methods=["GET"]),
+        Route("/api/view/files", api_files, methods=["GET"]),
+        Route("/api/view/file", api_file, methods=["GET"]),
+        Route("/api/view/live", api_live, methods=["GET"]),
+    ]
+    if static_route:
+        r.append(Mount("/static", app=StaticFiles(directory=STATIC), name="static"))
+    return r, root
+
+
+def _metric_stats(root: Root, prefix: str, wanted: list[str]) -> dict[str, Any]:
+    run = root.run_dir(prefix)
+    out: dict[str, Any] = {}
+    for m in wanted:
+        stream, _, field = m.rpartition("/")
+        try:
+            col = root.columns(root.metric_path(run, stream)).cols.get(field)
+        except (NotFound, BadName):
+            col = None
+        if col is None:
+            continue
+        fin = col[np.isfinite(col)]
+        if len(fin):
+            out[m] = {"last": float(fin[-1]), "min": float(fin.min()), "max": float(fin.max())}
+    return out
+
+
+def error_handlers() -> dict[Any, Any]:
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return JSONSafe({"detail": str(exc)}, 404)
+
+    async def bad(request: Request, exc: Exception) -> Response:
+        return JSONSafe({"detail": str(exc)}, 400)
+
+    return {NotFound: not_found, BadName: bad}
+
+
+class SecurityHeaders:
+    """Adds the CSP and friends to every response that does not set its own."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def wrapped(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                have = {k.lower() for k, _ in headers}
+                for k, v in SECURITY_HEADERS.items():
+                    if k.encode() not in have:
+                        headers.append((k.encode(), v.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, wrapped)
+
+
+def create_viewer_app(root: str | Path) -> Any:
+    """The standalone viewer of ``ml-dash view``: read-only, no authentication (it listens on loopback)."""
+    from starlette.applications import Starlette
+
+    r, _ = routes(root)
+    return SecurityHeaders(Starlette(routes=r, exception_handlers=error_handlers()))

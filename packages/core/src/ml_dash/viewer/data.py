@@ -1,0 +1,313 @@
+"""What the viewer reads from a `.dash` root: runs, their summaries, metric columns and logs, all read-only.
+
+Every name that arrives in a URL is checked and resolved inside the root (symlinks included) before any file is
+opened; a name that does not resolve to a run is a `NotFound`, a malformed one a `BadName`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..jsonio import read_json
+from ..names import check_prefix, split_path
+from ..reader import effective_status
+from .tail import read_from
+
+MAX_MESSAGE = 10_000  # characters of one log message sent to the page; longer ones are cut with a note
+
+
+class NotFound(Exception):
+    pass
+
+
+class BadName(Exception):
+    pass
+
+
+def parse_time(s: Any) -> float | None:
+    if not isinstance(s, str):
+        return None
+    try:
+        return _dt.datetime.fromisoformat(s.rstrip("Z")).replace(tzinfo=_dt.timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def _num(v: Any) -> float:
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (int, float)):
+        return float(v)
+    return math.nan
+
+
+@dataclass
+class Columns:
+    """Float64 columns of one metric stream: ``index``, ``_ts`` and every numeric field (NaN where a row lacks
+    it or holds something that is not a number)."""
+
+    cols: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: int = 0
+    offset: int = 0
+    invalid: int = 0
+    non_numeric: set[str] = field(default_factory=set)
+    ino: int | None = None
+    missing: bool = True
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        n = len(rows)
+        new: dict[str, list[float]] = {"index": [], "_ts": []}
+        for k, r in enumerate(rows):
+            data = r.get("data")
+            if not isinstance(data, dict):
+                data = {}
+            new["index"].append(_num(r.get("index", math.nan)))
+            for key, v in data.items():
+                col = new.get(key)
+                if col is None:
+                    col = new[key] = [math.nan] * k
+                x = _num(v)
+                if x != x and v is not None and not (isinstance(v, float)):
+                    self.non_numeric.add(key)
+                col.append(x)
+            for col in new.values():
+                if len(col) < k + 1:
+                    col.append(math.nan)
+        for key, vals in new.items():
+            arr = np.asarray(vals, dtype=np.float64)
+            old = self.cols.get(key)
+            if old is None:
+                old = np.full(self.rows, np.nan)
+            self.cols[key] = np.concatenate([old, arr])
+        for key, old in self.cols.items():
+            if key not in new:
+                self.cols[key] = np.concatenate([old, np.full(n, np.nan)])
+        self.rows += n
+
+
+@dataclass
+class Logs:
+    seq: list[int] = field(default_factory=list)
+    ts: list[float] = field(default_factory=list)
+    level: list[str] = field(default_factory=list)
+    message: list[str] = field(default_factory=list)
+    offset: int = 0
+    invalid: int = 0
+    ino: int | None = None
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            self.seq.append(int(_num(r.get("sequenceNumber", len(self.seq))) if isinstance(
+                r.get("sequenceNumber"), (int, float)) else len(self.seq)))
+            t = parse_time(r.get("timestamp"))
+            self.ts.append(t if t is not None else math.nan)
+            lv = r.get("level")
+            self.level.append(str(lv).lower() if isinstance(lv, str) else "info")
+            msg = r.get("message")
+            self.message.append(msg if isinstance(msg, str) else str(msg))
+
+
+def log_row(logs: Logs, i: int) -> dict[str, Any]:
+    msg = logs.message[i]
+    row: dict[str, Any] = {"seq": logs.seq[i], "ts": logs.ts[i] if logs.ts[i] == logs.ts[i] else None,
+                           "level": logs.level[i], "message": msg[:MAX_MESSAGE]}
+    if len(msg) > MAX_MESSAGE:
+        row["truncated"] = len(msg)
+    return row
+
+
+class Root:
+    """A `.dash` folder as the viewer sees it, with per-file caches that read only what was appended."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.real = Path(os.path.realpath(self.root))
+        self._cols: dict[Path, Columns] = {}
+        self._logs: dict[Path, Logs] = {}
+        self._summ: dict[str, tuple[tuple[float, float], dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    # ---- names ---------------------------------------------------------------------------------------------
+    def run_dir(self, prefix: str) -> Path:
+        try:
+            segs = check_prefix(prefix)
+        except (ValueError, TypeError) as e:
+            raise BadName(str(e)) from None
+        path = self.real.joinpath(*segs)
+        real = Path(os.path.realpath(path))
+        if real != self.real and self.real not in real.parents:
+            raise NotFound(f"no run {prefix!r} under this root")
+        if not (real / "experiment.json").is_file():
+            raise NotFound(f"no run {prefix!r} under this root (it may have been deleted)")
+        return real
+
+    def inside(self, base: Path, *parts: str) -> Path:
+        """``base/parts`` resolved, refused unless it stays inside ``base`` (which is inside the root)."""
+        path = Path(os.path.realpath(base.joinpath(*parts)))
+        if base not in path.parents:
+            raise NotFound("no such file in this run")
+        return path
+
+    def metric_path(self, run: Path, name: str) -> Path:
+        try:
+            segs = split_path(name, "metric name")
+        except (ValueError, TypeError) as e:
+            raise BadName(str(e)) from None
+        return self.inside(run, "metrics", *segs, "data.jsonl")
+
+    # ---- runs ----------------------------------------------------------------------------------------------
+    def prefixes(self) -> list[str]:
+        out: list[str] = []
+
+        def walk(d: str, rel: str, depth: int) -> None:
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
+                return
+            names = {e.name for e in entries}
+            if rel and "experiment.json" in names and "/" in rel:
+                out.append(rel)
+                return
+            if depth > 12:
+                return
+            for e in entries:
+                if e.name == ".ml_dash" or e.name.startswith(".ml-dash"):
+                    continue
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        walk(e.path, f"{rel}/{e.name}" if rel else e.name, depth + 1)
+                except OSError:
+                    continue
+
+        walk(str(self.real), "", 0)
+        return sorted(out)
+
+    def summary(self, prefix: str) -> dict[str, Any]:
+        run = self.run_dir(prefix)
+        key = []
+        for f in ("experiment.json", "parameters.json"):
+            try:
+                key.append(os.stat(run / f).st_mtime_ns)
+            except OSError:
+                key.append(0)
+        cached = self._summ.get(prefix)
+        info = read_json(run / "experiment.json")
+        info = info if isinstance(info, dict) else {}
+        status = effective_status(info) or "UNKNOWN"
+        if cached and cached[0] == tuple(key):
+            return dict(cached[1], status=status)
+        params = read_json(run / "parameters.json")
+        pdata = params.get("data") if isinstance(params, dict) else None
+        start = parse_time(info.get("created_at"))
+        end = parse_time(info.get("endedAt")) or parse_time(info.get("heartbeatAt")) or parse_time(
+            info.get("updated_at"))
+        tags = info.get("tags") if isinstance(info.get("tags"), list) else []
+        s = {"prefix": prefix, "status": status, "start": start, "end": end,
+             "duration": (end - start) if start and end else None, "tags": [str(t) for t in tags],
+             "description": info.get("description") if isinstance(info.get("description"), str) else None,
+             "statusReason": info.get("statusReason") if isinstance(info.get("statusReason"), str) else None,
+             "params": {str(k): v for k, v in pdata.items()} if isinstance(pdata, dict) else {}}
+        self._summ[prefix] = (tuple(key), s)  # type: ignore[assignment]
+        return dict(s)
+
+    def streams(self, run: Path) -> list[str]:
+        base = run / "metrics"
+        if not base.is_dir():
+            return []
+        out = []
+        for p in base.rglob("data.jsonl"):
+            out.append(str(p.parent.relative_to(base)).replace(os.sep, "/"))
+        return sorted(out)
+
+    def topics(self, run: Path) -> dict[str, Path]:
+        base = run / "tracks"
+        out: dict[str, Path] = {}
+        for folder in sorted(base.iterdir()) if base.is_dir() else []:
+            meta = read_json(folder / "metadata.json")
+            if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
+                out[meta["topic"]] = folder
+        return out
+
+    def files(self, run: Path) -> list[dict[str, Any]]:
+        idx = read_json(run / "files" / ".files_metadata.json")
+        entries = idx.get("files") if isinstance(idx, dict) else None
+        out = []
+        for e in entries or []:
+            if isinstance(e, dict) and not e.get("deletedAt") and isinstance(e.get("id"), (str, int)):
+                out.append(e)
+        return out
+
+    def file_path(self, run: Path, entry: dict[str, Any]) -> Path:
+        segs = [p for p in str(entry.get("path", "/")).split("/") if p]
+        try:
+            split_path("/".join(segs + [str(entry["id"]), str(entry["filename"])]), "file path")
+        except (ValueError, TypeError, KeyError):
+            raise NotFound("the file index names a path outside the run") from None
+        return self.inside(run, "files", *segs, str(entry["id"]), str(entry["filename"]))
+
+    # ---- columns and logs ----------------------------------------------------------------------------------
+    def columns(self, path: Path) -> Columns:
+        """The stream's columns, brought up to date by reading only the lines appended since the last call."""
+        with self._lock:
+            c = self._cols.get(path)
+            if c is None:
+                c = self._cols[path] = Columns()
+            while True:
+                tail, ino = read_from(path, c.offset, c.ino)
+                if tail.reset:
+                    c = self._cols[path] = Columns()
+                c.ino, c.missing = ino, tail.missing
+                c.invalid += tail.invalid
+                c.add(tail.rows)
+                moved = tail.offset != c.offset
+                c.offset = tail.offset
+                if not moved or tail.missing:
+                    return c
+
+    def logs(self, run: Path) -> Logs:
+        path = run / "logs" / "logs.jsonl"
+        with self._lock:
+            lg = self._logs.get(path)
+            if lg is None:
+                lg = self._logs[path] = Logs()
+            while True:
+                tail, ino = read_from(path, lg.offset, lg.ino)
+                if tail.reset:
+                    lg = self._logs[path] = Logs()
+                lg.ino = ino
+                lg.invalid += tail.invalid
+                lg.add(tail.rows)
+                moved = tail.offset != lg.offset
+                lg.offset = tail.offset
+                if not moved or tail.missing:
+                    return lg
+
+
+def search_logs(logs: Logs, level: str | None, query: str | None, regex: bool) -> list[int]:
+    """Indices of the log lines matching a level set (comma-separated) and a substring or regex."""
+    idx = range(len(logs.message))
+    levels = {x for x in (level or "").lower().split(",") if x}
+    if levels:
+        idx = [i for i in idx if logs.level[i] in levels]  # type: ignore[assignment]
+    if query:
+        if regex:
+            try:
+                rx = re.compile(query, re.IGNORECASE)
+            except re.error as e:
+                raise BadName(f"invalid regular expression: {e}") from None
+            idx = [i for i in idx if rx.search(logs.message[i])]  # type: ignore[assignment]
+        else:
+            q = query.lower()
+            idx = [i for i in idx if q in logs.message[i].lower()]  # type: ignore[assignment]
+    return list(idx)

@@ -1,0 +1,309 @@
+/* ml-dash viewer: one chart card (uPlot, canvas 2D). Data comes reduced from the server: per run the last value
+   per x bucket (the line), the min/max per bucket (the band, on by default) and the smoothed line computed on
+   full-resolution data. Selecting a range zooms every chart of the page and re-queries at full detail. */
+(function () {
+  "use strict";
+  const M = window.MLD;
+  const el = M.el;
+  const observer = new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      const c = e.target.__chart;
+      if (!c) continue;
+      c.visible = e.isIntersecting;
+      if (e.isIntersecting && !c.loaded && !c.loading) c.load();
+    }
+  }, { rootMargin: "200px" });
+  M.allCharts = [];
+
+  M.resetCharts = function () {
+    for (const c of M.allCharts) c.destroy();
+    M.allCharts = [];
+    M.hooks.charts.length = 0;
+  };
+  M.reloadCharts = function () {
+    M.saveState();
+    for (const c of M.allCharts) { c.loaded = false; if (c.visible) c.load(); }
+  };
+
+  class Chart {
+    constructor(parent, opts) {
+      this.opts = opts; // {stream, field, runs, title, xLabel}
+      this.id = opts.stream + "/" + opts.field;
+      this.card = el("div", { class: "card chart", "data-chart": this.id });
+      this.title = el("div", { class: "card-title" },
+        el("span", { class: "chart-name", text: opts.title || this.id }),
+        el("span", { class: "chart-tools" },
+          el("button", { class: "tool", title: "download the chart's data as CSV", text: "CSV", onclick: () => this.csv() }),
+          el("button", { class: "tool", title: "download the chart as PNG", text: "PNG", onclick: () => this.png() })));
+      this.status = el("div", { class: "chart-note" });
+      this.plot = el("div", { class: "plot" });
+      this.card.append(this.title, this.plot, this.status);
+      this.card.__chart = this;
+      parent.append(this.card);
+      this.loaded = false;
+      this.loading = false;
+      this.u = null;
+      this.entry = { id: this.id, runs: opts.runs.slice(), points: 0, approximate: false, yMin: null, yMax: null, lastTs: null };
+      M.allCharts.push(this);
+      observer.observe(this.card);
+    }
+
+    destroy() {
+      observer.unobserve(this.card);
+      if (this.u) this.u.destroy();
+      this.u = null;
+    }
+
+    async load() {
+      this.loading = true;
+      const s = M.state;
+      const width = Math.max(200, this.plot.clientWidth || 600);
+      try {
+        const data = await M.api("series", {
+          run: this.opts.runs, stream: this.opts.stream, field: this.opts.field, x: this.opts.x || s.x,
+          n: Math.round(width), xmin: s.xmin, xmax: s.xmax, smooth: s.smooth === "none" ? "" : s.smooth,
+          group: this.opts.noGroup ? "" : s.group,
+        });
+        this.build(data);
+        this.loaded = true;
+      } catch (e) {
+        this.fail(e);
+      } finally {
+        this.loading = false;
+      }
+    }
+
+    fail(e) {
+      M.clear(this.plot);
+      this.status.textContent = "Cannot show this chart: " + e.message;
+      this.status.className = "chart-note warn";
+      this.loaded = true;
+    }
+
+    build(data) {
+      const s = M.state;
+      this.data = data;
+      const runs = data.runs;
+      const logY = s.log;
+      const clean = (a) => (logY ? a.map((v) => (v !== null && v > 0 ? v : null)) : a);
+      const xs = data.x.slice();
+      const cols = [xs];
+      const series = [{ label: this.opts.xLabel || s.x }];
+      const bands = [];
+      this.map = [];
+      const showBand = s.band && data.mode === "buckets";
+      runs.forEach((r, i) => {
+        const c = M.color(i);
+        const m = { prefix: r.prefix, lastIndex: r.lastIndex, firstTs: r.firstTs, smoothLast: r.smoothLast,
+          smoothCount: r.smoothCount, tail: (r.tail || []).filter((v) => v !== null) };
+        const smoothed = r.s || (s.smooth !== "none" && M.STATIC ? M.smoothArray(r.y, s.smooth) : null);
+        m.y = cols.length; cols.push(clean(r.y.slice()));
+        series.push({ label: r.prefix, stroke: smoothed ? M.alpha(c, 0.3) : c, width: 1, spanGaps: true });
+        if (showBand) {
+          m.hi = cols.length; cols.push(clean(r.hi.slice()));
+          series.push({ label: r.prefix + " max", stroke: M.alpha(c, 0.25), width: 0.5, spanGaps: true });
+          m.lo = cols.length; cols.push(clean(r.lo.slice()));
+          series.push({ label: r.prefix + " min", stroke: M.alpha(c, 0.25), width: 0.5, spanGaps: true });
+          bands.push({ series: [m.hi, m.lo], fill: M.alpha(c, 0.18) });
+        }
+        if (smoothed) {
+          m.s = cols.length; cols.push(clean(smoothed.slice()));
+          series.push({ label: r.prefix + " (smoothed)", stroke: c, width: 1.5, spanGaps: true });
+        }
+        this.map.push(m);
+      });
+      this.cols = cols;
+      const notes = [];
+      const invalid = runs.reduce((a, r) => a + (r.invalid || 0), 0);
+      if (invalid) notes.push(invalid + " line(s) of this stream are not valid JSON and are skipped");
+      const missing = runs.filter((r) => r.missing).map((r) => r.prefix);
+      if (missing.length) notes.push("no field " + this.opts.field + " in " + missing.join(", "));
+      for (const n of data.notes || []) notes.push(n);
+      if (!xs.length) notes.push("no numeric data for this x axis");
+      this.status.textContent = notes.join("; ");
+      this.status.className = "chart-note" + (notes.length ? " warn" : "");
+      this.entry.approximate = !!data.approximate;
+      this.entry.runs = runs.map((r) => r.prefix);
+      this.draw(series, bands, data);
+    }
+
+    draw(series, bands, data) {
+      const s = M.state;
+      const width = Math.max(200, this.plot.clientWidth || 600);
+      const self = this;
+      const yScale = { distr: s.log ? 3 : 1 };
+      if (s.outliers && data.q && data.q[0] !== null) {
+        let [a, b] = data.q;
+        const pad = (b - a) * 0.1 || Math.abs(a) * 0.1 || 1;
+        yScale.range = s.log ? [Math.max(a * 0.8, 1e-300), b * 1.25] : [a - pad, b + pad];
+        yScale.auto = false;
+      }
+      const opts = {
+        width, height: 220,
+        series, bands,
+        scales: { x: { time: s.x === "wall" && !this.opts.x }, y: yScale },
+        axes: [{ stroke: getComputedStyle(document.body).getPropertyValue("--fg") || "#222", grid: { stroke: "rgba(128,128,128,0.15)" } },
+          { stroke: getComputedStyle(document.body).getPropertyValue("--fg") || "#222", grid: { stroke: "rgba(128,128,128,0.15)" }, size: 60 }],
+        legend: { show: series.length <= 13 },
+        cursor: { sync: { key: "mld-" + (s.x || "step") }, drag: { x: true, y: false, setScale: false } },
+        hooks: {
+          setSelect: [(u) => {
+            if (u.select.width < 3) return;
+            const a = u.posToVal(u.select.left, "x"), b = u.posToVal(u.select.left + u.select.width, "x");
+            u.setSelect({ left: 0, width: 0, top: 0, height: 0 }, false);
+            M.zoom(a, b);
+          }],
+          draw: [(u) => self.drawn(u)],
+        },
+      };
+      if (this.u) this.u.destroy();
+      M.clear(this.plot);
+      this.u = new uPlot(opts, this.cols, this.plot);
+      this.u.over.addEventListener("dblclick", () => M.zoom(null, null));
+    }
+
+    drawn(u) {
+      const e = this.entry;
+      let pts = 0, lo = Infinity, hi = -Infinity, lastTs = null;
+      for (const m of this.map) {
+        const ys = u.data[m.y];
+        for (const v of ys) if (v !== null && v !== undefined) { pts++; if (v < lo) lo = v; if (v > hi) hi = v; }
+        for (const k of ["lo", "hi"]) {
+          if (m[k] === undefined) continue;
+          for (const v of u.data[m[k]]) if (v !== null && v !== undefined) { if (v < lo) lo = v; if (v > hi) hi = v; }
+        }
+      }
+      for (const r of this.data.runs) if (r.lastTs !== null && (lastTs === null || r.lastTs > lastTs)) lastTs = r.lastTs;
+      if (this.liveTs && (lastTs === null || this.liveTs > lastTs)) lastTs = this.liveTs;
+      e.points = pts; e.yMin = pts ? lo : null; e.yMax = pts ? hi : null; e.lastTs = lastTs;
+      const list = M.hooks.charts;
+      if (!list.includes(e)) list.push(e);
+      this.drawMarker(u);
+      performance.mark("chart:" + this.id + ":drawn");
+    }
+
+    drawMarker(u) {
+      if (M.marker === undefined || M.marker === null) return;
+      const s = M.state;
+      let x = M.marker;
+      if (s.x === "relative" && this.map[0] && this.map[0].firstTs) x = M.marker - this.map[0].firstTs;
+      else if (s.x !== "wall" && s.x !== "relative") return;
+      const px = u.valToPos(x, "x", true);
+      if (!isFinite(px)) return;
+      const ctx = u.ctx;
+      ctx.save();
+      ctx.strokeStyle = "#e0245e"; ctx.lineWidth = 2; ctx.setLineDash([4, 3]);
+      ctx.beginPath(); ctx.moveTo(px, u.bbox.top); ctx.lineTo(px, u.bbox.top + u.bbox.height); ctx.stroke();
+      ctx.restore();
+    }
+
+    /* live rows: appended after what the chart already holds (rows at or below its last index are skipped) */
+    append(prefix, rows) {
+      if (!this.u || !this.data || M.state.group) return;
+      const i = this.map.findIndex((m) => m.prefix === prefix);
+      if (i < 0) return;
+      const m = this.map[i];
+      const s = M.state;
+      const field = this.opts.field;
+      let added = 0;
+      const sp = M.smoothSpec(s.smooth);
+      for (const row of rows) {
+        if (row.index !== null && row.index !== undefined && m.lastIndex !== null && m.lastIndex !== undefined && row.index <= m.lastIndex) continue;
+        const y = row[field];
+        if (typeof y !== "number") continue;
+        let x;
+        const xk = this.opts.x || s.x;
+        if (xk === "step") x = typeof row.step === "number" ? row.step : row.index;
+        else if (xk === "index") x = row.index;
+        else if (xk === "wall") x = row._ts;
+        else if (xk === "relative") x = row._ts - (m.firstTs || row._ts);
+        else x = row[xk];
+        if (typeof x !== "number") continue;
+        if (s.xmax !== null && x > s.xmax) continue;
+        if (row.index !== undefined) m.lastIndex = row.index;
+        const yy = s.log && !(y > 0) ? null : y;
+        this.cols[0].push(x);
+        for (let k = 1; k < this.cols.length; k++) this.cols[k].push(null);
+        this.cols[m.y][this.cols[0].length - 1] = yy;
+        if (m.lo !== undefined) { this.cols[m.lo][this.cols[0].length - 1] = yy; this.cols[m.hi][this.cols[0].length - 1] = yy; }
+        if (m.s !== undefined && sp) {
+          let sv;
+          if (sp.kind === "ema") {
+            const n = (m.smoothCount || 0) + 1;
+            const prevAcc = m.smoothLast !== null && m.smoothLast !== undefined ? m.smoothLast * (1 - Math.pow(sp.arg, n - 1)) : 0;
+            const acc = prevAcc * sp.arg + (1 - sp.arg) * y;
+            sv = acc / (1 - Math.pow(sp.arg, n));
+            m.smoothCount = n;
+          } else {
+            m.tail.push(y);
+            if (m.tail.length > sp.arg) m.tail.splice(0, m.tail.length - sp.arg);
+            sv = m.tail.reduce((a, b) => a + b, 0) / m.tail.length;
+          }
+          m.smoothLast = sv;
+          this.cols[m.s][this.cols[0].length - 1] = s.log && !(sv > 0) ? null : sv;
+        }
+        if (typeof row._ts === "number" && (!this.liveTs || row._ts > this.liveTs)) this.liveTs = row._ts;
+        added++;
+      }
+      if (!added) return;
+      // keep x sorted (rows from a second writer may interleave): rare, so a full sort only when needed
+      const xs = this.cols[0];
+      let sorted = true;
+      for (let k = xs.length - added; k < xs.length && sorted; k++) if (k > 0 && xs[k] < xs[k - 1]) sorted = false;
+      if (!sorted) {
+        const order = xs.map((_, k) => k).sort((a, b) => xs[a] - xs[b]);
+        this.cols = this.cols.map((col) => order.map((k) => col[k]));
+      }
+      if (!this.raf) {
+        this.raf = requestAnimationFrame(() => { this.raf = null; if (this.u) this.u.setData(this.cols, M.state.xmin === null); });
+      }
+    }
+
+    csv() {
+      if (!this.u) return;
+      const head = ["x"];
+      this.u.series.slice(1).forEach((s) => head.push(s.label));
+      const q = (v) => (/[",\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v);
+      const lines = [head.map(q).join(",")];
+      for (let i = 0; i < this.cols[0].length; i++) lines.push(this.cols.map((c) => (c[i] === null || c[i] === undefined ? "" : c[i])).join(","));
+      M.download(this.id.replace(/[^\w.-]+/g, "_") + ".csv", new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
+    }
+
+    png() {
+      if (!this.u) return;
+      const src = this.u.ctx.canvas;
+      const c = document.createElement("canvas");
+      c.width = src.width; c.height = src.height;
+      const ctx = c.getContext("2d");
+      ctx.fillStyle = getComputedStyle(document.body).getPropertyValue("--bg") || "#fff";
+      ctx.fillRect(0, 0, c.width, c.height);
+      ctx.drawImage(src, 0, 0);
+      c.toBlob((b) => M.download(this.id.replace(/[^\w.-]+/g, "_") + ".png", b), "image/png");
+    }
+  }
+  M.Chart = Chart;
+
+  M.zoom = function (a, b) {
+    M.state.xmin = a; M.state.xmax = b;
+    M.reloadCharts();
+  };
+
+  /* the chart controls shared by the run and compare pages */
+  M.controls = function (xFields, onChange) {
+    const s = M.state;
+    const xs = ["step", "index", "wall", "relative"].concat(xFields.filter((f) => !["step", "index"].includes(f)));
+    const sel = el("select", { id: "x-axis", title: "x axis (x)", onchange: (e) => { s.x = e.target.value; s.xmin = s.xmax = null; onChange(); } },
+      xs.map((x) => el("option", { value: x, text: "x: " + x, selected: x === s.x })));
+    const smooths = ["none", "ema:0.6", "ema:0.9", "ema:0.99", "mean:10", "mean:100"];
+    if (!smooths.includes(s.smooth)) smooths.push(s.smooth);
+    const sm = el("select", { id: "smoothing", title: "smoothing (s): debiased EMA as TensorBoard computes it, or running mean", onchange: (e) => { s.smooth = e.target.value; onChange(); } },
+      smooths.map((x) => el("option", { value: x, text: "smoothing: " + x, selected: x === s.smooth })));
+    const box = (id, label, key, title) => el("label", { class: "check", title },
+      el("input", { type: "checkbox", id, checked: s[key], onchange: (e) => { s[key] = e.target.checked; onChange(); } }), label);
+    return el("div", { class: "controls" }, sel, sm,
+      box("log-y", "log y", "log", "logarithmic y axis (l)"),
+      box("outliers", "ignore outliers", "outliers", "y range from the 1st to 99th percentile; no point is dropped (o)"),
+      box("band", "min/max band", "band", "shade each run's min/max per pixel, so no spike is hidden (b)"),
+      el("button", { id: "reset-zoom", text: "reset zoom", title: "show the whole x range (r, or double-click a chart)", onclick: () => M.zoom(null, null) }));
+  };
+})();

@@ -1,0 +1,194 @@
+"""The viewer's HTTP side against a real `ml-dash view` process: data fidelity, safety, bad input, live stream."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from ml_dash import Experiment
+from viewer_runs import small_runs, spiky_run
+
+
+def get(url: str, **kw) -> httpx.Response:
+    return httpx.get(url, timeout=60, **kw)  # generous: the test machines are small and shared
+
+
+def test_view_prints_url_and_lists_runs(tmp_path: Path, start_viewer) -> None:
+    small_runs(tmp_path / ".dash", count=3)
+    v = start_viewer(tmp_path / ".dash")
+    assert v.url.startswith("http://127.0.0.1:")
+    r = get(v.url + "/api/view/runs", params={"metrics": "train/loss"})
+    runs = {x["prefix"]: x for x in r.json()["runs"]}
+    assert set(runs) == {"sweep/run-0", "sweep/run-1", "sweep/run-2"}
+    assert runs["sweep/run-1"]["status"] == "COMPLETED" and runs["sweep/run-1"]["tags"] == ["ablation"]
+    assert runs["sweep/run-0"]["params"]["lr"] == 0.1
+    assert runs["sweep/run-0"]["metrics"]["train/loss"] == {"last": 1 / 50, "min": 1 / 50, "max": 1.0}
+    page = get(v.url + "/run/sweep/run-0")
+    assert page.status_code == 200 and "<script" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert get(v.url + "/static/vendor/uPlot.iife.min.js").status_code == 200
+
+
+def test_min_max_buckets_keep_every_spike_at_every_zoom(tmp_path: Path, start_viewer) -> None:
+    spikes = spiky_run(tmp_path / ".dash", n=20_000)
+    v = start_viewer(tmp_path / ".dash")
+    q = {"run": "proj/spiky", "stream": "train", "field": "loss", "n": 500}
+    d = get(v.url + "/api/view/series", params=q).json()
+    assert d["mode"] == "buckets" and len(d["x"]) <= 500
+    hi = np.array([np.nan if x is None else x for x in d["runs"][0]["hi"]])
+    assert int((hi > 3).sum()) == len(spikes)  # 11 of 11 spikes survive the reduction
+    # zoom to 1 % around one spike: re-queried at full detail (raw points, every one of them)
+    s = spikes[5]
+    d = get(v.url + "/api/view/series", params={**q, "xmin": s - 100, "xmax": s + 99}).json()
+    assert d["mode"] == "raw" and d["x"][0] == s - 100 and len(d["x"]) == 200
+    assert max(d["runs"][0]["y"]) > 5
+
+
+def test_smoothing_matches_tensorboard_debiased_ema(tmp_path: Path, start_viewer) -> None:
+    root = tmp_path / ".dash"
+    ys = [math.sin(i / 5) + (i % 7) / 10 for i in range(300)]
+    with Experiment("p/s", dash_root=root) as e:
+        for i, y in enumerate(ys):
+            e.metrics("train").log(loss=y, step=i)
+    v = start_viewer(root)
+    d = get(v.url + "/api/view/series", params={"run": "p/s", "stream": "train", "field": "loss",
+                                                      "smooth": "ema:0.6", "n": 1000}).json()
+    last, num, ref = 0.0, 0, []
+    for y in ys:  # TensorBoard's vz_line_chart smoothing
+        last = last * 0.6 + (1 - 0.6) * y
+        num += 1
+        ref.append(last / (1 - 0.6 ** num))
+    assert np.allclose(d["runs"][0]["s"], ref)
+    d = get(v.url + "/api/view/series", params={"run": "p/s", "stream": "train", "field": "loss",
+                                                      "smooth": "mean:10"}).json()
+    assert math.isclose(d["runs"][0]["s"][20], sum(ys[11:21]) / 10)
+    bad = get(v.url + "/api/view/series", params={"run": "p/s", "stream": "train", "field": "loss",
+                                                        "smooth": "ema:7"})
+    assert bad.status_code == 400 and "smoothing" in bad.json()["detail"]
+
+
+def test_paths_never_leave_the_root(tmp_path: Path, start_viewer) -> None:
+    root = tmp_path / ".dash"
+    small_runs(root, count=1)
+    secret = tmp_path / "secret" / "run"
+    secret.mkdir(parents=True)
+    (secret / "experiment.json").write_text('{"status": "COMPLETED"}')
+    (root / "evil").mkdir()
+    os.symlink(secret, root / "evil" / "link")  # a symlinked run folder pointing outside the root
+    v = start_viewer(root)
+    for prefix in ("../secret/run", "sweep/../../secret/run", "/etc/passwd", "evil/link", "sweep%2F..%2F..%2Fx"):
+        r = get(v.url + "/api/view/run", params={"run": prefix})
+        assert r.status_code in (400, 404), (prefix, r.status_code)
+        assert "detail" in r.json()
+    for path in ("/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapp.py", "/run/..%2F..%2Fetc"):
+        r = get(v.url + path)
+        assert "import" not in r.text and "root:" not in r.text
+    assert "evil/link" not in [x["prefix"] for x in get(v.url + "/api/view/runs").json()["runs"]]
+    # a file index entry that points outside its run is refused
+    run = root / "sweep" / "run-0"
+    (run / "files").mkdir(exist_ok=True)
+    (run / "files" / ".files_metadata.json").write_text(json.dumps(
+        {"files": [{"id": "..", "path": "/../../..", "filename": "experiment.json"}]}))
+    r = get(v.url + "/api/view/file", params={"run": "sweep/run-0", "id": ".."})
+    assert r.status_code == 404
+
+
+def test_bad_input_shows_what_can_be_shown(tmp_path: Path, start_viewer) -> None:
+    root = tmp_path / ".dash"
+    with Experiment("bad/run", dash_root=root) as e:
+        e.metrics("train").log(loss=1.0, step=0)
+        e.metrics("train").log(loss=0.5, step=1, extra=3.0)  # a field appears
+        e.metrics("train").log(loss="n/a", step=2)  # not a number
+        e.logs.info("ok")
+    with Experiment("bad/empty", dash_root=root):
+        pass
+    run = root / "bad" / "run"
+    with open(run / "metrics" / "train" / "data.jsonl", "ab") as f:
+        f.write(b"not json\n")
+        f.write(b'{"index": 3, "data": {"loss": 0.25, "step": 3, "name": "caf\xe9"}}\n')  # not UTF-8
+        f.write(b'{"index": 4, "data": {"loss": 0.1')  # torn last line
+    with open(run / "logs" / "logs.jsonl", "a") as f:  # a 10 MB log line (the SDK caps at 1 MB; others may not)
+        f.write(json.dumps({"sequenceNumber": 1, "timestamp": "2026-01-01T00:00:00Z", "level": "info",
+                            "message": "x" * (10 * 1024 * 1024)}) + "\n")
+    v = start_viewer(root)
+    info = get(v.url + "/api/view/run", params={"run": "bad/run"}).json()
+    tr = info["streams"]["train"]
+    assert tr["rows"] == 4 and tr["invalid"] == 1 and "loss" in tr["fields"] and "extra" in tr["fields"]
+    d = get(v.url + "/api/view/series", params={"run": "bad/run", "stream": "train", "field": "loss"}).json()
+    assert d["x"] == [0.0, 1.0, 3.0] and d["runs"][0]["y"] == [1.0, 0.5, 0.25]
+    logs = get(v.url + "/api/view/logs", params={"run": "bad/run"}).json()
+    assert logs["total"] == 2 and logs["rows"][0]["message"] == "ok"
+    assert logs["rows"][1]["truncated"] == 10 * 1024 * 1024 and len(logs["rows"][1]["message"]) == 10_000
+    empty = get(v.url + "/api/view/run", params={"run": "bad/empty"})
+    assert empty.status_code == 200 and empty.json()["streams"] == {}
+    import shutil
+
+    shutil.rmtree(run)  # deleted while open
+    gone = get(v.url + "/api/view/series", params={"run": "bad/run", "stream": "train", "field": "loss"})
+    assert gone.status_code == 200 and gone.json()["notes"] and gone.json()["runs"] == []
+    r = get(v.url + "/api/view/run", params={"run": "bad/run"})
+    assert r.status_code == 404 and "deleted" in r.json()["detail"]
+
+
+def _sse(url: str, subs: list, last_id: str | None, stop_after: float) -> tuple[list[dict], str | None]:
+    events, eid = [], last_id
+    headers = {"last-event-id": last_id} if last_id else {}
+    deadline = time.monotonic() + stop_after
+    with httpx.stream("GET", url + "/api/view/live", params={"subs": json.dumps(subs)}, headers=headers,
+                      timeout=60) as r:
+        cur: dict = {}
+        for line in r.iter_lines():
+            if line.startswith("id: "):
+                cur["id"] = line[4:]
+            elif line.startswith("event: "):
+                cur["event"] = line[7:]
+            elif line.startswith("data: "):
+                cur["data"] = json.loads(line[6:])
+            elif not line and cur:
+                if "id" in cur:
+                    eid = cur["id"]
+                events.append(cur)
+                cur = {}
+            if time.monotonic() > deadline:
+                break
+    return events, eid
+
+
+def test_live_stream_resumes_without_gaps_or_duplicates(tmp_path: Path, start_viewer) -> None:
+    root = tmp_path / ".dash"
+    e = Experiment("live/run", dash_root=root)
+    e.run.start()
+    e.metrics("train").log(loss=0.0, step=0)
+    e.flush()
+    v = start_viewer(root)
+    offset = get(v.url + "/api/view/run", params={"run": "live/run"}).json()["streams"]["train"]["offset"]
+    stop = threading.Event()
+
+    def write() -> None:
+        i = 1
+        while not stop.is_set():
+            e.metrics("train").log(loss=float(i), step=i)
+            i += 1
+            time.sleep(0.01)
+
+    t = threading.Thread(target=write)
+    t.start()
+    try:
+        subs = [["live/run", "metrics", "train", offset], ["live/run", "status", "", 0]]
+        first, eid = _sse(v.url, subs, None, 1.5)
+        second, _ = _sse(v.url, subs, eid, 1.5)  # a reconnect sends the last id back
+    finally:
+        stop.set()
+        t.join()
+        e.run.complete()
+    steps = [r["step"] for ev in first + second if ev.get("event") == "metrics" for r in ev["data"]["rows"]]
+    assert len(steps) > 20
+    assert steps == list(range(1, len(steps) + 1))  # no gap, no duplicate across the reconnect
+    assert any(ev.get("event") == "status" and ev["data"]["status"] == "RUNNING" for ev in first)
