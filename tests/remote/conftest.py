@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,6 +65,12 @@ class Server:
     @property
     def store(self) -> Path:
         return self.root
+
+    def break_stream(self, prefix: str, metric: str) -> Any:
+        """Make every append to one metric stream fail on the server (HTTP 500); returns the repair."""
+        bad = self.root.joinpath(*prefix.split("/"), "metrics", metric, "data.jsonl")
+        bad.mkdir(parents=True)  # a folder where the server appends
+        return lambda: shutil.rmtree(bad)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -128,6 +135,24 @@ class PgServer(Server):
     @root.setter
     def root(self, value: Path) -> None:
         pass
+
+    def break_stream(self, prefix: str, metric: str) -> Any:
+        """A trigger refusing every row of that stream (HTTP 500); returns the repair."""
+        import psycopg
+
+        with psycopg.connect(self.database, autocommit=True) as conn:
+            conn.execute("""CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+                IF EXISTS (SELECT 1 FROM streams s JOIN experiments e ON e.id = s.exp_id WHERE s.id = NEW.stream_id
+                           AND e.prefix = TG_ARGV[0] AND s.kind = 'metrics' AND s.name = TG_ARGV[1])
+                THEN RAISE EXCEPTION 'broken stream (a test)'; END IF; RETURN NEW; END $$""")
+            conn.execute(f"CREATE TRIGGER test_broken BEFORE INSERT ON stream_rows FOR EACH ROW "
+                         f"EXECUTE FUNCTION test_refuse('{prefix}', '{metric}')")
+
+        def repair() -> None:
+            with psycopg.connect(self.database, autocommit=True) as conn:
+                conn.execute("DROP TRIGGER test_broken ON stream_rows")
+                conn.execute("DROP FUNCTION test_refuse()")
+        return repair
 
 
 @pytest.fixture(scope="session")

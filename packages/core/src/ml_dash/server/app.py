@@ -138,8 +138,9 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         prefix = _prefix(request)
         await exists(prefix)
         start, limit = _range(request)
-        total, rows = await run_in_threadpool(store.rows, prefix, kind, name, start, limit)
-        return JSONNaN({"total": total, "start": start, "records": rows})
+        total, rows = await run_in_threadpool(store.rows_json, prefix, kind, name, start, limit)
+        body = '{"total":%d,"start":%d,"records":[%s]}' % (total, start, ",".join(rows))
+        return Response(body.encode(), media_type="application/json")
 
     async def get_logs(request: Request) -> Response:
         return await page(request, "logs", None)

@@ -10,6 +10,7 @@ sequence.
 
 from __future__ import annotations
 
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -27,6 +28,10 @@ KINDS = ("logs", "metrics", "tracks")
 
 class BadRequest(ValueError):
     """The request can never succeed as sent (HTTP 400)."""
+
+
+# ASCII with \uXXXX escapes: any Python string (a lone surrogate too) is stored and answered losslessly
+encode = json.JSONEncoder(allow_nan=True).encode
 
 
 class Unavailable(RuntimeError):
@@ -89,6 +94,12 @@ class Backend(ABC):
              limit: int | None = None) -> tuple[int, list[dict[str, Any]]]:
         """(total, rows[start:start+limit]) of one stream as stored: logs (name None), a metric, a track topic
         (entries unmerged). An unknown stream is empty."""
+
+    def rows_json(self, prefix: str, kind: str, name: str | None = None, start: int = 0,
+                  limit: int | None = None) -> tuple[int, list[str]]:
+        """`rows` as JSON texts, for answering pages without decoding and encoding every row again."""
+        total, rows = self.rows(prefix, kind, name, start, limit)
+        return total, [encode(r) for r in rows]
 
     @abstractmethod
     def files(self, prefix: str) -> list[dict[str, Any]]:

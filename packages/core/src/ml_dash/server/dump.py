@@ -3,7 +3,6 @@ a snapshot to read with ``ml_dash.load``): the same files a local run writes."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ from ..layout import ExperimentDir
 from ..names import metric_segments
 from .backend import Backend
 
-_encode = json.JSONEncoder(allow_nan=True).encode  # ASCII: any Python string survives, as in storage.py
 PAGE = 100_000
 
 
@@ -22,8 +20,8 @@ def _jsonl(path: Path, backend: Backend, prefix: str, kind: str, name: str | Non
     with open(path, "w", encoding="utf-8") as f:
         start = 0
         while True:
-            total, rows = backend.rows(prefix, kind, name, start, PAGE)
-            f.write("".join(_encode(r) + "\n" for r in rows))
+            total, rows = backend.rows_json(prefix, kind, name, start, PAGE)
+            f.write("".join(r + "\n" for r in rows))
             start += len(rows)
             if not rows or start >= total:
                 break

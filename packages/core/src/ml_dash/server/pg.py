@@ -23,7 +23,7 @@ from . import backend as b
 from .backend import Backend, BadRequest
 from .objects import Objects, object_key
 
-_encode = json.JSONEncoder(allow_nan=True).encode  # ASCII: any Python string survives, as in storage.py
+_encode = b.encode
 
 # Each entry upgrades the schema by one version; applied in order at start, never edited once released.
 MIGRATIONS: list[str] = [
@@ -248,8 +248,9 @@ class PgBackend(Backend):
 
     @staticmethod
     def _insert_rows(cur: Any, sid: int, first: int, src_id: int, rows: list[tuple[int | None, dict[str, Any]]]) -> None:
+        """One multi-row INSERT per batch; the arrays travel in binary (text arrays would be escaped per item)."""
         cur.execute("INSERT INTO stream_rows (stream_id, idx, source_id, src_pos, body) "
-                    "SELECT %s, t.idx, %s, t.pos, t.body FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) "
+                    "SELECT %s, t.idx, %s, t.pos, t.body FROM unnest(%b::bigint[], %b::bigint[], %b::text[]) "
                     "AS t(idx, pos, body) ON CONFLICT (source_id, src_pos) DO NOTHING",
                     (sid, src_id, list(range(first, first + len(rows))), [p for p, _ in rows],
                      [_encode(r) for _, r in rows]))
@@ -348,6 +349,11 @@ class PgBackend(Backend):
 
     def rows(self, prefix: str, kind: str, name: str | None = None, start: int = 0,
              limit: int | None = None) -> tuple[int, list[dict[str, Any]]]:
+        total, texts = self.rows_json(prefix, kind, name, start, limit)
+        return total, json.loads("[" + ",".join(texts) + "]")
+
+    def rows_json(self, prefix: str, kind: str, name: str | None = None, start: int = 0,
+                  limit: int | None = None) -> tuple[int, list[str]]:
         b.check_kind(kind, name)
         p = self._prefix(prefix)
         key = "" if kind == "logs" else "/".join(metric_segments(name)) if kind == "metrics" else str(name)
@@ -360,7 +366,7 @@ class PgBackend(Backend):
             stop = total if limit is None else min(total, start + limit)
             bodies = cur.execute("SELECT body FROM stream_rows WHERE stream_id = %s AND idx >= %s AND idx < %s "
                                  "ORDER BY idx", (sid, start, stop)).fetchall()
-        return int(total), json.loads("[" + ",".join(r[0] for r in bodies) + "]")
+        return int(total), [r[0] for r in bodies]
 
     def files(self, prefix: str) -> list[dict[str, Any]]:
         p = self._prefix(prefix)
