@@ -30,3 +30,7 @@ print("metrics: " + ", ".join(f"{n} ({len(run.metrics(n).read())} rows)" for n i
 print(f"logs:    {len(run.logs.read())} lines, last: {run.logs.read()[-1]['message']!r}")
 print(f"tracks:  {run.tracks.topics()}")
 print(f"files:   {[f['localPath'] for f in run.files.list()]}")
+root = run.folder.parent.parent  # the .dash folder the run was written to
+print()
+print(f"view it: ml-dash view {root} --port 8050   then open http://127.0.0.1:8050/run/{run.prefix}")
+print("         (the viewer needs the server extra: pip install './packages/core[server]')")

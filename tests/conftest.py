@@ -14,4 +14,5 @@ def _isolated_cwd(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("ML_DASH_ROOT", raising=False)
     for k in [k for k in os.environ if k.startswith("ML_DASH_")]:
         monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("ML_DASH_CACHE_DIR", str(work / ".ml-dash-cache"))  # the column cache, not ~/.cache
     yield

@@ -199,8 +199,12 @@ print("LOOP_DONE", flush=True)
     final = [ln for ln in r.stderr.splitlines() if "Not everything was flushed" in ln]
     assert final, r.stderr
     assert "300" in final[0] and str(tmp_path / ".dash" / "proj" / "run") in final[0], final[0]
+    # what could not be written stays in the run's spill ring, and the next open or read (here: load) writes it
+    ring = tmp_path / ".dash" / "proj" / "run" / ".ml_dash" / "ring"
+    assert list(ring.glob("*.ring")), "the unwritten rows should be kept in the spill ring"
     v = load(PREFIX, dash_root=tmp_path / ".dash")
-    assert [r["data"]["step"] for r in v.metrics("train").read()] == list(range(30))
+    assert [r["data"]["step"] for r in v.metrics("train").read()] == list(range(330))
+    assert not list(ring.glob("*.ring"))
     assert v.status == "COMPLETED"
     # the final status records that data could not be saved (not a plain, clean COMPLETED)
     info = v.info

@@ -162,3 +162,25 @@ def test_compare_groups_diff_and_parallel_coordinates(tmp_path: Path, start_view
     assert sorted(page.chart("train/loss")["runs"]) == ["opt=adam", "opt=sgd"]
     assert "group=opt" in page.page.url
     assert not page.errors, page.errors
+
+
+def test_system_metrics_get_their_own_section(tmp_path: Path, start_viewer, page) -> None:
+    import time
+
+    from ml_dash import Experiment
+
+    root = tmp_path / ".dash"
+    with Experiment("sys/run", dash_root=root, system_metrics=0.1) as e:
+        for i in range(5):
+            e.metrics("train").log(loss=1.0 / (i + 1), step=i)
+            time.sleep(0.1)
+    v = start_viewer(root)
+    page.page.goto(v.url + "/run/sys/run")
+    _ready(page)
+    page.page.wait_for_selector("#stream-sys [data-chart^='sys/']")
+    sections = page.page.eval_on_selector_all("section h2", "hs => hs.map(h => h.textContent)")
+    assert sections.index("System (sys)") > sections.index("Metrics: train")
+    page.page.eval_on_selector("#stream-sys", "e => e.scrollIntoView()")
+    cid = page.page.get_attribute("#stream-sys [data-chart^='sys/']", "data-chart")
+    assert page.chart(cid)["points"] >= 1
+    assert not page.errors, page.errors

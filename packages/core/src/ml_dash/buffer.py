@@ -20,12 +20,18 @@ from . import console
 from .config import BufferConfig
 from .jsonio import iso, read_json, write_json_atomic
 from .layout import ExperimentDir
+from .ring import SPILL_EVERY, Ring, decode_lines, encode_items, folder_of, split_items
 from .values import Deferred, resolve_row
 
 __all__ = ["BufferConfig", "Buffer"]
 
 HEARTBEAT_EVERY = 5.0
 FSYNC_EVERY = 1.0
+SLICE_BYTES = 48 << 10  # ring bytes the worker turns into journal lines per slice (~600 rows, ~0.5 ms of GIL)
+SLICE_ITEMS = 1_000  # queued records per kind written per slice
+WAKE_BYTES = 64 << 10  # the training thread wakes the worker each time this much more is in the ring
+MAX_SLICES = 64  # slices in one pass of the worker
+YIELD_S = 0.0003  # between slices the worker sleeps this long, so the training thread takes the GIL back
 
 
 class PartialWrite(Exception):
@@ -54,6 +60,17 @@ class Buffer:
         self.written = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
         self.lost = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
         self.sync_mode = not config.buffer_enabled
+        # the training thread appends records here; every `spill_at` of them go into the ring (or, when there is
+        # no ring or it is full, onto the queues above, which then take every record until the worker empties
+        # them: so everything still in the ring is older than everything queued)
+        self.tail: deque[Any] = deque()
+        self.spill_at = 1 if self.sync_mode else SPILL_EVERY
+        jdir.defer_meta = not self.sync_mode  # the worker rewrites metadata.json once per pass
+        self.ring: Ring | None = None
+        self._ring_lock = threading.Lock()
+        self._wake_at = WAKE_BYTES
+        self._ring_ranges: list[tuple[int, int]] = []  # taken from the ring, not yet all in the journal
+        self._hurry = False
         # a producer wakes the worker early when a queue holds `trigger` records (besides every write_interval)
         self._step = max(1, min(1_000, config.max_pending_items // 4))
         self.trigger = 1 if self.sync_mode else self._step
@@ -81,6 +98,11 @@ class Buffer:
         if self.sync_mode or (self._thread is not None and self._thread.is_alive()):
             return
         self._stop = False
+        if self.ring is None:
+            try:
+                self.ring = Ring(folder_of(self.jdir.private))
+            except (OSError, ValueError) as e:  # no room or no shared mappings here: records wait in memory
+                self._note_error("spill ring", e)
         self._thread = threading.Thread(target=self._run, name=f"ml-dash-writer[{self.jdir.prefix}]", daemon=True)
         self._thread.start()
 
@@ -90,6 +112,14 @@ class Buffer:
             q.clear()
         for v in self._retry.values():
             v.clear()
+        self.tail.clear()
+        if self.ring is not None:
+            self.ring.forget()
+            self.ring = None
+        self._ring_lock = threading.Lock()
+        self._ring_ranges = []
+        self.spill_at = 1
+        self.jdir.defer_meta = False
         self._io_lock = threading.RLock()
         self._wake = threading.Event()
         self._thread = None
@@ -106,9 +136,17 @@ class Buffer:
 
     @property
     def accepted(self) -> dict[str, int]:
-        """Records accepted so far, by kind (counted off the hot path: taken off the queues plus still queued)."""
-        return {"logs": self.taken["logs"] + len(self.logs), "metrics": self.taken["metrics"] + len(self.metrics),
-                "tracks": self.taken["tracks"] + len(self.tracks), "files": self.taken["files"]}
+        """Records accepted so far, by kind (counted off the hot path: taken off the queues plus still queued,
+        in the tail or in the ring)."""
+        self.spill()
+        ring = {"metrics": 0, "tracks": 0, "logs": 0}
+        with self._ring_lock:
+            if self.ring is not None:
+                m, t, g = split_items(self.ring.peek())
+                ring = {"metrics": len(m), "tracks": len(t), "logs": len(g)}
+        return {"logs": self.taken["logs"] + len(self.logs) + ring["logs"],
+                "metrics": self.taken["metrics"] + len(self.metrics) + ring["metrics"],
+                "tracks": self.taken["tracks"] + len(self.tracks) + ring["tracks"], "files": self.taken["files"]}
 
     def unsaved(self) -> dict[str, int]:
         """Records that are not in the journal (still queued, failed and kept for retry, or dropped), by kind."""
@@ -125,8 +163,39 @@ class Buffer:
         return out
 
     def pending(self) -> int:
+        """Records held in memory, plus one while the ring holds records the worker has not taken yet."""
+        ring = self.ring
         return (len(self.logs) + len(self.metrics) + len(self.tracks) + len(self.params) + len(self.files)
-                + sum(len(v) for v in self._retry.values()) + len(self._publishing))
+                + sum(len(v) for v in self._retry.values()) + len(self._publishing) + len(self.tail)
+                + (1 if ring is not None and ring.backlog() else 0))
+
+    # ---- the spill (training thread, every `spill_at` records; the worker spills what is left) ------------------
+    def spill(self) -> None:
+        """Move the tail into the ring (memory the kernel keeps if the process dies), else onto the queues."""
+        wake = False
+        with self._ring_lock:
+            t = self.tail
+            n = len(t)
+            if not n:
+                return
+            items = [t.popleft() for _ in range(n)]
+            ring = self.ring
+            if ring is not None and not (self.metrics or self.logs or self.tracks):
+                line = encode_items(items)
+                if line is not None and ring.put(line):
+                    pos = ring.position()
+                    if pos >= self._wake_at or pos < self._wake_at - WAKE_BYTES:
+                        self._wake_at = pos + WAKE_BYTES
+                        wake = True
+                    items = []
+            if items:  # no ring, ring full, or a device value: queued in memory, in order
+                m, tr, g = split_items(items)
+                self.metrics.extend(m)
+                self.tracks.extend(tr)
+                self.logs.extend(g)
+                wake = max(len(self.metrics), len(self.logs), len(self.tracks)) >= self.trigger
+        if wake:
+            self.kick()
 
     # ---- producer side (called from the training loop) ------------------------------------------------------
     def kick(self) -> None:
@@ -192,6 +261,7 @@ class Buffer:
                 due = bool(waiters) or stop or now - self._last_flush >= cfg.flush_interval \
                     or len(self.files) >= cfg.file_batch_size
                 self.trigger = self._step
+                self._hurry = bool(waiters) or stop  # someone waits for this pass: no pauses between slices
                 self.drain(final=due, fsync=due)
                 if due:
                     self._last_flush = now
@@ -223,13 +293,28 @@ class Buffer:
                          f"and retrying (pending: {self.pending():,})")
 
     def drain(self, final: bool = False, fsync: bool = False) -> None:
-        """Write everything queued so far. ``final`` also publishes files; ``fsync`` makes it durable."""
+        """Write everything queued so far. ``final`` also publishes files; ``fsync`` makes it durable. The work
+        goes in slices; between slices the worker thread lets the training thread run."""
+        wrote = False
+        slices = 0
+        while True:
+            if slices:
+                self._yield()
+            slices += 1
+            more, w = self._drain_slice()
+            wrote |= w
+            if not more:
+                break
+            if slices >= MAX_SLICES and not self._hurry and threading.current_thread() is self._thread:
+                self._wake.set()  # the rest in the next pass, after the heartbeat, fsync and files got a turn
+                break
         with self._io_lock:
-            wrote = False
-            wrote |= self._drain_kind("params", self.params, self._write_params)
-            wrote |= self._drain_kind("logs", self.logs, self.jdir.append_logs)
-            wrote |= self._drain_kind("metrics", self.metrics, self._write_metrics)
-            wrote |= self._drain_kind("tracks", self.tracks, self._write_tracks)
+            if wrote:
+                try:
+                    self.jdir.write_metas()
+                except OSError as e:
+                    self._note_error("metadata.json", e)
+            self._drain_kind("params", self.params, self._write_params)
             if final or self.sync_mode:
                 self._start_files()
             self._finish_files(block=self.sync_mode)
@@ -244,20 +329,83 @@ class Buffer:
             for listener in self.listeners:
                 listener()
 
-    def _drain_kind(self, kind: str, q: deque[Any], write: Callable[[list[Any]], None]) -> bool:
-        n = len(q)
+    def _has_work(self) -> bool:
+        ring = self.ring
+        return bool(self.metrics or self.tracks or self.logs or self.tail or (ring is not None and ring.backlog()))
+
+    def _yield(self) -> None:
+        if not self._hurry and not self.sync_mode and threading.current_thread() is self._thread:
+            time.sleep(YIELD_S)
+
+    def _drain_slice(self) -> tuple[bool, bool]:
+        """One slice: a piece of the ring (or, once the ring is all taken, of the queues) into the journal.
+        Returns (more to do, wrote something)."""
+        self.spill()
+        with self._io_lock:
+            ring = self.ring
+            fresh: dict[str, list[Any]] = {"metrics": [], "tracks": [], "logs": []}
+            more = False
+            if any(self._retry[k] for k in fresh):  # failing writes: retry them alone; the rest waits
+                wrote = False
+                wrote |= self._drain_kind("logs", [], self.jdir.append_logs)
+                wrote |= self._drain_kind("metrics", [], self._write_metrics)
+                wrote |= self._drain_kind("tracks", [], self._write_tracks)
+                return not any(self._retry[k] for k in fresh) and self._has_work(), wrote
+            with self._ring_lock:
+                if ring is not None and ring.backlog():
+                    chunk, ranges = ring.take(SLICE_BYTES)
+                    self._ring_ranges.extend(ranges)
+                    more = bool(ring.backlog())
+                else:
+                    chunk = b""
+                    for kind, q in (("metrics", self.metrics), ("tracks", self.tracks), ("logs", self.logs)):
+                        n = min(len(q), SLICE_ITEMS)
+                        fresh[kind] = [q.popleft() for _ in range(n)]
+                        more |= bool(q)
+            plain = bool(chunk)  # decoded JSON holds no device values to convert
+            if chunk:
+                m, t, g = split_items(decode_lines(chunk))
+                fresh = {"metrics": m, "tracks": t, "logs": g}
+            wrote = False
+            wrote |= self._drain_kind("logs", fresh["logs"], self.jdir.append_logs)
+            wrote |= self._drain_kind("metrics", fresh["metrics"], self._write_plain_metrics if plain
+                                      else self._write_metrics)
+            wrote |= self._drain_kind("tracks", fresh["tracks"], self._write_plain_tracks if plain
+                                      else self._write_tracks)
+            if ring is not None and self._ring_ranges and not any(self._retry[k] for k in fresh) \
+                    and not (self.metrics or self.tracks or self.logs):
+                with self._ring_lock:
+                    done = ring.commit(self._ring_ranges)
+                    self._ring_ranges = []
+                if done is not None:
+                    try:
+                        ring.zero(done)
+                    except OSError as e:
+                        self._note_error("spill ring", e)
+                    else:
+                        with self._ring_lock:
+                            ring.free(done)
+            return more, wrote
+
+    def _drain_kind(self, kind: str, fresh: Any, write: Callable[[list[Any]], None]) -> bool:
+        """Write the records waiting for retry, then ``fresh`` (a list, or for params the queue to empty). While
+        a retry keeps failing, what came after it waits (the queue stays where max_pending_items bounds it)."""
+        wrote = False
         retry = self._retry[kind]
-        if not n and not retry:
-            return False
         if retry:
-            # a failed batch is retried on its own: newer records wait in the queue, where max_pending_items
-            # bounds them (back-pressure, then shedding), instead of piling up behind the failure unbounded
-            items = retry
-            n = 0
-        else:
-            items = [q.popleft() for _ in range(n)]
+            self._retry[kind] = []
+            wrote = self._write_kind(kind, retry, write)
+            if self._retry[kind]:
+                return wrote
+        if isinstance(fresh, deque):
+            fresh = [fresh.popleft() for _ in range(len(fresh))]
+        if not fresh:
+            return wrote
         if kind != "params":
-            self.taken[kind] += n
+            self.taken[kind] += len(fresh)
+        return self._write_kind(kind, fresh, write) or wrote
+
+    def _write_kind(self, kind: str, items: list[Any], write: Callable[[list[Any]], None]) -> bool:
         try:
             write(items)
         except PartialWrite as e:  # some streams were written, others failed: retry only the failed ones
@@ -272,7 +420,6 @@ class Buffer:
             self._retry[kind] = items
             self._note_error(kind if kind != "metrics" else "metric rows", e)
             return False
-        self._retry[kind] = []
         if kind != "params":
             self.written[kind] += len(items)
         if self._error is not None and kind != "params":
@@ -280,8 +427,6 @@ class Buffer:
             self._error = None
             self._warned.clear()
         self.progress += 1
-        if retry and q:  # the retried batch is in: now what queued up behind it
-            self._drain_kind(kind, q, write)
         return True
 
     def _write_params(self, items: list[dict[str, Any]]) -> None:
@@ -292,10 +437,16 @@ class Buffer:
         self.jdir.set_params(merged)
 
     def _write_metrics(self, items: list[tuple[str | None, dict[str, Any]]]) -> None:
-        _write_streams(items, self.jdir.append_metrics)
+        _write_streams(items, self.jdir.append_metrics, True)
 
     def _write_tracks(self, items: list[tuple[str, dict[str, Any]]]) -> None:
-        _write_streams(items, self.jdir.append_tracks)
+        _write_streams(items, self.jdir.append_tracks, True)
+
+    def _write_plain_metrics(self, items: list[tuple[str | None, dict[str, Any]]]) -> None:
+        _write_streams(items, self.jdir.append_metrics, False)
+
+    def _write_plain_tracks(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        _write_streams(items, self.jdir.append_tracks, False)
 
     # ---- files ------------------------------------------------------------------------------------------------
     def _start_files(self) -> None:
@@ -397,6 +548,14 @@ class Buffer:
             elif time.monotonic() - stalled_since >= limit:
                 return False
 
+    def _close_ring(self) -> None:
+        """Unmap the ring; its file goes once everything in it is in the journal, else the next open or read of
+        the run turns it into the journal."""
+        with self._ring_lock:
+            ring, self.ring = self.ring, None
+        if ring is not None:
+            ring.close(remove=not ring.unconsumed())
+
     def stop(self) -> bool:
         """Stop the worker after it wrote everything; False if the store made no progress for close_timeout."""
         t = self._thread
@@ -419,10 +578,12 @@ class Buffer:
         if self._pool is not None and ok:
             self._pool.shutdown(wait=False)
             self._pool = None
+        self._close_ring()
         return ok and self.pending() == 0
 
 
-def _write_streams(items: list[tuple[Any, dict[str, Any]]], append: Callable[[Any, list[dict[str, Any]]], None]) -> None:
+def _write_streams(items: list[tuple[Any, dict[str, Any]]], append: Callable[[Any, list[dict[str, Any]]], None],
+                   device_values: bool) -> None:
     """Group (stream, row) items by stream, keeping order, and append each group; a stream that fails does not
     stop the others, and only its rows are handed back (PartialWrite) for retry."""
     groups: dict[Any, list[dict[str, Any]]] = {}
@@ -434,11 +595,12 @@ def _write_streams(items: list[tuple[Any, dict[str, Any]]], append: Callable[[An
     failed: list[tuple[Any, dict[str, Any]]] = []
     error: BaseException | None = None
     for key, rows in groups.items():
-        for row in rows:
-            for v in row.values():
-                if type(v) is Deferred:  # device values are converted here, on the worker thread
-                    resolve_row(row)
-                    break
+        if device_values:
+            for row in rows:
+                for v in row.values():
+                    if type(v) is Deferred:  # device values are converted here, on the worker thread
+                        resolve_row(row)
+                        break
         try:
             append(key, rows)
         except (OSError, ValueError, TypeError) as e:

@@ -1,4 +1,5 @@
-"""Settings: `BufferConfig`, resolved as explicit argument > environment variable > default."""
+"""Settings: `BufferConfig`, resolved as explicit argument > environment variable > default, and the one parser
+of every other ``ML_DASH_*`` setting of the core (`env_flag`, `default_root`)."""
 
 from __future__ import annotations
 
@@ -94,7 +95,17 @@ class BufferConfig:
 
 
 def env_flag(name: str) -> bool:
+    """A boolean environment variable (true/false, 1/0, yes/no, on/off; unset is False). ValueError names a
+    value that is none of these."""
     raw = os.environ.get(name)
     if raw is None:
         return False
     return bool(_parse(name[len("ML_DASH_"):].lower(), raw, bool))
+
+
+DEFAULT_ROOT = ".dash"
+
+
+def default_root() -> str:
+    """Where runs are stored when no ``dash_root`` is given: ``ML_DASH_ROOT``, else ``.dash``."""
+    return os.environ.get("ML_DASH_ROOT") or DEFAULT_ROOT

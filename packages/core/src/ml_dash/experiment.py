@@ -9,16 +9,18 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import console, lifecycle, sysmetrics
+from . import console, lifecycle, ring, sysmetrics
 from .buffer import Buffer, recover_staged, stage_dir, write_entry
-from .config import BufferConfig, env_flag
-from .jsonio import new_id, now_iso, read_json
+from .config import BufferConfig, default_root, env_flag
+from .jsonio import new_id, now_iso
 from .layout import ExperimentDir
 from .names import file_name, logical_dir, metric_segments, split_path, topic_folder
-from .reader import FilesView, LogsView, MetricsView, TracksView
+from .reader import FilesView, LogsView, MetricsView, ParamsView, TracksView
+from .ring import LOG, LOG_META, METRIC, METRIC_NONE, TRACK
 from .values import MAX_STR, NUMERIC, convert, convert_fields, flatten
 
 LEVELS = ("info", "warn", "error", "debug", "fatal")
@@ -53,7 +55,7 @@ class Experiment:
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError("metadata must be a dict")
         if dash_root is None:
-            dash_root = os.environ.get("ML_DASH_ROOT") or ".dash"
+            dash_root = default_root()
         self._dir = ExperimentDir(dash_root, prefix)
         self.config = buffer_config if buffer_config is not None else BufferConfig()
         if dash_url is True:
@@ -119,6 +121,7 @@ class Experiment:
                 return self._buf
             self._dir.open_info(self.description, self.tags, self.metadata)
             buf = Buffer(self._dir, self.config)
+            ring.recover(self._dir)  # records a killed process left in its spill ring
             for staged, entry in recover_staged(self._dir):
                 buf.files.append((staged, entry))
             self.status = "RUNNING"
@@ -244,12 +247,12 @@ class Experiment:
         else:
             meta = None
         buf = self._buf or self._writer()
-        q = buf.logs
-        q.append((_time(), level, message, meta))
+        q = buf.tail
+        q.append((LOG, level, (_time(), message)) if meta is None else (LOG_META, level, (_time(), message, meta)))
         if self.echo:
             console.say(f"[{level.upper()}] {message}")
-        if len(q) >= buf.trigger:
-            buf.kick()
+        if len(q) >= buf.spill_at:
+            buf.spill()
 
     def __enter__(self) -> Experiment:
         return self.run.__enter__()
@@ -320,6 +323,14 @@ class Logs:
         _sync(self._exp)
         return LogsView(self._exp._dir).read()
 
+    def columns(self, fields: str | Iterable[str] | None = None) -> Any:
+        """numpy arrays per field (see ``ExperimentView.logs.columns``), after writing what is buffered."""
+        _sync(self._exp)
+        return LogsView(self._exp._dir).columns(fields)
+
+    def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
+        return self.columns(fields).to_pandas()
+
 
 def _sync(exp: Experiment) -> None:
     buf = exp._buf
@@ -341,33 +352,18 @@ class Params:
 
     def get(self, flatten: bool = True) -> dict[str, Any]:
         _sync(self._exp)
-        data = read_json(self._exp._dir.path / "parameters.json")
-        flat: dict[str, Any] = dict(data.get("data") or {}) if isinstance(data, dict) else {}
-        return flat if flatten else unflatten(flat)
-
-
-def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, v in flat.items():
-        cur = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            nxt = cur.get(p)
-            if not isinstance(nxt, dict):
-                nxt = cur[p] = {}
-            cur = nxt
-        cur[parts[-1]] = v
-    return out
+        return ParamsView(self._exp._dir).get(flatten)
 
 
 class MetricStream:
     """``exp.metrics("train")``: ``log(**fields)`` one row; ``read()`` the rows back."""
 
-    __slots__ = ("_exp", "_name")
+    __slots__ = ("_exp", "_name", "_code", "_key")
 
     def __init__(self, exp: Experiment, name: str | None) -> None:
         self._exp = exp
         self._name = name
+        self._code, self._key = (METRIC, name) if name is not None else (METRIC_NONE, "")
 
     def log(self, /, **fields: Any) -> MetricStream:
         for v in fields.values():
@@ -382,10 +378,10 @@ class MetricStream:
                 raise TypeError(f"_ts must be a number (unix seconds), got {ts!r}")
             fields["_ts"] = float(ts)
         buf = self._exp._buf or self._exp._writer()
-        q = buf.metrics
-        q.append((self._name, fields))
-        if len(q) >= buf.trigger:
-            buf.kick()
+        q = buf.tail
+        q.append((self._code, self._key, fields))
+        if len(q) >= buf.spill_at:
+            buf.spill()
         return self
 
     append = log
@@ -393,6 +389,16 @@ class MetricStream:
     def read(self) -> list[dict[str, Any]]:
         _sync(self._exp)
         return MetricsView(self._exp._dir)(self._name).read()
+
+    def columns(self, fields: str | Iterable[str] | None = None) -> Any:
+        """numpy arrays per field: ``index``, ``_ts`` and every numeric field (NaN where a row lacks it), after
+        writing what is buffered. Parsed once, then only the rows appended since (the column cache)."""
+        _sync(self._exp)
+        return MetricsView(self._exp._dir)(self._name).columns(fields)
+
+    def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
+        """The columns as a pandas DataFrame (needs pandas)."""
+        return self.columns(fields).to_pandas()
 
 
 class Metrics:
@@ -456,10 +462,10 @@ class TrackStream:
             raise ValueError("track field 'timestamp' is reserved: pass the time as _ts")
         entry.update(fields)
         buf = self._exp._buf or self._exp._writer()
-        q = buf.tracks
-        q.append((self._topic, entry))
-        if len(q) >= buf.trigger:
-            buf.kick()
+        q = buf.tail
+        q.append((TRACK, self._topic, entry))
+        if len(q) >= buf.spill_at:
+            buf.spill()
         return self
 
     log = append
@@ -467,6 +473,14 @@ class TrackStream:
     def read(self) -> list[dict[str, Any]]:
         _sync(self._exp)
         return TracksView(self._exp._dir)(self._topic).read()
+
+    def columns(self, fields: str | Iterable[str] | None = None) -> Any:
+        """``timestamp`` and every numeric field as numpy arrays, after writing what is buffered."""
+        _sync(self._exp)
+        return TracksView(self._exp._dir)(self._topic).columns(fields)
+
+    def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
+        return self.columns(fields).to_pandas()
 
 
 def _track_fields(fields: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,61 @@ try:  # the C encoder, built once: JSONEncoder.encode rebuilds it on every call,
         return "".join(_c_enc(o, 0))
 except (ImportError, TypeError):  # pragma: no cover - pure-Python json
     encode = json.JSONEncoder(allow_nan=True, default=_no_default).encode
+
+try:  # orjson formats a row ~10x faster than the standard encoder (whose float repr dominates a row's cost)
+    import orjson as _orjson
+
+    _dumps = _orjson.dumps
+    _loads = _orjson.loads
+    # dataclasses and datetimes are not values a record may hold: let them fail as the standard encoder does
+    _OPT = _orjson.OPT_PASSTHROUGH_DATACLASS | _orjson.OPT_PASSTHROUGH_DATETIME
+    OPT_LINE = _OPT | _orjson.OPT_APPEND_NEWLINE
+except ImportError:  # pragma: no cover - orjson is a dependency; the standard encoder still works without it
+    _orjson = None
+
+
+def dumpb(o: Any) -> bytes:
+    """Compact JSON bytes of ``o``, the same in meaning as `encode`: non-finite floats are written as ``NaN``,
+    ``Infinity`` and ``-Infinity`` (orjson would write them as ``null``, so any ``null`` in its output, or a
+    value it refuses (ints beyond 64 bits, lone surrogates), sends the value to the standard encoder)."""
+    if _orjson is not None:
+        try:
+            b = _dumps(o, None, _OPT)
+        except TypeError:
+            pass
+        else:
+            if b"null" not in b:
+                return b
+    return encode(o).encode()
+
+
+def dumpb_all(objs: list[Any]) -> list[bytes]:
+    """`dumpb` of each object (one orjson pass over the list; objects it cannot write as `dumpb` would go one by
+    one)."""
+    if _orjson is not None:
+        try:
+            out = [_dumps(o, None, _OPT) for o in objs]
+        except TypeError:
+            pass
+        else:
+            if b"null" not in b"".join(out):
+                return out
+    return [dumpb(o) for o in objs]
+
+
+def dumpb_line(o: Any) -> bytes:
+    """`dumpb` plus a trailing newline: one JSONL line."""
+    if _orjson is not None:
+        try:
+            b = _dumps(o, None, OPT_LINE)
+        except TypeError:
+            pass
+        else:
+            if b"null" not in b:
+                return b
+    return (encode(o) + "\n").encode()
+
+
 _iso_cache: tuple[int, str] = (-1, "")
 
 

@@ -19,8 +19,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .jsonio import encode, iso, new_id, now_iso, read_json, read_jsonl, scan_tail, write_json_atomic
+from .jsonio import (
+    dumpb,
+    dumpb_all,
+    dumpb_line,
+    iso,
+    new_id,
+    now_iso,
+    read_json,
+    read_jsonl,
+    scan_tail,
+    write_json_atomic,
+)
 from .names import check_prefix, metric_segments, split_path, topic_folder
+
+_LEVELS = {lv: b'"%s"' % lv.encode() for lv in ("info", "warn", "error", "debug", "fatal")}
 
 
 def _warn(message: str) -> None:
@@ -32,6 +45,7 @@ def _warn(message: str) -> None:
 def _write_meta(path: Path, s: Stream) -> None:
     """metadata.json is derived from the data file: failing to rewrite it must not fail (and so repeat) the
     batch that was already appended; the next batch rewrites it."""
+    s.meta_dirty = False
     try:
         write_json_atomic(path, s.meta)
     except OSError as e:
@@ -60,6 +74,8 @@ class Stream:
         self.next_index = 0
         self.dirty = False
         self.meta: dict[str, Any] | None = None
+        self.meta_dirty = False
+        self.lock_name = ""
 
     def _open(self) -> int:
         if self.fd is None:
@@ -142,6 +158,10 @@ class ExperimentDir:
         self.private = self.path / ".ml_dash"
         self._streams: dict[tuple[str, str | None], Stream] = {}
         self._topic_dirs: dict[str, str] = {}
+        self._lock_paths: dict[str, str] = {}
+        # the background writer sets this: metadata.json files are rewritten once per pass (`write_metas`) rather
+        # than after every batch
+        self.defer_meta = False
         self._lock = threading.Lock()
 
     # ---- locks ---------------------------------------------------------------------------------------------
@@ -150,7 +170,9 @@ class ExperimentDir:
         """Exclusive access to one stream or file, across threads (a process-wide lock per lock file) and
         processes (a POSIX record lock, which a forked child does not inherit, unlike flock)."""
         lock_dir = self.private / "locks"
-        path = str(lock_dir / (hashlib.sha1(name.encode()).hexdigest()[:20] + ".lock"))
+        path = self._lock_paths.get(name)
+        if path is None:
+            path = self._lock_paths[name] = str(lock_dir / (hashlib.sha1(name.encode()).hexdigest()[:20] + ".lock"))
         tlock = _thread_locks.get(path)
         if tlock is None:
             tlock = _thread_locks.setdefault(path, threading.Lock())
@@ -246,11 +268,17 @@ class ExperimentDir:
             elif kind == "metrics":
                 folder = self.path.joinpath("metrics", *metric_segments(name))
                 s = Stream(folder / "data.jsonl", "index")
+                s.lock_name = str(name)
             else:
                 assert name is not None
                 s = Stream(self.path / "tracks" / self.track_folder(name) / "data.jsonl", None)
+                s.lock_name = name
             self._streams[key] = s
         return s
+
+    def stream_path(self, kind: str, name: str | None) -> Path:
+        """The JSONL file of a stream: kind "logs" (name None), "metrics" or "tracks"."""
+        return self._stream(kind, name).path
 
     def track_folder(self, topic: str) -> str:
         """Folder for a topic: '/' -> '_' as in the reference; '~2', '~3', ... when another topic holds it."""
@@ -283,10 +311,11 @@ class ExperimentDir:
             n = s.next_index
             parts = []
             for ts, level, message, meta in entries:
-                parts.append('{"sequenceNumber": %d, "timestamp": "%s", "level": %s, "message": %s, "metadata": %s}\n'
-                             % (n, iso(ts), encode(level), encode(message), encode(meta)))
+                parts.append(b'{"sequenceNumber":%d,"timestamp":"%s","level":%b,"message":%b,"metadata":%b}\n'
+                             % (n, iso(ts).encode(), _LEVELS.get(level) or dumpb(level), dumpb(message),
+                                b"null" if meta is None else dumpb(meta)))
                 n += 1
-            s.write("".join(parts).encode())
+            s.write(b"".join(parts))
             s.next_index = n
 
     def append_metrics(self, name: str | None, rows: list[dict[str, Any]], records: bool = False) -> None:
@@ -304,16 +333,16 @@ class ExperimentDir:
                         continue
                     rec = dict(r)
                     rec["index"] = n
-                    parts.append(encode(rec) + "\n")
+                    parts.append(dumpb_line(rec))
                     n += 1
             else:
-                created_at = now_iso()  # when the batch was stored; each row's call time is its data["_ts"]
-                for data in rows:
-                    parts.append('{"index": %d, "data": %s, "createdAt": "%s"}\n' % (n, encode(data), created_at))
+                created_at = now_iso().encode()  # when the batch was stored; each row's call time is data["_ts"]
+                for data in dumpb_all(rows):
+                    parts.append(b'{"index":%d,"data":%b,"createdAt":"%b"}\n' % (n, data, created_at))
                     n += 1
             if not parts:
                 return
-            s.write("".join(parts).encode())
+            s.write(b"".join(parts))
             s.next_index = n
             meta_path = s.path.parent / "metadata.json"
             if created or s.meta is None:
@@ -325,7 +354,7 @@ class ExperimentDir:
             s.meta["totalDataPoints"] = n
             s.meta["nextIndex"] = n
             s.meta["updatedAt"] = now_iso()
-            _write_meta(meta_path, s)
+            self._meta_changed(meta_path, s)
 
     def append_tracks(self, topic: str, entries: list[dict[str, Any]]) -> None:
         """Entries are {"timestamp": t, fields...}; consecutive entries with one timestamp are merged."""
@@ -335,10 +364,14 @@ class ExperimentDir:
                 merged[-1].update(e)
             else:
                 merged.append(e)
+        if not merged:
+            return
         s = self._stream("tracks", topic)
         meta_path = s.path.parent / "metadata.json"
         with self.locked("tracks/" + topic):
             changed = s.sync_tail()
+            if changed and s.meta_dirty:
+                _write_meta(meta_path, s)  # ours first, then what the other writer counted
             if changed or s.meta is None:
                 m = read_json(meta_path)
                 if not isinstance(m, dict) or "totalEntries" not in m or changed and s.known_size and not m.get("totalEntries"):
@@ -346,10 +379,26 @@ class ExperimentDir:
                     rows, _ = read_jsonl(s.path)
                     _track_stats(m, rows)
                 s.meta = m
-            s.write("".join([encode(e) + "\n" for e in merged]).encode())
+            s.write(b"\n".join(dumpb_all(merged)) + b"\n")
             _track_stats(s.meta, merged)
             s.meta["updatedAt"] = now_iso()
-            _write_meta(meta_path, s)
+            self._meta_changed(meta_path, s)
+
+    def _meta_changed(self, path: Path, s: Stream) -> None:
+        if self.defer_meta:
+            s.meta_dirty = True
+        else:
+            _write_meta(path, s)
+
+    def write_metas(self) -> None:
+        """Rewrite the metadata.json of every stream appended to since the last call (see ``defer_meta``)."""
+        for s in list(self._streams.values()):
+            if s.meta_dirty and s.meta is not None:
+                kind_lock = "metrics/" if s.index_field == "index" else "tracks/"
+                name = s.lock_name
+                with self.locked(kind_lock + name):
+                    if s.meta_dirty and s.meta is not None:
+                        _write_meta(s.path.parent / "metadata.json", s)
 
     def fsync(self) -> None:
         for s in list(self._streams.values()):

@@ -1,8 +1,8 @@
-"""Plugins (pluggy): hook specs, lazy discovery from the ``ml_dash`` entry-point group, in-code registration.
+"""Plugins (pluggy): the manager, lazy discovery from the ``ml_dash`` entry-point group, in-code registration.
 
 Nothing here runs at ``import ml_dash``: the manager is built on first use (the first experiment that starts,
-or an explicit `register`). A plugin is a module or object whose ``ml_dash_*`` functions implement the specs in
-`HookSpecs` (the ``@hookimpl`` marker is optional; use it for ``tryfirst``/``trylast``). See docs/plugins.md.
+or an explicit `register`). The hooks themselves (`HookSpecs`, `hookimpl`) are in `ml_dash.hookspecs`; they are
+re-exported here for plugins written against this module. See docs/plugins.md.
 """
 
 from __future__ import annotations
@@ -15,45 +15,13 @@ from typing import Any
 import pluggy
 
 from . import console
+from .config import env_flag
+from .hookspecs import ENTRY_POINT_GROUP, HOOK_NAMES, HOOK_PREFIX, PROJECT, HookSpecs, hookimpl, hookspec
 
-PROJECT = "ml_dash"
-ENTRY_POINT_GROUP = "ml_dash"
-HOOK_PREFIX = "ml_dash_"
+__all__ = ["HOOK_NAMES", "HookSpecs", "PluginManager", "hookimpl", "hookspec", "implementations", "manager", "register",
+           "unregister"]
+
 DISABLE_ENV = "ML_DASH_DISABLE_PLUGINS"
-
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
-
-
-class HookSpecs:
-    """The hooks a plugin may implement. Every argument is passed by name; an implementation may take fewer."""
-
-    @hookspec(firstresult=True)
-    def ml_dash_store(self, destination: str, experiment: Any) -> Any:
-        """Return an `ml_dash.stores.Store` for ``destination`` (a URL or a name), or None if it is not yours.
-
-        Called once per destination when the experiment starts (``Experiment(stores=[...])``, ``dash_url=``).
-        Raise ValueError for a destination you own that is unusable (it stops the start with that message).
-        """
-
-    @hookspec
-    def ml_dash_experiment_started(self, experiment: Any) -> None:
-        """``exp.run.start()`` (or ``with exp.run``) opened the experiment, or re-opened it."""
-
-    @hookspec
-    def ml_dash_experiment_flushed(self, experiment: Any, counts: dict[str, int]) -> None:
-        """``experiment.flush()`` returned; ``counts`` are records written so far by kind (logs, metrics, ...)."""
-
-    @hookspec
-    def ml_dash_experiment_finished(self, experiment: Any, status: str) -> None:
-        """The experiment was closed with ``status`` (COMPLETED, FAILED, CANCELLED)."""
-
-    @hookspec
-    def ml_dash_store_error(self, experiment: Any, store: Any, error: BaseException) -> None:
-        """A store failed on a batch (it is retried, or quarantined for a PermanentError). Store worker thread."""
-
-
-HOOK_NAMES = tuple(n for n in vars(HookSpecs) if n.startswith(HOOK_PREFIX))
 
 
 class PluginManager(pluggy.PluginManager):
@@ -78,7 +46,11 @@ _lock = threading.Lock()
 
 def disabled() -> bool:
     """True when ``ML_DASH_DISABLE_PLUGINS`` turns entry-point discovery off (built-ins and in-code plugins stay)."""
-    return os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return env_flag(DISABLE_ENV)
+    except ValueError as e:  # a typo in the environment must not stop training
+        console.warn(f"{e}; plugins stay enabled")
+        return False
 
 
 def manager() -> PluginManager:

@@ -28,6 +28,7 @@ from . import console
 from .config import BufferConfig
 from .jsonio import read_json, write_json_atomic
 from .layout import ExperimentDir
+from .ring import recover
 from .stores.base import PermanentError, Store
 
 MAX_BACKOFF = 30.0
@@ -497,6 +498,7 @@ def sync_dir(jdir: ExperimentDir, store: Store, config: BufferConfig | None = No
              attempts: int = 1) -> Replicator:
     """Deliver one experiment folder to ``store`` now (``ml-dash sync``); ``attempts`` passes at most, with
     backoff between them. ``rep.error`` is None when everything was delivered."""
+    recover(jdir)  # rows a killed writer left in its spill ring go into the journal first
     rep = Replicator(jdir, store, config or BufferConfig())
     rep.verbose = verbose
     for attempt in range(max(1, attempts)):

@@ -189,3 +189,18 @@ def flatten(d: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = No
         else:
             out[key] = convert(v, key)  # a device value stays Deferred: the worker resolves it
     return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of `flatten`: dotted keys become nested dicts."""
+    out: dict[str, Any] = {}
+    for key, v in flat.items():
+        cur = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            nxt = cur.get(p)
+            if not isinstance(nxt, dict):
+                nxt = cur[p] = {}
+            cur = nxt
+        cur[parts[-1]] = v
+    return out

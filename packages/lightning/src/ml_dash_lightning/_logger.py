@@ -229,10 +229,7 @@ class MLDashLoggerMixin:
         self._streams = {}
         if self._auto_named and not self._announced:
             self._announced = True
-            quiet = os.environ.get("ML_DASH_QUIET", "").lower() in ("1", "true", "yes")
-            if self._buffer_config is not None and getattr(self._buffer_config, "quiet", None) is not None:
-                quiet = bool(self._buffer_config.quiet)
-            if not quiet:
+            if not exp.config.quiet:  # the run's settings: buffer_config, else ML_DASH_QUIET
                 print(f"[ML-Dash] Lightning run: {self._prefix} (in {self.log_dir})", file=sys.stderr)
         return exp
 

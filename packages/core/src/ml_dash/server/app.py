@@ -75,7 +75,7 @@ def _range(request: Request) -> tuple[int, int]:
 
 def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, max_body: int = 32 * 1024 * 1024,
                max_file: int = 5 * 1024**3, fault_every: int = 0, stall_every: int = 0,
-               stall_seconds: float = 0.0, fsync: bool = True) -> Guard:
+               stall_seconds: float = 0.0, fsync: bool = True) -> Any:
     """The ASGI app serving ``root``: a `.dash` folder, or any `Backend` (e.g. `pg.PgBackend`).
     ``tokens`` empty or None: no authentication."""
     store = root if isinstance(root, Backend) else FolderBackend(root, fsync=fsync)
@@ -268,5 +268,10 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
     ]
     app = Starlette(routes=routes, exception_handlers={BadRequest: bad_request, Unavailable: unavailable,
                                                           HTTPException: http_error})
-    return Guard(app, list(tokens or []), max_body=max_body, max_file=max_file, fault_every=fault_every,
-                 stall_every=stall_every, stall_seconds=stall_seconds)
+    guard = Guard(app, list(tokens or []), max_body=max_body, max_file=max_file, fault_every=fault_every,
+                  stall_every=stall_every, stall_seconds=stall_seconds)
+    if not isinstance(store, FolderBackend):
+        return guard  # the viewer reads a `.dash` folder; on a database only the API is served for now
+    from ..viewer.auth import ViewerGate  # the web viewer at /, signed in by cookie (docs/viewer.md)
+
+    return ViewerGate(guard, store.root, list(tokens or []))

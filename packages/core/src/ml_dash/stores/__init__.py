@@ -1,5 +1,5 @@
 """Stores: where data goes besides the local `.dash` journal. See `base.Store`."""
 
-from .base import PermanentError, Store
+from .base import PermanentError, RetryLater, Store
 
-__all__ = ["PermanentError", "Store"]
+__all__ = ["PermanentError", "RetryLater", "Store"]

@@ -1,4 +1,6 @@
-"""The one small interface between the buffer's replicators and any store (remote server, mirrors, plugins)."""
+"""The one small interface between the buffer's replicators and any store (remote server, mirrors, plugins):
+`Store`, and the two exceptions a store raises to say how a failure should be handled (any other exception is
+retried with backoff, like `RetryLater`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,17 @@ from typing import Any
 
 class PermanentError(Exception):
     """Raised by a store for a batch that can never be stored (e.g. HTTP 400): it is quarantined, not retried."""
+
+
+class RetryLater(Exception):
+    """A transient failure (the store is busy or unreachable): the batch is retried with backoff, not before
+    ``retry_after`` seconds when the store knows how long to wait (e.g. HTTP ``Retry-After``). ``store_wide``:
+    the store could not be reached at all (the replicator then backs off as a whole, not per stream)."""
+
+    def __init__(self, message: str, retry_after: float | None = None, *, store_wide: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.store_wide = store_wide
 
 
 class Store:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..plugins import hookimpl
+from ..hookspecs import hookimpl
 
 
 @hookimpl(trylast=True)

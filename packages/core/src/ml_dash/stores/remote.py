@@ -18,20 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .base import PermanentError, Store
+from .base import PermanentError, RetryLater, Store
 
 DEFAULT_TIMEOUT = 10.0
 CREDENTIALS = ("~", ".dash", "credentials.json")
-
-
-class RetryLater(Exception):
-    """A transient failure; ``retry_after`` (seconds) when the server said how long to wait. ``store_wide``:
-    the server could not be reached at all (the replicator then backs off as a whole, not per stream)."""
-
-    def __init__(self, message: str, retry_after: float | None = None, *, store_wide: bool = False) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.store_wide = store_wide
 
 
 class AuthError(Exception):

@@ -36,21 +36,37 @@ SEP = "\x1f"
 SCRIPTS = ("util", "chart", "runs", "run", "compare", "app")  # load order
 
 
+_bundle: dict[str, Any] = {}
+
+
+def bundle() -> tuple[bytes, str]:
+    """The viewer's scripts as one file (one request instead of six) and a short hash that versions its URL."""
+    if not _bundle:
+        import hashlib
+
+        body = b"\n".join((STATIC / f"{name}.js").read_bytes() for name in SCRIPTS)
+        _bundle["body"] = body
+        for f in ("vendor/uPlot.iife.min.js", "vendor/uPlot.min.css", "app.css"):
+            body += (STATIC / f).read_bytes()
+        _bundle["v"] = hashlib.sha1(body).hexdigest()[:12]
+    return _bundle["body"], _bundle["v"]
+
+
 def shell(static: str = "/static", page: str = "", extra_scripts: list[str] | None = None, meta_csp: bool = False,
           attrs: dict[str, str] | None = None) -> str:
     """The one HTML page; the script reads the location (or the body's data attributes) to pick the view."""
     from html import escape
 
-    scripts = [f"{static}/vendor/uPlot.iife.min.js", *(extra_scripts or []),
-               *(f"{static}/{name}.js" for name in SCRIPTS)]
-    data = "".join(f' data-{k}="{escape(v)}"' for k, v in (attrs or {}).items())
-    csp = (f'<meta http-equiv="Content-Security-Policy" content="{CSP.replace(chr(39) + "self" + chr(39), "file:")}">'
-           if meta_csp else "")
+    v = "?v=" + bundle()[1]
+    scripts = [f"{static}/vendor/uPlot.iife.min.js{v}", *(extra_scripts or []), f"{static}/viewer.js{v}"]
+    data = "".join(f' data-{k}="{escape(val)}"' for k, val in (attrs or {}).items())
+    meta = CSP.replace("'self'", "file:").replace("; frame-ancestors 'none'", "")  # not allowed in <meta>
+    csp = f'<meta http-equiv="Content-Security-Policy" content="{meta}">' if meta_csp else ""
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + csp +
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             "<title>ml-dash</title>"
-            f"<link rel=\"stylesheet\" href=\"{static}/vendor/uPlot.min.css\">"
-            f"<link rel=\"stylesheet\" href=\"{static}/app.css\"></head>"
+            f"<link rel=\"stylesheet\" href=\"{static}/vendor/uPlot.min.css{v}\">"
+            f"<link rel=\"stylesheet\" href=\"{static}/app.css{v}\"></head>"
             f"<body data-page=\"{escape(page)}\"{data}><div id=\"app\"><p class=\"note\">Loading…</p></div>"
             "<noscript>ml-dash's viewer needs JavaScript.</noscript>"
             + "".join(f"<script src=\"{escape(s)}\"></script>" for s in scripts) + "</body></html>\n")
@@ -119,6 +135,10 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
     async def page(request: Request) -> Response:
         return Response(shell(), media_type="text/html; charset=utf-8")
 
+    async def viewer_js(request: Request) -> Response:
+        body, v = bundle()
+        return Response(body, media_type="text/javascript; charset=utf-8", headers={"etag": f'"{v}"'})
+
     async def api_runs(request: Request) -> Response:
         wanted = [m for m in (_q(request, "metrics") or "").split(",") if m]
 
@@ -138,24 +158,7 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
 
     async def api_run(request: Request) -> Response:
         prefix = _prefix(request)
-
-        def work() -> dict[str, Any]:
-            run = root.run_dir(prefix)
-            s = root.summary(prefix)
-            streams = {}
-            for name in root.streams(run):
-                path = root.metric_path(run, name)
-                c = root.columns(path)
-                fields = [f for f, a in c.cols.items() if f not in ("index", "_ts") and np.isfinite(a).any()]
-                streams[name] = {"fields": fields, "rows": c.rows, "invalid": c.invalid, "offset": c.offset,
-                                 "nonNumeric": sorted(f for f in c.non_numeric if f not in fields),
-                                 "someNonNumeric": sorted(f for f in c.non_numeric if f in fields)}
-            lg = root.logs(run)
-            s.update(streams=streams, topics=sorted(root.topics(run)), files=len(root.files(run)),
-                     logs={"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid})
-            return s
-
-        return JSONSafe(await run_in_threadpool(work))
+        return JSONSafe(await run_in_threadpool(run_info, root, prefix))
 
     async def api_series(request: Request) -> Response:
         prefixes = [p.replace(SEP, "/") for p in request.query_params.getlist("run")]
@@ -226,28 +229,7 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
         prefix = _prefix(request)
         topic = _q(request, "topic") or ""
 
-        def work() -> dict[str, Any]:
-            run = root.run_dir(prefix)
-            folder = root.topics(run).get(topic)
-            if folder is None:
-                raise NotFound(f"no track topic {topic!r} in run {prefix!r}")
-            from ..reader import merge_tracks
-            from .tail import read_from
-
-            tail, _ = read_from(root.inside(run, "tracks", folder.name, "data.jsonl"), 0)
-            rows = merge_tracks(tail.rows)
-            cols: dict[str, list[Any]] = {}
-            for k, r in enumerate(rows):
-                for key, v in r.items():
-                    col = cols.setdefault(key, [None] * k)
-                    col.append(v if isinstance(v, (int, float)) and not isinstance(v, bool) else None)
-                for col in cols.values():
-                    if len(col) < k + 1:
-                        col.append(None)
-            numeric = [k for k, v in cols.items() if k != "timestamp" and any(x is not None for x in v)]
-            return {"topic": topic, "rows": len(rows), "invalid": tail.invalid, "columns": cols, "numeric": numeric}
-
-        return JSONSafe(await run_in_threadpool(work))
+        return JSONSafe(await run_in_threadpool(track_data, root, prefix, topic))
 
     async def api_files(request: Request) -> Response:
         prefix = _prefix(request)
@@ -291,6 +273,7 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
         Route("/", page, methods=["GET"]),
         Route("/run/{prefix:path}", page, methods=["GET"]),
         Route("/compare", page, methods=["GET"]),
+        Route("/static/viewer.js", viewer_js, methods=["GET"]),
         Route("/api/view/runs", api_runs, methods=["GET"]),
         Route("/api/view/run", api_run, methods=["GET"]),
         Route("/api/view/series", api_series, methods=["GET"]),
@@ -303,6 +286,46 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
     if static_route:
         r.append(Mount("/static", app=StaticFiles(directory=STATIC), name="static"))
     return r, root
+
+
+def run_info(root: Root, prefix: str) -> dict[str, Any]:
+    """A run's summary plus its streams (numeric fields, rows, byte offset), topics, file and log counts."""
+    run = root.run_dir(prefix)
+    s = root.summary(prefix)
+    streams = {}
+    for name in root.streams(run):
+        c = root.columns(root.metric_path(run, name))
+        fields = [f for f, a in c.cols.items() if f not in ("index", "_ts") and np.isfinite(a).any()]
+        streams[name] = {"fields": fields, "rows": c.rows, "invalid": c.invalid, "offset": c.offset,
+                         "nonNumeric": sorted(f for f in c.non_numeric if f not in fields),
+                         "someNonNumeric": sorted(f for f in c.non_numeric if f in fields)}
+    lg = root.logs(run)
+    s.update(streams=streams, topics=sorted(root.topics(run)), files=len(root.files(run)),
+             logs={"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid})
+    return s
+
+
+def track_data(root: Root, prefix: str, topic: str) -> dict[str, Any]:
+    """A track topic as columns (entries sharing a timestamp merged), with its numeric column names."""
+    from ..reader import merge_tracks
+    from .tail import read_from
+
+    run = root.run_dir(prefix)
+    folder = root.topics(run).get(topic)
+    if folder is None:
+        raise NotFound(f"no track topic {topic!r} in run {prefix!r}")
+    tail, _ = read_from(root.inside(run, "tracks", folder.name, "data.jsonl"), 0)
+    rows = merge_tracks(tail.rows)
+    cols: dict[str, list[Any]] = {}
+    for k, r in enumerate(rows):
+        for key, v in r.items():
+            col = cols.setdefault(key, [None] * k)
+            col.append(v if isinstance(v, (int, float)) and not isinstance(v, bool) else None)
+        for col in cols.values():
+            if len(col) < k + 1:
+                col.append(None)
+    numeric = [k for k, v in cols.items() if k != "timestamp" and any(x is not None for x in v)]
+    return {"topic": topic, "rows": len(rows), "invalid": tail.invalid, "columns": cols, "numeric": numeric}
 
 
 def _metric_stats(root: Root, prefix: str, wanted: list[str]) -> dict[str, Any]:
@@ -347,6 +370,8 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers") or [])
                 have = {k.lower() for k, _ in headers}
+                if scope["path"].startswith("/static/") and scope.get("query_string", b"").startswith(b"v="):
+                    headers.append((b"cache-control", b"public, max-age=31536000, immutable"))
                 for k, v in SECURITY_HEADERS.items():
                     if k.encode() not in have:
                         headers.append((k.encode(), v.encode()))

@@ -42,11 +42,12 @@ def _cmd_view(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from .data import BadName, NotFound
     from .export import export_html
 
     try:
         out = export_html(args.prefix, args.root, args.output, points=args.points)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, NotFound, BadName) as e:
         print(f"ml-dash export-html: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out} (open it in a browser; it needs no server and no network)")

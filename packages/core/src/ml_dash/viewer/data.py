@@ -20,6 +20,7 @@ import numpy as np
 from ..jsonio import read_json
 from ..names import check_prefix, split_path
 from ..reader import effective_status
+from ..ring import recover_run
 from .tail import read_from
 
 MAX_MESSAGE = 10_000  # characters of one log message sent to the page; longer ones are cut with a note
@@ -150,6 +151,7 @@ class Root:
             raise NotFound(f"no run {prefix!r} under this root")
         if not (real / "experiment.json").is_file():
             raise NotFound(f"no run {prefix!r} under this root (it may have been deleted)")
+        recover_run(self.real, "/".join(segs))  # rows a killed writer left in its spill ring
         return real
 
     def inside(self, base: Path, *parts: str) -> Path:
