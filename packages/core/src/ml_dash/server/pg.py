@@ -236,15 +236,25 @@ class PgBackend(Backend):
     # ---- streams --------------------------------------------------------------------------------------------
     def _lock_stream(self, cur: Any, exp_id: int, kind: str, name: str, source: str) -> tuple[int, int, Any, int, int]:
         """Lock the stream (created on first use) for this transaction: (id, next, meta, source id, mark)."""
-        cur.execute("INSERT INTO streams (exp_id, kind, name) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                    (exp_id, kind, name))
-        sid, nxt, meta = cur.execute("SELECT id, next, meta FROM streams WHERE exp_id = %s AND kind = %s "
-                                     "AND name = %s FOR UPDATE", (exp_id, kind, name)).fetchone()
-        cur.execute("INSERT INTO stream_sources (stream_id, source) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                    (sid, source))
-        src_id, mark = cur.execute("SELECT id, mark FROM stream_sources WHERE stream_id = %s AND source = %s",
-                                   (sid, source)).fetchone()
-        return sid, int(nxt), json.loads(meta) if meta else None, src_id, int(mark)
+        lock = "SELECT id, next, meta FROM streams WHERE exp_id = %s AND kind = %s AND name = %s FOR UPDATE"
+        row = cur.execute(lock, (exp_id, kind, name)).fetchone()
+        if row is None:
+            cur.execute("INSERT INTO streams (exp_id, kind, name) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                        (exp_id, kind, name))
+            row = cur.execute(lock, (exp_id, kind, name)).fetchone()
+        sid, nxt, meta = row
+        mark = "SELECT id, mark FROM stream_sources WHERE stream_id = %s AND source = %s"
+        found = cur.execute(mark, (sid, source)).fetchone()
+        if found is None:  # the stream is locked: no other transaction adds this source meanwhile
+            found = cur.execute("INSERT INTO stream_sources (stream_id, source) VALUES (%s, %s) RETURNING id, mark",
+                                (sid, source)).fetchone()
+        src_id, pos = found
+        return sid, int(nxt), json.loads(meta) if meta else None, src_id, int(pos)
+
+    @staticmethod
+    def _commit_stream(cur: Any, sid: int, nxt: int, meta: str | None, src_id: int, mark: int) -> None:
+        cur.execute("WITH s AS (UPDATE streams SET next = %s, meta = %s WHERE id = %s) "
+                    "UPDATE stream_sources SET mark = %s WHERE id = %s", (nxt, meta, sid, mark, src_id))
 
     @staticmethod
     def _insert_rows(cur: Any, sid: int, first: int, src_id: int, rows: list[tuple[int | None, dict[str, Any]]]) -> None:
@@ -268,9 +278,8 @@ class PgBackend(Backend):
             rows, new_mark, n = b.renumber(recs, field, mark, nxt, metric)
             if rows:
                 self._insert_rows(cur, sid, nxt, src_id, [(s, r) for s, r in rows])
-                meta = _encode(b.metric_meta(meta, name, n)) if metric else None
-                cur.execute("UPDATE streams SET next = %s, meta = %s WHERE id = %s", (n, meta, sid))
-                cur.execute("UPDATE stream_sources SET mark = %s WHERE id = %s", (new_mark, src_id))
+                self._commit_stream(cur, sid, n, _encode(b.metric_meta(meta, name, n)) if metric else None, src_id,
+                                    new_mark)
         return {"received": len(recs), "stored": len(rows), "next": new_mark if rows else mark}
 
     def append_logs(self, prefix: str, records: Any, source: str) -> dict[str, int]:
@@ -291,9 +300,8 @@ class PgBackend(Backend):
             if keep:
                 self._insert_rows(cur, sid, nxt, src_id, keep)
                 meta = b.track_meta(meta, topic, [e for _, e in keep])
-                cur.execute("UPDATE streams SET next = %s, meta = %s WHERE id = %s",
-                            (nxt + len(keep), _encode(meta), sid))
-            cur.execute("UPDATE stream_sources SET mark = %s WHERE id = %s", (new_mark, src_id))
+            self._commit_stream(cur, sid, nxt + len(keep), _encode(meta) if meta is not None else None, src_id,
+                                new_mark)
         return {"received": len(entries), "stored": len(keep), "next": new_mark}
 
     # ---- files ----------------------------------------------------------------------------------------------
