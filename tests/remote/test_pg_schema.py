@@ -65,7 +65,8 @@ def test_server_refuses_a_newer_schema(url: str, tmp_path: Path) -> None:
         migrate(conn)
         conn.execute("INSERT INTO ml_dash_schema (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
         conn.commit()
-    r = rt.cli("serve", "--database", url, "--files", str(tmp_path / "files"), "--port", str(rt.free_port()))
+    r = rt.cli("serve", "--port", str(rt.free_port()),  # the database and files from the environment
+               env={"ML_DASH_DATABASE_URL": url, "ML_DASH_FILES": str(tmp_path / "files")})
     assert r.returncode == 1
     assert f"schema is at version {SCHEMA_VERSION + 1}, newer than this ml-dash knows ({SCHEMA_VERSION})" in r.stderr
     assert "Upgrade ml-dash" in r.stderr
@@ -74,7 +75,8 @@ def test_server_refuses_a_newer_schema(url: str, tmp_path: Path) -> None:
 def test_bad_database_url_and_files_without_database_are_refused(tmp_path: Path) -> None:
     r = rt.cli("serve", "--database", "mysql://x/y", "--port", str(rt.free_port()))
     assert r.returncode == 1 and "postgresql://" in r.stderr
-    r = rt.cli("serve", "--root", str(tmp_path / "r"), "--files", str(tmp_path / "f"), "--port", str(rt.free_port()))
+    r = rt.cli("serve", "--root", str(tmp_path / "r"), "--port", str(rt.free_port()),
+               env={"ML_DASH_FILES": str(tmp_path / "f")})
     assert r.returncode == 1 and "--files needs --database" in r.stderr
     port = rt.free_port()  # nothing listens there: a clear message, no traceback, the password not shown
     r = rt.cli("serve", "--database", f"postgresql://u:secret@127.0.0.1:{port}/db", "--port", str(rt.free_port()))
