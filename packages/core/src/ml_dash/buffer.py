@@ -27,11 +27,13 @@ __all__ = ["BufferConfig", "Buffer"]
 
 HEARTBEAT_EVERY = 5.0
 FSYNC_EVERY = 1.0
-SLICE_BYTES = 48 << 10  # ring bytes the worker turns into journal lines per slice (~600 rows, ~0.5 ms of GIL)
+SLICE_BYTES = 32 << 10  # ring bytes the worker turns into journal lines per slice (~400 rows, ~0.4 ms of GIL)
 SLICE_ITEMS = 1_000  # queued records per kind written per slice
-WAKE_BYTES = 64 << 10  # the training thread wakes the worker each time this much more is in the ring
+WAKE_BYTES = 1 << 20  # the training thread wakes the worker each time this much more is in the ring
 MAX_SLICES = 64  # slices in one pass of the worker
 YIELD_S = 0.0003  # between slices the worker sleeps this long, so the training thread takes the GIL back
+BUSY_S = 0.001  # getting the GIL back took longer than this: the training thread is running pure Python flat out
+BACKOFF_S = 0.02  # then the worker leaves the ring alone this long at a time (up to write_interval in all)
 
 
 class PartialWrite(Exception):
@@ -71,6 +73,8 @@ class Buffer:
         self._wake_at = WAKE_BYTES
         self._ring_ranges: list[tuple[int, int]] = []  # taken from the ring, not yet all in the journal
         self._hurry = False
+        self._busy_since: float | None = None
+        self._woken_at = 0.0
         # a producer wakes the worker early when a queue holds `trigger` records (besides every write_interval)
         self._step = max(1, min(1_000, config.max_pending_items // 4))
         self.trigger = 1 if self.sync_mode else self._step
@@ -186,7 +190,8 @@ class Buffer:
                     pos = ring.position()
                     if pos >= self._wake_at or pos < self._wake_at - WAKE_BYTES:
                         self._wake_at = pos + WAKE_BYTES
-                        wake = True
+                        self._woken_at = time.perf_counter()
+                        self._wake.set()  # a hint: the worker decides when to run (see `_yield`)
                     items = []
             if items:  # no ring, ring full, or a device value: queued in memory, in order
                 m, tr, g = split_items(items)
@@ -249,6 +254,12 @@ class Buffer:
     # ---- worker ------------------------------------------------------------------------------------------------
     def _run(self) -> None:
         cfg = self.config
+        ring = self.ring
+        if ring is not None:
+            try:
+                ring.populate(lambda: time.sleep(0.0005))
+            except Exception as e:  # pragma: no cover - a slower first lap is all this costs
+                self._note_error("spill ring", e)
         while True:
             self._wake.wait(cfg.write_interval)
             self._wake.clear()
@@ -297,6 +308,9 @@ class Buffer:
         goes in slices; between slices the worker thread lets the training thread run."""
         wrote = False
         slices = 0
+        if self._woken_at and threading.current_thread() is self._thread and not self._hurry:
+            self._back_off(time.perf_counter() - self._woken_at)  # how long the wake-up waited for the GIL
+        self._woken_at = 0.0
         while True:
             if slices:
                 self._yield()
@@ -334,8 +348,27 @@ class Buffer:
         return bool(self.metrics or self.tracks or self.logs or self.tail or (ring is not None and ring.backlog()))
 
     def _yield(self) -> None:
-        if not self._hurry and not self.sync_mode and threading.current_thread() is self._thread:
-            time.sleep(YIELD_S)
+        """Between slices: let the training thread run. When it is busy (it kept the GIL until the interpreter's
+        switch interval took it away), leave the ring to itself for a while: what is in the ring is already safe
+        from a kill, and every slice the worker runs now is a stall of the training loop. It waits at most
+        write_interval in all, and not once the ring is more than half full or someone waits on a flush."""
+        if self._hurry or self.sync_mode or threading.current_thread() is not self._thread:
+            return
+        t = time.perf_counter()
+        time.sleep(YIELD_S)
+        self._back_off(time.perf_counter() - t - YIELD_S)
+
+    def _back_off(self, late: float) -> None:
+        if late < BUSY_S:
+            self._busy_since = None
+            return
+        now = time.monotonic()
+        if self._busy_since is None:
+            self._busy_since = now
+        ring = self.ring
+        while ring is not None and ring.backlog() < ring.half and not self._flush_waiters and not self._stop \
+                and time.monotonic() - self._busy_since < self.config.write_interval:
+            time.sleep(BACKOFF_S)
 
     def _drain_slice(self) -> tuple[bool, bool]:
         """One slice: a piece of the ring (or, once the ring is all taken, of the queues) into the journal.

@@ -159,8 +159,8 @@ class ExperimentDir:
         self._streams: dict[tuple[str, str | None], Stream] = {}
         self._topic_dirs: dict[str, str] = {}
         self._lock_paths: dict[str, str] = {}
-        # the background writer sets this: metadata.json files are rewritten once per pass (`write_metas`) rather
-        # than after every batch
+        # the background writer sets this: a metric's metadata.json (derived from the last index, so another writer
+        # cannot make it wrong) is rewritten once per pass (`write_metas`) rather than after every batch
         self.defer_meta = False
         self._lock = threading.Lock()
 
@@ -272,7 +272,6 @@ class ExperimentDir:
             else:
                 assert name is not None
                 s = Stream(self.path / "tracks" / self.track_folder(name) / "data.jsonl", None)
-                s.lock_name = name
             self._streams[key] = s
         return s
 
@@ -370,8 +369,6 @@ class ExperimentDir:
         meta_path = s.path.parent / "metadata.json"
         with self.locked("tracks/" + topic):
             changed = s.sync_tail()
-            if changed and s.meta_dirty:
-                _write_meta(meta_path, s)  # ours first, then what the other writer counted
             if changed or s.meta is None:
                 m = read_json(meta_path)
                 if not isinstance(m, dict) or "totalEntries" not in m or changed and s.known_size and not m.get("totalEntries"):
@@ -382,7 +379,8 @@ class ExperimentDir:
             s.write(b"\n".join(dumpb_all(merged)) + b"\n")
             _track_stats(s.meta, merged)
             s.meta["updatedAt"] = now_iso()
-            self._meta_changed(meta_path, s)
+            # not deferred: a track's counts are read back from this file when another writer appended
+            _write_meta(meta_path, s)
 
     def _meta_changed(self, path: Path, s: Stream) -> None:
         if self.defer_meta:
@@ -394,10 +392,10 @@ class ExperimentDir:
         """Rewrite the metadata.json of every stream appended to since the last call (see ``defer_meta``)."""
         for s in list(self._streams.values()):
             if s.meta_dirty and s.meta is not None:
-                kind_lock = "metrics/" if s.index_field == "index" else "tracks/"
-                name = s.lock_name
-                with self.locked(kind_lock + name):
+                with self.locked("metrics/" + s.lock_name):
                     if s.meta_dirty and s.meta is not None:
+                        s.sync_tail()  # another process may have appended since: count its rows too
+                        s.meta["totalDataPoints"] = s.meta["nextIndex"] = s.next_index
                         _write_meta(s.path.parent / "metadata.json", s)
 
     def fsync(self) -> None:

@@ -38,9 +38,10 @@ try:
 except ImportError:  # pragma: no cover
     _orjson = None
 
+_POPULATE_WRITE = 23  # MADV_POPULATE_WRITE (Linux 5.14)
 MAGIC = b"MLDRING1"
 HDR = 64
-HALF = 4 << 20
+HALF = 8 << 20
 SPILL_EVERY = 8  # records gathered on the training thread before one spill into the ring
 _H = struct.Struct("<8sQQQ")
 
@@ -99,12 +100,11 @@ class Ring:
 
     def __init__(self, folder: Path, half: int = HALF) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.ring"
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}.ring"
+        self.path = folder / name
         self.half = half
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = self._create(self.path, 2 * half)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while the process lives: recovery skips it
-            os.posix_fallocate(fd, 0, 2 * half)  # blocks exist now: a write into the mapping never faults later
             self.maps = [mmap.mmap(fd, half, offset=0), mmap.mmap(fd, half, offset=half)]
         except BaseException:
             os.close(fd)
@@ -120,6 +120,32 @@ class Ring:
         self.cur = 0
         self.maps[0].seek(HDR)
         self.pid = os.getpid()
+
+    @staticmethod
+    def _create(path: Path, size: int) -> int:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while the process lives: recovery skips it
+            os.posix_fallocate(fd, 0, size)  # the space exists now: a write into the mapping cannot fault later
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        return fd
+
+    def populate(self, pause: Any = None) -> None:
+        """Map every page now (the writer thread does this when it starts): a first write to a page would
+        otherwise fault on the training thread, which can take milliseconds. ``pause`` runs between chunks."""
+        step = 1 << 18
+        for m in self.maps:
+            for off in range(0, self.half, step):
+                try:
+                    m.madvise(_POPULATE_WRITE, off, step)
+                except (AttributeError, OSError, ValueError):  # older kernels: touch each page
+                    for p in range(off, off + step, mmap.PAGESIZE):
+                        m[p] = m[p]
+                if pause is not None:
+                    pause()
 
     # ---- producer ---------------------------------------------------------------------------------------------
     def put(self, line: bytes) -> bool:

@@ -21,7 +21,7 @@ def add_commands(sub: Any) -> None:
     e.add_argument("prefix", nargs="+", help="run prefixes (project/name)")
     e.add_argument("--root", default=".dash", help="the .dash folder (default: .dash)")
     e.add_argument("-o", "--output", required=True, help="folder to write (created; must be empty if it exists)")
-    e.add_argument("--points", type=int, default=2000, help="points per chart and run (min/max kept; default 2000)")
+    e.add_argument("--points", type=int, default=500, help="x buckets per chart and run (min/max kept; default 500)")
     e.set_defaults(func=_cmd_export)
 
 

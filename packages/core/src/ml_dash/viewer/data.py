@@ -21,7 +21,7 @@ from ..jsonio import read_json
 from ..names import check_prefix, split_path
 from ..reader import effective_status
 from ..ring import recover_run
-from .tail import read_from
+from .tail import complete_size, read_from
 
 MAX_MESSAGE = 10_000  # characters of one log message sent to the page; longer ones are cut with a note
 
@@ -54,7 +54,7 @@ def _num(v: Any) -> float:
 @dataclass
 class Columns:
     """Float64 columns of one metric stream: ``index``, ``_ts`` and every numeric field (NaN where a row lacks
-    it or holds something that is not a number)."""
+    it or holds something that is not a number), as the core's column cache gives them."""
 
     cols: dict[str, np.ndarray] = field(default_factory=dict)
     rows: int = 0
@@ -63,38 +63,6 @@ class Columns:
     non_numeric: set[str] = field(default_factory=set)
     ino: int | None = None
     missing: bool = True
-
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        n = len(rows)
-        new: dict[str, list[float]] = {"index": [], "_ts": []}
-        for k, r in enumerate(rows):
-            data = r.get("data")
-            if not isinstance(data, dict):
-                data = {}
-            new["index"].append(_num(r.get("index", math.nan)))
-            for key, v in data.items():
-                col = new.get(key)
-                if col is None:
-                    col = new[key] = [math.nan] * k
-                x = _num(v)
-                if x != x and v is not None and not (isinstance(v, float)):
-                    self.non_numeric.add(key)
-                col.append(x)
-            for col in new.values():
-                if len(col) < k + 1:
-                    col.append(math.nan)
-        for key, vals in new.items():
-            arr = np.asarray(vals, dtype=np.float64)
-            old = self.cols.get(key)
-            if old is None:
-                old = np.full(self.rows, np.nan)
-            self.cols[key] = np.concatenate([old, arr])
-        for key, old in self.cols.items():
-            if key not in new:
-                self.cols[key] = np.concatenate([old, np.full(n, np.nan)])
-        self.rows += n
 
 
 @dataclass
@@ -260,22 +228,19 @@ class Root:
 
     # ---- columns and logs ----------------------------------------------------------------------------------
     def columns(self, path: Path) -> Columns:
-        """The stream's columns, brought up to date by reading only the lines appended since the last call."""
-        with self._lock:
-            c = self._cols.get(path)
-            if c is None:
-                c = self._cols[path] = Columns()
-            while True:
-                tail, ino = read_from(path, c.offset, c.ino)
-                if tail.reset:
-                    c = self._cols[path] = Columns()
-                c.ino, c.missing = ino, tail.missing
-                c.invalid += tail.invalid
-                c.add(tail.rows)
-                moved = tail.offset != c.offset
-                c.offset = tail.offset
-                if not moved or tail.missing:
-                    return c
+        """The stream's columns through the core's incremental column cache (only appended lines are parsed).
+
+        ``offset`` is taken before the read, so it never lies past the rows returned: a live stream started
+        there may repeat a few rows, which the page drops by index, and never skips one."""
+        from .. import colcache
+
+        offset = complete_size(path)
+        snap = colcache.read(path, "metrics")
+        cols = dict(snap.num)
+        cols.setdefault("index", np.arange(snap.n, dtype=np.float64))
+        cols.setdefault("_ts", np.full(snap.n, np.nan))
+        return Columns(cols=cols, rows=snap.n, offset=offset, invalid=snap.skipped,
+                       non_numeric=set(snap.text), missing=not path.exists())
 
     def logs(self, run: Path) -> Logs:
         path = run / "logs" / "logs.jsonl"

@@ -19,8 +19,13 @@ from .series import reduce
 LOG_LINES = 2000
 
 
+def _round(values: list[float | None]) -> list[float | None]:
+    """Values to 7 significant digits: what a chart can show, at half the size."""
+    return [None if v is None else float(f"{v:.7g}") for v in values]
+
+
 def export_html(prefixes: list[str], root: str | os.PathLike[str], out: str | os.PathLike[str],
-                points: int = 1000) -> Path:
+                points: int = 500) -> Path:
     dest = Path(out)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise FileExistsError(f"{dest} exists and is not an empty folder")
@@ -41,8 +46,9 @@ def export_html(prefixes: list[str], root: str | os.PathLike[str], out: str | os
                 one = res["runs"][0]
                 keep = {k: one[k] for k in ("prefix", "y", "points", "rows", "lastTs", "firstTs", "lastIndex",
                                             "invalid")}
+                keep["y"] = _round(one["y"])
                 if res["mode"] == "buckets":
-                    keep.update(lo=one["lo"], hi=one["hi"])
+                    keep.update(lo=_round(one["lo"]), hi=_round(one["hi"]))
                 data["series"][f"{prefix}\0{stream}\0{field}"] = {"mode": res["mode"], "x": res["x"], "runs": [keep]}
         lg = r.logs(run)
         n = len(lg.message)
