@@ -274,7 +274,8 @@ def metric_meta(m: Any, name: str, n: int) -> dict[str, Any]:
     m["totalDataPoints"] = n
     m["nextIndex"] = n
     m["updatedAt"] = now_iso()
-    return m
+    out: dict[str, Any] = m
+    return out
 
 
 def track_meta(m: Any, topic: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -290,7 +291,8 @@ def track_meta(m: Any, topic: str, entries: list[dict[str, Any]]) -> dict[str, A
         m["firstTimestamp"] = entries[0]["timestamp"]
     m["lastTimestamp"] = entries[-1]["timestamp"]
     m["updatedAt"] = now_iso()
-    return m
+    out: dict[str, Any] = m
+    return out
 
 
 def new_params(cur: Any, data: dict[str, Any]) -> dict[str, Any]:
@@ -300,7 +302,8 @@ def new_params(cur: Any, data: dict[str, Any]) -> dict[str, Any]:
     cur["data"].update(data)
     cur["version"] = int(cur.get("version") or 0) + 1
     cur["updatedAt"] = now_iso()
-    return cur
+    out: dict[str, Any] = cur
+    return out
 
 
 def _str(v: Any) -> str | None:

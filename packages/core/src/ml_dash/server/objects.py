@@ -80,7 +80,8 @@ class S3Objects(Objects):
             obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except self.client.exceptions.NoSuchKey:
             return None
-        return iter(obj["Body"].iter_chunks(CHUNK))
+        chunks: Iterator[bytes] = iter(obj["Body"].iter_chunks(CHUNK))
+        return chunks
 
     def check(self) -> None:
         """Fail at start, with the store's own message, when the bucket cannot be reached."""
