@@ -17,6 +17,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..names import check_prefix
 from ..reader import effective_status, merge_tracks
+from . import reads
 from .backend import Backend, BadRequest, Unavailable, check_source
 from .folder import FolderBackend
 from .guard import SEP, Guard
@@ -266,6 +267,8 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         Route(e + "/files", post_file, methods=["POST"]),
         Route(e + "/files/{id}", get_file, methods=["GET"]),
     ]
+    if isinstance(store, FolderBackend):  # ls, show, export against the server: docs/reading.md
+        routes += reads.routes(store.root)  # (they read the `.dash` files; not yet on a database)
     app = Starlette(routes=routes, exception_handlers={BadRequest: bad_request, Unavailable: unavailable,
                                                           HTTPException: http_error})
     guard = Guard(app, list(tokens or []), max_body=max_body, max_file=max_file, fault_every=fault_every,
