@@ -82,3 +82,33 @@ def test_bad_database_url_and_files_without_database_are_refused(tmp_path: Path)
     r = rt.cli("serve", "--database", f"postgresql://u:secret@127.0.0.1:{port}/db", "--port", str(rt.free_port()))
     assert r.returncode == 1 and "cannot use the database postgresql://u:***@127.0.0.1" in r.stderr
     assert "secret" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_dump_writes_a_dash_copy_of_what_the_database_holds(url: str, tmp_path: Path) -> None:
+    from ml_dash import load
+
+    backend = PgBackend(url, DirObjects(tmp_path / "files"))
+    try:
+        backend.open_experiment("p/x", {"status": "COMPLETED", "tags": ["a"]}, "s")
+        backend.append_metrics("p/x", "eval/sub", _rows(0, 5), "s")
+        backend.append_tracks("p/x", "robot/pos", [{"timestamp": 1.0, "x": 1}, {"timestamp": 2.0, "x": 2}], 0, 40,
+                              None, "s")
+        backend.set_params("p/x", {"lr": 0.1}, 1, "s")
+        staged = backend.incoming()
+        staged.write_bytes(b"content")
+        backend.publish_file("p/x", staged, {"id": "f1", "path": "/ckpt", "filename": "a.bin", "contentType": None})
+        backend.open_experiment("p/y", {}, "s")
+    finally:
+        backend.close()
+    env = {"ML_DASH_DATABASE_URL": url, "ML_DASH_FILES": str(tmp_path / "files")}
+    r = rt.cli("dump", str(tmp_path / "copy"), "--prefix", "p/x", env=env)
+    assert r.returncode == 0 and "1 run(s) written" in r.stdout, r.stdout + r.stderr
+    v = load("p/x", dash_root=tmp_path / "copy")
+    assert v.status == "COMPLETED" and v.info["tags"] == ["a"] and v.params.get() == {"lr": 0.1}
+    assert v.metrics.names() == ["eval/sub"] and v.metrics("eval/sub").read() == _rows(0, 5)
+    assert v.tracks("robot/pos").read() == [{"timestamp": 1.0, "x": 1}, {"timestamp": 2.0, "x": 2}]
+    (f,) = v.files.list()
+    assert (f["path"], f["filename"]) == ("/ckpt", "a.bin") and Path(f["localPath"]).read_bytes() == b"content"
+    assert rt.experiment_dirs(tmp_path / "copy") == [tmp_path / "copy" / "p" / "x"]
+    missing = rt.cli("dump", str(tmp_path / "c2"), "--prefix", "p/nope", env=env)
+    assert missing.returncode == 1 and "no run p/nope" in missing.stderr
