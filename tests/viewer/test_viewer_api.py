@@ -194,3 +194,48 @@ def test_live_stream_resumes_without_gaps_or_duplicates(tmp_path: Path, start_vi
     assert len(steps) > 20
     assert steps == list(range(1, len(steps) + 1))  # no gap, no duplicate across the reconnect
     assert any(ev.get("event") == "status" and ev["data"]["status"] == "RUNNING" for ev in first)
+
+
+def test_cold_large_stream_answers_with_a_preview_then_exact(tmp_path: Path, start_viewer) -> None:
+    root = tmp_path / ".dash"
+    spiky_run(root, n=2_000)
+    path = root / "proj" / "spiky" / "metrics" / "train" / "data.jsonl"
+    line = path.read_bytes().splitlines(keepends=True)[5]
+    with open(path, "ab") as f:  # grow the stream past the preview threshold with rows of the same shape
+        row = json.loads(line)
+        chunk = []
+        for i in range(2_000, 200_000):
+            row["index"], row["data"]["step"], row["data"]["loss"] = i, i, 1.0 / i
+            chunk.append(json.dumps(row))
+        f.write(("\n".join(chunk) + "\n").encode())
+    import ml_dash.viewer.data as vd
+
+    assert path.stat().st_size > vd.PREVIEW_BYTES
+    pv = vd.preview_columns(path)  # evenly spaced rows over the whole file
+    idx = pv.cols["index"]
+    assert 3000 < pv.rows <= vd.PREVIEW_LINES and idx[-1] > 190_000 and (np.diff(idx) > 0).all()
+    v = start_viewer(root)
+    q = {"run": "proj/spiky", "stream": "train", "field": "loss", "n": 500}
+    info = get(v.url + "/api/view/run", params={"run": "proj/spiky"}).json()
+    assert "loss" in info["streams"]["train"]["fields"]
+    seen = []
+    for _ in range(200):
+        d = get(v.url + "/api/view/series", params=q).json()
+        seen.append(d["approximate"])
+        if not d["approximate"]:
+            break
+        time.sleep(0.2)
+    assert seen[-1] is False and d["runs"][0]["rows"] == 200_000  # the exact answer follows the preview
+
+
+def test_a_running_run_whose_heartbeat_stopped_shows_crashed(tmp_path: Path, start_viewer) -> None:
+    root = tmp_path / ".dash"
+    small_runs(root, count=1)
+    info_path = root / "sweep" / "run-0" / "experiment.json"
+    info = json.loads(info_path.read_text())
+    info.update(status="RUNNING", heartbeatAt="2020-01-01T00:00:00.000000Z")  # a writer killed long ago
+    info_path.write_text(json.dumps(info))
+    v = start_viewer(root)
+    runs = get(v.url + "/api/view/runs").json()["runs"]
+    assert runs[0]["status"] == "CRASHED"
+    assert get(v.url + "/api/view/run", params={"run": "sweep/run-0"}).json()["status"] == "CRASHED"

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..jsonio import read_json, read_jsonl
 from ..reader import effective_status, list_experiments, merge_tracks
+from . import reads
 from .guard import SEP, Guard
 from .openapi import document
 from .storage import BadRequest, ServerRoot, check_source
@@ -268,7 +269,7 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         Route(e + "/files", list_files, methods=["GET"]),
         Route(e + "/files", post_file, methods=["POST"]),
         Route(e + "/files/{id}", get_file, methods=["GET"]),
-    ]
+    ] + reads.routes(store.root)  # ls, show, export against the server: docs/reading.md
     app = Starlette(routes=routes, exception_handlers={BadRequest: bad_request, HTTPException: http_error})
     guard = Guard(app, list(tokens or []), max_body=max_body, max_file=max_file, fault_every=fault_every,
                   stall_every=stall_every, stall_seconds=stall_seconds)

@@ -37,6 +37,7 @@ def _p(name: str, desc: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "description": desc, "schema": {"type": "string"}}
 
 
+_FIELDS = {"name": "fields", "in": "query", "schema": {"type": "string"}, "description": "comma-separated fields"}
 PREFIX = _p("prefix", "Experiment prefix 'project/.../name' as ONE percent-encoded segment (proj%2Fexp)")
 
 
@@ -119,6 +120,21 @@ def document(version: str) -> dict[str, Any]:
                                                                           "filename, checksum (sha256), ..."},
                                "file": {"type": "string", "format": "binary"}}}}}}, [PREFIX]),
         },
+        "/api/v1/runs": {"get": op("Run summaries (as `ml-dash ls --json`): status, start, end, duration, tags, params, "
+                                   "rows per metric stream, entries per track; last=STREAM:FIELD,... adds last values",
+                                   {"200": _ok("runs")},
+                                   params=[{"name": "last", "in": "query", "schema": {"type": "string"}}])},
+        e + "/summary": {"get": op("One run as `ml-dash show`: the summary plus rows and last/min/max/count of every "
+                                   "metric field", {"200": _ok("summary")}, params=[PREFIX])},
+        e + "/columns/metrics/{name}": {"get": op(
+            "A metric stream as columns: {rows, columns: {field: [values]}, other: {field: [values]}}; index, _ts "
+            "and numeric fields (null/NaN where a row lacks one); fields=a,b selects",
+            {"200": _ok("columns")}, params=[PREFIX, _p("name", "metric name, percent-encoded"), _FIELDS])},
+        e + "/columns/tracks/{name}": {"get": op(
+            "A track as columns (entries sharing a timestamp merged)", {"200": _ok("columns")},
+            params=[PREFIX, _p("name", "topic, percent-encoded"), _FIELDS])},
+        e + "/columns/logs": {"get": op("The logs as columns: sequenceNumber, timestamp (unix seconds), level, "
+                                        "message, metadata", {"200": _ok("columns")}, params=[PREFIX, _FIELDS])},
         e + "/files/{id}": {"get": {"summary": "Download a file's content", "parameters": [PREFIX, _p("id", "file id")],
                                     "responses": {"200": {"description": "content"}, **_ERRORS}}},
     }
