@@ -70,7 +70,7 @@ class StreamColumns:
     def reserve(self, need: int) -> None:
         if need <= self.cap:
             return
-        cap = max(need, self.cap * 2, 1024)
+        cap = max(need + need // 4, self.cap * 2, 1024)  # room for the appends that follow
         for k, col in self.num.items():
             new = np.full(cap, np.nan)
             new[: self.n] = col[: self.n]

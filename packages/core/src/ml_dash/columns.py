@@ -447,7 +447,8 @@ class _Matcher:
                 end = rpos[:, i + 1]
                 if field is _STR:
                     lengths = end - start
-                    for w in np.unique(lengths):
+                    lo, hi = int(lengths.min()), int(lengths.max())
+                    for w in ((lo,) if lo == hi else np.unique(lengths)):
                         _windows(b, int(w))[start[lengths == w]] = np.frombuffer(b" " * int(w), dtype=f"V{int(w)}")[0]
                 else:
                     TS[off[hit] + t] = start
