@@ -124,6 +124,21 @@ def runs(root: str) -> None:
         cb = MLDashCallback("kt/spe", dash_root=root, log_freq=3)
         tiny(steps_per_execution=2).fit(xs, ys, batch_size=BATCH, epochs=2, verbose=0, callbacks=[cb])
 
+    # 6b. User metrics named like the row's own fields: kept beside Keras's step and epoch.
+    def epoch(y_true, y_pred):
+        return keras.ops.convert_to_tensor(7.0)
+
+    def step(y_true, y_pred):
+        return keras.ops.convert_to_tensor(11.0)
+
+    def train_step(y_true, y_pred):
+        return keras.ops.convert_to_tensor(13.0)
+
+    model = tiny()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", metrics=[epoch, step, train_step])
+    cb = MLDashCallback("kt/names", dash_root=root, log_freq=4)
+    model.fit(x, y, validation_data=(xv, yv), batch_size=BATCH, epochs=2, verbose=0, callbacks=[cb])
+
     # 7. Bad arguments are refused at once.
     errors = {}
     for name, kwargs in {
@@ -133,6 +148,7 @@ def runs(root: str) -> None:
         "both": {"prefix": "a/b", "experiment": Experiment("kt/unused", dash_root=root)},
         "exp_and_root": {"experiment": Experiment("kt/unused", dash_root=root), "dash_root": root},
         "save_model_str": {"prefix": "a/b", "save_model": "yes"},
+        "unknown_kwarg": {"prefix": "a/b", "colour": "red"},
     }.items():
         try:
             MLDashCallback(**kwargs)

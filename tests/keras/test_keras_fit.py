@@ -173,9 +173,11 @@ def test_bad_arguments_are_refused(runs):
     errors = report["errors"]
     assert errors["log_freq0"].startswith("ValueError: log_freq")
     assert errors["log_freq_str"].startswith("ValueError: log_freq")
-    assert errors["prefix_no_slash"].startswith("ValueError: prefix")
-    assert errors["both"].startswith("ValueError: give either prefix or experiment")
-    assert errors["exp_and_root"].startswith("ValueError: dash_root")
+    assert errors["prefix_no_slash"].startswith("ValueError: MLDashCallback: ") and "segments" in errors["prefix_no_slash"]
+    assert errors["both"].startswith("ValueError: MLDashCallback: pass either experiment= or the arguments")
+    assert errors["exp_and_root"].startswith("ValueError: MLDashCallback: pass either experiment=")
+    assert "dash_root" in errors["exp_and_root"]
+    assert errors["unknown_kwarg"].startswith("TypeError: MLDashCallback: ") and "colour" in errors["unknown_kwarg"]
     assert errors["save_model_str"].startswith("TypeError: save_model")
 
 
@@ -189,3 +191,17 @@ def test_exception_in_fit_leaves_failed_run_with_earlier_rows(raised):
     assert [r["step"] for r in train if "batch" not in r] == [4]
     assert [r["step"] for r in train if "batch" in r] == [1, 2, 3, 4, 5, 6]  # the 7th batch raised
     assert [r["step"] for r in rows(v, "val")] == [4]
+
+
+def test_user_metrics_named_like_row_fields_are_kept(runs):
+    """Metrics named epoch, step, train_step (and so val_epoch, val_step, ...) never replace Keras's own."""
+    _, root, _ = runs
+    v = load("kt/names", dash_root=root)
+    train = rows(v, "train")
+    assert [(r["step"], r["epoch"], r.get("batch")) for r in train] == [(4, 0, 3), (4, 0, None), (8, 1, 3), (8, 1, None)]
+    for r in train:
+        assert (r["epoch_"], r["step_"], r["train_step"]) == (7.0, 11.0, 13.0)
+    val = rows(v, "val")
+    assert [(r["step"], r["epoch"]) for r in val] == [(4, 0), (8, 1)]
+    for r in val:
+        assert (r["val_epoch"], r["val_step"], r["train_step"]) == (7.0, 11.0, 13.0)

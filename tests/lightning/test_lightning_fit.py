@@ -87,7 +87,7 @@ def test_logging_after_finalize_still_works(dash_root):
     logger = MLDashLogger("proj/after", dash_root=dash_root)
     trainer = pl.Trainer(logger=logger, **trainer_kwargs(max_epochs=1))
     trainer.fit(Tiny(), loaders())
-    assert logger.experiment.is_open  # "success" flushes, the run stays open until the process ends
+    assert load("proj/after", dash_root=dash_root).status == "COMPLETED"  # the logger opened it, so it closes it
     logger.log_metrics({"test_extra": 1.5}, step=100)
     logger.experiment.log("after fit")
     logger.experiment.flush()
@@ -185,15 +185,14 @@ def test_names_and_dirs_and_checkpoint_location(dash_root):
 def test_auto_name_is_shown_once(dash_root, capsys, monkeypatch):
     monkeypatch.delenv("ML_DASH_QUIET", raising=False)
     logger = MLDashLogger(dash_root=dash_root)
-    project, name = logger.name, logger.version
-    assert project == "lightning"  # under pytest there is no script name to use
-    assert MLDashLogger(dash_root=dash_root).version != name
+    assert (logger.name, logger.version) == ("lightning_logs", 0)  # as Lightning's CSV/TensorBoard loggers
+    assert MLDashLogger(dash_root=dash_root).version == 1  # never the same run twice in one process
     logger.log_metrics({"loss": 1.0}, step=0)
     logger.log_metrics({"loss": 0.5}, step=1)
     err = capsys.readouterr().err
-    assert err.count("Lightning run:") == 1 and f"Lightning run: {project}/{name} " in err
+    assert err.count("Lightning run:") == 1 and "Lightning run: lightning_logs/version_0 " in err
     logger.experiment.flush()
-    assert len(rows(dash_root, f"{project}/{name}", "train")) == 2
+    assert len(rows(dash_root, "lightning_logs/version_0", "train")) == 2
 
 
 def test_unusable_root_warns_and_training_goes_on(tmp_path):
@@ -212,7 +211,7 @@ def test_bad_arguments_are_refused_early(dash_root):
         MLDashLogger("justone", dash_root=dash_root)
     with pytest.raises(ValueError, match=r"'\.\.'"):
         MLDashLogger("proj/../x", dash_root=dash_root)
-    with pytest.raises(TypeError, match="prefix must be a string"):
+    with pytest.raises(TypeError, match="run must be a str"):
         MLDashLogger(3, dash_root=dash_root)
     with pytest.raises(ValueError, match="ML_DASH_API_URL"):
         MLDashLogger("proj/x", dash_root=dash_root, dash_url=True)
@@ -228,7 +227,7 @@ def test_existing_experiment_is_used(dash_root):
 
     exp = Experiment("proj/given", dash_root=dash_root)
     with pytest.raises(ValueError, match="not both"):
-        MLDashLogger(experiment=exp, prefix="proj/other")
+        MLDashLogger(experiment=exp, run="proj/other")
     with exp.run:
         logger = MLDashLogger(experiment=exp)
         assert logger.experiment is exp and logger.version == "given"

@@ -36,7 +36,7 @@ def test_fit_under_each_namespace(ns, dash_root):
     trainer.fit(make_module(pl)(), loaders(), loaders(8))
     copy = pickle.loads(pickle.dumps(logger))
     assert type(copy) is cls
-    view = load(logger.prefix, dash_root=dash_root)
+    view = load(logger.run, dash_root=dash_root)
     assert [r["data"]["step"] for r in view.metrics("train").read()] == list(range(8))
     assert len(view.metrics("val").read()) == 1
     assert view.params.get()["lr"] == 0.05
@@ -44,7 +44,7 @@ def test_fit_under_each_namespace(ns, dash_root):
         pl.Trainer(logger=logger, **trainer_kwargs(max_epochs=1)).fit(
             make_module(pl)(fail_at_step=0), loaders()
         )
-    assert load(logger.prefix, dash_root=dash_root).status == "FAILED"
+    assert load(logger.run, dash_root=dash_root).status == "FAILED"
 
 
 def test_pl_module_does_not_import_lightning_pytorch():
@@ -66,7 +66,7 @@ def test_lightning_cli_class_path(ns, dash_root, tmp_path):
         save_config_callback=None,
         args=[
             f"--trainer.logger.class_path={path}",
-            "--trainer.logger.init_args.prefix=proj/cli",
+            "--trainer.logger.init_args.run=proj/cli",
             f"--trainer.logger.init_args.dash_root={dash_root}",
             "--trainer.logger.init_args.log_model=all",
             "--trainer.max_epochs=1",
@@ -79,7 +79,7 @@ def test_lightning_cli_class_path(ns, dash_root, tmp_path):
     logger = cli.trainer.logger
     assert type(logger).__module__ + "." + type(logger).__qualname__ == path
     assert isinstance(logger, pl.loggers.Logger)
-    assert logger.prefix == "proj/cli" and logger.save_dir == os.path.abspath(dash_root)
+    assert logger.run == "proj/cli" and logger.save_dir == os.path.abspath(dash_root)
     cli.trainer.fit(cli.model, loaders())
     assert len(load("proj/cli", dash_root=dash_root).metrics("train").read()) == 8
     assert [e["filename"] for e in load("proj/cli", dash_root=dash_root).files.list()] == [

@@ -17,10 +17,10 @@ TB_PLUGIN = REPO / "examples" / "plugins" / "tensorboard_mirror"
 def pm(monkeypatch):
     """A fresh plugin manager with entry-point discovery off (installed plugins stay out of in-process tests);
     built-in stores and in-code registrations work as always."""
-    from ml_dash import lifecycle, plugins
+    from ml_dash import plugins
 
     monkeypatch.setenv("ML_DASH_DISABLE_PLUGINS", "1")
-    monkeypatch.setattr(lifecycle, "_hook_warned", set())
+    monkeypatch.setattr(plugins, "_hook_warned", set())
     plugins._reset()
     yield plugins
     plugins._reset()

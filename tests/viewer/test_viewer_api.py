@@ -194,3 +194,35 @@ def test_live_stream_resumes_without_gaps_or_duplicates(tmp_path: Path, start_vi
     assert len(steps) > 20
     assert steps == list(range(1, len(steps) + 1))  # no gap, no duplicate across the reconnect
     assert any(ev.get("event") == "status" and ev["data"]["status"] == "RUNNING" for ev in first)
+
+
+def test_cold_large_stream_answers_with_a_preview_then_exact(tmp_path: Path, start_viewer) -> None:
+    root = tmp_path / ".dash"
+    spiky_run(root, n=2_000)
+    path = root / "proj" / "spiky" / "metrics" / "train" / "data.jsonl"
+    line = path.read_bytes().splitlines(keepends=True)[5]
+    with open(path, "ab") as f:  # grow the stream past the preview threshold with rows of the same shape
+        row = json.loads(line)
+        chunk = []
+        for i in range(2_000, 200_000):
+            row["index"], row["data"]["step"], row["data"]["loss"] = i, i, 1.0 / i
+            chunk.append(json.dumps(row))
+        f.write(("\n".join(chunk) + "\n").encode())
+    import ml_dash.viewer.data as vd
+
+    assert path.stat().st_size > vd.PREVIEW_BYTES
+    pv = vd.preview_columns(path)  # evenly spaced rows over the whole file
+    idx = pv.cols["index"]
+    assert 3000 < pv.rows <= vd.PREVIEW_LINES and idx[-1] > 190_000 and (np.diff(idx) > 0).all()
+    v = start_viewer(root)
+    q = {"run": "proj/spiky", "stream": "train", "field": "loss", "n": 500}
+    info = get(v.url + "/api/view/run", params={"run": "proj/spiky"}).json()
+    assert "loss" in info["streams"]["train"]["fields"]
+    seen = []
+    for _ in range(200):
+        d = get(v.url + "/api/view/series", params=q).json()
+        seen.append(d["approximate"])
+        if not d["approximate"]:
+            break
+        time.sleep(0.2)
+    assert seen[-1] is False and d["runs"][0]["rows"] == 200_000  # the exact answer follows the preview

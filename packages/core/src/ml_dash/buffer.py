@@ -18,8 +18,8 @@ from typing import Any
 
 from . import console
 from .config import BufferConfig
-from .jsonio import iso, read_json, write_json_atomic
-from .layout import ExperimentDir
+from .jsonio import iso
+from .layout import ExperimentDir, unstage
 from .ring import SPILL_EVERY, Ring, decode_lines, encode_items, folder_of, split_items
 from .values import Deferred, resolve_row
 
@@ -45,8 +45,42 @@ class PartialWrite(Exception):
         self.error = error
 
 
+class _FlushWaiter:
+    """One flush() call waiting for the worker; the worker sets ``ok`` (everything written) before ``done``."""
+
+    __slots__ = ("done", "ok")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+
+
 class Buffer:
-    """Pending records of one experiment and the worker that writes them to its `.dash` folder."""
+    """Pending records of one experiment and the worker that writes them to its `.dash` folder.
+
+    The worker's states (``state()`` names the current one):
+
+    ============  ==========================================================  =====================================
+    state         what the worker does                                        entered by / left by
+    ============  ==========================================================  =====================================
+    ``idle``      not started: nothing written in the background              ``Buffer()`` / ``start()``
+    ``running``   every ``write_interval`` (or at once on `kick`/`wake`/a     ``start()`` / ``stop()``
+                  flush waiter) takes what the training thread spilled into
+                  the ring and the queues and writes it, in slices that let
+                  the training thread run (no pauses while someone waits);
+                  every ``flush_interval`` and for flush waiters also
+                  publishes files and fsyncs; heartbeat every
+                  ``HEARTBEAT_EVERY``
+    ``stopping``  writes until nothing is pending, then exits                 ``stop()`` / the thread ends
+    ``stopped``   the thread has ended after writing everything               ``stop()`` returned True
+    ``direct``    no thread: each producer call writes through (buffering     ``buffer_enabled=False``, or a forked
+                  disabled, or a forked child, whose parent owns the worker)   child (``after_fork_in_child``)
+    ============  ==========================================================  =====================================
+
+    A write failure never changes the state: the records are kept (``_retry``) and retried on the next pass.
+    The producer side is not a state: the training thread appends to ``tail`` and, every ``spill_at`` records,
+    `spill` moves the tail into the ring (or onto the queues); `kick` wakes the worker early.
+    """
 
     def __init__(self, jdir: ExperimentDir, config: BufferConfig) -> None:
         self.jdir = jdir
@@ -83,9 +117,8 @@ class Buffer:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._stop = False
-        self._flush_waiters: list[threading.Event] = []
-        self.flush_failed = False
-        self.published_log: list[dict[str, Any]] | None = None  # the last flush left records it could not write
+        self._flush_waiters: list[_FlushWaiter] = []
+        self._published_log: list[dict[str, Any]] | None = None  # collects published entries while close waits
         self._pool: ThreadPoolExecutor | None = None
         self._publishing: list[tuple[Future[Path], Path, dict[str, Any]]] = []
         self._last_fsync = 0.0
@@ -202,6 +235,15 @@ class Buffer:
         if wake:
             self.kick()
 
+    def state(self) -> str:
+        """The worker's state, as in the table of the class docstring."""
+        if self.sync_mode:
+            return "direct"
+        t = self._thread
+        if t is None or not t.is_alive():
+            return "stopped" if self._stop else "idle"
+        return "stopping" if self._stop else "running"
+
     # ---- producer side (called from the training loop) ------------------------------------------------------
     def kick(self) -> None:
         """Called by a producer when a queue reached the trigger size."""
@@ -246,10 +288,41 @@ class Buffer:
                     self.taken[kind] += 1
         console.warn(f"could not write to {self.jdir.path} for {self.config.close_timeout:.0f}s and "
                      f"{limit:,} records are held in memory: dropping new records "
-                     f"(lost so far: {self._lost_text()}); last error: {self._error}")
+                     f"(lost so far: {self.lost_text()}); last error: {self._error}")
 
-    def _lost_text(self) -> str:
+    # ---- what the end-of-run report needs ------------------------------------------------------------------
+    def last_error(self) -> str | None:
+        """The last write error, while writes are failing (None once a write succeeds again)."""
+        return self._error
+
+    def lost_count(self) -> int:
+        """Records dropped because the disk kept failing while memory was full (never on a healthy disk)."""
+        return sum(self.lost.values())
+
+    def lost_text(self) -> str:
         return ", ".join(f"{n} {k}" for k, n in self.lost.items() if n) or "none"
+
+    def wake(self) -> None:
+        """Have the worker write soon (a producer that does not wait for the trigger size)."""
+        if self.sync_mode:
+            self.kick()
+        else:
+            self._wake.set()
+
+    def publish_staged_files(self, announce: Callable[[int], None]) -> tuple[int, list[dict[str, Any]]]:
+        """Publish every staged file now. ``announce(n)`` is called first when there are ``n`` > 0 to publish;
+        returns ``n`` and the entries published meanwhile (by this call or the worker), in order."""
+        with self._io_lock:
+            self._published_log = []
+            n = len(self.files) + len(self._publishing)
+        try:
+            if not n:
+                return 0, []
+            announce(n)
+            self.wait_files(None)
+            return n, self._published_log[:n]
+        finally:
+            self._published_log = None
 
     # ---- worker ------------------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -279,9 +352,10 @@ class Buffer:
                 if waiters:
                     self.wait_files(None)
                     self.drain(final=True, fsync=True)
-                    self.flush_failed = any(self._retry.values()) or bool(self.files)
+                    ok = not any(self._retry.values()) and not self.files
                     for w in waiters:
-                        w.set()
+                        w.ok = ok
+                        w.done.set()
                 if now - self._last_heartbeat >= HEARTBEAT_EVERY and not stop:
                     self._last_heartbeat = now
                     try:
@@ -531,10 +605,10 @@ class Buffer:
         for staged, entry in failed:  # retried at the next flush
             self.files.append((staged, entry))
         for staged, _ in items:
-            _cleanup_staging(staged)
+            unstage(staged)
         self.written["files"] += len(published)
-        if self.published_log is not None:
-            self.published_log.extend(published)
+        if self._published_log is not None:
+            self._published_log.extend(published)
         if published:
             self.progress += 1
         return published
@@ -563,10 +637,10 @@ class Buffer:
             self.wait_files(None)
             self.drain(final=True, fsync=True)
             return not any(self._retry.values()) and not self.files
-        ev = threading.Event()
-        self._flush_waiters.append(ev)
+        waiter = _FlushWaiter()
+        self._flush_waiters.append(waiter)
         self._wake.set()
-        return self._wait_progress(ev.wait, timeout) and not self.flush_failed
+        return self._wait_progress(waiter.done.wait, timeout) and waiter.ok
 
     def _wait_progress(self, wait: Callable[[float], bool], timeout: float | None) -> bool:
         limit = self.config.close_timeout if timeout is None else timeout
@@ -666,53 +740,3 @@ def _prepare_file(staged: Path, entry: dict[str, Any]) -> Path:
     entry["checksum"] = h.hexdigest()
     entry["sizeBytes"] = size
     return content
-
-
-def _cleanup_staging(staged: Path) -> None:
-    folder = staged.parent
-    try:
-        (folder / "entry.json").unlink(missing_ok=True)
-        folder.rmdir()
-    except OSError:
-        pass
-
-
-def stage_dir(jdir: ExperimentDir) -> Path:
-    d = jdir.private / "staging"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def recover_staged(jdir: ExperimentDir) -> list[tuple[Path, dict[str, Any]]]:
-    """Staged files of a process that died before publishing them: publish them now."""
-    out: list[tuple[Path, dict[str, Any]]] = []
-    base = jdir.private / "staging"
-    if not base.is_dir():
-        return out
-    for folder in sorted(base.iterdir()):
-        entry = read_json(folder / "entry.json")
-        if not isinstance(entry, dict):
-            continue
-        pid = entry.get("_pid")
-        if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
-            continue
-        content = folder / "content"
-        if content.exists() or entry.get("_source"):
-            entry.pop("_pid", None)
-            out.append((content, entry))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def write_entry(folder: Path, entry: dict[str, Any]) -> None:
-    write_json_atomic(folder / "entry.json", dict(entry, _pid=os.getpid()), fsync=False)
-

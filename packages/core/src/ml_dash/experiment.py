@@ -8,19 +8,19 @@ import os
 import shutil
 import threading
 import time
-import uuid
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import console, lifecycle, ring, sysmetrics
-from .buffer import Buffer, recover_staged, stage_dir, write_entry
+from . import console, process, sysmetrics
+from .buffer import Buffer
 from .config import BufferConfig, default_root, env_flag
-from .jsonio import new_id, now_iso
-from .layout import ExperimentDir
+from .layout import ExperimentDir, file_entry, stage_entry
 from .names import file_name, logical_dir, metric_segments, split_path, topic_folder
 from .reader import FilesView, LogsView, MetricsView, ParamsView, TracksView
 from .ring import LOG, LOG_META, METRIC, METRIC_NONE, TRACK
+from .session import Session
 from .values import MAX_STR, NUMERIC, convert, convert_fields, flatten
 
 LEVELS = ("info", "warn", "error", "debug", "fatal")
@@ -74,9 +74,10 @@ class Experiment:
         self.echo = env_flag("ML_DASH_ECHO") if echo is None else bool(echo)
         self.status: str | None = None
         self.status_reason: str | None = None
-        self._buf: Buffer | None = None
+        self._session: Session | None = None
+        self._buf: Buffer | None = None  # the open session's buffer: the hot path appends to its queues
+        self._announced: weakref.ref[Buffer] | None = None
         self._state_lock = threading.RLock()
-        self._replicators: list[Any] = []
         self._sys_interval = sysmetrics.resolve_interval(system_metrics)
         self._sampler: sysmetrics.SystemSampler | None = None
         self.run = RunManager(self)
@@ -117,23 +118,31 @@ class Experiment:
     # ---- lifecycle ---------------------------------------------------------------------------------------------
     def _open(self) -> Buffer:
         with self._state_lock:
-            if self._buf is not None:
-                return self._buf
-            self._dir.open_info(self.description, self.tags, self.metadata)
-            buf = Buffer(self._dir, self.config)
-            ring.recover(self._dir)  # records a killed process left in its spill ring
-            for staged, entry in recover_staged(self._dir):
-                buf.files.append((staged, entry))
+            if self._session is not None:
+                return self._session.buffer
+            session = Session(self._dir, self.config, owner=self, description=self.description, tags=self.tags,
+                              metadata=self.metadata)
             self.status = "RUNNING"
             self.status_reason = None
-            self._replicators = lifecycle.open_stores(self, buf)
-            buf.start()
-            self._buf = buf
-            lifecycle.register(self)
+            destinations = ([self.dash_url] if self.dash_url else []) + self.store_names
+            session.start(destinations)
+            self._session = session
+            self._buf = session.buffer
+            process.register(self)
             if self._sys_interval is not None:
                 self._sampler = sysmetrics.SystemSampler(self.metrics(sysmetrics.STREAM).log,
                                                          self._sys_interval).start()
-            return buf
+            return self._buf
+
+    def _announce_start(self) -> None:
+        """ml_dash_experiment_started, once per opening: ``start()`` on a run already open announces nothing."""
+        buf = self._buf
+        if buf is not None:
+            seen = self._announced
+            if seen is not None and seen() is buf:
+                return
+            self._announced = weakref.ref(buf)
+        _call_hook("ml_dash_experiment_started", experiment=self)
 
     def _writer(self) -> Buffer:
         buf = self._buf
@@ -142,72 +151,34 @@ class Experiment:
                 raise RuntimeError(f"experiment {self.prefix!r} is closed ({self.status}); "
                                    "call exp.run.start() to reopen it before logging")
             buf = self._open()
-            lifecycle.hook_started(self)
+            self._announce_start()
         return buf
 
     def _close(self, status: str, reason: str | None) -> None:
         with self._state_lock:
-            buf = self._buf
-            if buf is None:
+            session = self._session
+            if session is None:
                 return
             if self._sampler is not None:
                 self._sampler.stop()
                 self._sampler = None
-            quiet = bool(self.config.quiet)
-            a = buf.accepted
-            recorded = sum(a.values()) > 0
-            if recorded:
-                console.say("[ML-Dash] Flushing buffered data...", quiet)
-                console.say(f"[ML-Dash]   - {a['logs']} log(s), {a['metrics']} metric(s), {a['tracks']} track(s), "
-                            f"{a['files']} file(s)", quiet)
-            with buf._io_lock:
-                buf.published_log = []  # files the worker publishes from now on are reported here too
-                n_files = len(buf.files) + len(buf._publishing)
-            if n_files and not self._replicators:  # a remote store prints its own upload lines
-                console.say(f"[ML-Dash]   Uploading {n_files} file(s)...", quiet)
-                buf.wait_files(None)
-                for k, entry in enumerate(buf.published_log[:n_files], 1):
-                    console.say(f"[ML-Dash]   [{k}/{n_files}] Uploaded {entry['filename']}", quiet)
-            buf.published_log = None
-            ok = buf.flush(None)
-            ok = buf.stop() and ok
-            unsaved = buf.unsaved()
-            if unsaved:
-                what = ", ".join(f"{n} {k}" for k, n in unsaved.items())
-                note = f"not saved: {what} (last error: {buf._error})"
-                reason = f"{reason}; {note}" if reason else note
-            self.status = status
-            self.status_reason = reason
-            try:  # the status goes into the journal before the stores' last pass, so they deliver it too
-                self._dir.update_info(status=status, statusReason=reason, heartbeatAt=now_iso(),
-                                      endedAt=now_iso(), unsaved=unsaved or None)
-            except OSError as e:
-                console.warn(f"could not record status {status} of {self.prefix} ({e})")
-                ok = False
-            rep_ok = lifecycle.close_stores(self, self._replicators, status)
-            lost = sum(buf.lost.values())
-            if recorded or not ok:
-                if ok and rep_ok and not lost:
-                    console.say("[ML-Dash] ✓ All data flushed successfully", quiet)
-                else:
-                    parts = []
-                    if buf.pending():
-                        parts.append(f"{buf.pending():,} record(s) could not be written to {self.folder}"
-                                     f" (last error: {buf._error})")
-                    if lost:
-                        parts.append(f"lost while the disk was failing: {buf._lost_text()}")
-                    if not rep_ok:
-                        parts.append("some data is not yet delivered to other stores; it is safe in "
-                                     f"{self.folder} and `ml-dash sync` delivers it later")
-                    console.say("[ML-Dash] ⚠ Not everything was flushed: " + "; ".join(parts), quiet and ok)
-            mark = {"COMPLETED": "✓ Experiment completed", "FAILED": "✗ Experiment failed",
-                    "CANCELLED": "⚠ Experiment cancelled"}.get(status, f"Experiment {status.lower()}")
-            if recorded:
-                console.say(f"{mark}: {self.name}", quiet)
-            self._dir.close()
+            report = session.close(status, reason)
+            self.status = report.status
+            self.status_reason = report.reason
+            self._session = None
             self._buf = None
-            lifecycle.unregister(self)
-            lifecycle.hook_finished(self, status)
+            process.unregister(self)
+            _call_hook("ml_dash_experiment_finished", experiment=self, status=status)
+
+    # the two calls `process` makes (its OpenRun protocol)
+    def close_for_exit(self, status: str, reason: str | None) -> None:
+        self._close(status, reason)
+
+    def after_fork_in_child(self) -> None:
+        session = self._session
+        if session is not None:
+            session.after_fork_in_child()
+            self._state_lock = threading.RLock()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Return once everything logged before the call is written and fsync'd (and delivered to other stores).
@@ -215,19 +186,11 @@ class Experiment:
         Returns False when a store made no progress for ``timeout`` (default ``close_timeout``) seconds; the data
         is then still pending, safe in memory or on disk, and a warning says so.
         """
-        buf = self._buf
-        if buf is None:
+        session = self._session
+        if session is None:
             return True
-        local_ok = buf.flush(timeout)
-        stores_ok = lifecycle.flush_stores(self, self._replicators, timeout)
-        ok = local_ok and stores_ok
-        if not local_ok:
-            console.warn(f"flush of {self.prefix} did not finish: {buf.pending():,} record(s) not yet written "
-                         f"(last error: {buf._error}); they are kept in memory and retried")
-        elif not stores_ok:
-            console.warn(f"flush of {self.prefix}: everything is written and safe in {self.folder}, but delivery "
-                         "to other stores is not finished; it continues in the background")
-        lifecycle.hook_flushed(self, dict(buf.written))
+        ok = session.flush(timeout)
+        _call_hook("ml_dash_experiment_flushed", experiment=self, counts=dict(session.buffer.written))
         return ok
 
     def log(self, message: str, level: str = "info", metadata: dict[str, Any] | None = None, **fields: Any) -> None:
@@ -272,7 +235,7 @@ class RunManager:
 
     def start(self) -> Experiment:
         self._exp._open()
-        lifecycle.hook_started(self._exp)
+        self._exp._announce_start()
         return self._exp
 
     def complete(self, reason: str | None = None) -> None:
@@ -348,7 +311,7 @@ class Params:
         flat = flatten(kw)
         buf = self._exp._writer()
         buf.params.append(flat)
-        buf.kick() if buf.sync_mode else buf._wake.set()
+        buf.wake()
 
     def get(self, flatten: bool = True) -> dict[str, Any]:
         _sync(self._exp)
@@ -521,19 +484,11 @@ class FileFolder:
     def _entry(self, filename: str, description: str | None, tags: list[str] | None,
                metadata: dict[str, Any] | None, content_type: str | None, subdir: str = "") -> dict[str, Any]:
         path = self._dir if not subdir else (self._dir.rstrip("/") + "/" + subdir)
-        now = now_iso()
-        return {
-            "id": new_id(), "experimentId": self._exp.prefix, "path": path, "filename": filename,
-            "description": description, "tags": list(tags or []), "bindrs": [],
-            "contentType": content_type or _guess_type(filename), "sizeBytes": None, "checksum": None,
-            "metadata": metadata, "uploadedAt": now, "updatedAt": now, "deletedAt": None,
-        }
+        return file_entry(self._exp.prefix, path, filename, description, tags, metadata, content_type)
 
     def _stage(self, entry: dict[str, Any], *, data: bytes | None = None, source: Path | None = None) -> dict[str, Any]:
         buf = self._exp._writer()
-        folder = stage_dir(self._exp._dir) / uuid.uuid4().hex
-        folder.mkdir()
-        content = folder / "content"
+        content = self._exp._dir.new_stage()
         if data is not None:
             with open(content, "wb") as f:
                 f.write(data)
@@ -548,11 +503,11 @@ class FileFolder:
                 except OSError:
                     entry["_source"] = str(source)
         entry["sizeBytes"] = content.stat().st_size if content.exists() else None
-        write_entry(folder, entry)
+        stage_entry(content, entry)
         buf.files.append((content, entry))
         buf.taken["files"] += 1
         if buf.sync_mode or len(buf.files) >= self._exp.config.file_batch_size:
-            buf.kick() if buf.sync_mode else buf._wake.set()
+            buf.wake()
         public = {k: v for k, v in entry.items() if not k.startswith("_")}
         return public
 
@@ -642,8 +597,7 @@ def _json_default(o: Any) -> Any:
     return v
 
 
-def _guess_type(filename: str) -> str:
-    import mimetypes
+def _call_hook(name: str, **kw: Any) -> None:
+    from .plugins import call_hook  # plugins (and pluggy) load on the first run that opens, not at import
 
-    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
-
+    call_hook(name, **kw)

@@ -8,12 +8,14 @@ torn last line left by a killed writer is cut off by the next writer and ignored
 
 from __future__ import annotations
 
+import datetime as _dt
 import fcntl
 import hashlib
 import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +35,15 @@ from .jsonio import (
 )
 from .names import check_prefix, metric_segments, split_path, topic_folder
 
+# file and folder names of a run <root>/<prefix>/ (docs/layout.md)
+EXPERIMENT_JSON = "experiment.json"
+PARAMETERS_JSON = "parameters.json"
+DATA = "data.jsonl"  # every stream's records
+META = "metadata.json"  # every metric's and topic's summary
+LOGS = "logs/logs.jsonl"
+FILES_INDEX = ".files_metadata.json"  # in files/
+PRIVATE = ".ml_dash"  # locks/, staging/, cursors/, quarantine/, mirror-*: never part of the data
+STALE_AFTER = 60.0  # a RUNNING run whose heartbeat is older than this reads back as CRASHED
 _LEVELS = {lv: b'"%s"' % lv.encode() for lv in ("info", "warn", "error", "debug", "fatal")}
 
 
@@ -204,17 +215,7 @@ class ExperimentDir:
             info = read_json(self.path / "experiment.json")
             now = now_iso()
             if not isinstance(info, dict):
-                info = {
-                    "name": self.name,
-                    "project": self.project,
-                    "description": description,
-                    "tags": list(tags or []),
-                    "bindrs": [],
-                    "prefix": self.prefix,
-                    "metadata": metadata,
-                    "created_at": now,
-                    "write_protected": False,
-                }
+                info = new_info(self.name, self.project, self.prefix, description, tags, metadata, now)
             else:
                 if description is not None:
                     info["description"] = description
@@ -233,8 +234,7 @@ class ExperimentDir:
         with self.locked("experiment.json"):
             info = read_json(self.path / "experiment.json")
             if not isinstance(info, dict):
-                info = {"name": self.name, "project": self.project, "prefix": self.prefix, "tags": [], "bindrs": [],
-                        "description": None, "metadata": None, "created_at": now_iso(), "write_protected": False}
+                info = new_info(self.name, self.project, self.prefix, None, None, None, now_iso())
             for k, v in changes.items():
                 if v is None:
                     info.pop(k, None)
@@ -297,7 +297,7 @@ class ExperimentDir:
                 if meta is None and not (tracks / folder / "data.jsonl").exists():
                     # claim it now so a concurrent writer of another topic goes on to the next folder
                     (tracks / folder).mkdir(parents=True, exist_ok=True)
-                    write_json_atomic(meta_path, _track_meta(topic))
+                    write_json_atomic(meta_path, track_meta(topic))
                     break
                 n += 1
         self._topic_dirs[topic] = folder
@@ -346,13 +346,8 @@ class ExperimentDir:
             meta_path = s.path.parent / "metadata.json"
             if created or s.meta is None:
                 m = read_json(meta_path)
-                s.meta = m if isinstance(m, dict) else {
-                    "metricId": new_id(), "name": "None" if name is None else name, "description": None,
-                    "tags": [], "metadata": None, "createdAt": now_iso(),
-                }
-            s.meta["totalDataPoints"] = n
-            s.meta["nextIndex"] = n
-            s.meta["updatedAt"] = now_iso()
+                s.meta = m if isinstance(m, dict) else metric_meta(name)
+            count_metric(s.meta, n)
             self._meta_changed(meta_path, s)
 
     def append_tracks(self, topic: str, entries: list[dict[str, Any]]) -> None:
@@ -372,12 +367,12 @@ class ExperimentDir:
             if changed or s.meta is None:
                 m = read_json(meta_path)
                 if not isinstance(m, dict) or "totalEntries" not in m or changed and s.known_size and not m.get("totalEntries"):
-                    m = _track_meta(topic)
+                    m = track_meta(topic)
                     rows, _ = read_jsonl(s.path)
-                    _track_stats(m, rows)
+                    track_stats(m, rows)
                 s.meta = m
             s.write(b"\n".join(dumpb_all(merged)) + b"\n")
-            _track_stats(s.meta, merged)
+            track_stats(s.meta, merged)
             s.meta["updatedAt"] = now_iso()
             # not deferred: a track's counts are read back from this file when another writer appended
             _write_meta(meta_path, s)
@@ -442,13 +437,254 @@ class ExperimentDir:
         split_path("/".join(segs + [str(entry["id"]), str(entry["filename"])]), "file path")
         return self.path.joinpath("files", *segs, str(entry["id"]), str(entry["filename"]))
 
+    def append_log_records(self, records: list[dict[str, Any]]) -> None:
+        """Append stored-form log records (a copy of another run's), skipping those whose sequence number is
+        already present, so that a batch delivered twice is stored once."""
+        s = self._stream("logs", None)
+        with self.locked("logs"):
+            s.sync_tail()
+            n = s.next_index
+            parts = []
+            for r in records:
+                seq = r.get("sequenceNumber")
+                if not isinstance(seq, int) or seq < n:
+                    continue  # already here
+                rec = dict(r)
+                rec["sequenceNumber"] = n
+                parts.append(dumpb_line(rec))
+                n += 1
+            if parts:
+                s.write(b"".join(parts))
+                s.next_index = n
 
-def _track_meta(topic: str) -> dict[str, Any]:
+    def write_info(self, info: dict[str, Any]) -> None:
+        """Replace experiment.json with a copy of another run's (a mirror)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self.locked(EXPERIMENT_JSON):
+            write_json_atomic(self.path / EXPERIMENT_JSON, info, fsync="status" in info)
+
+    # ---- reading: what a run holds ----------------------------------------------------------------------------
+    def read_info(self) -> dict[str, Any] | None:
+        info = read_json(self.path / EXPERIMENT_JSON)
+        return info if isinstance(info, dict) else None
+
+    def read_params(self) -> dict[str, Any] | None:
+        """parameters.json: ``{"version": n, "data": {flat params}, "updatedAt": ...}``, or None."""
+        params = read_json(self.path / PARAMETERS_JSON)
+        return params if isinstance(params, dict) else None
+
+    def params(self) -> dict[str, Any]:
+        """The flat parameters (an empty dict when there are none)."""
+        params = self.read_params()
+        return dict(params.get("data") or {}) if params is not None else {}
+
+    def logs_file(self) -> Path:
+        return self.path / LOGS
+
+    def metric_file(self, name: str | None) -> Path:
+        return self.path.joinpath("metrics", *metric_segments(name), DATA)
+
+    def metric_names(self) -> list[str]:
+        """Every metric that has a data file, sorted (the unnamed metric is ``"None"``)."""
+        return [name for name, _ in self.metric_files()]
+
+    def metric_files(self) -> list[tuple[str, Path]]:
+        base = self.path / "metrics"
+        if not base.is_dir():
+            return []
+        return sorted((str(p.parent.relative_to(base)).replace(os.sep, "/"), p) for p in base.rglob(DATA))
+
+    def topic_files(self) -> list[tuple[str, Path]]:
+        """(topic, its data file) for every track folder whose metadata.json names its topic, in folder order."""
+        base = self.path / "tracks"
+        if not base.is_dir():
+            return []
+        out = []
+        for folder in sorted(base.iterdir()):
+            meta = read_json(folder / META)
+            if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
+                out.append((meta["topic"], folder / DATA))
+        return out
+
+    def track_file(self, topic: str) -> Path:
+        """The data file a writer appends ``topic``'s entries to (claiming its folder if it has none yet)."""
+        return self.path / "tracks" / self.track_folder(topic) / DATA
+
+    def topic_file(self, topic: str) -> Path | None:
+        """The data file of ``topic`` (found by metadata.json, never by folder name), or None."""
+        for t, data in self.topic_files():
+            if t == topic:
+                return data
+        return None
+
+    def stream_files(self) -> list[tuple[str, Path]]:
+        """(kind, data file) of every stream: the logs, each metric, each track folder."""
+        out = [("logs", self.path / LOGS)]
+        out += [("metrics", p) for _, p in self.metric_files()]
+        out += [("tracks", p) for p in sorted(self.path.glob("tracks/*/" + DATA))]
+        return out
+
+    def rel(self, path: Path) -> str:
+        """A run file's path relative to the run folder, with '/' (the key cursors use)."""
+        return str(path.relative_to(self.path)).replace(os.sep, "/")
+
+    def files_index(self) -> list[dict[str, Any]]:
+        """The entries of files/.files_metadata.json, in the order they were published (deleted ones included)."""
+        idx = read_json(self.path / "files" / FILES_INDEX)
+        entries = idx.get("files") if isinstance(idx, dict) else None
+        return [e for e in entries or [] if isinstance(e, dict)]
+
+    # ---- private state: .ml_dash/ ---------------------------------------------------------------------------
+    def cursor_path(self, key: str) -> Path:
+        """Where a store's replicator remembers how far it delivered (key: the store's key, made file-safe)."""
+        return self.private / "cursors" / f"{key}.json"
+
+    def quarantine_dir(self, key: str) -> Path:
+        """Where batches a store refused for good are set aside."""
+        return self.private / "quarantine" / key
+
+    def mirror_state_path(self, topic: str) -> Path:
+        """A mirror's record of how far into the source's track file of ``topic`` it holds."""
+        return self.private / "mirror-tracks" / (hashlib.sha1(topic.encode()).hexdigest()[:20] + ".json")
+
+    def new_stage(self, folder: str = "staging") -> Path:
+        """The content path in a fresh staging folder (``.ml_dash/<folder>/<uuid>/content``; the folder exists)."""
+        d = self.private / folder / uuid.uuid4().hex
+        d.mkdir(parents=True)
+        return d / "content"
+
+    def recover_staged(self) -> list[tuple[Path, dict[str, Any]]]:
+        """Staged files of a process that died before publishing them: (content, entry) to publish now."""
+        out: list[tuple[Path, dict[str, Any]]] = []
+        base = self.private / "staging"
+        if not base.is_dir():
+            return out
+        for folder in sorted(base.iterdir()):
+            entry = read_json(folder / "entry.json")
+            if not isinstance(entry, dict):
+                continue
+            pid = entry.get("_pid")
+            if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+                continue
+            content = folder / "content"
+            if content.exists() or entry.get("_source"):
+                entry.pop("_pid", None)
+                out.append((content, entry))
+        return out
+
+
+def stage_entry(content: Path, entry: dict[str, Any]) -> None:
+    """Record a staged file's index entry beside its content (with the staging process id)."""
+    write_json_atomic(content.parent / "entry.json", dict(entry, _pid=os.getpid()), fsync=False)
+
+
+def unstage(content: Path) -> None:
+    """Remove a staging folder once its content is published (moved away)."""
+    folder = content.parent
+    try:
+        (folder / "entry.json").unlink(missing_ok=True)
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def list_runs(root: str | os.PathLike[str]) -> list[str]:
+    """Prefixes of every run under a root."""
+    base = Path(root)
+    out = []
+    for p in base.rglob(EXPERIMENT_JSON):
+        if PRIVATE in p.parts:
+            continue
+        out.append(str(p.parent.relative_to(base)).replace(os.sep, "/"))
+    return sorted(out)
+
+
+# ---- JSON shapes --------------------------------------------------------------------------------------------------
+def new_info(name: str, project: str, prefix: str, description: str | None, tags: list[str] | None,
+             metadata: dict[str, Any] | None, now: str) -> dict[str, Any]:
+    """experiment.json of a new run (status and times are set by the caller)."""
+    return {"name": name, "project": project, "description": description, "tags": list(tags or []), "bindrs": [],
+            "prefix": prefix, "metadata": metadata, "created_at": now, "write_protected": False}
+
+
+def metric_meta(name: str | None) -> dict[str, Any]:
+    """metadata.json of a new metric (the counts are set by the writer)."""
+    return {"metricId": new_id(), "name": "None" if name is None else name, "description": None, "tags": [],
+            "metadata": None, "createdAt": now_iso()}
+
+
+def count_metric(meta: dict[str, Any], n: int) -> None:
+    """A metric's metadata after its data file reached ``n`` rows."""
+    meta["totalDataPoints"] = n
+    meta["nextIndex"] = n
+    meta["updatedAt"] = now_iso()
+
+
+def file_entry(experiment_id: str, path: str, filename: str, description: str | None, tags: list[str] | None,
+               metadata: dict[str, Any] | None, content_type: str | None) -> dict[str, Any]:
+    """A files index entry for a file about to be staged (size and checksum are filled in when it is stored)."""
+    now = now_iso()
+    return {
+        "id": new_id(), "experimentId": experiment_id, "path": path, "filename": filename,
+        "description": description, "tags": list(tags or []), "bindrs": [],
+        "contentType": content_type or _guess_type(filename), "sizeBytes": None, "checksum": None,
+        "metadata": metadata, "uploadedAt": now, "updatedAt": now, "deletedAt": None,
+    }
+
+
+def _guess_type(filename: str) -> str:
+    import mimetypes
+
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+def merge_tracks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Track entries as read back: consecutive entries sharing a timestamp are one entry."""
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        if out and out[-1].get("timestamp") == r.get("timestamp"):
+            out[-1].update(r)
+        else:
+            out.append(dict(r))
+    return out
+
+
+def effective_status(info: dict[str, Any] | None, stale_after: float | None = None) -> str | None:
+    """The status to show: experiment.json's, or CRASHED for a RUNNING run whose heartbeat is older than
+    ``stale_after`` seconds (default `STALE_AFTER`)."""
+    if not isinstance(info, dict):
+        return None
+    status = info.get("status")
+    if status == "RUNNING":
+        beat = info.get("heartbeatAt") or info.get("updated_at")
+        if isinstance(beat, str):
+            try:
+                t = _dt.datetime.fromisoformat(beat.rstrip("Z")).replace(tzinfo=_dt.timezone.utc).timestamp()
+            except ValueError:
+                return "CRASHED"
+            if _dt.datetime.now(_dt.timezone.utc).timestamp() - t > (STALE_AFTER if stale_after is None else stale_after):
+                return "CRASHED"
+    return status if isinstance(status, str) else None
+
+
+def track_meta(topic: str) -> dict[str, Any]:
+    """metadata.json of a new track topic (the stats are added by `track_stats`)."""
     return {"trackId": new_id(), "topic": topic, "columns": [], "totalEntries": 0, "firstTimestamp": None,
             "lastTimestamp": None, "createdAt": now_iso()}
 
 
-def _track_stats(meta: dict[str, Any], entries: list[dict[str, Any]]) -> None:
+def track_stats(meta: dict[str, Any], entries: list[dict[str, Any]]) -> None:
+    """Count ``entries`` (just appended) into a topic's metadata: columns, totalEntries, first/last timestamp."""
     if not entries:
         return
     cols = set(meta.get("columns") or [])

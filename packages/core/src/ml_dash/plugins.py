@@ -18,8 +18,8 @@ from . import console
 from .config import env_flag
 from .hookspecs import ENTRY_POINT_GROUP, HOOK_NAMES, HOOK_PREFIX, PROJECT, HookSpecs, hookimpl, hookspec
 
-__all__ = ["HOOK_NAMES", "HookSpecs", "PluginManager", "hookimpl", "hookspec", "implementations", "manager", "register",
-           "unregister"]
+__all__ = ["HOOK_NAMES", "HookSpecs", "PluginManager", "call_hook", "find_store", "hookimpl", "hookspec",
+           "implementations", "manager", "register", "unregister"]
 
 DISABLE_ENV = "ML_DASH_DISABLE_PLUGINS"
 
@@ -132,6 +132,67 @@ def implementations(hook_name: str) -> list[Any]:
     """The hook's implementations in call order (pluggy's: last registered first, tryfirst/trylast honoured)."""
     caller = getattr(manager().hook, hook_name, None)
     return list(reversed(caller.get_hookimpls())) if caller is not None else []
+
+
+def find_store(destination: str, experiment: Any) -> Any:
+    """The first store an ``ml_dash_store`` implementation returns for ``destination``.
+
+    A plugin that raises is reported by name and the next one is asked; ValueError (a destination its owner
+    recognises but cannot use) and no taker at all are errors. When only broken plugins were left, the store is
+    skipped with a warning (None): its data stays in the local files for a later ``ml-dash sync``.
+    """
+    if not isinstance(destination, str) or not destination:
+        raise ValueError(f"a store destination must be a non-empty string, got {destination!r}")
+    kw = {"destination": destination, "experiment": experiment}
+    broken = []
+    for impl in implementations("ml_dash_store"):
+        if impl.wrapper or impl.hookwrapper:
+            continue
+        try:
+            store = impl.function(*[kw[a] for a in impl.argnames])
+        except ValueError:
+            raise
+        except Exception as e:
+            broken.append(impl.plugin_name)
+            console.warn(f"plugin {impl.plugin_name!r} failed to make a store for {destination!r} and is skipped: "
+                         f"{type(e).__name__}: {e}")
+            continue
+        if store is not None:
+            return store
+    if broken:
+        console.warn(f"no store for {destination!r}: the run goes on without it; its data stays in "
+                     f"{getattr(experiment, 'folder', 'the local .dash folder')}")
+        return None
+    raise ValueError(f"no store handles destination {destination!r}: give an http(s):// URL, a folder path or "
+                     "file:// URL, or the name of an installed store plugin (ML_DASH_DISABLE_PLUGINS=1 turns those off)")
+
+
+_hook_warned: set[tuple[str, str, str]] = set()
+
+
+def call_hook(name: str, **kw: Any) -> None:
+    """Call every implementation of lifecycle hook ``name``; one that raises is reported (once) and the others
+    still run. Never raises into training."""
+    try:
+        impls = implementations(name)
+        if any(i.wrapper or i.hookwrapper for i in impls):  # let pluggy run wrappers; all-or-nothing then
+            getattr(manager().hook, name)(**kw)
+            return
+    except Exception as e:
+        _warn_hook(name, "?", e)
+        return
+    for impl in impls:
+        try:
+            impl.function(*[kw[a] for a in impl.argnames])
+        except Exception as e:
+            _warn_hook(name, impl.plugin_name, e)
+
+
+def _warn_hook(name: str, plugin: str, e: BaseException) -> None:
+    key = (name, plugin, type(e).__name__)
+    if key not in _hook_warned:
+        _hook_warned.add(key)
+        console.warn(f"plugin {plugin!r} raised in hook {name} (ignored): {type(e).__name__}: {e}")
 
 
 def _reset() -> None:

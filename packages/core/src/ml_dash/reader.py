@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from .config import default_root
-from .jsonio import read_json, read_jsonl
-from .layout import ExperimentDir
-from .names import metric_segments
+from .jsonio import read_jsonl
+from .layout import EXPERIMENT_JSON, STALE_AFTER, ExperimentDir, effective_status, merge_tracks
+from .layout import list_runs as list_experiments
 from .ring import recover
 from .values import unflatten
 
-STALE_AFTER = 60.0  # a RUNNING run whose heartbeat is older than this reads back as CRASHED
-
-
-def merge_tracks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for r in rows:
-        if out and out[-1].get("timestamp") == r.get("timestamp"):
-            out[-1].update(r)
-        else:
-            out.append(dict(r))
-    return out
+__all__ = ["STALE_AFTER", "ExperimentView", "FilesView", "LogsView", "MetricsView", "ParamsView", "TracksView",
+           "effective_status", "list_experiments", "load", "merge_tracks"]
 
 
 def stream_columns(path: Path | None, kind: str, fields: str | Iterable[str] | None, what: str) -> Any:
@@ -41,7 +31,7 @@ class MetricReader:
     def __init__(self, d: ExperimentDir, name: str | None) -> None:
         self._d = d
         self._name = name
-        self._path = d.path.joinpath("metrics", *metric_segments(name), "data.jsonl")
+        self._path = d.metric_file(name)
 
     def read(self) -> list[dict[str, Any]]:
         """Rows as stored: ``{"index": i, "data": {..., "_ts": t}, "createdAt": "...Z"}``, in index order."""
@@ -70,16 +60,13 @@ class MetricsView:
 
     def names(self) -> list[str]:
         recover(self._d)
-        base = self._d.path / "metrics"
-        if not base.is_dir():
-            return []
-        return sorted(str(p.parent.relative_to(base)).replace(os.sep, "/") for p in base.rglob("data.jsonl"))
+        return self._d.metric_names()
 
 
 class LogsView:
     def __init__(self, d: ExperimentDir) -> None:
         self._d = d
-        self._path = d.path / "logs" / "logs.jsonl"
+        self._path = d.logs_file()
 
     def read(self) -> list[dict[str, Any]]:
         recover(self._d)
@@ -101,30 +88,21 @@ class TrackReader:
         self._d = d
         self._topic = topic
 
-    def _folder(self) -> Path | None:
+    def _data(self) -> Path | None:
         recover(self._d)
-        base = self._d.path / "tracks"
-        if not base.is_dir():
-            return None
-        for folder in sorted(base.iterdir()):
-            meta = read_json(folder / "metadata.json")
-            if isinstance(meta, dict) and meta.get("topic") == self._topic:
-                return folder
-        return None
+        return self._d.topic_file(self._topic)
 
     def read(self) -> list[dict[str, Any]]:
         """Entries ``{"timestamp": t, <fields>}``; entries sharing a timestamp come back merged."""
-        folder = self._folder()
-        if folder is None:
+        data = self._data()
+        if data is None:
             return []
-        rows, _ = read_jsonl(folder / "data.jsonl")
+        rows, _ = read_jsonl(data)
         return merge_tracks(rows)
 
     def columns(self, fields: str | Iterable[str] | None = None) -> Any:
         """``timestamp`` and every numeric field as numpy arrays, entries sharing a timestamp merged."""
-        folder = self._folder()
-        path = folder / "data.jsonl" if folder is not None else None
-        return stream_columns(path, "tracks", fields, f"track {self._topic!r}")
+        return stream_columns(self._data(), "tracks", fields, f"track {self._topic!r}")
 
     def to_pandas(self, fields: str | Iterable[str] | None = None) -> Any:
         return self.columns(fields).to_pandas()
@@ -139,15 +117,7 @@ class TracksView:
 
     def topics(self) -> list[str]:
         recover(self._d)
-        base = self._d.path / "tracks"
-        if not base.is_dir():
-            return []
-        out = []
-        for folder in sorted(base.iterdir()):
-            meta = read_json(folder / "metadata.json")
-            if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
-                out.append(meta["topic"])
-        return out
+        return [topic for topic, _ in self._d.topic_files()]
 
 
 class FilesView:
@@ -156,11 +126,9 @@ class FilesView:
 
     def list(self) -> list[dict[str, Any]]:
         """Index entries (``id``, ``path``, ``filename``, ``sizeBytes``, ``checksum``, ...) plus ``localPath``."""
-        idx = read_json(self._d.path / "files" / ".files_metadata.json")
-        entries = idx.get("files") if isinstance(idx, dict) else None
         out = []
-        for e in entries or []:
-            if not isinstance(e, dict) or e.get("deletedAt"):
+        for e in self._d.files_index():
+            if e.get("deletedAt"):
                 continue
             e = dict(e)
             try:
@@ -176,25 +144,8 @@ class ParamsView:
         self._d = d
 
     def get(self, flatten: bool = True) -> dict[str, Any]:
-        data = read_json(self._d.path / "parameters.json")
-        flat: dict[str, Any] = dict(data.get("data") or {}) if isinstance(data, dict) else {}
+        flat = self._d.params()
         return flat if flatten else unflatten(flat)
-
-
-def effective_status(info: dict[str, Any] | None) -> str | None:
-    if not isinstance(info, dict):
-        return None
-    status = info.get("status")
-    if status == "RUNNING":
-        beat = info.get("heartbeatAt") or info.get("updated_at")
-        if isinstance(beat, str):
-            try:
-                t = _dt.datetime.fromisoformat(beat.rstrip("Z")).replace(tzinfo=_dt.timezone.utc).timestamp()
-            except ValueError:
-                return "CRASHED"
-            if _dt.datetime.now(_dt.timezone.utc).timestamp() - t > STALE_AFTER:
-                return "CRASHED"
-    return status if isinstance(status, str) else None
 
 
 class ExperimentView:
@@ -202,7 +153,7 @@ class ExperimentView:
 
     def __init__(self, prefix: str, dash_root: str | os.PathLike[str]) -> None:
         self._d = ExperimentDir(dash_root, prefix)
-        if not (self._d.path / "experiment.json").exists():
+        if not (self._d.path / EXPERIMENT_JSON).exists():
             raise FileNotFoundError(f"no experiment {prefix!r} under {Path(dash_root)}")
         recover(self._d)  # records a killed writer left in its spill ring go into the journal now
         self.prefix = self._d.prefix
@@ -217,13 +168,12 @@ class ExperimentView:
 
     @property
     def info(self) -> dict[str, Any]:
-        info = read_json(self._d.path / "experiment.json")
-        return info if isinstance(info, dict) else {}
+        return self._d.read_info() or {}
 
     @property
     def status(self) -> str | None:
         """COMPLETED / FAILED / CANCELLED / RUNNING, or CRASHED for a RUNNING run whose heartbeat stopped."""
-        return effective_status(self.info)
+        return effective_status(self.info, STALE_AFTER)
 
     def __repr__(self) -> str:
         return f"ExperimentView({self.prefix!r}, status={self.status!r})"
@@ -234,14 +184,3 @@ def load(prefix: str, dash_root: str | os.PathLike[str] | None = None) -> Experi
     if dash_root is None:
         dash_root = default_root()
     return ExperimentView(prefix, dash_root)
-
-
-def list_experiments(dash_root: str | os.PathLike[str]) -> list[str]:
-    """Prefixes of every experiment under a root."""
-    root = Path(dash_root)
-    out = []
-    for p in root.rglob("experiment.json"):
-        if ".ml_dash" in p.parts:
-            continue
-        out.append(str(p.parent.relative_to(root)).replace(os.sep, "/"))
-    return sorted(out)

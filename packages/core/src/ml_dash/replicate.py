@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import random
 import threading
 import time
@@ -59,8 +58,8 @@ class Replicator:
         self.config = config
         self.on_error = on_error
         key = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(getattr(store, "key", "store")))
-        self.cursor_path = jdir.private / "cursors" / f"{key}.json"
-        self.quarantine_dir = jdir.private / "quarantine" / key
+        self.cursor_path = jdir.cursor_path(key)
+        self.quarantine_dir = jdir.quarantine_dir(key)
         cur = read_json(self.cursor_path)
         self.cursor: dict[str, Any] = cur if isinstance(cur, dict) else {}
         self.cursor.setdefault("offsets", {})
@@ -243,15 +242,15 @@ class Replicator:
         self.progress += 1
 
     def _pass(self) -> None:
-        path = self.jdir.path
-        info = read_json(path / "experiment.json")
-        if not isinstance(info, dict):
+        jdir = self.jdir
+        info = jdir.read_info()
+        if info is None:
             return
         if not self._opened:
             self.store.open(info)
             self._opened = True
-        params = read_json(path / "parameters.json")
-        if isinstance(params, dict) and params.get("version") != self.cursor.get("params_version"):
+        params = jdir.read_params()
+        if params is not None and params.get("version") != self.cursor.get("params_version"):
             def send_params() -> None:
                 try:
                     self.store.write_params(dict(params.get("data") or {}))
@@ -260,22 +259,14 @@ class Replicator:
                 self.cursor["params_version"] = params.get("version")
                 self._save()
             self._guarded("parameters", send_params)
-        self._stream("logs/logs.jsonl", self.config.log_batch_size, lambda recs, *_: self.store.write_logs(recs), "logs")
-        metrics = path / "metrics"
-        if metrics.is_dir():
-            for data in sorted(metrics.rglob("data.jsonl")):
-                name = str(data.parent.relative_to(metrics)).replace(os.sep, "/")
-                self._stream(str(data.relative_to(path)), self.config.metric_batch_size,
-                             lambda recs, *_, n=name: self.store.write_metrics(n, recs), "metrics")
-        tracks = path / "tracks"
-        if tracks.is_dir():
-            for folder in sorted(tracks.iterdir()):
-                meta = read_json(folder / "metadata.json")
-                if not isinstance(meta, dict) or not isinstance(meta.get("topic"), str):
-                    continue
-                topic = meta["topic"]
-                self._stream(str((folder / "data.jsonl").relative_to(path)), self.config.track_batch_size,
-                             functools.partial(self._send_tracks, topic), "tracks")
+        self._stream(jdir.rel(jdir.logs_file()), self.config.log_batch_size,
+                     lambda recs, *_: self.store.write_logs(recs), "logs")
+        for name, data in jdir.metric_files():
+            self._stream(jdir.rel(data), self.config.metric_batch_size,
+                         lambda recs, *_, n=name: self.store.write_metrics(n, recs), "metrics")
+        for topic, data in jdir.topic_files():
+            self._stream(jdir.rel(data), self.config.track_batch_size,
+                         functools.partial(self._send_tracks, topic), "tracks")
         self._guarded("files", self._files)
         self._guarded("status", lambda: self._send_status(info))
         if self._stuck:
@@ -412,12 +403,11 @@ class Replicator:
                      f"set aside in {self.quarantine_dir / name}")
 
     def _files(self) -> None:
-        idx = read_json(self.jdir.path / "files" / ".files_metadata.json")
-        entries = idx.get("files") if isinstance(idx, dict) else None
+        entries = self.jdir.files_index()
         if not entries:
             return
         done = set(self.cursor["files"])
-        todo = [e for e in entries if isinstance(e, dict) and e.get("id") not in done]
+        todo = [e for e in entries if e.get("id") not in done]
         if not todo:
             return
         n = len(todo)
@@ -457,29 +447,23 @@ class Replicator:
 
     def pending(self) -> dict[str, int]:
         """Records (complete journal lines) and files this store has not received yet, by kind."""
-        path = self.jdir.path
+        jdir = self.jdir
         offsets = self.cursor["offsets"]
         out = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
-        groups = (("logs", [path / "logs" / "logs.jsonl"]), ("metrics", path.glob("metrics/**/data.jsonl")),
-                  ("tracks", path.glob("tracks/*/data.jsonl")))
-        for kind, files in groups:
-            for data in files:
-                off = int(offsets.get(str(data.relative_to(path)), 0))
-                try:
-                    with open(data, "rb") as f:
-                        f.seek(off)
-                        while True:
-                            block = f.read(1 << 20)
-                            if not block:
-                                break
-                            out[kind] += block.count(b"\n")
-                except OSError:
-                    continue
-        idx = read_json(path / "files" / ".files_metadata.json")
+        for kind, data in jdir.stream_files():
+            off = int(offsets.get(jdir.rel(data), 0))
+            try:
+                with open(data, "rb") as f:
+                    f.seek(off)
+                    while True:
+                        block = f.read(1 << 20)
+                        if not block:
+                            break
+                        out[kind] += block.count(b"\n")
+            except OSError:
+                continue
         done = set(self.cursor["files"])
-        for e in (idx.get("files") if isinstance(idx, dict) else None) or []:
-            if isinstance(e, dict) and e.get("id") not in done:
-                out["files"] += 1
+        out["files"] = sum(1 for e in jdir.files_index() if e.get("id") not in done)
         return out
 
     def describe_pending(self) -> str:

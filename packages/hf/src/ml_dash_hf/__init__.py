@@ -6,6 +6,7 @@ trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=[MLDashCal
 ```
 """
 
+from . import _compat  # noqa: F401  (a clear ImportError when ml_dash is not this project's)
 from .callback import MLDashCallback, train
 
 __all__ = ["MLDashCallback", "train"]

@@ -1,18 +1,16 @@
-"""Pure functions: Trainer log keys -> metric streams, and config objects -> flat parameter dicts."""
+"""Trainer knowledge: its log dicts -> metric streams (by `ml_dash.integration`'s rule), its model config -> params."""
 
 from __future__ import annotations
 
-import enum
 import math
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
-SPLITS = ("train", "val", "eval", "test", "predict")
+from ._compat import integration
+
 SUMMARY_STREAM = "summary"
-# Fields every row carries; a metric that would land on one of these names keeps its full key instead.
-ROW_FIELDS = ("step", "epoch", "_ts")
+_router = integration.MetricRouter()
 
 
 def is_summary(logs: Mapping[str, Any]) -> bool:
@@ -23,17 +21,6 @@ def is_summary(logs: Mapping[str, Any]) -> bool:
     `train_loss` as well.
     """
     return "train_runtime" in logs and ("total_flos" in logs or "train_loss" in logs)
-
-
-def split_key(key: str) -> tuple[str, str]:
-    """`eval_loss` -> ("eval", "loss"); `test/acc` -> ("test", "acc"); `loss` -> ("train", "loss")."""
-    for split in SPLITS:
-        for sep in ("_", "/"):
-            head = split + sep
-            if key.startswith(head) and len(key) > len(head):
-                field = key[len(head) :]
-                return split, (key if field in ROW_FIELDS else field)
-    return "train", key
 
 
 def route(logs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -49,9 +36,9 @@ def route(logs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         if key in ("epoch", "step"):
             continue
         if summary:
-            stream, field = SUMMARY_STREAM, (key if key not in ROW_FIELDS else f"{key}_")
+            stream, field = SUMMARY_STREAM, (key if key not in integration.ROW_FIELDS else f"{key}_")
         else:
-            stream, field = split_key(key)
+            stream, field = _router.route(key)
         streams.setdefault(stream, {})[field] = value
     return streams
 
@@ -81,41 +68,11 @@ def same_value(a: Any, b: Any) -> bool:
 # ---------------------------------------------------------------------------------------------------- params
 
 
-def _param_value(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, enum.Enum):
-        return _param_value(value.value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = [_param_value(v) for v in value]
-        if all(v is None or isinstance(v, (bool, int, float, str)) for v in items):
-            return items
-        return str(value)
-    item = getattr(value, "item", None)  # numpy / torch scalars
-    if callable(item) and getattr(value, "ndim", None) == 0:
-        try:
-            return _param_value(item())
-        except Exception:
-            pass
-    return str(value)
-
-
 def flatten(prefix: str, obj: Any, out: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`flatten("args", {"a": {"b": 1}, "c": [1, 2]})` -> `{"args.a.b": 1, "args.c": [1, 2]}`.
-
-    Values become JSON-friendly (enums by value, paths and unknown objects as strings). An empty dict is kept
-    as `{}` so that the key is still visible.
-    """
+    """`flatten("args", {"a": {"b": 1}, "c": [1, 2]})` -> `{"args.a.b": 1, "args.c": [1, 2]}`, by
+    `ml_dash.integration.flatten_params` (never raises; values it cannot store as is become text)."""
     out = {} if out is None else out
-    if isinstance(obj, Mapping):
-        if not obj:
-            out[prefix] = {}
-        for key, value in obj.items():
-            flatten(f"{prefix}.{key}" if prefix else str(key), value, out)
-    else:
-        out[prefix] = _param_value(obj)
+    out.update(integration.flatten_params(obj, prefix))
     return out
 
 
@@ -145,9 +102,6 @@ def model_params(model: Any) -> dict[str, Any]:
     return out
 
 
-_NAME_BAD = re.compile(r"[^A-Za-z0-9._-]+")
-
-
 def default_prefix(args: Any) -> str:
     """`<args.project or "huggingface">/<run name>`; the run name is `args.run_name`, else the output folder."""
     project = getattr(args, "project", None) or "huggingface"
@@ -155,5 +109,4 @@ def default_prefix(args: Any) -> str:
     run_name = getattr(args, "run_name", None)
     if not run_name or run_name == output_dir:  # transformers 4.x defaults run_name to output_dir
         run_name = os.path.basename(os.path.normpath(output_dir))
-    clean = [(_NAME_BAD.sub("-", part).strip("-.") or "run") for part in (str(project), str(run_name))]
-    return "/".join(clean)
+    return f"{integration.safe_name(project)}/{integration.safe_name(run_name)}"

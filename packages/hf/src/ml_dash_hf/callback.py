@@ -11,9 +11,9 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ml_dash import Experiment
 from transformers import TrainerCallback
 
+from ._compat import Experiment, integration
 from ._mapping import default_prefix, flatten, is_scalar, model_params, route, same_value
 
 CHECKPOINT_MODES = ("checkpoint", "end")
@@ -49,39 +49,19 @@ class MLDashCallback(TrainerCallback):
         metadata: dict[str, Any] | None = None,
         echo: bool | None = None,
         stores: Any = None,
+        **experiment_kwargs: Any,
     ) -> None:
-        if prefix is not None and not isinstance(prefix, str):
-            raise TypeError(
-                f"MLDashCallback: prefix must be a str like 'project/name', got {type(prefix).__name__}"
-            )
         if log_checkpoints in (None, False):
             log_checkpoints = False
         elif log_checkpoints not in CHECKPOINT_MODES:
             raise ValueError(
                 f"MLDashCallback: log_checkpoints must be False, 'checkpoint' or 'end', got {log_checkpoints!r}"
             )
-        kwargs = {
-            "dash_root": dash_root,
-            "dash_url": dash_url,
-            "buffer_config": buffer_config,
-            "description": description,
-            "tags": tags,
-            "metadata": metadata,
-            "echo": echo,
-            "stores": stores,
-        }
-        self._experiment_kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        if experiment is not None:
-            if prefix is not None or self._experiment_kwargs:
-                given = ["prefix"] * (prefix is not None) + sorted(self._experiment_kwargs)
-                raise ValueError(
-                    f"MLDashCallback: pass either experiment= or the arguments to create one, not both "
-                    f"(got experiment= and {', '.join(given)})"
-                )
-            if not isinstance(experiment, Experiment):
-                raise TypeError(
-                    f"MLDashCallback: experiment must be an ml_dash.Experiment, got {type(experiment)}"
-                )
+        self._factory = integration.ExperimentFactory(
+            "MLDashCallback", prefix, experiment, dash_root=dash_root, dash_url=dash_url,
+            buffer_config=buffer_config, description=description, tags=tags, metadata=metadata, echo=echo,
+            stores=stores, **experiment_kwargs,
+        )
         self.prefix = prefix
         self.log_checkpoints: str | bool = log_checkpoints
         self._exp: Experiment | None = experiment
@@ -89,7 +69,7 @@ class MLDashCallback(TrainerCallback):
         self._training = False
         self._is_zero = True
         self._last_log: tuple[int, dict[str, Any]] | None = None
-        self._warned: set[str] = set()
+        self._warn_once = integration.WarnOnce("ml-dash")
 
     # ------------------------------------------------------------------------------------------- public
 
@@ -164,7 +144,7 @@ class MLDashCallback(TrainerCallback):
         name = f"checkpoint-{state.global_step}"
         folder = os.path.join(args.output_dir, name)
         if not os.path.isdir(folder):
-            self._warn("ckpt-missing", f"ml-dash: checkpoint folder {folder} not found; not stored")
+            self._warn("ckpt-missing", f"checkpoint folder {folder} not found; not stored")
             return
         exp = self._open(args)
         self._store_folder(exp, folder, "checkpoints", name)
@@ -183,7 +163,7 @@ class MLDashCallback(TrainerCallback):
         if state.max_steps and 0 < state.global_step < state.max_steps:
             reason = f"training stopped at step {state.global_step} of {state.max_steps}"
         if self._owns:
-            exp.run.complete(reason=reason)
+            integration.close_run(exp, reason=reason)
         else:
             exp.flush()
 
@@ -196,7 +176,7 @@ class MLDashCallback(TrainerCallback):
     def _open(self, args: Any) -> Experiment:
         """The experiment, created on first use and (re)opened if closed."""
         if self._exp is None:
-            self._exp = Experiment(self.prefix or default_prefix(args), **self._experiment_kwargs)
+            self._exp = self._factory.create(self.prefix or default_prefix(args))
         if not self._exp.is_open:
             self._exp.run.start()
             self._owns = True
@@ -205,7 +185,7 @@ class MLDashCallback(TrainerCallback):
     def _maybe_close(self) -> None:
         """After an event outside train() (evaluate/predict afterwards) put an owned run back to COMPLETED."""
         if not self._training and self._owns and self._exp is not None and self._exp.is_open:
-            self._exp.run.complete()
+            integration.close_run(self._exp)
 
     def _pristine(self, logs: Mapping[str, Any], state: Any) -> dict[str, Any]:
         """A copy of `logs`, with keys that an earlier callback popped (PrinterCallback pops `total_flos`)
@@ -234,14 +214,14 @@ class MLDashCallback(TrainerCallback):
                 else:
                     self._warn(
                         f"value:{stream}/{field}",
-                        f"ml-dash: metric {field!r} ({type(value).__name__}) is not a scalar; not recorded",
+                        f"metric {field!r} ({type(value).__name__}) is not a scalar; not recorded",
                     )
             if clean:
                 try:
                     exp.metrics(stream).log(step=state.global_step, epoch=epoch, **clean)
                 except (TypeError, ValueError) as exc:  # a value the core refuses must not end training
                     self._warn(
-                        f"row:{stream}", f"ml-dash: {exc}; recording only the plain numbers of that row"
+                        f"row:{stream}", f"{exc}; recording only the plain numbers of that row"
                     )
                     plain = {k: v for k, v in clean.items() if v is None or type(v) in (bool, int, float)}
                     if plain:
@@ -253,7 +233,7 @@ class MLDashCallback(TrainerCallback):
         try:
             entries = exp.files(parent).upload(folder, to=name)
         except OSError as exc:  # I/O never raises into training
-            self._warn(f"upload:{name}", f"ml-dash: could not store {folder}: {exc}")
+            self._warn(f"upload:{name}", f"could not store {folder}: {exc}")
             return
         # A large file that could not be hard-linked (another filesystem) is copied by the core later, at its next
         # flush; the Trainer may delete the folder before that (save_total_limit), so make it happen now.
@@ -275,7 +255,7 @@ class MLDashCallback(TrainerCallback):
             self._store_folder(exp, tmp, None, "model")
             exp.flush()  # whatever the core copies lazily must be copied before the temporary folder goes
         except Exception as exc:  # training is over and the model is still in memory: warn, do not raise
-            self._warn("model", f"ml-dash: could not store the final model: {exc!r}")
+            self._warn("model", f"could not store the final model: {exc!r}")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -285,7 +265,7 @@ class MLDashCallback(TrainerCallback):
         if exp is None or not self._is_zero or not exp.is_open:
             return
         try:
-            reason = (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)[:500]
+            reason = integration.failure_reason(exc) or ""
             if cancel:
                 exp.log(f"training cancelled: {reason}", level="warn")
             else:
@@ -293,17 +273,13 @@ class MLDashCallback(TrainerCallback):
                 exp.log(f"training failed: {reason}", level="error", metadata={"traceback": tb[-8000:]})
             if not self._owns:
                 exp.flush()
-            elif cancel:
-                exp.run.cancel(reason=reason)
             else:
-                exp.run.fail(reason=reason)
+                integration.close_run(exp, exc)
         except Exception as inner:  # never mask the training exception
             warnings.warn(f"ml-dash: could not record the failure: {inner!r}", stacklevel=3)
 
     def _warn(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            warnings.warn(message, stacklevel=3)
+        self._warn_once(key, message, stacklevel=4)
 
 
 def train(trainer: Any, *args: Any, **kwargs: Any) -> Any:

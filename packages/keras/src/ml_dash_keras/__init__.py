@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import _compat  # noqa: F401  (a clear ImportError when ml_dash is not this project's)
+
 __version__ = "0.1.0"
 __all__ = ["MLDashCallback", "__version__"]
 

@@ -1,6 +1,6 @@
-"""Keras logs -> metric rows: the stream rule of the contract, value cleaning, and in-order batch rows.
+"""Keras logs -> metric rows: the stream rule (from ``ml_dash.integration``), value cleaning, in-order batch rows.
 
-Pure Python (no keras import), so it is cheap to test on its own.
+No keras import, so it is cheap to test on its own.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-SPLITS = ("train", "val", "eval", "test", "predict")
+from ._compat import integration
+
 _PLAIN = frozenset({bool, int, float, str, type(None)})
 
 
@@ -31,23 +32,27 @@ def clean(value: Any) -> tuple[bool, Any]:
         return False, None
 
 
-def split_logs(logs: Mapping[str, Any] | None, default: str = "train") -> dict[str, dict[str, Any]]:
-    """Group a Keras logs dict by stream: ``val_loss`` -> ``{"val": {"loss": ...}}``, ``loss`` -> default.
+# Keras's batch rows carry the batch index as field ``batch``: a user metric of that name is kept apart too
+ROW_FIELDS = (*integration.ROW_FIELDS, "batch")
+_routers: dict[str, integration.MetricRouter] = {}
 
-    A key ``<split>_<name>`` or ``<split>/<name>`` with ``<split>`` in train/val/eval/test/predict goes to that
-    stream as ``<name>``; any other key goes to ``default``. Values that are not scalars are left out.
+
+def split_logs(logs: Mapping[str, Any] | None, default: str = "train") -> dict[str, dict[str, Any]]:
+    """Group a Keras logs dict by stream (``ml_dash.integration``'s rule): ``val_loss`` -> ``{"val": {"loss":
+    ...}}``, ``loss`` -> default. Keras's own ``step``/``epoch``/``batch`` are not in ``logs``, so a key of that
+    name is a user metric: it is kept apart from the row's fields (``epoch`` -> ``epoch_``, ``train_step`` and
+    ``val_epoch`` keep their whole key). Values that are not scalars are left out.
     """
+    router = _routers.get(default)
+    if router is None:
+        router = _routers[default] = integration.MetricRouter(default, ROW_FIELDS)
     out: dict[str, dict[str, Any]] = {}
     for key, value in (logs or {}).items():
         if not isinstance(key, str) or not key:
             continue
-        stream, name = default, key
-        for split in SPLITS:
-            if len(key) > len(split) + 1 and key.startswith(split) and key[len(split)] in "_/":
-                stream, name = split, key[len(split) + 1 :]
-                break
         ok, v = clean(value)
         if ok:
+            stream, name = router.route(key)
             out.setdefault(stream, {})[name] = v
     return out
 

@@ -11,29 +11,23 @@ from __future__ import annotations
 import functools
 import math
 import os
-import re
 import shutil
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import keras
-from ml_dash import Experiment
 
+from ._compat import Experiment, integration
 from ._rank import process_rank
-from ._rows import OrderedRows, clean, split_logs
+from ._rows import OrderedRows, split_logs
 from ._stop import sibling_callbacks, stop_reason
 
 F = TypeVar("F", bound=Callable[..., Any])
 FLUSH_TIMEOUT = 30.0
-
-
-class MLDashConfigError(ValueError):
-    """The callback cannot create its experiment from what it was given (raised into ``fit``)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +48,7 @@ class _Epoch:
 
 
 def _guard(fn: F) -> F:
-    """A hook never raises into training (except a configuration error); its first failure warns."""
+    """A hook never raises into training; its first failure warns."""
 
     @functools.wraps(fn)
     def hook(self: MLDashCallback, *args: Any, **kwargs: Any) -> Any:
@@ -62,27 +56,11 @@ def _guard(fn: F) -> F:
             return None
         try:
             return fn(self, *args, **kwargs)
-        except MLDashConfigError:
-            raise
         except Exception as exc:
             self._warn(fn.__name__, exc)
             return None
 
     return hook  # type: ignore[return-value]
-
-
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}", v, out)
-        return
-    ok, v = clean(value)
-    if ok:
-        out[prefix] = v
-    elif isinstance(value, (list, tuple)) and all(clean(x)[0] for x in value):
-        out[prefix] = [clean(x)[1] for x in value]
-    else:
-        out[prefix] = str(value)
 
 
 def _leading_dim(logs: Mapping[str, Any] | None) -> int | None:
@@ -124,28 +102,14 @@ class MLDashCallback(keras.callbacks.Callback):  # type: ignore[misc]  # keras s
         description: str | None = None,
         tags: list[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        **experiment_kwargs: Any,
     ) -> None:
         super().__init__()
-        exp_kwargs = {
-            "dash_root": dash_root,
-            "dash_url": dash_url,
-            "buffer_config": buffer_config,
-            "description": description,
-            "tags": tags,
-            "metadata": metadata,
-        }
-        if experiment is not None:
-            if not isinstance(experiment, Experiment):
-                raise TypeError(f"experiment must be an ml_dash.Experiment, got {type(experiment).__name__}")
-            if prefix is not None:
-                raise ValueError("give either prefix or experiment, not both")
-            given = sorted(k for k, v in exp_kwargs.items() if v is not None)
-            if given:
-                raise ValueError(
-                    f"{', '.join(given)}: only used when the callback creates the experiment, not with experiment="
-                )
-        if prefix is not None and (not isinstance(prefix, str) or "/" not in prefix.strip("/")):
-            raise ValueError(f'prefix must be a string "project/name", got {prefix!r}')
+        self._factory = integration.ExperimentFactory(
+            "MLDashCallback", prefix, experiment, dash_root=dash_root, dash_url=dash_url,
+            buffer_config=buffer_config, description=description, tags=tags, metadata=metadata,
+            **experiment_kwargs,
+        )
         if log_freq != "epoch" and (
             isinstance(log_freq, bool) or not isinstance(log_freq, int) or log_freq < 1
         ):
@@ -157,15 +121,13 @@ class MLDashCallback(keras.callbacks.Callback):  # type: ignore[misc]  # keras s
         if params is not None and not isinstance(params, Mapping):
             raise TypeError(f"params must be a mapping, got {type(params).__name__}")
 
-        self._prefix = prefix
         self._exp: Experiment | None = experiment
-        self._exp_kwargs = {k: v for k, v in exp_kwargs.items() if v is not None}
         self._freq: int | None = None if log_freq == "epoch" else int(log_freq)
         self._save_model = save_model
         self._user_params = dict(params or {})
         self._rank: int | None = None
         self._disabled = False
-        self._warned: set[str] = set()
+        self._warn_once = integration.WarnOnce("ml-dash-keras")
         self._lock = threading.Lock()
         self._rows = OrderedRows(self._emit_batch_row)
         self._train_stream: Any = None
@@ -196,14 +158,11 @@ class MLDashCallback(keras.callbacks.Callback):  # type: ignore[misc]  # keras s
         return self._exp
 
     def _create(self) -> Experiment | None:
-        prefix = self._prefix
+        prefix = self._factory.prefix
         if prefix is None:
-            name = getattr(getattr(self, "_model", None), "name", None) or "run"
-            prefix = f"keras/{re.sub(r'[^A-Za-z0-9._-]', '_', name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+            prefix = "keras/" + integration.timestamp_name(getattr(getattr(self, "_model", None), "name", None))
         try:
-            return Experiment(prefix, **self._exp_kwargs)
-        except (ValueError, TypeError) as exc:
-            raise MLDashConfigError(f"ml-dash-keras: cannot create experiment {prefix!r}: {exc}") from exc
+            return self._factory.create(prefix)
         except OSError as exc:
             self._warn("creating the experiment", exc)
             self._disabled = True
@@ -217,7 +176,7 @@ class MLDashCallback(keras.callbacks.Callback):  # type: ignore[misc]  # keras s
             exp.run.start()
             self._opened = True
         if not self._user_params_set and self._user_params:
-            exp.params.set(**self._user_params)
+            exp.params.set(**self._params(self._user_params))
         self._user_params_set = True
         return exp
 
@@ -225,7 +184,10 @@ class MLDashCallback(keras.callbacks.Callback):  # type: ignore[misc]  # keras s
         if self._opened and not self._fitting:
             self._opened = False
             kind, reason = self._outcome
-            (exp.run.fail if kind == "fail" else exp.run.complete)(reason=reason)
+            if kind == "fail":
+                exp.run.fail(reason=reason)
+            else:
+                integration.close_run(exp, reason=reason)
         else:
             exp.flush(timeout=FLUSH_TIMEOUT)
 
@@ -234,14 +196,15 @@ class MLDashCallback(keras.callbacks.Callback):  # type: ignore[misc]  # keras s
         return None if self._disabled or self._rank != 0 else self._exp
 
     def _warn(self, where: str, exc: BaseException) -> None:
-        if where in self._warned:
-            return
-        self._warned.add(where)
-        warnings.warn(
-            f"ml-dash-keras: {where} failed ({exc!r}); training goes on without it",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        self._warn_once(where, f"{where} failed ({exc!r}); training goes on without it", stacklevel=4)
+
+    def _params(self, params: Any, prefix: str = "") -> dict[str, Any]:
+        """Flattened with dots; a value the core cannot store as is becomes its text form (warned once)."""
+        unstorable: list[str] = []
+        flat = integration.flatten_params(params, prefix, unstorable=unstorable)
+        if unstorable:
+            self._warn_once("params", "parameters stored as text: " + ", ".join(unstorable), stacklevel=4)
+        return flat
 
     def _iterations(self) -> int | None:
         """The optimizer's update count (read at train/test begin only, never per batch)."""
@@ -272,7 +235,7 @@ class MLDashCallback(keras.callbacks.Callback):  # type: ignore[misc]  # keras s
             except Exception:
                 pass  # a model that is not built, a subclass without layers...
         try:
-            _flatten("optimizer", model.optimizer.get_config(), out)
+            out.update(self._params(model.optimizer.get_config(), "optimizer"))
         except Exception:
             pass
         return out
@@ -293,7 +256,7 @@ class MLDashCallback(keras.callbacks.Callback):  # type: ignore[misc]  # keras s
         self._train_stream = exp.metrics("train")
         exp.params.set(**self._auto_params())
         if self._user_params:
-            exp.params.set(**self._user_params)  # the user's values win over the automatic ones
+            exp.params.set(**self._params(self._user_params))  # the user's values win over the automatic ones
         p = self.params or {}
         exp.log(f"fit started: epochs={p.get('epochs')} steps={p.get('steps')} step={self._step}")
 

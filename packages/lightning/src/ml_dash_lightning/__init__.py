@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import _compat  # noqa: F401  (a clear ImportError when ml_dash is not this project's)
+
 __all__ = ["MLDashLogger", "make_logger_class"]
 __version__ = "0.1.0"
 

@@ -2,6 +2,7 @@
 
 :func:`make_logger_class` combines :class:`MLDashLoggerMixin` with one namespace's ``Logger`` base class, so an
 ``isinstance`` check (and LightningCLI's ``class_path``) in either namespace finds a class of that namespace.
+Only Lightning knowledge lives here; the rules every adapter shares come from ``ml_dash.integration``.
 """
 
 from __future__ import annotations
@@ -9,73 +10,74 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import warnings
+import threading
+from argparse import Namespace
+from collections.abc import Mapping
+from dataclasses import is_dataclass
 from typing import Any, Literal, Optional, Union
 
 from lightning_utilities.core.rank_zero import rank_zero_only
-from ml_dash import Experiment
-from ml_dash.buffer import BufferConfig
 
-from ._util import (
-    auto_prefix,
-    checkpoint_files,
-    file_key,
-    flatten_params,
-    resolve_root,
-    root_of,
-    score_of,
-    split_key,
-)
+from ._compat import BufferConfig, Experiment, integration
+from ._util import checkpoint_files, file_key, score_of
 
 CHECKPOINT_DIR = "checkpoints"
+DEFAULT_NAME = "lightning_logs"
+LOGGER_JOIN_CHAR = "-"  # Lightning's separator between a logger's prefix and a metric key
+
+_taken: set[tuple[str, str, str]] = set()  # (root, name, version) handed out by this process
+_taken_lock = threading.Lock()
 
 
 def _rank() -> int:
     return getattr(rank_zero_only, "rank", 0) or 0
 
 
-def _warn(msg: str) -> None:
-    warnings.warn(f"ML-Dash: {msg}", RuntimeWarning, stacklevel=3)
-
-
-def _is_cancel(exc: BaseException | None) -> bool:
-    """Ctrl-C, and Lightning's SIGTERMException (a SystemExit subclass), in either namespace."""
-    if isinstance(exc, KeyboardInterrupt):
-        return True
-    return exc is not None and any(c.__name__ == "SIGTERMException" for c in type(exc).__mro__)
-
-
-def _reason(exc: BaseException | None) -> str | None:
-    if exc is None:
-        return None
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return text if len(text) <= 500 else text[:500] + "..."
+def _auto_version(root: str, name: str) -> int:
+    """The next ``version_N`` under ``<root>/<name>``, as CSVLogger counts, never one this process gave out."""
+    with _taken_lock:
+        n = integration.next_version(root, name)
+        while (root, name, f"version_{n}") in _taken:
+            n += 1
+        _taken.add((root, name, f"version_{n}"))
+        return n
 
 
 class MLDashLoggerMixin:
-    """Log a Lightning run to ML-Dash: ``Trainer(logger=MLDashLogger("project/name"))``.
+    """Log a Lightning run to ML-Dash: ``Trainer(logger=MLDashLogger())``.
+
+    The run goes to ``<save_dir>/<name>/<version>`` as Lightning's CSV and TensorBoard loggers lay theirs out:
+    ``name`` is the ML-Dash project, ``version`` the run. ``MLDashLogger()`` gives
+    ``.dash/lightning_logs/version_0``, then ``version_1``, ...
 
     Args:
-        prefix: the experiment's path ``"project/name"`` (or ``"project/folders/name"``). None: a new name
-            ``<script>/<YYYYmmdd-HHMMSS>-<n>`` is made, and printed once when the run starts.
-        dash_root: the local root folder (default ``$ML_DASH_ROOT`` or ``.dash``).
+        run: the ML-Dash run path ``"project/name"`` (or ``"project/folders/name"``), instead of ``name`` and
+            ``version``. The same run path again appends to the same run.
+        name: the project (Lightning's experiment name); default ``"lightning_logs"``.
+        version: the run: an int ``N`` means ``"version_N"``, a string is used as given; default: the next free
+            ``version_N`` under ``<save_dir>/<name>``.
+        save_dir: the local root folder (default ``$ML_DASH_ROOT`` or ``.dash``); ``dash_root`` is the same.
+        prefix: Lightning's meaning: a string put before every metric key, joined with ``-``
+            (``prefix="fold1"``: ``train_loss`` is logged as ``fold1-train_loss``).
         dash_url: a server URL to upload to as well (``True``: ``$ML_DASH_API_URL``).
         log_model: ``False``: no checkpoint files; ``True``: the best and last checkpoints at the end of each
             fit/validate/test; ``"all"``: every checkpoint as it is saved (copied at once, so files Lightning
             later deletes under ``save_top_k`` are kept).
-        buffer_config: a ``ml_dash.buffer.BufferConfig`` for the experiment.
-        description: experiment description.
-        tags: experiment tags.
-        metadata: experiment metadata (a dict).
-        flush_timeout: seconds ``finalize`` waits for buffered data to be delivered (None: no limit).
+        buffer_config, description, tags, metadata, and any other keyword (``echo=``, ``stores=``, ...):
+            passed to ``ml_dash.Experiment``.
+        flush_timeout: seconds the end of each fit/validate/test/predict waits for delivery (None: no limit).
         experiment: an existing ``ml_dash.Experiment`` to log into instead (then leave the others unset).
     """
 
     def __init__(
         self,
-        prefix: Optional[str] = None,
+        run: Optional[str] = None,
         *,
-        dash_root: Optional[str] = None,
+        name: Optional[str] = None,
+        version: Union[int, str, None] = None,
+        save_dir: Union[str, os.PathLike[str], None] = None,
+        prefix: str = "",
+        dash_root: Union[str, os.PathLike[str], None] = None,
         dash_url: Union[str, bool, None] = None,
         log_model: Union[bool, Literal["all"]] = False,
         buffer_config: Optional[BufferConfig] = None,
@@ -84,6 +86,7 @@ class MLDashLoggerMixin:
         metadata: Optional[dict[str, Any]] = None,
         flush_timeout: Optional[float] = 30.0,
         experiment: Optional[Experiment] = None,
+        **experiment_kwargs: Any,
     ) -> None:
         super().__init__()
         if log_model not in (False, True, "all"):
@@ -92,64 +95,46 @@ class MLDashLoggerMixin:
             raise ValueError(
                 f"MLDashLogger: flush_timeout must be a number >= 0 or None, got {flush_timeout!r}"
             )
-        if buffer_config is not None and not isinstance(buffer_config, BufferConfig):
+        if not isinstance(prefix, str):
             raise TypeError(
-                f"MLDashLogger: buffer_config must be an ml_dash.buffer.BufferConfig, got {type(buffer_config).__name__}"
+                f"MLDashLogger: prefix is Lightning's metric-key prefix (a str); got {type(prefix).__name__}. "
+                "The ML-Dash run path is run='project/name'"
             )
-        self._user_experiment: Experiment | None = None
-        self._auto_named = False
-        if experiment is not None:
-            if not isinstance(experiment, Experiment):
-                raise TypeError(
-                    f"MLDashLogger: experiment must be an ml_dash.Experiment, got {type(experiment).__name__}"
-                )
-            given = {
-                "prefix": prefix,
-                "dash_root": dash_root,
-                "dash_url": dash_url,
-                "buffer_config": buffer_config,
-                "description": description,
-                "tags": tags,
-                "metadata": metadata,
-            }
-            clash = [k for k, v in given.items() if v is not None]
-            if clash:
-                raise ValueError(
-                    f"MLDashLogger: pass either experiment= or {', '.join(clash)}, not both "
-                    "(the experiment already has its own settings)"
-                )
-            self._user_experiment = experiment
-            prefix = experiment.prefix
-            root = root_of(experiment.folder, prefix)
-        else:
-            root = resolve_root(dash_root)
-            if prefix is None:
-                prefix = auto_prefix(root)
-                self._auto_named = True
-            # validates prefix and dash_url now (constructing does no I/O); the run is opened on first use
-            Experiment(
-                prefix,
-                dash_root=root,
-                dash_url=dash_url,
-                buffer_config=buffer_config,
-                description=description,
-                tags=tags,
-                metadata=metadata,
-            )
-        self._prefix: str = prefix
-        self._root: str = root
-        self._dash_url = dash_url
-        self._buffer_config = buffer_config
-        self._description = description
-        self._tags = list(tags) if tags is not None else None
-        self._metadata = metadata
+        if save_dir is not None and dash_root is not None:
+            raise ValueError("MLDashLogger: save_dir and dash_root are the same setting; give one")
+        if run is not None and (name is not None or version is not None):
+            raise ValueError("MLDashLogger: give either run='project/name' or name=/version=, not both")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, (int, str))):
+            raise TypeError(f"MLDashLogger: version must be an int or a str, got {version!r}")
+        root = save_dir if save_dir is not None else dash_root
+        if experiment is None:
+            root = os.path.abspath(os.fspath(root if root is not None else os.environ.get("ML_DASH_ROOT") or ".dash"))
+        if experiment is not None and (name is not None or version is not None):
+            raise ValueError("MLDashLogger: pass either experiment= or name=/version=, not both")
+        self._version_arg: Union[int, str, None] = version
+        auto_named = experiment is None and run is None and version is None
+        if experiment is None and run is None:
+            project = DEFAULT_NAME if name is None else name
+            if version is None:
+                version = self._version_arg = _auto_version(str(root), project)
+            run = f"{project}/{version if isinstance(version, str) else f'version_{version}'}"
+        self._factory = integration.ExperimentFactory(
+            "MLDashLogger", run, experiment, path_arg="run", dash_root=root, dash_url=dash_url, buffer_config=buffer_config,
+            description=description, tags=tags, metadata=metadata, **experiment_kwargs,
+        )
+        self._run: str = self._factory.prefix
+        self._root: str = self._factory.dash_root
+        self._metric_prefix = prefix
+        self._auto_named = auto_named
         self._flush_timeout = flush_timeout
         self._log_model = log_model
         self._experiment: Experiment | None = None
+        self._owned = False  # this logger opened the run, so it closes it at the end of each Trainer call
         self._broken = False  # the experiment could not be created (I/O error): log nothing, never raise
         self._announced = False
+        self._warn = integration.WarnOnce("MLDashLogger")
+        self._router = integration.MetricRouter(skip=("epoch",))  # Lightning's epoch: the rows' own field
         self._streams: dict[str, Any] = {}  # stream name -> exp.metrics(stream), for the current experiment
-        self._keys: dict[str, tuple[str, str]] = {}  # metric key -> (stream, field)
         self._epoch: Any = None
         self._last_step: int = 0
         self._end_checkpoints: dict[str, str] = {}  # log_model=True: path -> tag, uploaded at finalize
@@ -160,17 +145,26 @@ class MLDashLoggerMixin:
 
     @property
     def name(self) -> str:
-        """The project (the prefix's first part)."""
-        return self._prefix.split("/", 1)[0]
+        """The project (the run path's first part); ``lightning_logs`` by default."""
+        return self._run.split("/", 1)[0]
 
     @property
-    def version(self) -> str:
-        """The rest of the prefix: the experiment's name, with any folders in front of it."""
-        return self._prefix.split("/", 1)[1]
+    def version(self) -> Union[int, str]:
+        """The run within the project: the int ``N`` of ``version_N`` when numbered so, else the rest of the path."""
+        rest = self._run.split("/", 1)[1]
+        if isinstance(self._version_arg, int) and rest == f"version_{self._version_arg}":
+            return self._version_arg
+        return rest
+
+    @property
+    def run(self) -> str:
+        """The ML-Dash run path ``<name>/<version>`` (``ml_dash.load(logger.run, dash_root=logger.save_dir)``)."""
+        return self._run
 
     @property
     def prefix(self) -> str:
-        return self._prefix
+        """Lightning's metric-key prefix (``""``: none)."""
+        return self._metric_prefix
 
     @property
     def save_dir(self) -> str:
@@ -183,8 +177,8 @@ class MLDashLoggerMixin:
 
     @property
     def log_dir(self) -> str:
-        """The experiment folder ``<dash_root>/<prefix>``."""
-        return os.path.join(self._root, *self._prefix.split("/"))
+        """The experiment folder ``<save_dir>/<name>/<version>``."""
+        return os.path.join(self._root, *self._run.split("/"))
 
     @property
     def experiment(self) -> Any:
@@ -206,37 +200,30 @@ class MLDashLoggerMixin:
             return None
         try:
             if exp is None:
-                if self._user_experiment is not None:
-                    exp = self._user_experiment
-                else:
-                    exp = Experiment(
-                        self._prefix,
-                        dash_root=self._root,
-                        dash_url=self._dash_url,
-                        buffer_config=self._buffer_config,
-                        description=self._description,
-                        tags=self._tags,
-                        metadata=self._metadata,
-                    )
-            exp.run.start()
+                exp = self._factory.create()
+            if not exp.is_open:
+                exp.run.start()
+                self._owned = True
         except OSError as e:
             self._broken = True
-            _warn(
-                f"cannot open experiment {self._prefix!r} under {self._root}: {e}; training goes on unlogged"
-            )
+            self._warn("open", f"cannot open experiment {self._run!r} under {self._root}: {e}; training goes on unlogged")
             return None
         self._experiment = exp
         self._streams = {}
         if self._auto_named and not self._announced:
             self._announced = True
             if not exp.config.quiet:  # the run's settings: buffer_config, else ML_DASH_QUIET
-                print(f"[ML-Dash] Lightning run: {self._prefix} (in {self.log_dir})", file=sys.stderr)
+                print(f"[ML-Dash] Lightning run: {self._run} (in {self.log_dir})", file=sys.stderr)
         return exp
 
     # -- the hot path ----------------------------------------------------------------------------------------
 
     def log_metrics(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
-        """One row per stream with ``step`` and ``epoch``; values go to the core as given (tensors included)."""
+        """One row per stream with ``step`` and ``epoch``; values go to the core as given (tensors included).
+
+        ``epoch`` in ``metrics`` is Lightning's (the Trainer adds it; a user's ``self.log("epoch", x)`` replaces
+        it, as for Lightning's own loggers), so it becomes the rows' ``epoch``; a call with only ``epoch`` still
+        stores a row."""
         if _rank() != 0 or not metrics:
             return
         exp = self._experiment
@@ -253,37 +240,47 @@ class MLDashLoggerMixin:
             epoch = self._epoch
         else:
             self._epoch = epoch
-        keys = self._keys
-        rows: dict[str, dict[str, Any]] = {}
-        for key, value in metrics.items():
-            if key == "epoch":
-                continue
-            target = keys.get(key)
-            if target is None:
-                target = keys[key] = split_key(key)
-            row = rows.get(target[0])
-            if row is None:
-                row = rows[target[0]] = {"step": step, "epoch": epoch}
-            row[target[1]] = value
+        if self._metric_prefix:
+            p = self._metric_prefix + LOGGER_JOIN_CHAR
+            metrics = {(k if k == "epoch" else p + k): v for k, v in metrics.items()}
+        rows = self._router.rows(metrics, step, epoch)
+        if not rows:
+            rows = {integration.DEFAULT_STREAM: {"step": step, "epoch": epoch}}
         streams = self._streams
-        for stream, row in rows.items():
-            acc = streams.get(stream)
-            if acc is None:
-                acc = streams[stream] = exp.metrics(stream)
-            acc.log(**row)
+        try:
+            for stream, row in rows.items():
+                acc = streams.get(stream)
+                if acc is None:
+                    acc = streams[stream] = exp.metrics(stream)
+                acc.log(**row)
+        except (TypeError, ValueError) as e:  # a value the core refuses: warn once, never stop training
+            self._warn(f"metric:{type(e).__name__}", f"a metric row was not recorded: {e}")
 
     # -- once per run ----------------------------------------------------------------------------------------
 
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        """Dicts, Namespaces, dataclasses and nested containers, flattened with dots."""
+        """Dicts, Namespaces, dataclasses and nested containers, flattened with dots. A value the core cannot
+        store as is (complex, bytes, dates, objects) is stored as its text form, with one warning."""
         if _rank() != 0:
             return
-        flat = flatten_params(params)
+        if params is not None and not isinstance(params, (Mapping, Namespace)) and not is_dataclass(params):
+            raise TypeError(
+                "log_hyperparams expects a dict, argparse.Namespace or dataclass instance, "
+                f"got {type(params).__name__}"
+            )
+        unstorable: list[str] = []
+        flat = integration.flatten_params(params, unstorable=unstorable)
+        if unstorable:
+            self._warn("hparams", "stored as text: " + ", ".join(unstorable))
         if not flat:
             return
         exp = self._live()
-        if exp is not None:
+        if exp is None:
+            return
+        try:
             exp.params.set(**flat)
+        except (TypeError, ValueError) as e:
+            self._warn("hparams-set", f"hyperparameters not recorded: {e}")
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         pass
@@ -317,7 +314,7 @@ class MLDashLoggerMixin:
             try:
                 exp.files(CHECKPOINT_DIR).upload(path)
             except Exception as e:  # a checkpoint that cannot be stored must not stop training
-                _warn(f"could not store checkpoint {path}: {e!r}")
+                self._warn(f"ckpt:{path}", f"could not store checkpoint {path}: {e!r}")
                 continue
             self._stored.add(key)
             meta: dict[str, Any] = {"file": os.path.basename(path), "tag": tag}
@@ -326,13 +323,13 @@ class MLDashLoggerMixin:
             exp.log(f"checkpoint stored: {os.path.basename(path)}", metadata=meta)
 
     def finalize(self, status: str) -> None:
-        """After every fit/validate/test/predict: store end checkpoints, then
+        """After every fit/validate/test/predict: store end checkpoints, then, for a run this logger opened,
 
-        - ``"success"``: flush (the run stays open; ml-dash's exit hook completes it when the process ends),
-        - ``"finished"`` (Lightning's SLURM requeue handler): complete,
+        - ``"success"``: complete it (``COMPLETED``); a later Trainer call (or log call) re-opens it;
+        - ``"finished"`` (Lightning's SLURM requeue handler): complete;
         - ``"failed"`` with Ctrl-C or Lightning's SIGTERMException in flight: cancel; any other ``"failed"``: fail.
 
-        Logging after a complete/cancel/fail re-opens the run (status RUNNING again)."""
+        A run the user opened (``experiment=`` already started) is only flushed: the user closes it."""
         if _rank() != 0:
             return
         if self._log_model is True and self._end_checkpoints:
@@ -342,23 +339,27 @@ class MLDashLoggerMixin:
             return
         exc = sys.exc_info()[1] if status == "failed" else None
         try:
-            if status == "failed" and _is_cancel(exc):
-                exp.run.cancel(reason=_reason(exc))
-            elif status == "failed" and not (isinstance(exc, SystemExit) and exc.code in (0, None)):
-                exp.run.fail(reason=_reason(exc))
+            if not self._owned:  # the user's run: the user closes it (`with exp.run:` records the exception)
+                exp.flush(timeout=self._flush_timeout)
+            elif status == "failed" and (
+                integration.is_cancel(exc) or not (isinstance(exc, SystemExit) and exc.code in (0, None))
+            ):
+                integration.close_run(exp, exc if exc is not None else RuntimeError("training failed"))
             elif status == "finished":  # only from Lightning's SLURM requeue handler: the process ends soon
                 exp.run.complete(reason="finished (requeue)")
-            else:  # on a timeout the core warns and keeps delivering in the background
+            else:  # on a flush timeout the core warns and keeps delivering in the background
                 exp.flush(timeout=self._flush_timeout)
+                integration.close_run(exp)
         except Exception as e:  # finalize must never turn a finished run into a crash
-            _warn(f"finalize({status!r}) failed: {e!r}")
+            self._warn("finalize", f"finalize({status!r}) failed: {e!r}")
+        if not exp.is_open:
+            self._owned = False
 
     # -- pickling (ddp_spawn) --------------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_experiment"] = None
-        state["_user_experiment"] = None  # the copy re-attaches by prefix under the same root
+        state["_experiment"] = None  # the copy re-attaches by run path under the same root (see the factory)
         state["_streams"] = {}
         return state
 

@@ -9,7 +9,6 @@ offset) are skipped, so a batch delivered twice is stored once.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..jsonio import read_json, write_json_atomic
-from ..layout import ExperimentDir, Stream
+from ..layout import ExperimentDir, unstage
 from .base import PermanentError, Store
 
 
@@ -44,42 +43,19 @@ class MirrorStore(Store):
         self.root = Path(root).resolve()
         self.dir = ExperimentDir(self.root, prefix)
         self.key = "mirror-" + hashlib.sha1(str(self.root).encode()).hexdigest()[:12]
-        self._logs: Stream | None = None
-
-    def _write_info(self, info: dict[str, Any]) -> None:
-        self.dir.path.mkdir(parents=True, exist_ok=True)
-        with self.dir.locked("experiment.json"):
-            write_json_atomic(self.dir.path / "experiment.json", info, fsync="status" in info)
 
     def open(self, info: dict[str, Any]) -> None:
-        self._write_info(info)
+        self.dir.write_info(info)
 
     def set_status(self, info: dict[str, Any]) -> None:
-        self._write_info(info)
+        self.dir.write_info(info)
 
     def write_params(self, params: dict[str, Any]) -> None:
         self.dir.path.mkdir(parents=True, exist_ok=True)
         self.dir.set_params(params)
 
     def write_logs(self, records: list[dict[str, Any]]) -> None:
-        if self._logs is None:
-            self._logs = Stream(self.dir.path / "logs" / "logs.jsonl", "sequenceNumber")
-        s = self._logs
-        with self.dir.locked("logs"):
-            s.sync_tail()
-            n = s.next_index
-            parts = []
-            for r in records:
-                seq = r.get("sequenceNumber")
-                if not isinstance(seq, int) or seq < n:
-                    continue  # already mirrored
-                rec = dict(r)
-                rec["sequenceNumber"] = n
-                parts.append(json.dumps(rec, allow_nan=True) + "\n")
-                n += 1
-            if parts:
-                s.write("".join(parts).encode())
-                s.next_index = n
+        self.dir.append_log_records(records)
 
     def write_metrics(self, name: str, records: list[dict[str, Any]]) -> None:
         self.dir.append_metrics(name, records, records=True)
@@ -96,7 +72,7 @@ class MirrorStore(Store):
             end = offset + len(records)
         if end is None:
             end = offsets[-1] + 1 if offsets else offset
-        state_path = self.dir.private / "mirror-tracks" / (hashlib.sha1(topic.encode()).hexdigest()[:20] + ".json")
+        state_path = self.dir.mirror_state_path(topic)
         with self.dir.locked("mirror-tracks/" + topic):  # not "tracks/...": append_tracks takes that one
             state = read_json(state_path)
             done = state.get("end") if isinstance(state, dict) else None
@@ -109,27 +85,21 @@ class MirrorStore(Store):
                 write_json_atomic(state_path, {"topic": topic, "end": end})
 
     def write_file(self, entry: dict[str, Any], path: str) -> None:
-        index = read_json(self.dir.path / "files" / ".files_metadata.json")
-        known = index.get("files") if isinstance(index, dict) else None
-        if isinstance(known, list) and any(isinstance(e, dict) and e.get("id") == entry.get("id") for e in known):
+        if any(e.get("id") == entry.get("id") for e in self.dir.files_index()):
             return
         src = Path(path)
         if not src.is_file():
             raise PermanentError(f"content of {entry.get('filename')!r} is missing at {src}")
-        staging = self.dir.private / "mirror-staging"
-        staging.mkdir(parents=True, exist_ok=True)
-        staged = staging / f"{entry.get('id')}-{os.getpid()}"
+        staged = self.dir.new_stage("mirror-staging")
         shutil.copyfile(src, staged)
         clean = {k: v for k, v in entry.items() if k != "localPath"}
         try:
             self.dir.publish_files([(staged, clean)])
         finally:
-            if staged.exists():
-                staged.unlink()
+            staged.unlink(missing_ok=True)
+            unstage(staged)
 
     def close(self) -> None:
-        if self._logs is not None:
-            self._logs.close()
         self.dir.close()
 
 

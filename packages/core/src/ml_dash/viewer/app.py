@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import live
-from .data import BadName, NotFound, Root, log_row, search_logs
+from .data import BadName, Columns, NotFound, Root, log_row, search_logs
 from .series import group, reduce
 
 STATIC = Path(__file__).parent / "static"
@@ -74,7 +74,10 @@ def shell(static: str = "/static", page: str = "", extra_scripts: list[str] | No
 
 class JSONSafe(JSONResponse):
     def render(self, content: Any) -> bytes:
-        return json.dumps(_safe(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        try:  # the common case: nothing to clean
+            return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        except (ValueError, TypeError):
+            return json.dumps(_safe(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _safe(o: Any) -> Any:
@@ -143,22 +146,23 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
         wanted = [m for m in (_q(request, "metrics") or "").split(",") if m]
 
         def work() -> dict[str, Any]:
-            out = []
-            for p in root.prefixes():
+            out = root.summaries()
+            for s in out if wanted else []:
                 try:
-                    s = root.summary(p)
+                    s["metrics"] = _metric_stats(root, s["prefix"], wanted)
                 except (NotFound, BadName):
-                    continue
-                if wanted:
-                    s["metrics"] = _metric_stats(root, p, wanted)
-                out.append(s)
+                    s["metrics"] = {}
             return {"runs": out, "root": str(root.root)}
 
         return JSONSafe(await run_in_threadpool(work))
 
     async def api_run(request: Request) -> Response:
         prefix = _prefix(request)
-        return JSONSafe(await run_in_threadpool(run_info, root, prefix))
+        run = root.run_dir(prefix)
+        pre = {}  # a large stream not read yet answers with its preview's fields: the page never waits for it
+        for name in await run_in_threadpool(root.streams, run):
+            pre[name], _ = await root.columns_or_preview(root.metric_path(run, name))
+        return JSONSafe(await run_in_threadpool(run_info, root, prefix, pre))
 
     async def api_series(request: Request) -> Response:
         prefixes = [p.replace(SEP, "/") for p in request.query_params.getlist("run")]
@@ -173,16 +177,20 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
         spec = _q(request, "smooth")
         by = _q(request, "group")
 
+        cols = []
+        notes = []
+        approximate = False
+        for p in prefixes:
+            try:
+                run = root.run_dir(p)
+            except NotFound as e:
+                notes.append(str(e))
+                continue
+            c, approx = await root.columns_or_preview(root.metric_path(run, stream))
+            approximate = approximate or approx
+            cols.append((p, c))
+
         def work() -> dict[str, Any]:
-            cols = []
-            notes = []
-            for p in prefixes:
-                try:
-                    run = root.run_dir(p)
-                except NotFound as e:
-                    notes.append(str(e))
-                    continue
-                cols.append((p, root.columns(root.metric_path(run, stream))))
             try:
                 res = reduce(cols, field, x, n, xmin, xmax, spec)
             except (KeyError, ValueError) as e:
@@ -194,7 +202,7 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
                     v = s["tags"] if by == "tag" else s["params"].get(by, "(none)")
                     key_of[p] = f"{by}={','.join(v) if isinstance(v, list) else v}"
                 res["runs"] = group(res["runs"], key_of)
-            res.update(stream=stream, field=field, xAxis=x, notes=notes)
+            res.update(stream=stream, field=field, xAxis=x, notes=notes, approximate=approximate)
             return res
 
         return JSONSafe(await run_in_threadpool(work))
@@ -288,13 +296,14 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
     return r, root
 
 
-def run_info(root: Root, prefix: str) -> dict[str, Any]:
-    """A run's summary plus its streams (numeric fields, rows, byte offset), topics, file and log counts."""
+def run_info(root: Root, prefix: str, pre: dict[str, Columns] | None = None) -> dict[str, Any]:
+    """A run's summary plus its streams (numeric fields, rows, byte offset), topics, file and log counts.
+    ``pre``: columns already at hand per stream (exact or preview)."""
     run = root.run_dir(prefix)
     s = root.summary(prefix)
     streams = {}
     for name in root.streams(run):
-        c = root.columns(root.metric_path(run, name))
+        c = (pre or {}).get(name) or root.columns(root.metric_path(run, name))
         fields = [f for f, a in c.cols.items() if f not in ("index", "_ts") and np.isfinite(a).any()]
         streams[name] = {"fields": fields, "rows": c.rows, "invalid": c.invalid, "offset": c.offset,
                          "nonNumeric": sorted(f for f in c.non_numeric if f not in fields),

@@ -24,6 +24,9 @@ from ..ring import recover_run
 from .tail import complete_size, read_from
 
 MAX_MESSAGE = 10_000  # characters of one log message sent to the page; longer ones are cut with a note
+PREVIEW_BYTES = 16 * 1024 * 1024  # a stream this large, not read yet, gets a sampled preview first
+PREVIEW_WAIT = 0.3  # seconds the exact read may take before the preview is sent instead
+PREVIEW_LINES = 4000
 
 
 class NotFound(Exception):
@@ -104,8 +107,10 @@ class Root:
         self.real = Path(os.path.realpath(self.root))
         self._cols: dict[Path, Columns] = {}
         self._logs: dict[Path, Logs] = {}
-        self._summ: dict[str, tuple[tuple[float, float], dict[str, Any]]] = {}
+        self._summ: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self._exact: set[Path] = set()  # streams read in full at least once by this process
+        self._pending: dict[Path, Any] = {}  # streams whose first full read is under way
 
     # ---- names ---------------------------------------------------------------------------------------------
     def run_dir(self, prefix: str) -> Path:
@@ -163,8 +168,10 @@ class Root:
         walk(str(self.real), "", 0)
         return sorted(out)
 
-    def summary(self, prefix: str) -> dict[str, Any]:
-        run = self.run_dir(prefix)
+    def summary(self, prefix: str, run: Path | None = None) -> dict[str, Any]:
+        """Status, times, tags and params of a run; re-read only when its files changed. ``run``: the folder,
+        when the caller found it by walking the root (so it is known to be inside)."""
+        run = self.run_dir(prefix) if run is None else run
         key = []
         for f in ("experiment.json", "parameters.json"):
             try:
@@ -172,11 +179,12 @@ class Root:
             except OSError:
                 key.append(0)
         cached = self._summ.get(prefix)
+        if cached and cached[0] == tuple(key):
+            info, s = cached[1]["info"], cached[1]["summary"]
+            return dict(s, status=effective_status(info) or "UNKNOWN")  # a heartbeat ages without a write
         info = read_json(run / "experiment.json")
         info = info if isinstance(info, dict) else {}
         status = effective_status(info) or "UNKNOWN"
-        if cached and cached[0] == tuple(key):
-            return dict(cached[1], status=status)
         params = read_json(run / "parameters.json")
         pdata = params.get("data") if isinstance(params, dict) else None
         start = parse_time(info.get("created_at"))
@@ -188,8 +196,19 @@ class Root:
              "description": info.get("description") if isinstance(info.get("description"), str) else None,
              "statusReason": info.get("statusReason") if isinstance(info.get("statusReason"), str) else None,
              "params": {str(k): v for k, v in pdata.items()} if isinstance(pdata, dict) else {}}
-        self._summ[prefix] = (tuple(key), s)  # type: ignore[assignment]
+        self._summ[prefix] = (tuple(key), {"info": {k: info.get(k) for k in ("status", "heartbeatAt",
+                                                                              "updated_at")}, "summary": s})
         return dict(s)
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """Every run's summary (the folders found by walking the root, which never follows a symlink)."""
+        out = []
+        for p in self.prefixes():
+            try:
+                out.append(self.summary(p, self.real.joinpath(*p.split("/"))))
+            except OSError:
+                continue
+        return out
 
     def streams(self, run: Path) -> list[str]:
         base = run / "metrics"
@@ -242,6 +261,28 @@ class Root:
         return Columns(cols=cols, rows=snap.n, offset=offset, invalid=snap.skipped,
                        non_numeric=set(snap.text), missing=not path.exists())
 
+    async def columns_or_preview(self, path: Path) -> tuple[Columns, bool]:
+        """The exact columns, or, when a large stream's first read takes longer than ``PREVIEW_WAIT``, a preview
+        sampled at even byte offsets (``True``: approximate) while the exact read goes on in the background."""
+        import asyncio
+
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            small = os.path.getsize(path) < PREVIEW_BYTES
+        except OSError:
+            small = True
+        if small or path in self._exact:
+            return await run_in_threadpool(self.columns, path), False
+        task = self._pending.get(path)
+        if task is None:
+            task = self._pending[path] = asyncio.ensure_future(run_in_threadpool(self.columns, path))
+            task.add_done_callback(lambda _t: (self._exact.add(path), self._pending.pop(path, None)))
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), PREVIEW_WAIT), False
+        except asyncio.TimeoutError:
+            return await run_in_threadpool(preview_columns, path), True
+
     def logs(self, run: Path) -> Logs:
         path = run / "logs" / "logs.jsonl"
         with self._lock:
@@ -259,6 +300,28 @@ class Root:
                 lg.offset = tail.offset
                 if not moved or tail.missing:
                     return lg
+
+
+def preview_columns(path: Path, lines: int = PREVIEW_LINES) -> Columns:
+    """Columns of ``lines`` rows read at evenly spaced byte offsets: a fast, approximate first look."""
+    from ..columns import parse_general
+
+    offset = complete_size(path)  # taken first: never past the rows sampled
+    size = os.path.getsize(path)
+    picked: list[bytes] = []
+    with open(path, "rb") as f:
+        for k in range(lines):
+            f.seek(k * size // lines)
+            if k:
+                f.readline()  # the rest of the line the offset fell into
+            line = f.readline()
+            if line.endswith(b"\n") and (not picked or picked[-1] != line):
+                picked.append(line)
+    b = parse_general(b"".join(picked), "metrics")
+    cols = dict(b.num)
+    cols.setdefault("index", np.arange(b.n, dtype=np.float64))
+    cols.setdefault("_ts", np.full(b.n, np.nan))
+    return Columns(cols=cols, rows=b.n, offset=offset, invalid=0, non_numeric=set(b.text), missing=False)
 
 
 def search_logs(logs: Logs, level: str | None, query: str | None, regex: bool) -> list[int]:

@@ -123,6 +123,11 @@
       this.status.textContent = notes.join("; ");
       this.status.className = "chart-note" + (notes.length ? " warn" : "");
       this.entry.approximate = !!data.approximate;
+      if (data.approximate && !M.STATIC) {  // a sampled preview: the exact data follows once the server has read it
+        this.status.textContent = "preview (sampled); reading the full data…";
+        clearTimeout(this.retry);
+        this.retry = setTimeout(() => this.load(), 500);
+      }
       this.entry.runs = runs.map((r) => r.prefix);
       this.draw(series, bands, data);
     }

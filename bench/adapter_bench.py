@@ -1,0 +1,97 @@
+"""Per-step cost of an adapter's logging call against the core call that stores the same rows.
+
+    ./dev bench adapter_bench          (or: python bench/adapter_bench.py [--steps N] [--rounds R])
+
+Rows of the table (mean µs per call over N calls, median of R interleaved rounds):
+  core: metrics(...).log           exp.metrics("train").log(step=i, epoch=e, loss=x, acc=y)
+  lightning: log_metrics           MLDashLogger.log_metrics({"train_loss", "train_acc", "epoch"}, step=i)
+  hf: on_log                       MLDashCallback.on_log(..., logs={"loss", "grad_norm", "learning_rate", "epoch"})
+                                   against the core call storing the same train row (three fields)
+The goal: an adapter's call costs at most 2x the core call that stores the same row (the routing of each key is
+computed once and cached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from types import SimpleNamespace
+
+from ml_dash import Experiment
+from ml_dash.buffer import BufferConfig
+
+ns = time.perf_counter_ns
+CONFIG = dict(write_interval=0.05, quiet=True)
+
+
+def _loop(fn, n: int) -> float:
+    t0 = ns()
+    for i in range(n):
+        fn(i)
+    return (ns() - t0) / n / 1e3
+
+
+def _core(root: str, fields: int):
+    exp = Experiment("bench/core%d" % fields, dash_root=root, buffer_config=BufferConfig(**CONFIG)).run.start()
+    acc = exp.metrics("train")
+    if fields == 2:
+        return exp, lambda i: acc.log(step=i, epoch=0, loss=0.5, acc=0.9)
+    return exp, lambda i: acc.log(step=i, epoch=0.5, loss=0.5, grad_norm=1.0, learning_rate=0.1)
+
+
+def _lightning(root: str):
+    from ml_dash_lightning import MLDashLogger
+
+    logger = MLDashLogger(run="bench/lightning", save_dir=root, buffer_config=BufferConfig(**CONFIG))
+    metrics = {"train_loss": 0.5, "train_acc": 0.9, "epoch": 0}
+    logger.log_metrics(metrics, step=0)  # opens the run
+    return logger.experiment, lambda i: logger.log_metrics(metrics, step=i)
+
+
+def _hf(root: str):
+    from ml_dash_hf import MLDashCallback
+
+    cb = MLDashCallback("bench/hf", dash_root=root, buffer_config=BufferConfig(**CONFIG))
+    state = SimpleNamespace(global_step=0, epoch=0.5, is_world_process_zero=True, log_history=[], max_steps=0,
+                            num_train_epochs=1)
+    args = SimpleNamespace(output_dir=root, to_dict=lambda: {"learning_rate": 0.1})
+    logs = {"loss": 0.5, "grad_norm": 1.0, "learning_rate": 0.1, "epoch": 0.5}
+    cb.on_train_begin(args, state, None)  # inside train(): on_log only records
+
+    def call(i: int) -> None:
+        state.global_step = i
+        cb.on_log(args, state, None, logs=logs)
+
+    return cb.experiment, call
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as root:
+        cases = {"core: metrics(...).log (2 fields)": _core(root, 2), "lightning: log_metrics": _lightning(root),
+                 "core: metrics(...).log (3 fields)": _core(root, 3)}
+        try:
+            cases["hf: on_log"] = _hf(root)
+        except ImportError:
+            pass
+        times: dict[str, list[float]] = {k: [] for k in cases}
+        for r in range(a.rounds):  # interleaved, so a noisy moment hits every case alike
+            for name, (exp, fn) in cases.items():
+                times[name].append(_loop(lambda i, fn=fn, r=r: fn(r * a.steps + i + 1), a.steps))
+                exp.flush()
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"{'call':36} {'µs/call (median of rounds)':>28} {'× core':>8}")
+        for name, value in med.items():
+            base = med["core: metrics(...).log (3 fields)" if name.startswith(("hf", "core: metrics(...).log (3")) else "core: metrics(...).log (2 fields)"]
+            print(f"{name:36} {value:28.2f} {value / base:8.2f}")
+        for exp, _ in cases.values():
+            exp.run.complete()
+
+
+if __name__ == "__main__":
+    main()

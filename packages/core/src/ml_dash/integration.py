@@ -1,0 +1,386 @@
+"""The kit for framework adapters: the rules every adapter shares, in one place.
+
+The Lightning, HuggingFace and Keras adapters use only this module and ``ml_dash`` itself; a fourth adapter
+should too. What is here:
+
+- metric keys to streams (:func:`split_key`, :class:`MetricRouter`): ``<split>_<name>`` / ``<split>/<name>``
+  with ``<split>`` in :data:`SPLITS` goes to stream ``<split>`` as field ``<name>``, any other key to the
+  default stream (``train``) as given. A user metric whose field would be one of the row's own fields
+  (:data:`ROW_FIELDS`: the framework's ``step`` and ``epoch``, and ``_ts``) is kept apart from them: with a
+  split prefix it keeps its whole key (``train_step``, ``val/epoch``), without one it gets a trailing
+  underscore (``epoch`` -> ``epoch_``);
+- hyperparameters to a flat ``{"a.b": value}`` dict (:func:`flatten_params`) that never raises;
+- run names (:func:`safe_name`, :func:`next_version`, :func:`timestamp_name`), failure reasons
+  (:func:`failure_reason`, :func:`close_run`), :class:`WarnOnce`;
+- :class:`ExperimentFactory`: the ``experiment=``-or-arguments check and lazy creation of the ``Experiment``,
+  with every ``Experiment`` argument forwarded.
+
+The run-ownership policy the adapters follow is written in ``docs/design.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import itertools
+import os
+import re
+import time
+import warnings
+from argparse import Namespace
+from collections.abc import Iterable, Mapping
+from pathlib import PurePath
+from typing import Any
+
+from .experiment import Experiment
+
+#: marks this project's ``ml_dash`` (PyPI's ``ml-dash`` is another project); adapters check for it
+KIT_VERSION = 1
+
+SPLITS = ("train", "val", "eval", "test", "predict")
+ROW_FIELDS = ("step", "epoch", "_ts")
+DEFAULT_STREAM = "train"
+
+__all__ = [
+    "DEFAULT_STREAM",
+    "KIT_VERSION",
+    "ROW_FIELDS",
+    "SPLITS",
+    "ExperimentFactory",
+    "MetricRouter",
+    "WarnOnce",
+    "close_run",
+    "failure_reason",
+    "flatten_params",
+    "is_cancel",
+    "next_version",
+    "param_value",
+    "safe_name",
+    "split_key",
+    "timestamp_name",
+]
+
+
+# -- metric keys -> streams ----------------------------------------------------------------------------------
+
+
+def split_key(key: str, default: str = DEFAULT_STREAM, reserved: Iterable[str] = ROW_FIELDS) -> tuple[str, str]:
+    """``(stream, field)`` for one metric key, by the rule in the module docstring.
+
+    >>> split_key("val_loss"), split_key("test/acc"), split_key("loss")
+    (('val', 'loss'), ('test', 'acc'), ('train', 'loss'))
+    >>> split_key("train_step"), split_key("val/epoch"), split_key("epoch")
+    (('train', 'train_step'), ('val', 'val/epoch'), ('train', 'epoch_'))
+    """
+    for sep in ("_", "/"):
+        head, s, tail = key.partition(sep)
+        if s and tail and head in SPLITS:
+            return head, (key if tail in reserved else tail)
+    if key in reserved:
+        return default, key + "_"
+    return default, key
+
+
+class MetricRouter:
+    """:func:`split_key` computed once per key and cached: the per-step cost is one dict lookup per key.
+
+    ``skip`` names keys that are the framework's own fields carried in the same dict (Lightning's ``epoch``):
+    :meth:`rows` leaves them out."""
+
+    __slots__ = ("_cache", "_default", "_reserved")
+
+    def __init__(self, default: str = DEFAULT_STREAM, reserved: Iterable[str] = ROW_FIELDS,
+                 skip: Iterable[str] = ()) -> None:
+        self._default = default
+        self._reserved = tuple(reserved)
+        self._cache: dict[str, tuple[str, str] | None] = dict.fromkeys(skip)
+
+    def route(self, key: str) -> tuple[str, str]:
+        target = self._cache.get(key)
+        if target is None:
+            target = split_key(str(key), self._default, self._reserved)
+            if key not in self._cache:  # a skipped key stays skipped in rows()
+                self._cache[key] = target
+        return target
+
+    def rows(self, metrics: Mapping[str, Any], step: Any, epoch: Any) -> dict[str, dict[str, Any]]:
+        """Group ``metrics`` into one row per stream, each starting with ``step`` and ``epoch``."""
+        cache = self._cache
+        rows: dict[str, dict[str, Any]] = {}
+        for key, value in metrics.items():
+            try:
+                target = cache[key]
+            except KeyError:
+                target = self.route(key)
+            if target is None:  # skipped
+                continue
+            row = rows.get(target[0])
+            if row is None:
+                row = rows[target[0]] = {"step": step, "epoch": epoch}
+            row[target[1]] = value
+        return rows
+
+
+# -- hyperparameters -----------------------------------------------------------------------------------------
+
+_MAX_TEXT = 1000  # characters of a text form
+_MAX_LIST = 1000  # items of a list or array kept
+
+
+def _is_container(v: Any) -> bool:
+    return isinstance(v, (Mapping, Namespace)) or (dataclasses.is_dataclass(v) and not isinstance(v, type))
+
+
+def _items(v: Any) -> list[tuple[Any, Any]]:
+    if isinstance(v, Namespace):
+        return list(vars(v).items())
+    if isinstance(v, Mapping):
+        return list(v.items())
+    return [(f.name, getattr(v, f.name)) for f in dataclasses.fields(v)]
+
+
+def _text(v: Any) -> str:
+    try:
+        text = str(v)
+    except Exception:
+        text = object.__repr__(v)
+    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "..."
+
+
+def param_value(v: Any, unstorable: list[str] | None = None) -> Any:
+    """One hyperparameter as a value the core stores (None, bool, int, float, str, lists and dicts of them).
+
+    Documented conversions: enums by value (or name), paths and classes as text, callables by qualified name,
+    numpy/torch/jax scalars and small arrays as numbers and lists, sets as sorted lists. Anything else (complex
+    numbers, bytes, dates, ``numpy.datetime64``, objects) becomes its text form, and its type name is appended to
+    ``unstorable`` so the caller can warn once. Never raises.
+    """
+    if v is None or type(v) in (bool, int, float, str):
+        return v
+    try:
+        return _param_value(v, unstorable if unstorable is not None else [])
+    except Exception:  # a value whose conversion itself fails: still never raise
+        if unstorable is not None:
+            unstorable.append(type(v).__name__)
+        return _text(v)
+
+
+def _param_value(v: Any, bad: list[str]) -> Any:
+    if v is None or type(v) in (bool, int, float, str):
+        return v
+    if isinstance(v, enum.Enum):
+        inner = v.value
+        return param_value(inner, bad) if isinstance(inner, (bool, int, float, str)) else v.name
+    for t in (bool, int, float, str):  # numpy.float64, IntFlag, str subclasses, ...
+        if isinstance(v, t):
+            return t(v)
+    if isinstance(v, PurePath):
+        return str(v)
+    if isinstance(v, type):
+        return f"{v.__module__}.{v.__qualname__}"
+    if _is_container(v):
+        return {(str(k) or "_"): param_value(x, bad) for k, x in _items(v)}
+    if isinstance(v, (list, tuple, set, frozenset)):
+        seq = list(v)
+        if isinstance(v, (set, frozenset)):
+            try:
+                seq = sorted(seq)
+            except TypeError:
+                seq = sorted(seq, key=repr)
+        return [param_value(x, bad) for x in seq[:_MAX_LIST]]
+    mod = type(v).__module__.split(".")[0]
+    if mod in ("torch", "numpy", "jax", "jaxlib") and hasattr(v, "tolist"):
+        kind = getattr(getattr(v, "dtype", None), "kind", None)  # numpy: M datetime, m timedelta, S/U/V/O, c
+        if kind in ("M", "m", "S", "V", "O"):
+            bad.append(type(v).__name__)
+            return _text(v)
+        size = getattr(v, "numel", None)
+        n = size() if callable(size) else getattr(v, "size", 0)
+        if isinstance(n, int) and n <= _MAX_LIST:
+            return param_value(v.tolist(), bad)
+        return f"<{type(v).__name__} shape={tuple(getattr(v, 'shape', ()))} dtype={getattr(v, 'dtype', '?')}>"
+    if callable(v):
+        name = getattr(v, "__qualname__", None) or getattr(v, "__name__", None)
+        if name:
+            return f"{getattr(v, '__module__', '') or ''}.{name}".lstrip(".")
+    bad.append(type(v).__name__)
+    return _text(v)
+
+
+def flatten_params(params: Any, prefix: str = "", unstorable: list[str] | None = None) -> dict[str, Any]:
+    """A dict / ``argparse.Namespace`` / dataclass instance (nested freely) as ``{"a.b": value}``.
+
+    Values go through :func:`param_value`; an empty container stays visible as ``{}``; a non-container at the
+    top is stored under ``prefix`` (or ``"value"``). Never raises. Pass a list as ``unstorable`` to learn which
+    keys were stored as their text form (``"key (complex)"``), to warn about them once.
+    """
+    out: dict[str, Any] = {}
+    bad: list[str] = []
+
+    def walk(obj: Any, key: str) -> None:
+        if _is_container(obj):
+            try:
+                items = _items(obj)
+            except Exception:
+                items = None
+            if items is not None:
+                if not items and key:
+                    out[key] = {}
+                for k, v in items:
+                    walk(v, f"{key}.{k or '_'}" if key else (str(k) or "_"))
+                return
+        n = len(bad)
+        out[key or "value"] = param_value(obj, bad)
+        if unstorable is not None and len(bad) > n:
+            unstorable.append(f"{key or 'value'} ({bad[n]})")
+
+    if params is not None:
+        walk(params, prefix)
+    return out
+
+
+# -- names, reasons, warnings --------------------------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_counter = itertools.count(1)
+
+
+def safe_name(text: Any, fallback: str = "run") -> str:
+    """``text`` as one prefix segment: runs of other characters than letters, digits, ``._-`` become ``-``."""
+    name = _UNSAFE.sub("-", str(text)).strip(".-")
+    return name[:120] or fallback
+
+
+def timestamp_name(stem: str | None = None) -> str:
+    """``<stem>-<YYYYmmdd-HHMMSS>-<n>``, unique within this process (``n`` counts up)."""
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{next(_counter)}"
+    return f"{safe_name(stem)}-{stamp}" if stem else stamp
+
+
+def next_version(root: str | os.PathLike[str], project: str, stem: str = "version_") -> int:
+    """The next free ``<stem>N`` under ``<root>/<project>`` (as Lightning's CSV and TensorBoard loggers count)."""
+    folder = os.path.join(os.fspath(root), project)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    used = [int(n[len(stem):]) for n in names if n.startswith(stem) and n[len(stem):].isdigit()]
+    return max(used) + 1 if used else 0
+
+
+def failure_reason(exc: BaseException | None, limit: int = 500) -> str | None:
+    """``"RuntimeError: text"`` (or the type name alone), cut to ``limit`` characters, for ``statusReason``."""
+    if exc is None:
+        return None
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def is_cancel(exc: BaseException | None) -> bool:
+    """Ctrl-C, or a framework's SIGTERM exception (Lightning's ``SIGTERMException``): the run is CANCELLED."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    return exc is not None and any(c.__name__ == "SIGTERMException" for c in type(exc).__mro__)
+
+
+def close_run(exp: Experiment, exc: BaseException | None = None, reason: str | None = None) -> None:
+    """Close a run the adapter opened: COMPLETED without ``exc``, else CANCELLED or FAILED with its reason."""
+    if exc is None:
+        exp.run.complete(reason=reason)
+    elif is_cancel(exc):
+        exp.run.cancel(reason=reason or failure_reason(exc))
+    else:
+        exp.run.fail(reason=reason or failure_reason(exc))
+
+
+class WarnOnce:
+    """``warn(key, message)`` issues a ``RuntimeWarning`` the first time a key is seen, then stays silent."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._seen: set[str] = set()
+
+    def __call__(self, key: str, message: str, stacklevel: int = 3) -> bool:
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        warnings.warn(f"{self.source}: {message}", RuntimeWarning, stacklevel=stacklevel)
+        return True
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"source": self.source, "_seen": set()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+# -- the experiment ------------------------------------------------------------------------------------------
+
+
+class ExperimentFactory:
+    """Either the user's ``Experiment`` or the arguments to make one, checked once at the adapter's construction.
+
+    ``ExperimentFactory("MLDashLogger", prefix, experiment, dash_root=..., **experiment_kwargs)``: ``path_arg``
+    is what the adapter calls its run-path parameter (for messages); every other keyword is an ``Experiment`` argument (``None`` means "not given"), so a new ``Experiment`` argument reaches every
+    adapter. Bad arguments (an invalid prefix, an unknown keyword, ``dash_url=True`` without
+    ``ML_DASH_API_URL``) raise here, naming the adapter; constructing does no I/O.
+    """
+
+    def __init__(self, owner: str, prefix: str | None = None, experiment: Experiment | None = None, *,
+                 path_arg: str = "prefix", **experiment_kwargs: Any) -> None:
+        self.owner = owner
+        self.kwargs = {k: v for k, v in experiment_kwargs.items() if v is not None}
+        if prefix is not None and not isinstance(prefix, str):
+            raise TypeError(f"{owner}: {path_arg} must be a str like 'project/name', got {type(prefix).__name__}")
+        if experiment is not None:
+            if not isinstance(experiment, Experiment):
+                raise TypeError(f"{owner}: experiment must be an ml_dash.Experiment, got {type(experiment).__name__}")
+            given = [path_arg] * (prefix is not None) + sorted(self.kwargs)
+            if given:
+                raise ValueError(
+                    f"{owner}: pass either experiment= or the arguments to create one, not both "
+                    f"(got experiment= and {', '.join(given)}; the experiment has its own settings)"
+                )
+        self.experiment = experiment
+        self.prefix = experiment.prefix if experiment is not None else prefix
+        if experiment is None:
+            self.create(prefix or "check/arguments")  # validates now; the real one is made on first use
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A pickled copy (Lightning's ``ddp_spawn``) re-attaches by run path under the same absolute root; it
+        does not carry a user experiment's other settings."""
+        state = self.__dict__.copy()
+        if state["experiment"] is not None:
+            state["kwargs"] = {"dash_root": self.dash_root}
+            state["experiment"] = None
+        return state
+
+    @property
+    def user_experiment(self) -> bool:
+        """True when the user passed ``experiment=`` (then the user owns the run unless the adapter opens it)."""
+        return self.experiment is not None
+
+    @property
+    def dash_root(self) -> str:
+        """The absolute root the experiment is (or will be) under."""
+        if self.experiment is not None:
+            path = os.path.abspath(self.experiment.folder)
+            for _ in self.experiment.prefix.split("/"):
+                path = os.path.dirname(path)
+            return path
+        root = self.kwargs.get("dash_root") or os.environ.get("ML_DASH_ROOT") or ".dash"
+        return os.path.abspath(os.fspath(root))
+
+    def create(self, prefix: str | None = None) -> Experiment:
+        """The user's experiment, or a new one for ``prefix`` (default: the one given) with the arguments."""
+        if self.experiment is not None:
+            return self.experiment
+        prefix = prefix or self.prefix
+        if prefix is None:
+            raise ValueError(f"{self.owner}: no run path to create the experiment with")
+        try:
+            return Experiment(prefix, **self.kwargs)
+        except TypeError as e:
+            raise TypeError(f"{self.owner}: {e}") from None
+        except ValueError as e:
+            raise ValueError(f"{self.owner}: {e}") from None
