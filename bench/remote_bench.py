@@ -1,20 +1,22 @@
 """Remote mode against an `ml-dash serve` on loopback (started here, token auth on, fsync per request).
 
-    .venv/bin/python bench/remote_bench.py [--rows 50000] [--calls 50000] [--no-fsync] [--load-bodies 3]
+    .venv/bin/python bench/remote_bench.py [--rows 50000] [--calls 50000] [--no-fsync]
 
 Prints:
   upload throughput   rows/s uploaded, two ways: `ml-dash sync`'s path (a finished local run pushed with
                       sync_dir) and live (log N rows with dash_url=..., then flush() returns once all are on the
                       server; time from the first call to flush's return). Batches of metric_batch_size (100 by
                       default; also shown at 1,000).
-  server ingest       acknowledged rows/s when C clients POST metric batches straight to the server at once, and
-                      the server's CPU time per row (its process and its worker processes, from /proc)
-  server under load   /health answer times and the server's RSS while N concurrent maximum-size (32 MiB)
-                      bodies are sent (--load-bodies N; 0 to skip)
   per-call latency    exp.metrics("train").log(...) median / p99 / mean, in the training loop:
                       local only (no dash_url), remote with the server up, and remote with the server DOWN
                       (nothing listening: every upload attempt fails and is retried with backoff).
+  server ingest       with --database URL: rows/s that N writers (threads posting batches of metric rows
+                      straight to the API, each its own run, as N training processes would) get stored by
+                      --servers server processes on that PostgreSQL database, next to the same load on one
+                      folder server; then the time to read one --read-rows stream back through the API.
 Numbers vary with the machine; compare rows within one run.
+
+    .venv/bin/python bench/remote_bench.py --database postgresql://user@127.0.0.1:5432/bench [--writers 32]
 """
 
 from __future__ import annotations
@@ -53,121 +55,89 @@ def start_server(root: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("server did not start")
 
 
-def _tree(pid: int) -> list[int]:
-    """The process and its descendants (the server and its worker processes)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for p in _tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def rss_bytes(pid: int) -> int:
-    total = 0
-    for p in _tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return total
-
-
-def bench_ingest(url: str, pid: int, rows: int, batch: int, clients: int) -> tuple[float, float]:
-    """(acknowledged rows/s, server CPU microseconds per row) for ``clients`` threads POSTing batches."""
+def ingest(urls: list[str], writers: int, rows: int, batch: int, tag: str) -> float:
+    """rows/s stored: ``writers`` threads, each posting ``rows // writers`` rows of its own run in batches."""
+    import json
     import threading
 
     import httpx
 
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    per = rows // clients
-    httpx.post(f"{url}/api/v1/experiments", json={"prefix": f"bench/ingest{batch}x{clients}", "info": {}},
-               headers=headers)
-    acked = [0] * clients
+    per = rows // writers
+    bodies = [[json.dumps({"source": f"w{k}", "records": [
+        {"index": i, "data": {"step": i, "loss": 1.0 / (i + 1), "acc": 0.5, "_ts": 1.7e9 + i}}
+        for i in range(s, min(s + batch, per))]}).encode() for s in range(0, per, batch)] for k in range(writers)]
+    errors: list[str] = []
 
-    def client(k: int) -> None:
-        import json
+    def run(k: int) -> None:
+        url = urls[k % len(urls)]
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}",
+                                                 "Content-Type": "application/json"}, timeout=60) as c:
+            prefix = f"bench%2F{tag}-w{k}"
+            c.post("/api/v1/experiments", json={"prefix": f"bench/{tag}-w{k}", "info": {}, "source": f"w{k}"})
+            for body in bodies[k]:
+                r = c.post(f"/api/v1/experiments/{prefix}/metrics/train", content=body)
+                if r.status_code != 200:
+                    errors.append(r.text)
 
-        with httpx.Client(headers=headers, timeout=60) as c:
-            for start in range(0, per, batch):
-                recs = [{"index": i, "data": {"step": i, "loss": 0.5, "acc": 0.9, "_ts": 1.7e9 + i}}
-                        for i in range(start, min(per, start + batch))]
-                r = c.post(f"{url}/api/v1/experiments/bench%2Fingest{batch}x{clients}/metrics/m{k}",
-                           content=json.dumps({"source": f"c{k}", "records": recs}))
-                r.raise_for_status()
-                acked[k] += r.json()["stored"]
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    cpu0, t = cpu_seconds(pid), time.perf_counter()
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(writers)]
+    t = time.perf_counter()
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    dt, cpu = time.perf_counter() - t, cpu_seconds(pid) - cpu0
-    assert sum(acked) == per * clients, acked
-    return sum(acked) / dt, cpu / sum(acked) * 1e6
+    dt = time.perf_counter() - t
+    assert not errors, errors[:3]
+    return per * writers / dt
 
 
-_SEND = """
-import http.client, sys
-host, port, path, token, body_file = sys.argv[1:]
-body = open(body_file, "rb").read()
-c = http.client.HTTPConnection(host, int(port), timeout=600)
-c.request("POST", path, body, {"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-r = c.getresponse()
-sys.exit(0 if r.status == 200 else r.status)
-"""
-
-
-def bench_health_under_load(url: str, pid: int, n: int, size: int, tmp: Path) -> tuple[float, float, int, int]:
-    """(/health median ms, max ms, idle RSS, peak RSS) while ``n`` client processes each send a body of ``size``
-    bytes at once (separate processes, so the probe's timing is the server's, not the senders')."""
+def read_back(url: str, rows: int, batch: int) -> tuple[float, float]:
+    """(seconds to store one ``rows`` stream, seconds to read it back through the paged metric route)."""
     import httpx
 
-    row = '{"index": %d, "data": {"step": %d, "loss": 0.123456789, "acc": 0.5, "_ts": 1700000000.5}}'
-    count = size // (len(row % (10**7, 10**7)) + 2) - 10
-    body_file = tmp / "load-body.json"
-    body_file.write_bytes(('{"source": "load", "records": [' + ", ".join(row % (i, i) for i in range(count))
-                           + "]}").encode())
-    httpx.post(f"{url}/api/v1/experiments", json={"prefix": "bench/load", "info": {}},
-               headers={"Authorization": f"Bearer {TOKEN}"})
-    idle = rss_bytes(pid)
-    peak, times = idle, []
-    host, port = url.rsplit("//", 1)[1].split(":")
-    senders = [subprocess.Popen([sys.executable, "-c", _SEND, host, port,
-                                 f"/api/v1/experiments/bench%2Fload/metrics/load{k}", TOKEN, str(body_file)])
-               for k in range(n)]
-    with httpx.Client(timeout=60) as c:
-        while any(p.poll() is None for p in senders):
-            t = time.perf_counter()
-            c.get(f"{url}/health")
-            times.append(time.perf_counter() - t)
-            peak = max(peak, rss_bytes(pid))
-            time.sleep(0.02)
-    assert all(p.returncode == 0 for p in senders), [p.returncode for p in senders]
-    times.sort()
-    return times[len(times) // 2] * 1e3, times[-1] * 1e3, idle, peak
+    t = time.perf_counter()
+    tag = f"big-{time.time_ns()}"
+    ingest([url], 1, rows, batch, tag)
+    stored = time.perf_counter() - t
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120) as c:
+        t = time.perf_counter()
+        start, got = 0, 0
+        while True:
+            page = c.get(f"/api/v1/experiments/bench%2F{tag}-w0/metrics/train", params={"start": start}).json()
+            got += len(page["records"])
+            start += len(page["records"])
+            if start >= page["total"] or not page["records"]:
+                break
+        dt = time.perf_counter() - t
+    assert got == rows, got
+    return stored, dt
+
+
+def bench_servers(database: str, servers: int, writers: int, rows: int, batch: int, read_rows: int) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        procs = []
+        try:
+            urls = []
+            for _ in range(servers):
+                port = free_port()
+                procs.append(start_server(tmp / "objects", port, "--database", database))
+                urls.append(f"http://127.0.0.1:{port}")
+            folder_port = free_port()
+            procs.append(start_server(tmp / "folder", folder_port))
+            folder = f"http://127.0.0.1:{folder_port}"
+            stamp = time.time_ns()  # fresh runs: on a database kept between benches nothing is deduplicated
+            print(f"server ingest ({rows:,} metric rows, {writers} writers, batches of {batch})")
+            print(f"  {'engine':<40} {'rows/s':>10}")
+            print(f"  {f'PostgreSQL, {servers} server process(es)':<40} {ingest(urls, writers, rows, batch, f'pg-{stamp}'):>10,.0f}")
+            print(f"  {'.dash folder, 1 server process':<40} {ingest([folder], writers, rows, batch, f'dir-{stamp}'):>10,.0f}")
+            if read_rows:
+                print(f"\none stream of {read_rows:,} rows (PostgreSQL): store, then read back through the API")
+                stored, dt = read_back(urls[0], read_rows, batch)
+                print(f"  stored in {stored:.2f} s, read back in {dt:.2f} s")
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait(10)
 
 
 def bench_sync(url: str, tmp: Path, rows: int, batch: int) -> float:
@@ -247,11 +217,19 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=50_000)
     ap.add_argument("--calls", type=int, default=50_000)
     ap.add_argument("--no-fsync", action="store_true", help="run the server with --no-fsync")
-    ap.add_argument("--load-bodies", type=int, default=3, help="concurrent 32 MiB bodies for the load test")
+    ap.add_argument("--database", help="measure server ingest on this PostgreSQL database (postgresql://...)")
+    ap.add_argument("--servers", type=int, default=2, help="server processes on the database (default 2)")
+    ap.add_argument("--writers", type=int, default=32, help="concurrent writers for the ingest bench (default 32)")
+    ap.add_argument("--ingest-rows", type=int, default=320_000, help="rows for the ingest bench (default 320,000)")
+    ap.add_argument("--batch", type=int, default=1000, help="rows per request in the ingest bench (default 1,000)")
+    ap.add_argument("--read-rows", type=int, default=1_000_000, help="rows of the read-back stream (0: skip)")
     a = ap.parse_args()
     import warnings
 
     warnings.simplefilter("ignore")
+    if a.database:
+        bench_servers(a.database, a.servers, a.writers, a.ingest_rows, a.batch, a.read_rows)
+        return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         port = free_port()
@@ -259,17 +237,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         try:
             how = "no fsync" if a.no_fsync else "fsync per request"
-            print(f"server ingest ({a.rows:,} metric rows POSTed straight to the server, {how})")
-            print(f"  {'clients':>7} {'batch':>6} {'rows/s':>10} {'server CPU us/row':>18}")
-            for clients, batch in ((1, 100), (4, 100), (4, 1000)):
-                rate, cpu = bench_ingest(url, server.pid, a.rows, batch, clients)
-                print(f"  {clients:>7} {batch:>6} {rate:>10,.0f} {cpu:>18.1f}")
-            if a.load_bodies:
-                med, worst, idle, peak = bench_health_under_load(url, server.pid, a.load_bodies, 32 * 2**20 - 4096,
-                                                                  tmp)
-                print(f"\nserver under {a.load_bodies} concurrent 32 MiB bodies: /health median {med:.0f} ms, max "
-                      f"{worst:.0f} ms; RSS {idle / 2**20:.0f} MiB idle, {peak / 2**20:.0f} MiB peak")
-            print(f"\nupload throughput ({a.rows:,} metric rows, loopback server, {how})")
+            print(f"upload throughput ({a.rows:,} metric rows, loopback server, {how})")
             print(f"  {'path':<34} {'batch':>6} {'rows/s':>10}")
             for batch in (100, 1000):
                 print(f"  {'sync_dir (ml-dash sync)':<34} {batch:>6} {bench_sync(url, tmp, a.rows, batch):>10,.0f}")

