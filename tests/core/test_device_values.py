@@ -52,3 +52,22 @@ def test_lists_and_dicts_of_device_values_are_resolved_on_the_worker():
     assert rows[0]["data"]["pair"] == [1.0, 2.0]
     assert rows[1]["data"]["step"] == 2 and rows[1]["data"]["tree"] is None
     assert "tree" in rows[1]["data"]["_errors"]
+
+
+def test_complex_tensors_are_refused_at_the_call_and_block_nothing():
+    with ml_dash.Experiment("dev/complex") as exp:
+        with pytest.raises(TypeError, match="'z'.*complex"):
+            exp.metrics("train").log(step=0, z=torch.tensor(1 + 2j))
+        exp.metrics("train").log(step=1, ok=1.0)
+    rows = ml_dash.load("dev/complex").metrics("train").read()
+    assert [r["data"]["step"] for r in rows] == [1]
+
+
+def test_adapter_kit_hands_device_scalars_through_and_reads_cpu_ones():
+    from ml_dash import integration
+
+    assert integration.param_value(torch.tensor(0.5)) == 0.5
+    m = torch.empty((), device="meta")
+    assert integration.is_device_scalar(m) and not integration.is_device_scalar(torch.tensor(1.0))
+    assert integration.param_value(m) is m  # not read here: the core's worker reads it
+    assert integration.flatten_params({"a": {"b": m}})["a.b"] is m

@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import numpy as np
 from conftest import _env
+from ml_dash import Experiment
 from viewer_runs import XSS_LOG, XSS_PARAM, small_runs, spiky_run
 
 
@@ -165,10 +168,6 @@ def test_compare_groups_diff_and_parallel_coordinates(tmp_path: Path, start_view
 
 
 def test_system_metrics_get_their_own_section(tmp_path: Path, start_viewer, page) -> None:
-    import time
-
-    from ml_dash import Experiment
-
     root = tmp_path / ".dash"
     with Experiment("sys/run", dash_root=root, system_metrics=0.1) as e:
         for i in range(5):
@@ -183,4 +182,32 @@ def test_system_metrics_get_their_own_section(tmp_path: Path, start_viewer, page
     page.page.eval_on_selector("#stream-sys", "e => e.scrollIntoView()")
     cid = page.page.get_attribute("#stream-sys [data-chart^='sys/']", "data-chart")
     assert page.chart(cid)["points"] >= 1
+    assert not page.errors, page.errors
+
+
+def test_files_gallery_preview_and_download(tmp_path: Path, start_viewer, page) -> None:
+    root = tmp_path / ".dash"
+    with Experiment("files/run", dash_root=root) as e:
+        for step in (0, 10, 20):
+            img = np.zeros((8, 8, 3), dtype=np.uint8)
+            img[..., 0] = step * 10
+            e.files("samples").save_image(img, to=f"sample_{step}.png", metadata={"step": step})
+        e.files("results").save_json({"acc": 0.9, "note": XSS_LOG}, to="summary.json")
+        e.files("results").save_text("<b>not bold</b>", to="evil.html")
+    v = start_viewer(root)
+    page.page.goto(v.url + "/run/files/run")
+    _ready(page)
+    pg = page.page
+    pg.wait_for_selector("#gallery-step")
+    pg.wait_for_function("() => document.querySelector('#gallery-image').naturalWidth === 8")
+    assert "step 20" in pg.inner_text("#gallery-label")
+    pg.fill("#gallery-step", "0")
+    pg.wait_for_function("() => document.querySelector('#gallery-label').textContent.includes('step 0')")
+    pg.click("#files-table tr:has-text('summary.json') button:has-text('preview')")
+    pg.wait_for_function("() => document.querySelector('#file-preview').textContent.includes('\"acc\": 0.9')")
+    assert XSS_LOG.replace('"', '\\"') in pg.inner_text("#file-preview")
+    with pg.expect_download() as dl:
+        pg.click("#files-table tr:has-text('evil.html') a:has-text('download')")
+    assert Path(dl.value.path()).read_text() == "<b>not bold</b>"
+    assert pg.evaluate("() => window.__pwned") is None
     assert not page.errors, page.errors

@@ -53,6 +53,7 @@ __all__ = [
     "failure_reason",
     "flatten_params",
     "is_cancel",
+    "is_device_scalar",
     "next_version",
     "param_value",
     "safe_name",
@@ -147,6 +148,18 @@ def _text(v: Any) -> str:
     return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "..."
 
 
+def is_device_scalar(v: Any) -> bool:
+    """True for a one-element torch tensor that lives on a GPU (or another non-CPU device).
+
+    Hand such a value to the core as it is: reading it here (``.item()``, ``float()``) would make the training
+    thread wait for the GPU; the core copies it asynchronously and reads it on its worker thread.
+    """
+    if type(v).__module__ != "torch":
+        return False
+    device = getattr(v, "device", None)
+    return device is not None and getattr(device, "type", "cpu") != "cpu" and v.numel() == 1
+
+
 def param_value(v: Any, unstorable: list[str] | None = None) -> Any:
     """One hyperparameter as a value the core stores (None, bool, int, float, str, lists and dicts of them).
 
@@ -189,6 +202,8 @@ def _param_value(v: Any, bad: list[str]) -> Any:
                 seq = sorted(seq, key=repr)
         return [param_value(x, bad) for x in seq[:_MAX_LIST]]
     mod = type(v).__module__.split(".")[0]
+    if is_device_scalar(v) and not v.is_complex():
+        return v  # the core reads it on its worker thread: no GPU synchronisation in the training loop
     if mod in ("torch", "numpy", "jax", "jaxlib") and hasattr(v, "tolist"):
         kind = getattr(getattr(v, "dtype", None), "kind", None)  # numpy: M datetime, m timedelta, S/U/V/O, c
         if kind in ("M", "m", "S", "V", "O"):

@@ -87,6 +87,8 @@ def _device_snapshot(v: Any) -> Deferred:
 
 
 def _tensor(v: Any, field: str) -> Any:
+    if v.is_complex():  # a dtype check, no device access
+        raise TypeError(f"field {field!r}: complex tensor values cannot be recorded (log .real and .imag)")
     if v.device.type != "cpu":
         # no .item() here: that would synchronise the device with the caller's thread.
         if v.numel() > MAX_ITEMS:

@@ -57,6 +57,8 @@ def is_scalar(value: Any) -> bool:
 def same_value(a: Any, b: Any) -> bool:
     if a is b:
         return True
+    if integration.is_device_scalar(a) or integration.is_device_scalar(b):
+        return False  # comparing would wait for the GPU: record the value
     try:
         if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
             return True

@@ -19,6 +19,8 @@ def clean(value: Any) -> tuple[bool, Any]:
     """(ok, value) with value a plain Python scalar; ok=False for what cannot be one (arrays, objects)."""
     if type(value) in _PLAIN:
         return True, value
+    if integration.is_device_scalar(value) and not value.is_complex():
+        return True, value  # a GPU scalar goes to the core as it is, which reads it off the training thread
     item = getattr(value, "item", None)  # numpy / torch / jax scalars and one-element arrays
     if callable(item):
         try:
@@ -58,6 +60,8 @@ def split_logs(logs: Mapping[str, Any] | None, default: str = "train") -> dict[s
 
 
 def non_finite(value: Any) -> bool:
+    if integration.is_device_scalar(value):
+        return False  # checking it would wait for the GPU; keras.callbacks.TerminateOnNaN still sees it
     ok, v = clean(value)
     return ok and isinstance(v, float) and not math.isfinite(v)
 
