@@ -217,8 +217,21 @@ def main() -> None:
                 w.stdout.readline()
                 v = Viewer(root5)
                 ctx, page = new_page(browser)
+                cdp = ctx.new_cdp_session(page)
+                cdp.send("Network.enable")
+                live_ids: set[str] = set()
+                live_bytes = [0]
+                cdp.on("Network.requestWillBeSent",
+                       lambda e: live_ids.add(e["requestId"]) if "/api/view/live" in e["request"]["url"] else None)
+                cdp.on("Network.dataReceived",
+                       lambda e: live_bytes.__setitem__(0, live_bytes[0] + e["dataLength"])
+                       if e["requestId"] in live_ids else None)
                 page.goto(v.url + "/compare?runs=" + ",".join(f"live/run-{k}" for k in range(10)) + "&only=train/loss")
                 mark_time(page, "chart:train/loss:drawn")
+                files = list(root5.rglob("metrics/train/data.jsonl"))
+                before = sum(f.stat().st_size for f in files)
+                page.wait_for_timeout(300)
+                live_bytes[0] = 0
                 page.evaluate("""() => { window.__lat = []; let last = 0;
                     const tick = () => { const c = window.__mlDash.charts.find(c => c.id === 'train/loss');
                       if (c && c.lastTs && c.lastTs !== last) { last = c.lastTs; window.__lat.push(Date.now() / 1000 - c.lastTs); }
@@ -227,10 +240,13 @@ def main() -> None:
                 w.stdin.flush()
                 w.wait(60)
                 page.wait_for_timeout(500)
+                appended = sum(f.stat().st_size for f in files) - before
                 lat = sorted(page.evaluate("() => window.__lat"))
                 p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")  # noqa: E731
                 rows.append(("P5", "log() → pixel, 10 live runs at 20 rows/s", f"p50 {p(0.5):.0f} ms, p95 {p(0.95):.0f} ms"
                              f" ({len(lat)} samples)"))
+                rows.append(("P6", "live bytes received / bytes appended to the streams (15 s, 10 runs)",
+                             f"{live_bytes[0] / 1024:.0f} KB / {appended / 1024:.0f} KB"))
                 ctx.close()
                 v.close()
             if want("P8"):

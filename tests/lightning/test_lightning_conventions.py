@@ -123,3 +123,15 @@ def test_run_ownership(tmp_path):
         assert exp.is_open and load("own/user", dash_root=tmp_path).status == "RUNNING"
         assert len(_rows(user, "train")) == 8  # flushed
     assert load("own/user", dash_root=tmp_path).status == "COMPLETED"
+
+
+def test_every_experiment_argument_reaches_the_run(tmp_path):
+    mirror = tmp_path / "mirror"
+    logger = MLDashLogger(run="kw/run", save_dir=tmp_path / "main", stores=[str(mirror)], echo=True)
+    logger.log_metrics({"loss": 1.0, "epoch": 0}, step=0)
+    assert logger.experiment.echo is True
+    logger.finalize("success")  # the logger opened the run: it completes it, the mirror gets everything
+    assert load("kw/run", dash_root=mirror).metrics("train").read()[0]["data"]["loss"] == 1.0
+    assert load("kw/run", dash_root=tmp_path / "main").status == "COMPLETED"
+    with pytest.raises(TypeError, match="MLDashLogger: .*colour"):
+        MLDashLogger(colour="red")

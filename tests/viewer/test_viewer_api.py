@@ -226,3 +226,16 @@ def test_cold_large_stream_answers_with_a_preview_then_exact(tmp_path: Path, sta
             break
         time.sleep(0.2)
     assert seen[-1] is False and d["runs"][0]["rows"] == 200_000  # the exact answer follows the preview
+
+
+def test_a_running_run_whose_heartbeat_stopped_shows_crashed(tmp_path: Path, start_viewer) -> None:
+    root = tmp_path / ".dash"
+    small_runs(root, count=1)
+    info_path = root / "sweep" / "run-0" / "experiment.json"
+    info = json.loads(info_path.read_text())
+    info.update(status="RUNNING", heartbeatAt="2020-01-01T00:00:00.000000Z")  # a writer killed long ago
+    info_path.write_text(json.dumps(info))
+    v = start_viewer(root)
+    runs = get(v.url + "/api/view/runs").json()["runs"]
+    assert runs[0]["status"] == "CRASHED"
+    assert get(v.url + "/api/view/run", params={"run": "sweep/run-0"}).json()["status"] == "CRASHED"

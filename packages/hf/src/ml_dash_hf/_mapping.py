@@ -10,7 +10,8 @@ from typing import Any
 from ._compat import integration
 
 SUMMARY_STREAM = "summary"
-_router = integration.MetricRouter()
+_router = integration.MetricRouter(skip=("epoch", "step"))  # the Trainer's own fields: the rows' step/epoch
+_PLAIN = frozenset({bool, int, float, str, type(None)})
 
 
 def is_summary(logs: Mapping[str, Any]) -> bool:
@@ -43,9 +44,16 @@ def route(logs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return streams
 
 
+def rows(logs: Mapping[str, Any], step: Any, epoch: Any) -> dict[str, dict[str, Any]]:
+    """`route(logs)` as metric rows, each starting with `step` and `epoch` (routing cached per key)."""
+    if is_summary(logs):
+        return {s: {"step": step, "epoch": epoch, **f} for s, f in route(logs).items()}
+    return _router.rows(logs, step, epoch)
+
+
 def is_scalar(value: Any) -> bool:
     """What a metric row may hold: None, bool, int, float, str, numpy scalars, 0-d arrays / tensors."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if type(value) in _PLAIN or isinstance(value, (bool, int, float, str)):
         return True
     ndim = getattr(value, "ndim", None)
     if ndim == 0 and hasattr(value, "dtype"):

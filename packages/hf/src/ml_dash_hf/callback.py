@@ -14,9 +14,10 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ._compat import Experiment, integration
-from ._mapping import default_prefix, flatten, is_scalar, model_params, route, same_value
+from ._mapping import default_prefix, flatten, is_scalar, model_params, rows, same_value
 
 CHECKPOINT_MODES = ("checkpoint", "end")
+_PLAIN = frozenset({bool, int, float, str, type(None)})
 
 
 class MLDashCallback(TrainerCallback):
@@ -70,6 +71,7 @@ class MLDashCallback(TrainerCallback):
         self._is_zero = True
         self._last_log: tuple[int, dict[str, Any]] | None = None
         self._warn_once = integration.WarnOnce("ml-dash")
+        self._streams: dict[str, Any] = {}  # stream -> exp.metrics(stream), made once
 
     # ------------------------------------------------------------------------------------------- public
 
@@ -201,32 +203,36 @@ class MLDashCallback(TrainerCallback):
         return row
 
     def _record(self, args: Any, state: Any, row: dict[str, Any]) -> None:
-        epoch = row.get("epoch", state.epoch)
-        streams = route(row)
+        streams = rows(row, state.global_step, row.get("epoch", state.epoch))
         if not streams:
             return
         exp = self._open(args)
         for stream, fields in streams.items():
-            clean = {}
-            for field, value in fields.items():
-                if is_scalar(value):
-                    clean[field] = value
-                else:
-                    self._warn(
-                        f"value:{stream}/{field}",
-                        f"metric {field!r} ({type(value).__name__}) is not a scalar; not recorded",
-                    )
-            if clean:
-                try:
-                    exp.metrics(stream).log(step=state.global_step, epoch=epoch, **clean)
-                except (TypeError, ValueError) as exc:  # a value the core refuses must not end training
-                    self._warn(
-                        f"row:{stream}", f"{exc}; recording only the plain numbers of that row"
-                    )
-                    plain = {k: v for k, v in clean.items() if v is None or type(v) in (bool, int, float)}
-                    if plain:
-                        exp.metrics(stream).log(step=state.global_step, epoch=epoch, **plain)
+            for value in fields.values():
+                if type(value) not in _PLAIN:  # rare: check each value, drop what is not a scalar
+                    self._drop_non_scalars(stream, fields)
+                    break
+            if len(fields) <= 2:  # only step and epoch left
+                continue
+            acc = self._streams.get(stream)
+            if acc is None:
+                acc = self._streams[stream] = exp.metrics(stream)
+            try:
+                acc.log(**fields)
+            except (TypeError, ValueError) as exc:  # a value the core refuses must not end training
+                self._warn(f"row:{stream}", f"{exc}; recording only the plain numbers of that row")
+                plain = {k: v for k, v in fields.items() if v is None or type(v) in (bool, int, float)}
+                if len(plain) > 2:
+                    acc.log(**plain)
         self._maybe_close()
+
+    def _drop_non_scalars(self, stream: str, fields: dict[str, Any]) -> None:
+        for field, value in list(fields.items()):
+            if not is_scalar(value):
+                del fields[field]
+                self._warn(
+                    f"value:{stream}/{field}", f"metric {field!r} ({type(value).__name__}) is not a scalar; not recorded"
+                )
 
     def _store_folder(self, exp: Experiment, folder: str, parent: str | None, name: str) -> None:
         """Capture every file of `folder` now, as files `<parent>/<name>/...`."""

@@ -97,10 +97,11 @@ def _prepare(c: Columns, field: str, x: str, spec: str | None) -> dict[str, Any]
     if y is None:
         return {"x": np.empty(0), "y": np.empty(0), "s": None, "ts": np.empty(0), "missing": True}
     xs = x_column(c, x)
-    y = np.where(np.isfinite(y), y, np.nan)
+    ts = c.cols.get("_ts", np.full(len(y), np.nan))
     ok = np.isfinite(xs) & np.isfinite(y)
-    xs, y, ts = xs[ok], y[ok], c.cols.get("_ts", np.full(len(ok), np.nan))[ok]
-    if len(xs) > 1 and (np.diff(xs) < 0).any():
+    if not ok.all():  # the common case (every row has both) needs no copy
+        xs, y, ts = xs[ok], y[ok], ts[ok]
+    if len(xs) > 1 and not (xs[1:] >= xs[:-1]).all():
         order = np.argsort(xs, kind="stable")
         xs, y, ts = xs[order], y[order], ts[order]
     s = smooth(y, spec)
@@ -173,12 +174,13 @@ def reduce(runs: list[tuple[str, Columns]], field: str, x: str = "step", n: int 
 def _run_out(p: str, d: dict[str, Any], c: Columns, a: int, b: int, yv: np.ndarray, lov: np.ndarray,
              hiv: np.ndarray, sv: np.ndarray | None) -> dict[str, Any]:
     ts = d["ts"]
-    fin_ts = ts[np.isfinite(ts)] if len(ts) else ts
+    m = float(np.fmax.reduce(ts)) if len(ts) else math.nan  # fmax skips NaN
+    last_ts = m if math.isfinite(m) else None
     s_all = d["s"]
     return {"prefix": p, "y": _clean(yv), "lo": _clean(lov), "hi": _clean(hiv),
             "s": _clean(sv) if sv is not None else None, "points": int(np.isfinite(yv).sum()),
             "inRange": b - a, "rows": c.rows, "offset": c.offset, "invalid": c.invalid,
-            "missing": d["missing"], "lastTs": float(fin_ts.max()) if len(fin_ts) else None,
+            "missing": d["missing"], "lastTs": last_ts,
             "lastX": float(d["x"][-1]) if len(d["x"]) else None,
             "lastIndex": _last_finite(c.cols.get("index")), "firstTs": _first_finite(c.cols.get("_ts")),
             "smoothLast": float(s_all[-1]) if s_all is not None and len(s_all) else None,
