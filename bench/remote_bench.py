@@ -10,7 +10,13 @@ Prints:
   per-call latency    exp.metrics("train").log(...) median / p99 / mean, in the training loop:
                       local only (no dash_url), remote with the server up, and remote with the server DOWN
                       (nothing listening: every upload attempt fails and is retried with backoff).
+  server ingest       with --database URL: rows/s that N writers (threads posting batches of metric rows
+                      straight to the API, each its own run, as N training processes would) get stored by
+                      --servers server processes on that PostgreSQL database, next to the same load on one
+                      folder server; then the time to read one --read-rows stream back through the API.
 Numbers vary with the machine; compare rows within one run.
+
+    .venv/bin/python bench/remote_bench.py --database postgresql://user@127.0.0.1:5432/bench [--writers 32]
 """
 
 from __future__ import annotations
@@ -47,6 +53,89 @@ def start_server(root: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise RuntimeError("server did not start")
+
+
+def ingest(urls: list[str], writers: int, rows: int, batch: int, tag: str) -> float:
+    """rows/s stored: ``writers`` threads, each posting ``rows // writers`` rows of its own run in batches."""
+    import json
+    import threading
+
+    import httpx
+
+    per = rows // writers
+    bodies = [[json.dumps({"source": f"w{k}", "records": [
+        {"index": i, "data": {"step": i, "loss": 1.0 / (i + 1), "acc": 0.5, "_ts": 1.7e9 + i}}
+        for i in range(s, min(s + batch, per))]}).encode() for s in range(0, per, batch)] for k in range(writers)]
+    errors: list[str] = []
+
+    def run(k: int) -> None:
+        url = urls[k % len(urls)]
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}",
+                                                 "Content-Type": "application/json"}, timeout=60) as c:
+            prefix = f"bench%2F{tag}-w{k}"
+            c.post("/api/v1/experiments", json={"prefix": f"bench/{tag}-w{k}", "info": {}, "source": f"w{k}"})
+            for body in bodies[k]:
+                r = c.post(f"/api/v1/experiments/{prefix}/metrics/train", content=body)
+                if r.status_code != 200:
+                    errors.append(r.text)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(writers)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    dt = time.perf_counter() - t
+    assert not errors, errors[:3]
+    return per * writers / dt
+
+
+def read_back(url: str, rows: int, batch: int) -> tuple[float, float]:
+    """(seconds to store one ``rows`` stream, seconds to read it back through the paged metric route)."""
+    import httpx
+
+    t = time.perf_counter()
+    ingest([url], 1, rows, batch, "big")
+    stored = time.perf_counter() - t
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120) as c:
+        t = time.perf_counter()
+        start, got = 0, 0
+        while True:
+            page = c.get("/api/v1/experiments/bench%2Fbig-w0/metrics/train", params={"start": start}).json()
+            got += len(page["records"])
+            start += len(page["records"])
+            if start >= page["total"] or not page["records"]:
+                break
+        dt = time.perf_counter() - t
+    assert got == rows, got
+    return stored, dt
+
+
+def bench_servers(database: str, servers: int, writers: int, rows: int, batch: int, read_rows: int) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        procs = []
+        try:
+            urls = []
+            for _ in range(servers):
+                port = free_port()
+                procs.append(start_server(tmp / "objects", port, "--database", database))
+                urls.append(f"http://127.0.0.1:{port}")
+            folder_port = free_port()
+            procs.append(start_server(tmp / "folder", folder_port))
+            folder = f"http://127.0.0.1:{folder_port}"
+            print(f"server ingest ({rows:,} metric rows, {writers} writers, batches of {batch})")
+            print(f"  {'engine':<40} {'rows/s':>10}")
+            print(f"  {f'PostgreSQL, {servers} server process(es)':<40} {ingest(urls, writers, rows, batch, 'pg'):>10,.0f}")
+            print(f"  {'.dash folder, 1 server process':<40} {ingest([folder], writers, rows, batch, 'dir'):>10,.0f}")
+            if read_rows:
+                print(f"\none stream of {read_rows:,} rows (PostgreSQL): store, then read back through the API")
+                stored, dt = read_back(urls[0], read_rows, batch)
+                print(f"  stored in {stored:.2f} s, read back in {dt:.2f} s")
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait(10)
 
 
 def bench_sync(url: str, tmp: Path, rows: int, batch: int) -> float:
@@ -126,10 +215,19 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=50_000)
     ap.add_argument("--calls", type=int, default=50_000)
     ap.add_argument("--no-fsync", action="store_true", help="run the server with --no-fsync")
+    ap.add_argument("--database", help="measure server ingest on this PostgreSQL database (postgresql://...)")
+    ap.add_argument("--servers", type=int, default=2, help="server processes on the database (default 2)")
+    ap.add_argument("--writers", type=int, default=32, help="concurrent writers for the ingest bench (default 32)")
+    ap.add_argument("--ingest-rows", type=int, default=320_000, help="rows for the ingest bench (default 320,000)")
+    ap.add_argument("--batch", type=int, default=1000, help="rows per request in the ingest bench (default 1,000)")
+    ap.add_argument("--read-rows", type=int, default=1_000_000, help="rows of the read-back stream (0: skip)")
     a = ap.parse_args()
     import warnings
 
     warnings.simplefilter("ignore")
+    if a.database:
+        bench_servers(a.database, a.servers, a.writers, a.ingest_rows, a.batch, a.read_rows)
+        return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         port = free_port()

@@ -12,8 +12,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from conftest import TOKEN
 from ml_dash import Experiment
+
+
+@pytest.fixture
+def engine() -> str:
+    return "folder"  # the column and summary routes read the `.dash` files: not yet served on PostgreSQL
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

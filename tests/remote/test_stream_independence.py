@@ -4,19 +4,12 @@ sync lines say exactly which stream is pending and why; once the server is repai
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import rt
 from ml_dash import Experiment, load
 from ml_dash.buffer import BufferConfig
-
-
-def _break_stream(server_root: Path, prefix: str, metric: str) -> Path:
-    bad = server_root.joinpath(*prefix.split("/"), "metrics", metric, "data.jsonl")
-    bad.mkdir(parents=True)  # a folder where the server appends: every batch of that stream fails with 5xx
-    return bad
 
 
 def _workload(e: Any) -> None:
@@ -32,7 +25,7 @@ def _workload(e: Any) -> None:
 
 
 def test_a_stuck_stream_does_not_hold_back_the_others_live(server: Any, tmp_path: Path, capfd: Any) -> None:
-    bad = _break_stream(server.root, "proj/live", "stuck")
+    repair = server.break_stream("proj/live", "stuck")  # every batch of that stream fails with 5xx
     local = tmp_path / "local"
     with Experiment("proj/live", dash_root=local, dash_url=server.url,
                     buffer_config=BufferConfig(flush_interval=0.05, metric_batch_size=20, close_timeout=3)).run as e:
@@ -50,7 +43,7 @@ def test_a_stuck_stream_does_not_hold_back_the_others_live(server: Any, tmp_path
     assert line.lstrip("[ML-Dash] ").startswith("0 log(s), 150 metric row(s), 0 track entr(ies), 0 file(s)"), line
     assert "metrics/stuck/data.jsonl" in line and "HTTP 500" in line and "metrics/train" not in line, line
 
-    shutil.rmtree(bad)  # repaired: sync delivers the stuck stream, exactly once
+    repair()  # repaired: sync delivers the stuck stream, exactly once
     r = rt.cli("sync", str(local), "--url", server.url, env={"ML_DASH_TOKEN": server.token})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "uploaded 0 log(s), 150 metric row(s), 0 track entr(ies), 0 file(s)" in r.stdout
@@ -62,7 +55,7 @@ def test_sync_delivers_everything_else_and_says_what_is_pending(server: Any, tmp
     for prefix in ("proj/a", "proj/b"):
         with Experiment(prefix, dash_root=local).run as e:
             _workload(e)
-    bad = _break_stream(server.root, "proj/a", "stuck")
+    repair = server.break_stream("proj/a", "stuck")
     r = rt.cli("sync", str(local), "--url", server.url, "--attempts", "3", env={"ML_DASH_TOKEN": server.token})
     assert r.returncode == 1, r.stdout + r.stderr
     line = next(x for x in r.stdout.splitlines() if x.strip().startswith("proj/a:"))
@@ -76,7 +69,7 @@ def test_sync_delivers_everything_else_and_says_what_is_pending(server: Any, tmp
     assert a_remote.tracks("robot").read() == a_local.tracks("robot").read()
     assert len(a_remote.files.list()) == 1 and a_remote.status == "COMPLETED"
 
-    shutil.rmtree(bad)
+    repair()
     again = rt.cli("sync", str(local), "--url", server.url, env={"ML_DASH_TOKEN": server.token})
     assert again.returncode == 0, again.stdout + again.stderr
     rt.assert_same("proj/a", local, server.root)

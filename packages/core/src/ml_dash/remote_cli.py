@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -19,6 +20,14 @@ def add_commands(sub: Any) -> None:
                        description="Run the ml-dash server: runs logged with dash_url=... are stored under ROOT in "
                                    "the .dash layout, readable with ml_dash.load(prefix, dash_root=ROOT).")
     s.add_argument("--root", default=".dash-server", help="folder to store runs in (default: .dash-server)")
+    s.add_argument("--database", default=os.environ.get("ML_DASH_DATABASE_URL") or None, metavar="URL",
+                   help="store runs in PostgreSQL (postgresql://user:password@host:5432/dbname; default: "
+                        "$ML_DASH_DATABASE_URL) instead of the --root folder; several servers may share one "
+                        "database (needs the [postgres] extra)")
+    s.add_argument("--files", default=os.environ.get("ML_DASH_FILES") or None, metavar="DIR|s3://BUCKET/PREFIX",
+                   help="with --database: where file contents go, a folder or an S3-compatible bucket (default: "
+                        "$ML_DASH_FILES, else the --root folder; s3:// needs the [s3] extra and reads the usual "
+                        "AWS_* variables, AWS_ENDPOINT_URL for MinIO and other stores)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     s.add_argument("--token", action="append", help="accept this bearer token (repeatable)")
@@ -36,6 +45,18 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--stall-seconds", type=float, default=0.0, help="TESTING AID: see --stall-every")
     s.add_argument("--log-level", default="warning", help="uvicorn log level (default: warning)")
     s.set_defaults(func=_cmd_serve)
+
+    d = sub.add_parser("dump", help="copy what a PostgreSQL-backed server stores into a .dash folder",
+                       description="Write every run a database server holds (or those given with --prefix) into "
+                                   "DEST in the .dash layout: a backup readable with ml_dash.load, ml-dash view "
+                                   "and ml-dash export, without any server.")
+    d.add_argument("dest", help="the .dash folder to write")
+    d.add_argument("--database", default=os.environ.get("ML_DASH_DATABASE_URL") or None, metavar="URL",
+                   help="as for serve (default: $ML_DASH_DATABASE_URL)")
+    d.add_argument("--files", default=os.environ.get("ML_DASH_FILES") or None, metavar="DIR|s3://BUCKET/PREFIX",
+                   help="as for serve (default: $ML_DASH_FILES)")
+    d.add_argument("--prefix", action="append", help="only this run (repeatable)")
+    d.set_defaults(func=_cmd_dump)
 
     lg = sub.add_parser("login", help="store an API token for the client (~/.dash/credentials.json, mode 0600)")
     lg.add_argument("--token", required=True, help="the token the server was started with")
@@ -62,9 +83,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         tokens = read_tokens(args.token, args.token_file)
         serve(args.root, args.host, args.port, tokens, max_body_mb=args.max_body_mb, max_file_mb=args.max_file_mb,
               fault_every=args.fault_every, stall_every=args.stall_every, stall_seconds=args.stall_seconds,
-              log_level=args.log_level, fsync=args.fsync)
+              log_level=args.log_level, fsync=args.fsync, database=args.database, files=args.files)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"ml-dash serve: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_dump(args: argparse.Namespace) -> int:
+    if not args.database:
+        print("ml-dash dump: no database: pass --database or set ML_DASH_DATABASE_URL", file=sys.stderr)
+        return 2
+    if not args.files:
+        print("ml-dash dump: no file store: pass --files (as given to serve) or set ML_DASH_FILES", file=sys.stderr)
+        return 2
+    try:
+        from .server import open_backend
+        from .server.dump import dump
+
+        backend = open_backend(args.dest, args.database, args.files)
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"ml-dash dump: {e}", file=sys.stderr)
+        return 1
+    try:
+        done = dump(backend, args.dest, args.prefix)
+    finally:
+        backend.close()
+    missing = sorted(set(args.prefix or []) - set(done))
+    print(f"ml-dash dump: {len(done)} run(s) written to {args.dest}")
+    if missing:
+        print(f"ml-dash dump: no run {', '.join(missing)} on that server", file=sys.stderr)
         return 1
     return 0
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["create_app", "read_tokens", "serve"]
+__all__ = ["create_app", "open_backend", "read_tokens", "serve"]
 
 
 def create_app(*args: Any, **kw: Any) -> Any:
@@ -44,20 +44,48 @@ def _lock_root(root: Path) -> int:
     return fd
 
 
+def open_backend(root: str, database: str | None = None, files: str | None = None, fsync: bool = True) -> Any:
+    """The engine ``serve`` runs on: PostgreSQL (``database``) with file contents in ``files`` (a folder or
+    ``s3://bucket/prefix``; default: ``root``), else the `.dash` folder ``root``."""
+    if database:
+        if not database.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"--database {database!r}: a postgresql://user:password@host:port/dbname URL")
+        from .objects import open_objects
+        from .pg import PgBackend
+
+        return PgBackend(database, open_objects(files or root, fsync=fsync))
+    if files:
+        raise ValueError("--files needs --database: without a database, runs and their files are stored in the "
+                         "--root folder")
+    from .folder import FolderBackend
+
+    return FolderBackend(root, fsync=fsync)
+
+
 def serve(root: str, host: str = "127.0.0.1", port: int = 8000, tokens: list[str] | None = None, *,
           max_body_mb: float = 32, max_file_mb: float = 5120, fault_every: int = 0, stall_every: int = 0,
-          stall_seconds: float = 0.0, log_level: str = "warning", fsync: bool = True) -> None:
+          stall_seconds: float = 0.0, log_level: str = "warning", fsync: bool = True, database: str | None = None,
+          files: str | None = None) -> None:
     import uvicorn
 
     path = Path(root)
-    fd = _lock_root(path)
-    for stale in (path / ".ml_dash" / "incoming").glob("*.part"):  # uploads cut off by a crash
-        stale.unlink(missing_ok=True)
-    app = create_app(path, tokens, max_body=int(max_body_mb * 1024 * 1024),
+    fd = None
+    if not database:  # one process owns a folder; any number share a database
+        fd = _lock_root(path)
+        for stale in (path / ".ml_dash" / "incoming").glob("*.part"):  # uploads cut off by a crash
+            stale.unlink(missing_ok=True)
+    try:
+        backend = open_backend(root, database, files, fsync)
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        raise
+    app = create_app(backend, tokens, max_body=int(max_body_mb * 1024 * 1024),
                      max_file=int(max_file_mb * 1024 * 1024), fault_every=fault_every, stall_every=stall_every,
                      stall_seconds=stall_seconds, fsync=fsync)
     auth = f"{len(tokens)} token(s)" if tokens else "NO authentication"
-    print(f"[ML-Dash] serving {path.resolve()} at http://{host}:{port} ({auth})", file=sys.stderr, flush=True)
+    where = backend.describe() if database else str(path.resolve())
+    print(f"[ML-Dash] serving {where} at http://{host}:{port} ({auth})", file=sys.stderr, flush=True)
     if not tokens and host not in ("127.0.0.1", "localhost", "::1"):
         print("[ML-Dash] warning: no --token on a non-loopback address: anyone who can reach it can write",
               file=sys.stderr, flush=True)
@@ -68,4 +96,6 @@ def serve(root: str, host: str = "127.0.0.1", port: int = 8000, tokens: list[str
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
                     timeout_graceful_shutdown=5)
     finally:
-        os.close(fd)
+        backend.close()
+        if fd is not None:
+            os.close(fd)

@@ -8,19 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import __version__
-from ..jsonio import read_json, read_jsonl
-from ..reader import effective_status, list_experiments, merge_tracks
+from ..names import check_prefix
+from ..reader import effective_status, merge_tracks
 from . import reads
+from .backend import Backend, BadRequest, Unavailable, check_source
+from .folder import FolderBackend
 from .guard import SEP, Guard
 from .openapi import document
-from .storage import BadRequest, ServerRoot, check_source
 from .upload import TooLarge, receive_file
 
 MAX_PAGE = 100_000
@@ -32,6 +33,12 @@ class JSONNaN(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, allow_nan=True, separators=(",", ":")).encode()
+
+
+def _attachment(filename: str) -> str:
+    from urllib.parse import quote
+
+    return f"attachment; filename*=utf-8''{quote(filename)}"
 
 
 def _prefix(request: Request, key: str = "prefix") -> str:
@@ -56,7 +63,7 @@ async def _body(request: Request) -> dict[str, Any]:
     return obj
 
 
-def _page(request: Request, rows: list[Any]) -> dict[str, Any]:
+def _range(request: Request) -> tuple[int, int]:
     try:
         start = int(request.query_params.get("start", 0))
         limit = int(request.query_params.get("limit", MAX_PAGE))
@@ -64,22 +71,25 @@ def _page(request: Request, rows: list[Any]) -> dict[str, Any]:
         raise HTTPException(400, "start and limit must be integers") from None
     if start < 0 or limit < 1:
         raise HTTPException(400, "start must be >= 0 and limit >= 1")
-    limit = min(limit, MAX_PAGE)
-    return {"total": len(rows), "start": start, "records": rows[start : start + limit]}
+    return start, min(limit, MAX_PAGE)
 
 
-def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: int = 32 * 1024 * 1024,
+def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, max_body: int = 32 * 1024 * 1024,
                max_file: int = 5 * 1024**3, fault_every: int = 0, stall_every: int = 0,
                stall_seconds: float = 0.0, fsync: bool = True) -> Any:
-    """The ASGI app serving ``root`` (a `.dash` folder). ``tokens`` empty or None: no authentication."""
-    store = ServerRoot(root, fsync=fsync)
+    """The ASGI app serving ``root``: a `.dash` folder, or any `Backend` (e.g. `pg.PgBackend`).
+    ``tokens`` empty or None: no authentication."""
+    store = root if isinstance(root, Backend) else FolderBackend(root, fsync=fsync)
     limits = {"maxBodyBytes": max_body, "maxFileBytes": max_file}
 
-    def exp_or_404(prefix: str) -> Any:
-        d = store.existing(prefix)
-        if d is None:
+    def info_or_404(prefix: str) -> dict[str, Any]:
+        info = store.info(prefix)
+        if info is None:
             raise HTTPException(404, f"no experiment {prefix!r}")
-        return d
+        return info
+
+    async def exists(prefix: str) -> None:
+        await run_in_threadpool(info_or_404, prefix)
 
     async def health(request: Request) -> Response:
         return JSONNaN({"status": "ok", "version": __version__, "api": "v1", "limits": limits,
@@ -89,14 +99,9 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         return JSONNaN(document(__version__))
 
     async def list_exps(request: Request) -> Response:
-        def work() -> list[dict[str, Any]]:
-            out = []
-            for p in list_experiments(store.root):
-                info = read_json(store.root / p / "experiment.json")
-                out.append({"prefix": p, "status": effective_status(info),
-                            "updated_at": info.get("updated_at") if isinstance(info, dict) else None})
-            return out
-        return JSONNaN({"experiments": await run_in_threadpool(work)})
+        exps = await run_in_threadpool(store.experiments)
+        return JSONNaN({"experiments": [{"prefix": p, "status": effective_status(info),
+                                              "updated_at": info.get("updated_at")} for p, info in exps]})
 
     async def create_exp(request: Request) -> Response:
         body = await _body(request)
@@ -108,8 +113,7 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         return JSONNaN({"experiment": exp, "created": created, "limits": limits}, 201 if created else 200)
 
     async def get_exp(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        info = read_json(d.path / "experiment.json") or {}
+        info = await run_in_threadpool(info_or_404, _prefix(request))
         return JSONNaN({"experiment": info, "status": effective_status(info)})
 
     async def put_status(request: Request) -> Response:
@@ -120,9 +124,9 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         return JSONNaN({"experiment": exp})
 
     async def get_params(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        p = read_json(d.path / "parameters.json")
-        return JSONNaN(p if isinstance(p, dict) else {"version": 0, "data": {}})
+        prefix = _prefix(request)
+        await exists(prefix)
+        return JSONNaN(await run_in_threadpool(store.params, prefix))
 
     async def put_params(request: Request) -> Response:
         prefix = _prefix(request)
@@ -131,10 +135,16 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
                                           check_source(body.get("source")))
         return JSONNaN({"applied": applied})
 
+    async def page(request: Request, kind: str, name: str | None) -> Response:
+        prefix = _prefix(request)
+        await exists(prefix)
+        start, limit = _range(request)
+        total, rows = await run_in_threadpool(store.rows_json, prefix, kind, name, start, limit)
+        body = '{"total":%d,"start":%d,"records":[%s]}' % (total, start, ",".join(rows))
+        return Response(body.encode(), media_type="application/json")
+
     async def get_logs(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        rows, _ = await run_in_threadpool(read_jsonl, d.path / "logs" / "logs.jsonl")
-        return JSONNaN(_page(request, rows))
+        return await page(request, "logs", None)
 
     async def post_logs(request: Request) -> Response:
         prefix = _prefix(request)
@@ -143,22 +153,12 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         return JSONNaN(res)
 
     async def list_metrics(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        base = d.path / "metrics"
-        names = sorted(str(p.parent.relative_to(base)) for p in base.rglob("data.jsonl")) if base.is_dir() else []
-        return JSONNaN({"metrics": names})
+        prefix = _prefix(request)
+        await exists(prefix)
+        return JSONNaN({"metrics": await run_in_threadpool(store.names, prefix, "metrics")})
 
     async def get_metric(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        name = _prefix(request, "name")
-        from ..names import metric_segments
-
-        try:
-            segs = metric_segments(name)
-        except ValueError as e:
-            raise BadRequest(str(e)) from None
-        rows, _ = await run_in_threadpool(read_jsonl, d.path.joinpath("metrics", *segs, "data.jsonl"))
-        return JSONNaN(_page(request, rows))
+        return await page(request, "metrics", _prefix(request, "name"))
 
     async def post_metric(request: Request) -> Response:
         prefix, name = _prefix(request), _prefix(request, "name")
@@ -167,28 +167,19 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
                                       check_source(body.get("source")))
         return JSONNaN(res)
 
-    def _topics(d: Any) -> dict[str, Path]:
-        base = d.path / "tracks"
-        out = {}
-        for folder in sorted(base.iterdir()) if base.is_dir() else []:
-            meta = read_json(folder / "metadata.json")
-            if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
-                out[meta["topic"]] = folder
-        return out
-
     async def list_tracks(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        return JSONNaN({"tracks": sorted(_topics(d))})
+        prefix = _prefix(request)
+        await exists(prefix)
+        return JSONNaN({"tracks": await run_in_threadpool(store.names, prefix, "tracks")})
 
     async def get_track(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        folder = _topics(d).get(_prefix(request, "topic"))
-        rows: list[dict[str, Any]] = []
-        if folder is not None:
-            rows, _ = await run_in_threadpool(read_jsonl, folder / "data.jsonl")
+        prefix = _prefix(request)
+        await exists(prefix)
+        _, rows = await run_in_threadpool(store.rows, prefix, "tracks", _prefix(request, "topic"))
         if request.query_params.get("merged", "true").lower() not in ("0", "false", "no"):
             rows = merge_tracks(rows)
-        return JSONNaN(_page(request, rows))
+        start, limit = _range(request)
+        return JSONNaN({"total": len(rows), "start": start, "records": rows[start:start + limit]})
 
     async def post_track(request: Request) -> Response:
         prefix, topic = _prefix(request), _prefix(request, "topic")
@@ -198,44 +189,50 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         return JSONNaN(res)
 
     async def list_files(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
-        idx = read_json(d.path / "files" / ".files_metadata.json")
-        files = idx.get("files") if isinstance(idx, dict) else None
-        return JSONNaN({"files": [f for f in files or [] if isinstance(f, dict) and not f.get("deletedAt")]})
+        prefix = _prefix(request)
+        await exists(prefix)
+        return JSONNaN({"files": await run_in_threadpool(store.files, prefix)})
 
     async def get_file(request: Request) -> Response:
-        d = exp_or_404(_prefix(request))
+        prefix = _prefix(request)
+        await exists(prefix)
         fid = request.path_params["id"]
-        idx = read_json(d.path / "files" / ".files_metadata.json")
-        for e in (idx.get("files") if isinstance(idx, dict) else None) or []:
-            if isinstance(e, dict) and e.get("id") == fid and not e.get("deletedAt"):
-                path = d.file_path(e)
-                if path.is_file():
-                    return FileResponse(path, filename=str(e["filename"]),
-                                        media_type=str(e.get("contentType") or "application/octet-stream"))
-        raise HTTPException(404, f"no file with id {fid!r}")
+        found = await run_in_threadpool(store.file_content, prefix, fid)
+        if found is None:
+            raise HTTPException(404, f"no file with id {fid!r}")
+        e, content = found
+        media = str(e.get("contentType") or "application/octet-stream")
+        if isinstance(content, Path):
+            return FileResponse(content, filename=str(e["filename"]), media_type=media)
+        return StreamingResponse(iterate_in_threadpool(content), media_type=media,
+                                 headers={"content-disposition": _attachment(str(e["filename"]))})
 
     async def post_file(request: Request) -> Response:
         prefix = _prefix(request)
-        d = store.exp(prefix)
+        try:
+            check_prefix(prefix)
+        except (TypeError, ValueError) as e:
+            raise BadRequest(str(e)) from None
 
         async def stream() -> AsyncIterator[bytes]:
             async for chunk in request.stream():
                 yield chunk
 
         try:
-            entry, staged = await receive_file(store, d, request.headers.get("content-type", ""), stream(),
+            entry, staged = await receive_file(store, prefix, request.headers.get("content-type", ""), stream(),
                                                max_file, fsync)
         except TooLarge as e:
             raise HTTPException(413, str(e)) from None
         if staged is None:
             return JSONNaN({"file": entry, "stored": False})
         try:
-            store.ensure(prefix)
-            stored = await run_in_threadpool(store.publish_file, d, staged, entry)
+            stored = await run_in_threadpool(store.publish_file, prefix, staged, entry)
         finally:
             staged.unlink(missing_ok=True)
         return JSONNaN({"file": entry, "stored": stored}, 201 if stored else 200)
+
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        return JSONNaN({"detail": str(exc)}, 503, headers={"retry-after": "1"})
 
     async def bad_request(request: Request, exc: Exception) -> Response:
         return JSONNaN({"detail": str(exc)}, 400)
@@ -269,10 +266,15 @@ def create_app(root: str | Path, tokens: list[str] | None = None, *, max_body: i
         Route(e + "/files", list_files, methods=["GET"]),
         Route(e + "/files", post_file, methods=["POST"]),
         Route(e + "/files/{id}", get_file, methods=["GET"]),
-    ] + reads.routes(store.root)  # ls, show, export against the server: docs/reading.md
-    app = Starlette(routes=routes, exception_handlers={BadRequest: bad_request, HTTPException: http_error})
+    ]
+    if isinstance(store, FolderBackend):  # ls, show, export against the server: docs/reading.md
+        routes += reads.routes(store.root)  # (they read the `.dash` files; not yet on a database)
+    app = Starlette(routes=routes, exception_handlers={BadRequest: bad_request, Unavailable: unavailable,
+                                                          HTTPException: http_error})
     guard = Guard(app, list(tokens or []), max_body=max_body, max_file=max_file, fault_every=fault_every,
                   stall_every=stall_every, stall_seconds=stall_seconds)
+    if not isinstance(store, FolderBackend):
+        return guard  # the viewer reads a `.dash` folder; on a database only the API is served for now
     from ..viewer.auth import ViewerGate  # the web viewer at /, signed in by cookie (docs/viewer.md)
 
     return ViewerGate(guard, store.root, list(tokens or []))

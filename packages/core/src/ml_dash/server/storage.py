@@ -16,33 +16,33 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import threading
 from pathlib import Path
 from typing import Any
 
-from ..jsonio import iso, new_id, now_iso, read_json, read_jsonl, write_json_atomic
+from ..jsonio import new_id, read_json, read_jsonl, write_json_atomic
 from ..layout import ExperimentDir
-from ..names import file_name, logical_dir, metric_segments, topic_folder
+from ..names import metric_segments
+from .backend import (  # noqa: F401  (BadRequest and check_source re-exported)
+    BadRequest,
+    check_file_entry,
+    check_logs,
+    check_metrics,
+    check_params,
+    check_source,
+    check_tracks,
+    is_count,
+    merge_info,
+    metric_meta,
+    new_info,
+    renumber,
+    track_keep,
+    track_meta,
+)
 
 # ASCII with \uXXXX escapes, as the local journal writes: any Python string (a lone surrogate from an undecodable
 # file name too) is stored and read back losslessly; a strict UTF-8 encode of it would fail
 _encode = json.JSONEncoder(allow_nan=True).encode
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SOURCE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
-INFO_KEYS = ("description", "tags", "metadata", "status", "statusReason", "heartbeatAt", "endedAt")
-
-
-class BadRequest(ValueError):
-    """The request can never succeed as sent (HTTP 400)."""
-
-
-def check_source(source: object) -> str:
-    if source is None:
-        return "anonymous"
-    if not isinstance(source, str) or not _SOURCE.match(source):
-        raise BadRequest("'source' must be 1-100 characters of [A-Za-z0-9_.-]")
-    return source
 
 
 class ServerRoot:
@@ -92,22 +92,13 @@ class ServerRoot:
                 cur = read_json(d.path / "experiment.json")
                 created = not isinstance(cur, dict)
                 if created:
-                    cur = {"name": d.name, "project": d.project, "description": None, "tags": [], "bindrs": [],
-                           "prefix": d.prefix, "metadata": None,
-                           "created_at": _str(info.get("created_at")) or now_iso(), "write_protected": False}
+                    cur = new_info(d.prefix, info)
                 assert isinstance(cur, dict)
                 state_path = _state_path(d, "info")
                 state = _read_state(state_path)
-                stamp = _str(info.get("updated_at")) or ""
-                last = state["sources"].get(source)
-                if last is None or stamp >= str(last):
-                    for k in INFO_KEYS:
-                        if k in info:
-                            _apply(cur, k, info[k])
-                    if "status" in info and "statusReason" not in info:
-                        cur.pop("statusReason", None)
-                    state["sources"][source] = stamp
-                cur["updated_at"] = now_iso()
+                mark = merge_info(cur, info, state["sources"].get(source))
+                if mark is not None:
+                    state["sources"][source] = mark
                 write_json_atomic(d.path / "experiment.json", cur, fsync=self.fsync)
                 write_json_atomic(state_path, state, fsync=self.fsync)
         return cur, created
@@ -122,10 +113,7 @@ class ServerRoot:
     # ---- parameters.json ------------------------------------------------------------------------------------
     def set_params(self, prefix: str, data: Any, version: Any, source: str) -> bool:
         self.exp(prefix)
-        if not isinstance(data, dict) or not all(isinstance(k, str) and k for k in data):
-            raise BadRequest("'data' must be an object with non-empty string keys")
-        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-            raise BadRequest("'version' must be an integer")
+        check_params(data, version)
         d = self.ensure(prefix)
         with self.lock("params:" + d.prefix):
             state_path = _state_path(d, "params")
@@ -142,26 +130,16 @@ class ServerRoot:
     # ---- logs and metrics (indexed streams) -----------------------------------------------------------------
     def append_logs(self, prefix: str, records: Any, source: str) -> dict[str, int]:
         self.exp(prefix)
-        recs = _records(records, "sequenceNumber")
-        for r in recs:
-            if not isinstance(r.get("message"), str) or not isinstance(r.get("level"), str):
-                raise BadRequest("every log record needs string 'level' and 'message'")
+        recs = check_logs(records)
         d = self.ensure(prefix)
         return self._append_indexed(d, "logs", d.path / "logs" / "logs.jsonl", "logs", "sequenceNumber",
                                     recs, source, None)
 
     def append_metrics(self, prefix: str, name: str, records: Any, source: str) -> dict[str, int]:
         self.exp(prefix)
-        try:
-            segs = metric_segments(name)
-        except (TypeError, ValueError) as e:
-            raise BadRequest(str(e)) from None
-        recs = _records(records, "index")
-        for r in recs:
-            if not isinstance(r.get("data"), dict):
-                raise BadRequest("every metric record needs an object 'data'")
+        recs = check_metrics(name, records)
         d = self.ensure(prefix)
-        folder = d.path.joinpath("metrics", *segs)
+        folder = d.path.joinpath("metrics", *metric_segments(name))
         return self._append_indexed(d, "metrics/" + name, folder / "data.jsonl", "metrics/" + name, "index",
                                     recs, source, name)
 
@@ -174,24 +152,14 @@ class ServerRoot:
                 state_path = _state_path(d, key)
                 state = _recover(path, _read_state(state_path), field)
                 w = int(state["sources"].get(source, 0))
-                n = int(state["next"])
-                parts = []
-                for r in sorted(recs, key=lambda r: int(r[field])):
-                    if r[field] < w:
-                        continue
-                    w = r[field] + 1
-                    rec = dict(r)
-                    rec[field] = n
-                    if metric is not None and "createdAt" not in rec:
-                        ts = rec["data"].get("_ts")
-                        rec["createdAt"] = iso(ts) if isinstance(ts, (int, float)) and 0 < ts < 1e11 else now_iso()
-                    parts.append(_encode(rec) + "\n")
-                    n += 1
+                rows, w, n = renumber(recs, field, w, int(state["next"]), metric is not None)
+                parts = [_encode(rec) + "\n" for _, rec in rows]
                 if parts:
                     state["size"] = _append(path, "".join(parts).encode(), self.fsync)
                     state["next"] = n
                     if metric is not None:
-                        _metric_meta(path.parent / "metadata.json", metric, n)
+                        meta_path = path.parent / "metadata.json"
+                        write_json_atomic(meta_path, metric_meta(read_json(meta_path), metric, n))
                 if parts:
                     state["sources"][source] = w
                     write_json_atomic(state_path, state, fsync=self.fsync)
@@ -201,23 +169,7 @@ class ServerRoot:
     def append_tracks(self, prefix: str, topic: str, entries: Any, offset: Any, end: Any, offsets: Any,
                       source: str) -> dict[str, int]:
         self.exp(prefix)
-        try:
-            topic_folder(topic)
-        except (TypeError, ValueError) as err:
-            raise BadRequest(str(err)) from None
-        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise BadRequest("'entries' must be a list of objects")
-        for e in entries:
-            ts = e.get("timestamp")
-            if isinstance(ts, bool) or not isinstance(ts, (int, float)):
-                raise BadRequest("every track entry needs a numeric 'timestamp'")
-        if not _is_int(offset):
-            raise BadRequest("'offset' must be the journal byte offset of the first entry")
-        if end is not None and not _is_int(end):
-            raise BadRequest("'end' must be an integer")
-        if offsets is not None and (not isinstance(offsets, list) or len(offsets) != len(entries)
-                                    or not all(_is_int(o) for o in offsets)):
-            raise BadRequest("'offsets' must hold one integer per entry")
+        entries = check_tracks(topic, entries, offset, end, offsets)
         d = self.ensure(prefix)
         folder = d.track_folder(topic)
         path = d.path / "tracks" / folder / "data.jsonl"
@@ -227,38 +179,19 @@ class ServerRoot:
             with d.locked(key):
                 state_path = _state_path(d, key)
                 state = _recover(path, _read_state(state_path), None)
-                w = int(state["sources"].get(source, 0))
-                if offsets is not None:
-                    keep = [e for e, o in zip(entries, offsets, strict=True) if o >= w]
-                else:  # batch-granular: a retry resends the same batch
-                    keep = list(entries) if offset >= w else []
-                new_w = max(w, end if end is not None else offset + 1)
+                kept, new_w = track_keep(entries, offset, end, offsets, int(state["sources"].get(source, 0)))
+                keep = [e for _, e in kept]
                 if keep:
                     state["size"] = _append(path, "".join(_encode(e) + "\n" for e in keep).encode(), self.fsync)
-                    _track_meta_update(path.parent / "metadata.json", topic, keep)
+                    meta_path = path.parent / "metadata.json"
+                    write_json_atomic(meta_path, track_meta(read_json(meta_path), topic, keep))
                 state["sources"][source] = new_w
                 write_json_atomic(state_path, state, fsync=self.fsync)
         return {"received": len(entries), "stored": len(keep), "next": new_w}
 
     # ---- files --------------------------------------------------------------------------------------------
     def check_file_entry(self, entry: Any) -> dict[str, Any]:
-        if not isinstance(entry, dict):
-            raise BadRequest("'entry' must be a JSON object")
-        e = {k: v for k, v in entry.items() if k != "localPath"}
-        fid = e.get("id")
-        if not isinstance(fid, str) or not _ID.match(fid):
-            raise BadRequest("file 'id' must be 1-64 characters of [A-Za-z0-9_-]")
-        try:
-            e["path"] = logical_dir(e.get("path", "/"))
-            e["filename"] = file_name(e.get("filename"))
-        except (TypeError, ValueError) as err:
-            raise BadRequest(str(err)) from None
-        now = now_iso()  # the layout's fields, for entries from clients that leave them out
-        for k, v in (("experimentId", None), ("description", None), ("tags", []), ("bindrs", []),
-                     ("contentType", "application/octet-stream"), ("metadata", None), ("uploadedAt", now),
-                     ("updatedAt", now), ("deletedAt", None)):
-            e.setdefault(k, v)
-        return e
+        return check_file_entry(entry)
 
     def has_file(self, d: ExperimentDir, fid: str) -> bool:
         idx = read_json(d.path / "files" / ".files_metadata.json")
@@ -283,37 +216,12 @@ class ServerRoot:
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
-def _str(v: Any) -> str | None:
-    return v if isinstance(v, str) else None
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
-def _apply(cur: dict[str, Any], key: str, value: Any) -> None:
-    if value is None:
-        if key in ("statusReason", "endedAt"):
-            cur.pop(key, None)
-        else:
-            cur[key] = None
-        return
-    if key == "tags" and not (isinstance(value, list) and all(isinstance(t, str) for t in value)):
-        raise BadRequest("'tags' must be a list of strings")
-    if key in ("status", "statusReason", "heartbeatAt", "endedAt", "description") and not isinstance(value, str):
-        raise BadRequest(f"{key!r} must be a string")
-    if key == "metadata" and not isinstance(value, dict):
-        raise BadRequest("'metadata' must be an object")
-    cur[key] = value
 
 
-def _records(records: Any, field: str) -> list[dict[str, Any]]:
-    if not isinstance(records, list):
-        raise BadRequest("'records' must be a list")
-    for r in records:
-        if not isinstance(r, dict) or not _is_int(r.get(field)):
-            raise BadRequest(f"every record needs a non-negative integer {field!r}")
-    return records
 
 
 def _state_path(d: ExperimentDir, key: str) -> Path:
@@ -364,7 +272,7 @@ def _recover(path: Path, state: dict[str, Any], field: str | None) -> dict[str, 
     state["size"] = complete
     if field is not None:
         rows, _ = read_jsonl(path)
-        idx = [r[field] for r in rows if _is_int(r.get(field))]
+        idx = [r[field] for r in rows if is_count(r.get(field))]
         state["next"] = max(idx) + 1 if idx else 0
     return state
 
@@ -382,29 +290,4 @@ def _append(path: Path, data: bytes, fsync: bool) -> int:
         os.close(fd)
 
 
-def _metric_meta(path: Path, name: str, n: int) -> None:
-    m = read_json(path)
-    if not isinstance(m, dict):
-        m = {"metricId": new_id(), "name": name, "description": None, "tags": [], "metadata": None,
-             "createdAt": now_iso()}
-    m["totalDataPoints"] = n
-    m["nextIndex"] = n
-    m["updatedAt"] = now_iso()
-    write_json_atomic(path, m)
 
-
-def _track_meta_update(path: Path, topic: str, entries: list[dict[str, Any]]) -> None:
-    m = read_json(path)
-    if not isinstance(m, dict):
-        m = {"trackId": new_id(), "topic": topic, "columns": [], "totalEntries": 0, "firstTimestamp": None,
-             "lastTimestamp": None, "createdAt": now_iso()}
-    cols = set(m.get("columns") or [])
-    for e in entries:
-        cols.update(k for k in e if k != "timestamp")
-    m["columns"] = sorted(cols)
-    m["totalEntries"] = int(m.get("totalEntries") or 0) + len(entries)
-    if m.get("firstTimestamp") is None:
-        m["firstTimestamp"] = entries[0]["timestamp"]
-    m["lastTimestamp"] = entries[-1]["timestamp"]
-    m["updatedAt"] = now_iso()
-    write_json_atomic(path, m)

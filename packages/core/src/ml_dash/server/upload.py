@@ -13,8 +13,7 @@ from typing import IO, Any
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from ..layout import ExperimentDir
-from .storage import BadRequest, ServerRoot
+from .backend import Backend, BadRequest, check_file_entry
 
 MAX_FIELD = 1024 * 1024
 
@@ -24,9 +23,9 @@ class TooLarge(Exception):
 
 
 class _Parts:
-    def __init__(self, root: ServerRoot, d: ExperimentDir, max_file: int) -> None:
+    def __init__(self, root: Backend, prefix: str, max_file: int) -> None:
         self.root = root
-        self.d = d
+        self.prefix = prefix
         self.max_file = max_file
         self.fields: dict[str, bytearray] = {}
         self.name = ""
@@ -66,7 +65,7 @@ class _Parts:
             if self.files > 1:
                 raise BadRequest("exactly one 'file' part is allowed")
             entry = self._entry_or_none()
-            if entry is not None and self.root.has_file(self.d, entry["id"]):
+            if entry is not None and self.root.has_file(self.prefix, entry["id"]):
                 self.discard = True
                 return
             self.staged = self.root.incoming()
@@ -103,7 +102,7 @@ class _Parts:
             obj = json.loads(bytes(raw))
         except ValueError:
             raise BadRequest("'entry' is not valid JSON") from None
-        return self.root.check_file_entry(obj)
+        return check_file_entry(obj)
 
     def cleanup(self) -> None:
         if self.out is not None:
@@ -113,14 +112,14 @@ class _Parts:
             self.staged.unlink(missing_ok=True)
 
 
-async def receive_file(root: ServerRoot, d: ExperimentDir, content_type: str, stream: AsyncIterator[bytes],
+async def receive_file(root: Backend, prefix: str, content_type: str, stream: AsyncIterator[bytes],
                        max_file: int, fsync: bool) -> tuple[dict[str, Any], Path | None]:
     """Parse the upload; return (checked entry, staged content path or None when the id is already stored)."""
     ctype, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
         raise BadRequest("a file upload is multipart/form-data with an 'entry' (JSON) and a 'file' part")
-    parts = _Parts(root, d, max_file)
+    parts = _Parts(root, prefix, max_file)
     callbacks: Any = {k: getattr(parts, k) for k in ("on_part_begin", "on_part_data", "on_part_end",
                                                         "on_header_field", "on_header_value", "on_header_end",
                                                         "on_headers_finished")}
@@ -134,7 +133,7 @@ async def receive_file(root: ServerRoot, d: ExperimentDir, content_type: str, st
             raise BadRequest("missing the 'entry' part")
         if parts.files != 1:
             raise BadRequest("missing the 'file' part")
-        if parts.discard or root.has_file(d, entry["id"]):
+        if parts.discard or root.has_file(prefix, entry["id"]):
             parts.cleanup()
             return entry, None
         assert parts.out is not None and parts.staged is not None

@@ -1,0 +1,122 @@
+"""The `.dash` folder engine (the default): `ServerRoot` writes, the reads come straight from the layout's files,
+so a server root reads back with ``ml_dash.load(prefix, dash_root=ROOT)`` like any local run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..jsonio import read_json, read_jsonl
+from ..layout import ExperimentDir
+from ..names import metric_segments
+from ..reader import list_experiments
+from .backend import Backend, check_kind
+from .storage import ServerRoot
+
+
+class FolderBackend(Backend):
+    def __init__(self, root: str | Path, fsync: bool = True) -> None:
+        self.store = ServerRoot(root, fsync=fsync)
+        self.root = self.store.root
+
+    # ---- writes -------------------------------------------------------------------------------------------
+    def open_experiment(self, prefix: str, info: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
+        return self.store.open_experiment(prefix, info, source)
+
+    def set_params(self, prefix: str, data: Any, version: Any, source: str) -> bool:
+        return self.store.set_params(prefix, data, version, source)
+
+    def append_logs(self, prefix: str, records: Any, source: str) -> dict[str, int]:
+        return self.store.append_logs(prefix, records, source)
+
+    def append_metrics(self, prefix: str, name: str, records: Any, source: str) -> dict[str, int]:
+        return self.store.append_metrics(prefix, name, records, source)
+
+    def append_tracks(self, prefix: str, topic: str, entries: Any, offset: Any, end: Any, offsets: Any,
+                      source: str) -> dict[str, int]:
+        return self.store.append_tracks(prefix, topic, entries, offset, end, offsets, source)
+
+    def has_file(self, prefix: str, fid: str) -> bool:
+        return self.store.has_file(self.store.exp(prefix), fid)
+
+    def incoming(self) -> Path:
+        return self.store.incoming()
+
+    def publish_file(self, prefix: str, staged: Path, entry: dict[str, Any]) -> bool:
+        d = self.store.ensure(prefix)
+        return self.store.publish_file(d, staged, entry)
+
+    # ---- reads ------------------------------------------------------------------------------------------
+    def _existing(self, prefix: str) -> ExperimentDir | None:
+        return self.store.existing(prefix)
+
+    def experiments(self) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for p in list_experiments(self.root):
+            info = read_json(self.root / p / "experiment.json")
+            out.append((p, info if isinstance(info, dict) else {}))
+        return out
+
+    def info(self, prefix: str) -> dict[str, Any] | None:
+        d = self._existing(prefix)
+        if d is None:
+            return None
+        info = read_json(d.path / "experiment.json")
+        return info if isinstance(info, dict) else {}
+
+    def params(self, prefix: str) -> dict[str, Any]:
+        d = self._existing(prefix)
+        p = read_json(d.path / "parameters.json") if d is not None else None
+        return p if isinstance(p, dict) else {"version": 0, "data": {}}
+
+    def _topics(self, d: ExperimentDir) -> dict[str, Path]:
+        base = d.path / "tracks"
+        out = {}
+        for folder in sorted(base.iterdir()) if base.is_dir() else []:
+            meta = read_json(folder / "metadata.json")
+            if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
+                out[meta["topic"]] = folder
+        return out
+
+    def names(self, prefix: str, kind: str) -> list[str]:
+        d = self._existing(prefix)
+        if d is None:
+            return []
+        if kind == "tracks":
+            return sorted(self._topics(d))
+        base = d.path / "metrics"
+        return sorted(p.parent.relative_to(base).as_posix() for p in base.rglob("data.jsonl")) if base.is_dir() else []
+
+    def rows(self, prefix: str, kind: str, name: str | None = None, start: int = 0,
+             limit: int | None = None) -> tuple[int, list[dict[str, Any]]]:
+        check_kind(kind, name)
+        d = self._existing(prefix)
+        path: Path | None = None
+        if d is not None:
+            if kind == "logs":
+                path = d.path / "logs" / "logs.jsonl"
+            elif kind == "metrics":
+                path = d.path.joinpath("metrics", *metric_segments(name), "data.jsonl")
+            else:
+                folder = self._topics(d).get(str(name))
+                path = folder / "data.jsonl" if folder is not None else None
+        rows = read_jsonl(path)[0] if path is not None else []
+        return len(rows), rows[start:] if limit is None else rows[start:start + limit]
+
+    def files(self, prefix: str) -> list[dict[str, Any]]:
+        d = self._existing(prefix)
+        idx = read_json(d.path / "files" / ".files_metadata.json") if d is not None else None
+        files = idx.get("files") if isinstance(idx, dict) else None
+        return [f for f in files or [] if isinstance(f, dict) and not f.get("deletedAt")]
+
+    def file_content(self, prefix: str, fid: str) -> tuple[dict[str, Any], Path | Iterator[bytes]] | None:
+        d = self._existing(prefix)
+        if d is None:
+            return None
+        for e in self.files(prefix):
+            if e.get("id") == fid:
+                path = d.file_path(e)
+                if path.is_file():
+                    return e, path
+        return None

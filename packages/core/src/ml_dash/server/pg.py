@@ -1,0 +1,393 @@
+"""The PostgreSQL engine (``ml-dash serve --database postgresql://...``; needs the ``[postgres]`` extra).
+
+Several server processes, on several hosts, may share one database: every append is one transaction that locks
+its stream's row (``SELECT ... FOR UPDATE``), so indices stay gap-free across processes; each row also carries
+its source's own position under a unique constraint (``INSERT ... ON CONFLICT DO NOTHING``), so a retried batch
+is never stored twice, whichever process it reaches. Rows are inserted in one multi-row statement per batch and
+stored as the JSON line a `.dash` folder holds (text, so NaN and infinities keep their bare tokens). File contents
+go to an object store (`objects.py`). The schema is versioned (`MIGRATIONS`) and migrated at start.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..names import check_prefix, metric_segments
+from . import backend as b
+from .backend import Backend, BadRequest
+from .objects import Objects, object_key
+
+_encode = b.encode
+
+# Each entry upgrades the schema by one version; applied in order at start, never edited once released.
+MIGRATIONS: list[str] = [
+    # 1: experiments (experiment.json and parameters.json as text), per-source marks, streams, rows, files
+    """
+    CREATE TABLE experiments (
+        id bigserial PRIMARY KEY,
+        prefix text NOT NULL UNIQUE,
+        info text NOT NULL,
+        params text
+    );
+    CREATE TABLE marks (
+        exp_id bigint NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+        key text NOT NULL,
+        source text NOT NULL,
+        mark text NOT NULL,
+        PRIMARY KEY (exp_id, key, source)
+    );
+    CREATE TABLE streams (
+        id bigserial PRIMARY KEY,
+        exp_id bigint NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+        kind text NOT NULL,
+        name text NOT NULL,
+        next bigint NOT NULL DEFAULT 0,
+        meta text,
+        UNIQUE (exp_id, kind, name)
+    );
+    CREATE TABLE stream_rows (
+        stream_id bigint NOT NULL REFERENCES streams(id) ON DELETE CASCADE,
+        idx bigint NOT NULL,
+        body text NOT NULL,
+        PRIMARY KEY (stream_id, idx)
+    );
+    CREATE TABLE files (
+        n bigserial,
+        exp_id bigint NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+        id text NOT NULL,
+        entry text NOT NULL,
+        PRIMARY KEY (exp_id, id)
+    );
+    """,
+    # 2: a stream's per-source marks get their own table, and every row records its source's position under a
+    #    unique constraint: a retried batch is refused by the database itself, not only by the mark
+    """
+    CREATE TABLE stream_sources (
+        id bigserial PRIMARY KEY,
+        stream_id bigint NOT NULL REFERENCES streams(id) ON DELETE CASCADE,
+        source text NOT NULL,
+        mark bigint NOT NULL DEFAULT 0,
+        UNIQUE (stream_id, source)
+    );
+    INSERT INTO stream_sources (stream_id, source, mark)
+        SELECT s.id, m.source, m.mark::bigint FROM marks m JOIN streams s ON s.exp_id = m.exp_id
+        AND m.key = CASE WHEN s.kind = 'logs' THEN 'logs' ELSE s.kind || '/' || s.name END;
+    DELETE FROM marks WHERE key NOT IN ('info', 'params');
+    ALTER TABLE stream_rows ADD COLUMN source_id bigint REFERENCES stream_sources(id) ON DELETE CASCADE,
+                            ADD COLUMN src_pos bigint;
+    ALTER TABLE stream_rows ADD CONSTRAINT stream_rows_source_pos UNIQUE (source_id, src_pos);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+_LOCK = 0x6D6C64617368  # pg_advisory_xact_lock key: one migrating process at a time
+
+
+class SchemaTooNew(RuntimeError):
+    pass
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+        import psycopg_pool  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError("--database needs the postgres extra: pip install './packages/core[postgres]'") from e
+    return psycopg
+
+
+def schema_version(conn: Any) -> int:
+    """The version a database is at (0: no ml-dash schema yet)."""
+    row = conn.execute("SELECT to_regclass('ml_dash_schema')").fetchone()
+    if row[0] is None:
+        return 0
+    return int(conn.execute("SELECT coalesce(max(version), 0) FROM ml_dash_schema").fetchone()[0])
+
+
+def migrate(conn: Any, target: int = SCHEMA_VERSION) -> tuple[int, int]:
+    """Bring the schema to ``target`` (one transaction, one process at a time): (version before, after).
+    Raises `SchemaTooNew` when the database is already past what this version of ml-dash knows."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS ml_dash_schema (version integer PRIMARY KEY, "
+                     "applied_at timestamptz NOT NULL DEFAULT now())")
+        before = schema_version(conn)
+        if before > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the database schema is at version {before}, newer than this ml-dash knows ({SCHEMA_VERSION}): "
+                f"a newer ml-dash server migrated it. Upgrade ml-dash on this host (or point --database "
+                f"elsewhere); refusing to start rather than write into a schema it does not understand")
+        for v in range(before + 1, target + 1):
+            conn.execute(MIGRATIONS[v - 1])
+            conn.execute("INSERT INTO ml_dash_schema (version) VALUES (%s)", (v,))
+    return before, max(before, target)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    head, sep, tail = url.rpartition("@")
+    if not sep or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, cred = head.partition("//")
+    return f"{scheme}//{cred.split(':', 1)[0]}:***@{tail}"
+
+
+class PgBackend(Backend):
+    def __init__(self, url: str, objects: Objects, *, pool_size: int = 16) -> None:
+        psycopg = _psycopg()
+        from psycopg_pool import ConnectionPool
+
+        self.url = url
+        self.objects = objects
+        self._errors = (psycopg.OperationalError, psycopg.errors.DeadlockDetected,
+                        psycopg.errors.SerializationFailure)
+        try:
+            with psycopg.connect(url, connect_timeout=10) as conn:
+                migrate(conn)
+        except psycopg.Error as e:
+            raise RuntimeError(f"cannot use the database {redact(url)}: {e}") from None
+        self.pool = ConnectionPool(url, min_size=2, max_size=pool_size, open=True, timeout=30,
+                                   kwargs={"connect_timeout": 10})
+        self._staging = Path(tempfile.mkdtemp(prefix="ml-dash-incoming-"))
+
+    def close(self) -> None:
+        self.pool.close()
+        for p in self._staging.glob("*"):
+            p.unlink(missing_ok=True)
+        self._staging.rmdir()
+
+    def describe(self) -> str:
+        return f"{redact(self.url)} (files: {self.objects.describe()})"
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        """A cursor in one transaction; a lost connection or a deadlock becomes `Unavailable` (HTTP 503)."""
+        try:
+            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                yield cur
+        except self._errors as e:
+            raise b.Unavailable(f"database unavailable: {type(e).__name__}: {e}") from None
+
+    # ---- experiments ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _prefix(prefix: str) -> str:
+        try:
+            return "/".join(check_prefix(prefix))
+        except (TypeError, ValueError) as e:
+            raise BadRequest(str(e)) from None
+
+    def _open(self, cur: Any, prefix: str, info: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
+        cur.execute("INSERT INTO experiments (prefix, info) VALUES (%s, %s) ON CONFLICT (prefix) DO NOTHING "
+                    "RETURNING id", (prefix, _encode(b.new_info(prefix, info))))
+        created = cur.fetchone() is not None
+        exp_id, text = cur.execute("SELECT id, info FROM experiments WHERE prefix = %s FOR UPDATE",
+                                   (prefix,)).fetchone()
+        row = cur.execute("SELECT mark FROM marks WHERE exp_id = %s AND key = 'info' AND source = %s",
+                          (exp_id, source)).fetchone()
+        exp = json.loads(text)
+        mark = b.merge_info(exp, info, row[0] if row else None)
+        cur.execute("UPDATE experiments SET info = %s WHERE id = %s", (_encode(exp), exp_id))
+        if mark is not None:
+            self._set_mark(cur, exp_id, "info", source, mark)
+        return exp, created
+
+    @staticmethod
+    def _set_mark(cur: Any, exp_id: int, key: str, source: str, mark: str) -> None:
+        cur.execute("INSERT INTO marks (exp_id, key, source, mark) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (exp_id, key, source) DO UPDATE SET mark = EXCLUDED.mark",
+                    (exp_id, key, source, mark))
+
+    def open_experiment(self, prefix: str, info: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
+        p = self._prefix(prefix)
+        if not isinstance(info, dict):
+            raise BadRequest("'info' must be an object")
+        with self._tx() as cur:
+            return self._open(cur, p, info, source)
+
+    def _ensure(self, cur: Any, prefix: str) -> int:
+        """The experiment's id; appends to an experiment nobody opened (a wiped database) create it."""
+        row = cur.execute("SELECT id FROM experiments WHERE prefix = %s", (prefix,)).fetchone()
+        if row is None:
+            self._open(cur, prefix, {}, "anonymous")
+            row = cur.execute("SELECT id FROM experiments WHERE prefix = %s", (prefix,)).fetchone()
+        return int(row[0])
+
+    def set_params(self, prefix: str, data: Any, version: Any, source: str) -> bool:
+        p = self._prefix(prefix)
+        data = b.check_params(data, version)
+        with self._tx() as cur:
+            exp_id = self._ensure(cur, p)
+            (text,) = cur.execute("SELECT params FROM experiments WHERE id = %s FOR UPDATE", (exp_id,)).fetchone()
+            row = cur.execute("SELECT mark FROM marks WHERE exp_id = %s AND key = 'params' AND source = %s",
+                              (exp_id, source)).fetchone()
+            if version is not None and row is not None and version <= int(row[0]):
+                return False  # a retried or stale version: already applied
+            params = b.new_params(json.loads(text) if text else None, dict(data))
+            cur.execute("UPDATE experiments SET params = %s WHERE id = %s", (_encode(params), exp_id))
+            if version is not None:
+                self._set_mark(cur, exp_id, "params", source, str(version))
+        return True
+
+    # ---- streams --------------------------------------------------------------------------------------------
+    def _lock_stream(self, cur: Any, exp_id: int, kind: str, name: str, source: str) -> tuple[int, int, Any, int, int]:
+        """Lock the stream (created on first use) for this transaction: (id, next, meta, source id, mark)."""
+        lock = "SELECT id, next, meta FROM streams WHERE exp_id = %s AND kind = %s AND name = %s FOR UPDATE"
+        row = cur.execute(lock, (exp_id, kind, name)).fetchone()
+        if row is None:
+            cur.execute("INSERT INTO streams (exp_id, kind, name) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                        (exp_id, kind, name))
+            row = cur.execute(lock, (exp_id, kind, name)).fetchone()
+        sid, nxt, meta = row
+        mark = "SELECT id, mark FROM stream_sources WHERE stream_id = %s AND source = %s"
+        found = cur.execute(mark, (sid, source)).fetchone()
+        if found is None:  # the stream is locked: no other transaction adds this source meanwhile
+            found = cur.execute("INSERT INTO stream_sources (stream_id, source) VALUES (%s, %s) RETURNING id, mark",
+                                (sid, source)).fetchone()
+        src_id, pos = found
+        return sid, int(nxt), json.loads(meta) if meta else None, src_id, int(pos)
+
+    @staticmethod
+    def _commit_stream(cur: Any, sid: int, nxt: int, meta: str | None, src_id: int, mark: int) -> None:
+        cur.execute("WITH s AS (UPDATE streams SET next = %s, meta = %s WHERE id = %s) "
+                    "UPDATE stream_sources SET mark = %s WHERE id = %s", (nxt, meta, sid, mark, src_id))
+
+    @staticmethod
+    def _insert_rows(cur: Any, sid: int, first: int, src_id: int, rows: list[tuple[int | None, dict[str, Any]]]) -> None:
+        """One multi-row INSERT per batch; the arrays travel in binary (text arrays would be escaped per item)."""
+        cur.execute("INSERT INTO stream_rows (stream_id, idx, source_id, src_pos, body) "
+                    "SELECT %s, t.idx, %s, t.pos, t.body FROM unnest(%b::bigint[], %b::bigint[], %b::text[]) "
+                    "AS t(idx, pos, body) ON CONFLICT (source_id, src_pos) DO NOTHING",
+                    (sid, src_id, list(range(first, first + len(rows))), [p for p, _ in rows],
+                     [_encode(r) for _, r in rows]))
+        if cur.rowcount != len(rows):  # the marks said new, the constraint says stored: never leave a gap
+            raise RuntimeError(f"{len(rows) - cur.rowcount} row(s) already stored past this source's mark; "
+                               "the batch is refused whole")
+
+    def _append_indexed(self, prefix: str, kind: str, name: str, field: str, recs: list[dict[str, Any]],
+                        source: str) -> dict[str, int]:
+        p = self._prefix(prefix)
+        metric = kind == "metrics"
+        with self._tx() as cur:
+            exp_id = self._ensure(cur, p)
+            sid, nxt, meta, src_id, mark = self._lock_stream(cur, exp_id, kind, name, source)
+            rows, new_mark, n = b.renumber(recs, field, mark, nxt, metric)
+            if rows:
+                self._insert_rows(cur, sid, nxt, src_id, [(s, r) for s, r in rows])
+                self._commit_stream(cur, sid, n, _encode(b.metric_meta(meta, name, n)) if metric else None, src_id,
+                                    new_mark)
+        return {"received": len(recs), "stored": len(rows), "next": new_mark if rows else mark}
+
+    def append_logs(self, prefix: str, records: Any, source: str) -> dict[str, int]:
+        return self._append_indexed(prefix, "logs", "", "sequenceNumber", b.check_logs(records), source)
+
+    def append_metrics(self, prefix: str, name: str, records: Any, source: str) -> dict[str, int]:
+        recs = b.check_metrics(name, records)
+        return self._append_indexed(prefix, "metrics", "/".join(metric_segments(name)), "index", recs, source)
+
+    def append_tracks(self, prefix: str, topic: str, entries: Any, offset: Any, end: Any, offsets: Any,
+                      source: str) -> dict[str, int]:
+        p = self._prefix(prefix)
+        entries = b.check_tracks(topic, entries, offset, end, offsets)
+        with self._tx() as cur:
+            exp_id = self._ensure(cur, p)
+            sid, nxt, meta, src_id, mark = self._lock_stream(cur, exp_id, "tracks", topic, source)
+            keep, new_mark = b.track_keep(entries, offset, end, offsets, mark)
+            if keep:
+                self._insert_rows(cur, sid, nxt, src_id, keep)
+                meta = b.track_meta(meta, topic, [e for _, e in keep])
+            self._commit_stream(cur, sid, nxt + len(keep), _encode(meta) if meta is not None else None, src_id,
+                                new_mark)
+        return {"received": len(entries), "stored": len(keep), "next": new_mark}
+
+    # ---- files ----------------------------------------------------------------------------------------------
+    def has_file(self, prefix: str, fid: str) -> bool:
+        p = self._prefix(prefix)
+        with self._tx() as cur:
+            return cur.execute("SELECT 1 FROM files f JOIN experiments e ON e.id = f.exp_id WHERE e.prefix = %s "
+                               "AND f.id = %s", (p, fid)).fetchone() is not None
+
+    def incoming(self) -> Path:
+        return self._staging / f"{uuid.uuid4().hex}.part"
+
+    def publish_file(self, prefix: str, staged: Path, entry: dict[str, Any]) -> bool:
+        p = self._prefix(prefix)
+        if self.has_file(p, entry["id"]):
+            return False
+        # the content first: an index entry never points at a missing object (a crash in between leaves an
+        # object that the client's retry overwrites with the same bytes)
+        try:
+            self.objects.put(object_key(p, entry), staged)
+        except Exception as e:  # the object store's own errors: the client retries later
+            raise b.Unavailable(f"file store unavailable: {type(e).__name__}: {e}") from None
+        with self._tx() as cur:
+            exp_id = self._ensure(cur, p)
+            cur.execute("INSERT INTO files (exp_id, id, entry) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                        (exp_id, entry["id"], _encode(entry)))
+            return bool(cur.rowcount == 1)
+
+    # ---- reads ----------------------------------------------------------------------------------------------
+    def experiments(self) -> list[tuple[str, dict[str, Any]]]:
+        with self._tx() as cur:
+            rows = cur.execute('SELECT prefix, info FROM experiments ORDER BY prefix COLLATE "C"').fetchall()
+        return [(p, json.loads(i)) for p, i in rows]
+
+    def info(self, prefix: str) -> dict[str, Any] | None:
+        p = self._prefix(prefix)
+        with self._tx() as cur:
+            row = cur.execute("SELECT info FROM experiments WHERE prefix = %s", (p,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def params(self, prefix: str) -> dict[str, Any]:
+        p = self._prefix(prefix)
+        with self._tx() as cur:
+            row = cur.execute("SELECT params FROM experiments WHERE prefix = %s", (p,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else {"version": 0, "data": {}}
+
+    def names(self, prefix: str, kind: str) -> list[str]:
+        p = self._prefix(prefix)
+        with self._tx() as cur:
+            rows = cur.execute("SELECT s.name FROM streams s JOIN experiments e ON e.id = s.exp_id "
+                               "WHERE e.prefix = %s AND s.kind = %s AND s.next > 0", (p, kind)).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def rows(self, prefix: str, kind: str, name: str | None = None, start: int = 0,
+             limit: int | None = None) -> tuple[int, list[dict[str, Any]]]:
+        total, texts = self.rows_json(prefix, kind, name, start, limit)
+        return total, json.loads("[" + ",".join(texts) + "]")
+
+    def rows_json(self, prefix: str, kind: str, name: str | None = None, start: int = 0,
+                  limit: int | None = None) -> tuple[int, list[str]]:
+        b.check_kind(kind, name)
+        p = self._prefix(prefix)
+        key = "" if kind == "logs" else "/".join(metric_segments(name)) if kind == "metrics" else str(name)
+        with self._tx() as cur:
+            row = cur.execute("SELECT s.id, s.next FROM streams s JOIN experiments e ON e.id = s.exp_id "
+                              "WHERE e.prefix = %s AND s.kind = %s AND s.name = %s", (p, kind, key)).fetchone()
+            if row is None:
+                return 0, []
+            sid, total = row
+            stop = total if limit is None else min(total, start + limit)
+            bodies = cur.execute("SELECT body FROM stream_rows WHERE stream_id = %s AND idx >= %s AND idx < %s "
+                                 "ORDER BY idx", (sid, start, stop)).fetchall()
+        return int(total), [r[0] for r in bodies]
+
+    def files(self, prefix: str) -> list[dict[str, Any]]:
+        p = self._prefix(prefix)
+        with self._tx() as cur:
+            rows = cur.execute("SELECT f.entry FROM files f JOIN experiments e ON e.id = f.exp_id "
+                               "WHERE e.prefix = %s ORDER BY f.n", (p,)).fetchall()
+        out = [json.loads(r[0]) for r in rows]
+        return [e for e in out if not e.get("deletedAt")]
+
+    def file_content(self, prefix: str, fid: str) -> tuple[dict[str, Any], Path | Iterator[bytes]] | None:
+        p = self._prefix(prefix)
+        for e in self.files(p):
+            if e.get("id") == fid:
+                content = self.objects.get(object_key(p, e))
+                return None if content is None else (e, content)
+        return None
