@@ -29,6 +29,10 @@ HEARTBEAT_EVERY = 5.0
 FSYNC_EVERY = 1.0
 SLICE_BYTES = 32 << 10  # ring bytes the worker turns into journal lines per slice (~400 rows, ~0.4 ms of GIL)
 SLICE_ITEMS = 1_000  # queued records per kind written per slice
+# far behind (the ring more than a quarter full, or records queued in memory), slices grow: each slice costs a few
+# system calls, and each of those hands the GIL to a busy training thread for a whole switch interval
+SLICE_BYTES_BEHIND = 1 << 20
+SLICE_ITEMS_BEHIND = 20_000
 WAKE_BYTES = 1 << 20  # the training thread wakes the worker each time this much more is in the ring
 MAX_SLICES = 64  # slices in one pass of the worker
 YIELD_S = 0.0003  # between slices the worker sleeps this long, so the training thread takes the GIL back
@@ -428,6 +432,9 @@ class Buffer:
         write_interval in all, and not once the ring is more than half full or someone waits on a flush."""
         if self._hurry or self.sync_mode or threading.current_thread() is not self._thread:
             return
+        ring = self.ring
+        if (ring is not None and ring.backlog() >= ring.half // 4) or self.metrics or self.logs or self.tracks:
+            return  # far behind (or spilling into memory): keep going; the switch interval shares the GIL
         t = time.perf_counter()
         time.sleep(YIELD_S)
         self._back_off(time.perf_counter() - t - YIELD_S)
@@ -459,14 +466,17 @@ class Buffer:
                 wrote |= self._drain_kind("tracks", [], self._write_tracks)
                 return not any(self._retry[k] for k in fresh) and self._has_work(), wrote
             with self._ring_lock:
-                if ring is not None and ring.backlog():
-                    chunk, ranges = ring.take(SLICE_BYTES)
+                backlog = ring.backlog() if ring is not None else 0
+                behind = backlog >= (ring.half // 4 if ring is not None else 0) or \
+                    len(self.metrics) + len(self.tracks) + len(self.logs) > SLICE_ITEMS
+                if ring is not None and backlog:
+                    chunk, ranges = ring.take(SLICE_BYTES_BEHIND if behind else SLICE_BYTES)
                     self._ring_ranges.extend(ranges)
                     more = bool(ring.backlog())
                 else:
                     chunk = b""
                     for kind, q in (("metrics", self.metrics), ("tracks", self.tracks), ("logs", self.logs)):
-                        n = min(len(q), SLICE_ITEMS)
+                        n = min(len(q), SLICE_ITEMS_BEHIND if behind else SLICE_ITEMS)
                         fresh[kind] = [q.popleft() for _ in range(n)]
                         more |= bool(q)
             plain = bool(chunk)  # decoded JSON holds no device values to convert
@@ -479,8 +489,7 @@ class Buffer:
                                       else self._write_metrics)
             wrote |= self._drain_kind("tracks", fresh["tracks"], self._write_plain_tracks if plain
                                       else self._write_tracks)
-            if ring is not None and self._ring_ranges and not any(self._retry[k] for k in fresh) \
-                    and not (self.metrics or self.tracks or self.logs):
+            if ring is not None and self._ring_ranges and not any(self._retry[k] for k in fresh):
                 with self._ring_lock:
                     done = ring.commit(self._ring_ranges)
                     self._ring_ranges = []

@@ -11,6 +11,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,18 +58,19 @@ def dumpb(o: Any) -> bytes:
     return encode(o).encode()
 
 
-def dumpb_all(objs: list[Any]) -> list[bytes]:
-    """`dumpb` of each object (one orjson pass over the list; objects it cannot write as `dumpb` would go one by
-    one)."""
+def join_lines(objs: list[Any], line: Callable[[int, bytes], bytes]) -> bytes:
+    """``line(k, dumpb(objs[k]))`` for every object, joined: one orjson pass when it can write them all. Each
+    orjson result is formatted and dropped at once (an orjson result keeps a 4 KiB buffer: a list of them would
+    hold 4 KiB per row)."""
     if _orjson is not None:
         try:
-            out = [_dumps(o, None, _OPT) for o in objs]
+            blob = b"".join([line(k, _dumps(o, None, _OPT)) for k, o in enumerate(objs)])
         except TypeError:
             pass
         else:
-            if b"null" not in b"".join(out):
-                return out
-    return [dumpb(o) for o in objs]
+            if b"null" not in blob:
+                return blob
+    return b"".join([line(k, dumpb(o)) for k, o in enumerate(objs)])
 
 
 def dumpb_line(o: Any) -> bytes:

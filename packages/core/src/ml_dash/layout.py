@@ -23,9 +23,9 @@ from typing import Any
 
 from .jsonio import (
     dumpb,
-    dumpb_all,
     dumpb_line,
     iso,
+    join_lines,
     new_id,
     now_iso,
     read_json,
@@ -45,6 +45,10 @@ FILES_INDEX = ".files_metadata.json"  # in files/
 PRIVATE = ".ml_dash"  # locks/, staging/, cursors/, quarantine/, mirror-*: never part of the data
 STALE_AFTER = 60.0  # a RUNNING run whose heartbeat is older than this reads back as CRASHED
 _LEVELS = {lv: b'"%s"' % lv.encode() for lv in ("info", "warn", "error", "debug", "fatal")}
+
+
+def _line(_k: int, b: bytes) -> bytes:
+    return b + b"\n"
 
 
 def _warn(message: str) -> None:
@@ -336,10 +340,11 @@ class ExperimentDir:
                     n += 1
             else:
                 created_at = now_iso().encode()  # when the batch was stored; each row's call time is data["_ts"]
-                for data in dumpb_all(rows):
-                    parts.append(b'{"index":%d,"data":%b,"createdAt":"%b"}\n' % (n, data, created_at))
-                    n += 1
-            if not parts:
+                first = n
+                parts.append(join_lines(rows, lambda k, data: b'{"index":%d,"data":%b,"createdAt":"%b"}\n'
+                                        % (first + k, data, created_at)))
+                n += len(rows)
+            if not parts or not rows:
                 return
             s.write(b"".join(parts))
             s.next_index = n
@@ -371,7 +376,7 @@ class ExperimentDir:
                     rows, _ = read_jsonl(s.path)
                     track_stats(m, rows)
                 s.meta = m
-            s.write(b"\n".join(dumpb_all(merged)) + b"\n")
+            s.write(join_lines(merged, _line))
             track_stats(s.meta, merged)
             s.meta["updatedAt"] = now_iso()
             # not deferred: a track's counts are read back from this file when another writer appended
