@@ -95,13 +95,14 @@ def read_back(url: str, rows: int, batch: int) -> tuple[float, float]:
     import httpx
 
     t = time.perf_counter()
-    ingest([url], 1, rows, batch, "big")
+    tag = f"big-{time.time_ns()}"
+    ingest([url], 1, rows, batch, tag)
     stored = time.perf_counter() - t
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120) as c:
         t = time.perf_counter()
         start, got = 0, 0
         while True:
-            page = c.get("/api/v1/experiments/bench%2Fbig-w0/metrics/train", params={"start": start}).json()
+            page = c.get(f"/api/v1/experiments/bench%2F{tag}-w0/metrics/train", params={"start": start}).json()
             got += len(page["records"])
             start += len(page["records"])
             if start >= page["total"] or not page["records"]:
@@ -124,10 +125,11 @@ def bench_servers(database: str, servers: int, writers: int, rows: int, batch: i
             folder_port = free_port()
             procs.append(start_server(tmp / "folder", folder_port))
             folder = f"http://127.0.0.1:{folder_port}"
+            stamp = time.time_ns()  # fresh runs: on a database kept between benches nothing is deduplicated
             print(f"server ingest ({rows:,} metric rows, {writers} writers, batches of {batch})")
             print(f"  {'engine':<40} {'rows/s':>10}")
-            print(f"  {f'PostgreSQL, {servers} server process(es)':<40} {ingest(urls, writers, rows, batch, 'pg'):>10,.0f}")
-            print(f"  {'.dash folder, 1 server process':<40} {ingest([folder], writers, rows, batch, 'dir'):>10,.0f}")
+            print(f"  {f'PostgreSQL, {servers} server process(es)':<40} {ingest(urls, writers, rows, batch, f'pg-{stamp}'):>10,.0f}")
+            print(f"  {'.dash folder, 1 server process':<40} {ingest([folder], writers, rows, batch, f'dir-{stamp}'):>10,.0f}")
             if read_rows:
                 print(f"\none stream of {read_rows:,} rows (PostgreSQL): store, then read back through the API")
                 stored, dt = read_back(urls[0], read_rows, batch)

@@ -8,7 +8,6 @@ Runs on CPU in seconds. Afterwards it reads the run back with ``ml_dash.load``.
 
 from __future__ import annotations
 
-import os
 import time
 
 import lightning.pytorch as pl
@@ -52,8 +51,8 @@ def data(n: int, seed: int) -> DataLoader:
 
 
 def main() -> None:
-    prefix = f"lightning-demo/quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
-    logger = MLDashLogger(prefix, log_model=True, tags=["example"])  # best and last checkpoint at the end
+    run_path = f"lightning-demo/quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
+    logger = MLDashLogger(run=run_path, log_model=True, tags=["example"])  # best and last checkpoint at the end
     trainer = pl.Trainer(
         logger=logger,
         max_epochs=3,
@@ -66,14 +65,14 @@ def main() -> None:
     trainer.fit(model, data(256, 0), data(64, 1))
     trainer.test(model, data(64, 2))
 
-    run = load(prefix, dash_root=os.environ.get("ML_DASH_ROOT", ".dash"))
+    run = load(logger.run, dash_root=logger.save_dir)
     print(f"\nrun folder: {logger.log_dir}")
     for stream in run.metrics.names():
         rows = run.metrics(stream).read()
         print(f"metrics/{stream}: {len(rows)} rows, last: {rows[-1]['data']}")
     print("params:", run.params.get())
     print("files:", [f"{e['path']}/{e['filename']}" for e in run.files.list()])
-    # the run stays RUNNING until this process ends; ml-dash's exit hook then marks it COMPLETED
+    print("status:", run.status)  # COMPLETED: the logger opened the run, so it closes it after each Trainer call
 
 
 if __name__ == "__main__":

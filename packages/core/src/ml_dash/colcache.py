@@ -63,6 +63,7 @@ class StreamColumns:
         self.skipped = 0  # corrupt lines left out
         self.gen = secrets.token_hex(6)  # names this generation's files on disk
         self.templates: list[Template] = []
+        self.derived: dict[str, Any] = {}  # the int64 order field and its order, as far as computed
 
     def nbytes(self) -> int:
         return self.cap * 8 * len(self.num) + 64 * sum(len(t) for t in self.text.values())
@@ -70,7 +71,7 @@ class StreamColumns:
     def reserve(self, need: int) -> None:
         if need <= self.cap:
             return
-        cap = max(need, self.cap * 2, 1024)
+        cap = max(need + need // 4, self.cap * 2, 1024)  # room for the appends that follow
         for k, col in self.num.items():
             new = np.full(cap, np.nan)
             new[: self.n] = col[: self.n]
@@ -93,10 +94,15 @@ class StreamColumns:
         self.skipped += b.skipped
 
 
-class Snapshot:
-    """What a read returns: ``n`` rows; read-only float64 views per numeric field; text fields as dicts."""
+ORDER_FIELD = {"metrics": "index", "tracks": "timestamp", "logs": "sequenceNumber"}
 
-    __slots__ = ("kind", "n", "num", "text", "skipped")
+
+class Snapshot:
+    """What a read returns: ``n`` rows; read-only float64 views per numeric field; text fields as dicts;
+    ``ints``: the order field (a metric's ``index``, a log's ``sequenceNumber``) as int64 when every row has one;
+    ``ordered``: whether that field never decreases (kept up to date incrementally, so a read stays O(appended))."""
+
+    __slots__ = ("kind", "n", "num", "text", "skipped", "ints", "ordered")
 
     def __init__(self, s: StreamColumns) -> None:
         self.kind = s.kind
@@ -108,6 +114,36 @@ class Snapshot:
             self.num[k] = v
         self.text = {k: dict(v) for k, v in s.text.items()}
         self.skipped = s.skipped
+        self.ints: dict[str, np.ndarray] = {}
+        self.ordered = True
+        key = ORDER_FIELD[s.kind]
+        found = s.num.get(key)
+        if found is None or not s.n:
+            return
+        col = found
+        d = s.derived
+        if d.get("field") is not col or d["n"] > s.n:  # a new column array: start over
+            d.clear()
+            d.update(field=col, n=0, ints=np.empty(0, dtype=np.int64), whole=True, ordered=True)
+        done = d["n"]
+        if done < s.n:
+            new = col[done : s.n]
+            whole = d["whole"] and not bool(np.isnan(new).any())
+            ordered = d["ordered"] and bool((new[1:] >= new[:-1]).all()) and (done == 0 or col[done] >= col[done - 1])
+            if whole and s.kind != "tracks":
+                ints = d["ints"]
+                if len(ints) < s.n:
+                    grown = np.empty(max(s.n + s.n // 4, 1024), dtype=np.int64)
+                    grown[:done] = ints[:done]
+                    ints = grown
+                ints[done : s.n] = new
+                d["ints"] = ints
+            d.update(n=s.n, whole=whole, ordered=ordered)
+        self.ordered = d["ordered"]
+        if d["whole"] and s.kind != "tracks":
+            v = d["ints"][: s.n]
+            v.flags.writeable = False
+            self.ints[key] = v
 
 
 _mem: OrderedDict[str, StreamColumns] = OrderedDict()

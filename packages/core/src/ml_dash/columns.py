@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency; the stdlib par
     _loads = json.loads
 
 KINDS = ("metrics", "tracks", "logs")
-CHUNK = 4 << 20  # bytes parsed per vectorised pass: big enough to amortise the calls, small enough for the caches
+CHUNK = 1 << 20  # bytes parsed per vectorised pass: big enough to amortise the calls, small enough for the caches
 MAX_TEMPLATES = 32  # distinct line shapes tried on the fast path per stream; more go to the general parser
 MIN_LINES = 64  # fewer lines of one shape than this are cheaper through the general parser
 _STRUCT = b' \t\r:,{}"'
@@ -175,13 +175,41 @@ class Template:
     start (-1), the newline (-2), or the j-th quote of the line (j >= 0). ``items`` names the field each item
     goes to: a field name, None (a token that is not a field), or ``_STR`` (a string value that is not a field)."""
 
-    __slots__ = ("nq", "runs", "items", "tokens")
+    __slots__ = ("nq", "runs", "items", "tokens", "_plan")
 
     def __init__(self, nq: int, runs: list[tuple[int, int, bytes]], items: list[str | None]) -> None:
         self.nq = nq
         self.runs = runs
         self.items = items
         self.tokens = sum(1 for i in items if i is not _STR)
+        self._plan: _Plan | None = None
+
+    def plan(self) -> _Plan:
+        if self._plan is None:
+            self._plan = _Plan(self)
+        return self._plan
+
+
+class _Plan:
+    """A template as arrays for the vectorised match: run anchors and offsets, the runs as 8-byte words."""
+
+    def __init__(self, tpl: Template) -> None:
+        nq = tpl.nq
+        self.anchor = np.array([nq if a == -1 else nq + 1 if a == -2 else a for a, _, _ in tpl.runs], dtype=np.int64)
+        self.offset = np.array([off for _, off, _ in tpl.runs], dtype=np.int64)
+        self.run_len = np.array([len(run) for _, _, run in tpl.runs], dtype=np.int64)
+        wr, wa, wc, wm = [], [], [], []
+        for r, (_, _, run) in enumerate(tpl.runs):
+            for at, const, mask in _run_words(run):
+                wr.append(r)
+                wa.append(at)
+                wc.append(const)
+                wm.append(mask if mask is not None else np.uint64(0xFFFFFFFFFFFFFFFF))
+        self.word_run = np.array(wr, dtype=np.int64)
+        self.word_at = np.array(wa, dtype=np.int64)
+        self.word_const = np.array(wc, dtype=np.uint64)
+        self.word_mask = np.array(wm, dtype=np.uint64)
+        self.strings = [i for i, f in enumerate(tpl.items) if f is _STR]
 
 
 _STR = "\0string"
@@ -336,31 +364,66 @@ def _windows(a: np.ndarray, width: int) -> np.ndarray:
     return np.ndarray(shape=(len(a) - width + 1,), dtype=np.dtype(f"V{width}"), buffer=a, strides=(1,))
 
 
-def _match(a: np.ndarray, qpos: np.ndarray, tpl: Template, qstart: np.ndarray, lstart: np.ndarray,
-           lend: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which lines (all with tpl.nq quotes) match the template; for those, the start of every run (m, runs) and
-    of every item's end (m, items) (an item starts where its run ends)."""
-    m = len(lstart)
-    ok = np.ones(m, dtype=bool)
-    q = qpos[qstart[:, None] + np.arange(tpl.nq)] if tpl.nq else None
-    nruns = len(tpl.runs)
-    rpos = np.empty((m, nruns), dtype=np.int64)
-    limit = len(a)
-    for r, (anchor, off, run) in enumerate(tpl.runs):
-        base = lstart if anchor == -1 else lend if anchor == -2 else q[:, anchor]  # type: ignore[index]
-        pos = base + off
-        rpos[:, r] = pos
+_WORDS: dict[bytes, list[tuple[int, np.uint64, np.uint64 | None]]] = {}
+
+
+def _run_words(run: bytes) -> list[tuple[int, np.uint64, np.uint64 | None]]:
+    """A constant run as 8-byte words to compare: (offset in the run, value, mask or None). A run shorter than
+    8 bytes is the last bytes of a word that ends with it (the bytes before it masked off)."""
+    got = _WORDS.get(run)
+    if got is None:
         w = len(run)
-        inside = (pos >= 0) & (pos + w <= limit)
-        ok &= inside
-        got = _windows(a, w)[np.where(inside, pos, 0)].view(np.uint8).reshape(m, w)
-        ok &= (got == np.frombuffer(run, np.uint8)).all(1)
-    for i, field in enumerate(tpl.items):
-        start = rpos[:, i] + len(tpl.runs[i][2])
-        end = rpos[:, i + 1]
-        ok &= end > start
-        if field is _STR:
-            ok &= (a[np.clip(start, 0, limit - 1)] == 34) & (a[np.clip(end - 1, 0, limit - 1)] == 34) & (end - start >= 2)
+        out: list[tuple[int, np.uint64, np.uint64 | None]] = []
+        if w < 8:
+            word = bytes(8 - w) + run
+            mask = int.from_bytes(bytes(8 - w) + b"\xff" * w, "little")
+            out.append((w - 8, np.uint64(int.from_bytes(word, "little")), np.uint64(mask)))
+        else:
+            for k in list(range(0, w - 7, 8)) + ([w - 8] if w % 8 else []):
+                out.append((k, np.uint64(int.from_bytes(run[k : k + 8], "little")), None))
+        got = _WORDS[run] = out
+    return got
+
+
+def _aligned_words(a: np.ndarray) -> np.ndarray:
+    """``a`` as little-endian 8-byte words, zero-padded (aligned loads are several times faster than unaligned)."""
+    pad = np.zeros((len(a) + 31) // 8 * 8, dtype=np.uint8)
+    pad[8 : 8 + len(a)] = a  # byte p of a is byte p + 8 here
+    return pad.view("<u8")
+
+
+_3, _7, _64 = np.uint64(3), np.uint64(7), np.uint64(64)
+
+
+def _words_at(u: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """The 8 bytes starting at each byte position ``p`` (uint64), from two aligned words."""
+    i = p >> _3
+    sh = (p & _7) << _3
+    out: np.ndarray = (u[i] >> sh) | (u[i + 1] << (_64 - sh))  # a shift by 64 gives 0
+    return out
+
+
+def _match(a: np.ndarray, u: np.ndarray, qpos: np.ndarray, tpl: Template, qstart: np.ndarray, lstart: np.ndarray,
+           lend: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which lines (all with tpl.nq quotes) match the template; for those, the start of every run (m, runs)."""
+    m = len(lstart)
+    plan = tpl.plan()
+    anchors = np.empty((m, tpl.nq + 2), dtype=np.int64)  # each line's quotes, then its start and its newline
+    if tpl.nq:
+        anchors[:, : tpl.nq] = qpos[qstart[:, None] + np.arange(tpl.nq)]
+    anchors[:, tpl.nq] = lstart
+    anchors[:, tpl.nq + 1] = lend
+    rpos = anchors[:, plan.anchor] + plan.offset  # (m, runs)
+    limit = len(a)
+    # every constant run, as 8-byte words at their positions (u is padded by 8 bytes in front)
+    wpos = np.clip(rpos[:, plan.word_run] + plan.word_at + 8, 0, limit + 8).astype(np.uint64)
+    ok = ((_words_at(u, wpos) & plan.word_mask) == plan.word_const).all(1)
+    ok &= (rpos[:, 0] >= 0) & (rpos[:, -1] + plan.run_len[-1] <= limit)
+    ok &= (rpos[:, 1:] > rpos[:, :-1] + plan.run_len[:-1]).all(1)  # every item non-empty, runs in order
+    for i in plan.strings:
+        st = rpos[:, i] + plan.run_len[i]
+        en = rpos[:, i + 1]
+        ok &= (a[np.clip(st, 0, limit - 1)] == 34) & (a[np.clip(en - 1, 0, limit - 1)] == 34) & (en - st >= 2)
     return ok, rpos[ok], np.empty(0)
 
 
@@ -378,6 +441,7 @@ class _Matcher:
         self.matched = np.full(len(lstart), -1, dtype=np.int64)
         self.groups: list[tuple[Template, np.ndarray, np.ndarray]] = []  # template, lines, run starts
         self.remaining = np.arange(len(lstart))
+        self.u: np.ndarray | None = None
 
     def try_template(self, ti: int, tpl: Template) -> int:
         """Match the remaining lines against one template; how many it took."""
@@ -386,7 +450,9 @@ class _Matcher:
         cand = self.remaining[self.nq[self.remaining] == tpl.nq]
         if len(cand) < self.min_lines:
             return 0
-        ok, rpos, _ = _match(self.a, self.qpos, tpl, self.qstart[cand], self.lstart[cand], self.lend[cand])
+        if self.u is None:
+            self.u = _aligned_words(self.a)
+        ok, rpos, _ = _match(self.a, self.u, self.qpos, tpl, self.qstart[cand], self.lstart[cand], self.lend[cand])
         hit = cand[ok]
         if len(hit):
             self.matched[hit] = ti
@@ -447,7 +513,8 @@ class _Matcher:
                 end = rpos[:, i + 1]
                 if field is _STR:
                     lengths = end - start
-                    for w in np.unique(lengths):
+                    lo, hi = int(lengths.min()), int(lengths.max())
+                    for w in ((lo,) if lo == hi else np.unique(lengths)):
                         _windows(b, int(w))[start[lengths == w]] = np.frombuffer(b" " * int(w), dtype=f"V{int(w)}")[0]
                 else:
                     TS[off[hit] + t] = start

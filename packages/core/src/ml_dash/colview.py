@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .colcache import Snapshot
+from .colcache import ORDER_FIELD, Snapshot
 
-ORDER_FIELD = {"metrics": "index", "tracks": "timestamp", "logs": "sequenceNumber"}
 FIRST = {"metrics": ("index", "_ts"), "tracks": ("timestamp",),
          "logs": ("sequenceNumber", "timestamp", "level", "message", "metadata")}
 INT_FIELDS = {"metrics": ("index",), "tracks": (), "logs": ("sequenceNumber",)}
@@ -84,15 +83,13 @@ def build(snap: Snapshot, fields: str | Iterable[str] | None, what: str) -> Colu
     if kind == "tracks":
         n, num, other = _merge_same_timestamp(n, num, other)
     else:
+        num.update(snap.ints)  # the order field as int64, when every row has one
         key = num.get(ORDER_FIELD[kind])
-        if key is not None and n > 1 and not bool((key[1:] >= key[:-1]).all()):
-            perm = np.argsort(np.where(np.isnan(key), 0, key), kind="stable")  # rows lacking it sort as 0
+        if key is not None and n > 1 and not snap.ordered:
+            fkey = key.astype(np.float64)
+            perm = np.argsort(np.where(np.isnan(fkey), 0, fkey), kind="stable")  # rows lacking it sort as 0
             num = {k: v[perm] for k, v in num.items()}
             other = {k: v[perm] for k, v in other.items()}
-    for k in INT_FIELDS[kind]:
-        v = num.get(k)
-        if v is not None and not np.isnan(v).any():
-            num[k] = v.astype(np.int64)
     if n == 0:  # nothing written yet: the fields every row has, empty
         for k in FIRST[kind]:
             num.setdefault(k, np.empty(0, dtype=np.int64 if k in INT_FIELDS[kind] else np.float64))

@@ -241,7 +241,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     from .runs import parse_selector
 
     try:
-        last = [parse_selector(m) for m in args.metrics or []]
+        last = [parse_selector(m) for m in _split(args.metrics)]
         filters = [parse_filter(f) for f in args.filter or []]
         src = source(args)
         runs = [r for r in src.runs(last) if matches(r, filters)]
@@ -413,7 +413,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     try:
         src = source(args)
         prefixes = select_runs(src.prefixes(), args.prefix)
-        parts = collect(src, prefixes, args.metrics or [])
+        parts = collect(src, prefixes, _split(args.metrics))
         out = Path(args.output)
         if out.parent and not out.parent.exists():
             raise ReadError(f"no folder {out.parent} for {out}")
@@ -424,6 +424,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"ml-dash export: {rows} row(s) of {len({p for p, _, _, _ in parts})} run(s), {len(parts)} stream(s) "
           f"-> {args.output} ({fmt}, {time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     return 0
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """``-m a b``, ``-m a,b`` and ``-m a -m b`` alike."""
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
 
 
 def _guess_format(path: str) -> str | None:
@@ -449,7 +454,7 @@ def add_commands(sub: Any) -> None:
                                     "whose heartbeat stopped. Reads run and stream metadata only, and the last "
                                     "line of a stream for --metrics.")
     _source_args(ls, True)
-    ls.add_argument("--metrics", "-m", nargs="+", metavar="[STREAM:]FIELD",
+    ls.add_argument("--metrics", "-m", nargs="+", action="extend", metavar="[STREAM:]FIELD",
                     help="add a column with the last value of each (e.g. train:loss val:acc; a bare FIELD is "
                          "looked up in 'train', then in the other streams)")
     ls.add_argument("--filter", "-f", action="append", metavar="KEY<op>VALUE",
@@ -469,7 +474,7 @@ def add_commands(sub: Any) -> None:
                                     "table with columns run, stream, index, _ts, then the fields.")
     ex.add_argument("prefix", nargs="+", help="run prefixes, shell patterns ('proj/sweep-*') or folders ('proj')")
     _source_args(ex, False)
-    ex.add_argument("--metrics", "-m", nargs="+", metavar="STREAM[:FIELD]",
+    ex.add_argument("--metrics", "-m", nargs="+", action="extend", metavar="STREAM[:FIELD]",
                     help="only these streams (or stream:field columns); default: every metric stream")
     ex.add_argument("--format", choices=FORMATS, help="default: from the output file's suffix")
     ex.add_argument("-o", "--output", required=True, help="the file to write")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from .columns import iso_seconds, parse_line
-from .jsonio import read_json
 from .reader import effective_status
 
 LAYOUT_DIRS = {"metrics", "tracks", "logs", "files", ".ml_dash"}
@@ -52,27 +51,39 @@ def find_runs(root: str | os.PathLike[str]) -> list[str]:
     return sorted(out)
 
 
-def _streams(base: Path, meta_key: str, name_key: str | None) -> dict[str, int | None]:
-    """Stream name -> row count from metadata.json, for every folder under ``base`` holding a data.jsonl."""
+def _read(path: str) -> Any:
+    """A small JSON file, parsed (None when missing or corrupt); orjson first, json for NaN tokens."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    obj = parse_line(raw) if raw else None
+    return obj
+
+
+def _streams(base: str, meta_key: str, name_key: str | None) -> dict[str, int | None]:
+    """Stream name -> row count from metadata.json, for every stream folder under ``base`` (nested names are
+    nested folders: a folder without data.jsonl is searched further)."""
     out: dict[str, int | None] = {}
 
-    def walk(d: Path, rel: str) -> None:
+    def walk(d: str, rel: str) -> None:
         try:
             with os.scandir(d) as it:
-                entries = list(it)
+                subdirs = [(e.name, e.path) for e in it if e.is_dir(follow_symlinks=False)]
         except OSError:
             return
-        names = {e.name for e in entries}
-        if "data.jsonl" in names and rel:
-            meta = read_json(d / "metadata.json")
+        for name, path in subdirs:
+            r = f"{rel}/{name}" if rel else name
+            meta = _read(path + "/metadata.json")
+            if meta is None and not os.path.exists(path + "/data.jsonl"):
+                walk(path, r)
+                continue
             count = meta.get(meta_key) if isinstance(meta, dict) else None
-            name = meta.get(name_key) if name_key and isinstance(meta, dict) else None
-            out[name if isinstance(name, str) else rel] = count if isinstance(count, int) else None
-            if name_key:
-                return
-        for e in entries:
-            if e.is_dir(follow_symlinks=False):
-                walk(Path(e.path), f"{rel}/{e.name}" if rel else e.name)
+            label = meta.get(name_key) if name_key and isinstance(meta, dict) else None
+            out[label if isinstance(label, str) else r] = count if isinstance(count, int) else None
+            if not name_key:
+                walk(path, r)  # a metric "a" and a metric "a/b" can both exist
 
     walk(base, "")
     return dict(sorted(out.items()))
@@ -82,10 +93,10 @@ def summary(root: str | os.PathLike[str], prefix: str, last: list[tuple[str, str
     """One run: prefix, status (CRASHED for a RUNNING run whose heartbeat stopped), start and end (ISO), duration
     (seconds), tags, params, rows per metric stream and entries per track; ``last``: the last value of each
     (stream, field) asked for, from the stream's last line."""
-    run = Path(root).joinpath(*prefix.split("/"))
-    info = read_json(run / "experiment.json")
+    run = os.path.join(os.fspath(root), *prefix.split("/"))
+    info = _read(run + "/experiment.json")
     info = info if isinstance(info, dict) else {}
-    params = read_json(run / "parameters.json")
+    params = _read(run + "/parameters.json")
     pdata = params.get("data") if isinstance(params, dict) else None
     start = info.get("created_at")
     end = info.get("endedAt") or info.get("heartbeatAt") or info.get("updated_at")
@@ -100,13 +111,13 @@ def summary(root: str | os.PathLike[str], prefix: str, last: list[tuple[str, str
         "tags": [str(t) for t in tags] if isinstance(tags, list) else [],
         "description": info.get("description") if isinstance(info.get("description"), str) else None,
         "params": dict(pdata) if isinstance(pdata, dict) else {},
-        "metrics": _streams(run / "metrics", "totalDataPoints", None),
-        "tracks": _streams(run / "tracks", "totalEntries", "topic"),
+        "metrics": _streams(run + "/metrics", "totalDataPoints", None),
+        "tracks": _streams(run + "/tracks", "totalEntries", "topic"),
     }
     if isinstance(info.get("statusReason"), str):
         out["statusReason"] = info["statusReason"]
     if last:
-        out["last"] = {f"{s}:{f}": last_value(run, s, f, out["metrics"]) for s, f in last}
+        out["last"] = {f"{s}:{f}": last_value(Path(run), s, f, out["metrics"]) for s, f in last}
     return out
 
 
