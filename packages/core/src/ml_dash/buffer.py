@@ -336,6 +336,8 @@ class Buffer:
         if ring is not None:
             try:
                 ring.populate(lambda: time.sleep(0.0005))
+            except ValueError:  # the run closed meanwhile (its ring is unmapped)
+                pass
             except Exception as e:  # pragma: no cover - a slower first lap is all this costs
                 self._note_error("spill ring", e)
         while True:
