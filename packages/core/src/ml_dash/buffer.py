@@ -19,7 +19,7 @@ from typing import Any
 from . import console
 from .config import BufferConfig
 from .jsonio import iso
-from .layout import ExperimentDir, unstage
+from .layout import EXPERIMENT_JSON, META, ExperimentDir, unstage
 from .ring import SPILL_EVERY, Ring, decode_lines, encode_items, folder_of, split_items
 from .values import Deferred, resolve_row
 
@@ -368,7 +368,7 @@ class Buffer:
                     try:
                         self.jdir.update_info(heartbeatAt=iso(time.time()))
                     except OSError as e:
-                        self._note_error("experiment.json", e)
+                        self._note_error(EXPERIMENT_JSON, e)
                 if stop and self.pending() == 0:
                     return
             except Exception as e:  # the worker must never die
@@ -408,7 +408,7 @@ class Buffer:
                 try:
                     self.jdir.write_metas()
                 except OSError as e:
-                    self._note_error("metadata.json", e)
+                    self._note_error(META, e)
             self._drain_kind("params", self.params, self._write_params)
             if final or self.sync_mode:
                 self._start_files()

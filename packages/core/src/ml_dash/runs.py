@@ -122,22 +122,26 @@ def summary(root: str | os.PathLike[str], prefix: str, last: list[tuple[str, str
 
 
 def last_row(path: Path) -> dict[str, Any] | None:
-    """The fields of the last complete, parseable line of a metric stream file (its tail only is read)."""
+    """The fields of the last complete, parseable line of a metric stream file (only its tail is read: 4 KiB,
+    then up to 64 KiB for long lines)."""
     try:
         with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
-            start = max(0, size - TAIL_BYTES)
-            f.seek(start)
-            data = f.read()
+            for want in (4096, TAIL_BYTES):
+                start = max(0, size - want)
+                f.seek(start)
+                data = f.read()
+                lines = data.split(b"\n")[:-1]  # complete lines; the first may be partial when start > 0
+                for line in reversed(lines[1:] if start else lines):
+                    obj = parse_line(line)
+                    if obj is not None:
+                        from .columns import ROW_FIELDS
+
+                        return ROW_FIELDS["metrics"](obj)
+                if start == 0:
+                    break
     except OSError:
         return None
-    lines = data.split(b"\n")[:-1]  # complete lines; the first may be partial when start > 0
-    for line in reversed(lines[1:] if start else lines):
-        obj = parse_line(line)
-        if obj is not None:
-            from .columns import ROW_FIELDS
-
-            return ROW_FIELDS["metrics"](obj)
     return None
 
 

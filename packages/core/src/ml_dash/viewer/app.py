@@ -33,6 +33,7 @@ SECURITY_HEADERS = {"content-security-policy": CSP, "x-content-type-options": "n
 SAFE_INLINE = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"}
 PREVIEW_BYTES = 256 * 1024
 SEP = "\x1f"
+MAX_RUNS = 1000  # runs in one compare request
 SCRIPTS = ("util", "chart", "runs", "run", "compare", "app")  # load order
 
 
@@ -164,6 +165,20 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
             pre[name], _ = await root.columns_or_preview(root.metric_path(run, name))
         return JSONSafe(await run_in_threadpool(run_info, root, prefix, pre))
 
+    async def api_runinfo(request: Request) -> Response:
+        """Several runs' info in one request (the compare page); logs are not counted here."""
+        out, notes = [], []
+        for prefix in [p.replace(SEP, "/") for p in request.query_params.getlist("run")][:MAX_RUNS]:
+            try:
+                run = root.run_dir(prefix)
+                pre = {}
+                for name in await run_in_threadpool(root.streams, run):
+                    pre[name], _ = await root.columns_or_preview(root.metric_path(run, name))
+                out.append(await run_in_threadpool(run_info, root, prefix, pre, False))
+            except (NotFound, BadName) as e:
+                notes.append(f"{prefix}: {e}")
+        return JSONSafe({"runs": out, "notes": notes})
+
     async def api_series(request: Request) -> Response:
         prefixes = [p.replace(SEP, "/") for p in request.query_params.getlist("run")]
         if not prefixes:
@@ -284,6 +299,7 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
         Route("/static/viewer.js", viewer_js, methods=["GET"]),
         Route("/api/view/runs", api_runs, methods=["GET"]),
         Route("/api/view/run", api_run, methods=["GET"]),
+        Route("/api/view/runinfo", api_runinfo, methods=["GET"]),
         Route("/api/view/series", api_series, methods=["GET"]),
         Route("/api/view/logs", api_logs, methods=["GET"]),
         Route("/api/view/track", api_track, methods=["GET"]),
@@ -296,7 +312,7 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
     return r, root
 
 
-def run_info(root: Root, prefix: str, pre: dict[str, Columns] | None = None) -> dict[str, Any]:
+def run_info(root: Root, prefix: str, pre: dict[str, Columns] | None = None, logs: bool = True) -> dict[str, Any]:
     """A run's summary plus its streams (numeric fields, rows, byte offset), topics, file and log counts.
     ``pre``: columns already at hand per stream (exact or preview)."""
     run = root.run_dir(prefix)
@@ -308,9 +324,10 @@ def run_info(root: Root, prefix: str, pre: dict[str, Columns] | None = None) -> 
         streams[name] = {"fields": fields, "rows": c.rows, "invalid": c.invalid, "offset": c.offset,
                          "nonNumeric": sorted(f for f in c.non_numeric if f not in fields),
                          "someNonNumeric": sorted(f for f in c.non_numeric if f in fields)}
-    lg = root.logs(run)
-    s.update(streams=streams, topics=sorted(root.topics(run)), files=len(root.files(run)),
-             logs={"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid})
+    s.update(streams=streams, topics=sorted(root.topics(run)), files=len(root.files(run)))
+    if logs:
+        lg = root.logs(run)
+        s["logs"] = {"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid}
     return s
 
 

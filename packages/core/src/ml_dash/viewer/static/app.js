@@ -11,6 +11,7 @@
     const runs = [].concat(p.run || []);
     if (path === "runs") return { runs: S.runs, root: "(static export)" };
     if (path === "run") { if (!S.run[runs[0]]) throw new Error("not in this export"); return S.run[runs[0]]; }
+    if (path === "runinfo") return { runs: runs.filter((r) => S.run[r]).map((r) => S.run[r]), notes: runs.filter((r) => !S.run[r]).map((r) => r + ": not in this export") };
     if (path === "logs") {
       const d = S.logs[runs[0]] || { rows: [], total: 0 };
       let rows = d.rows;

@@ -10,12 +10,8 @@
     const s = M.state;
     root.append(el("div", { class: "page-head" }, el("h1", { text: "Compare " + prefixes.length + " runs" })));
     if (!prefixes.length) { root.append(M.note("Select runs in the runs table, or open /compare?runs=project/a,project/b.")); return; }
-    const infos = [];
-    const notes = [];
-    await Promise.all(prefixes.map(async (p, i) => {
-      try { infos[i] = await M.api("run", { run: p }); } catch (e) { notes.push(p + ": " + e.message); }
-    }));
-    const runs = infos.filter(Boolean);
+    let runs = [], notes = [];
+    try { const d = await M.api("runinfo", { run: prefixes }); runs = d.runs; notes = d.notes; } catch (e) { notes.push(e.message); }
     for (const n of notes) root.append(M.note(n, "warn"));
     if (!runs.length) return;
     const legend = el("div", { class: "legend", id: "compare-legend" }, runs.map((r, i) => {
