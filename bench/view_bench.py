@@ -101,6 +101,13 @@ def mark_time(page: Any, name: str, timeout: float = 120_000) -> float:
     return page.evaluate(f"() => performance.getEntriesByName({name!r})[0].startTime")
 
 
+def exact_time(page: Any, cid: str = "train/loss") -> float:
+    """When the chart was first drawn from exact data (a cold read first shows a sampled preview)."""
+    page.wait_for_function(f"() => (window.__mlDash.charts || []).some(c => c.id === {cid!r} && !c.approximate)",
+                           timeout=300_000)
+    return page.evaluate(f"() => performance.getEntriesByName('chart:{cid}:drawn').at(-1).startTime")
+
+
 def new_page(browser: Any) -> Any:
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     return ctx, ctx.new_page()
@@ -132,15 +139,15 @@ def main() -> None:
                 t0 = time.perf_counter()
                 write_metric_run(root, "big/run", big, spikes=11)
                 print(f"wrote {big} rows in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-                cold, _preview, warm, spikes, zoom = [], [], [], [], []
+                cold, preview, warm, spikes, zoom = [], [], [], [], []
                 for _ in range(a.repeat):
                     v = Viewer(root, cache=tmp / f"cache-{time.monotonic_ns()}")
                     ctx, page = new_page(browser)
                     page.goto(v.url + "/run/big/run")
-                    cold.append(mark_time(page, "chart:train/loss:drawn"))
-                    for _ in range(1):
-                        page.reload()
-                        warm.append(mark_time(page, "chart:train/loss:drawn"))
+                    preview.append(mark_time(page, "chart:train/loss:drawn"))
+                    cold.append(exact_time(page))
+                    page.reload()
+                    warm.append(exact_time(page))
                     spikes.append(page.evaluate("() => { const c = MLD.allCharts.find(c => c.id === 'train/loss');"
                                                 " return c.u.data[c.map[0].hi].filter(v => v > 3).length }"))
                     lo, hi = page.evaluate("() => [MLD.allCharts[0].data.x[0], MLD.allCharts[0].data.x.at(-1)]")
@@ -156,7 +163,8 @@ def main() -> None:
                         rss_one = v.rss_mb()
                     v.close()
                 rows += [("P1", f"first chart, {big:,} rows, warm", f"{median(warm):.0f} ms"),
-                         ("P2", f"first chart, {big:,} rows, cold (fresh server and cache)", f"{median(cold):.0f} ms"),
+                         ("P2", f"first chart, {big:,} rows, cold (fresh server and cache): first draw; exact",
+                          f"{median(preview):.0f} ms; {median(cold):.0f} ms"),
                          ("P3", f"spikes kept of 11, {big:,} rows", f"{min(spikes)}/11"),
                          ("P7", "zoom to 1 % → full-detail redraw", f"{median(zoom):.0f} ms")]
             if want("P4") or want("P13"):
@@ -170,9 +178,9 @@ def main() -> None:
                     v = Viewer(root4, cache=tmp / f"cache4-{time.monotonic_ns()}")
                     ctx, page = new_page(browser)
                     page.goto(v.url + "/compare?runs=" + runs + "&only=train/loss")
-                    cold4.append(mark_time(page, "chart:train/loss:drawn"))
+                    cold4.append(exact_time(page))
                     page.reload()
-                    warm4.append(mark_time(page, "chart:train/loss:drawn"))
+                    warm4.append(exact_time(page))
                     reqs.append(page.evaluate("() => performance.getEntriesByType('resource')"
                                               ".filter(r => r.name.includes('/api/view/series')).length"))
                     if want("P13") and _ == 0:

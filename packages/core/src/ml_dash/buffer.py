@@ -19,7 +19,7 @@ from typing import Any
 from . import console
 from .config import BufferConfig
 from .jsonio import iso
-from .layout import ExperimentDir, unstage
+from .layout import EXPERIMENT_JSON, META, ExperimentDir, unstage
 from .ring import SPILL_EVERY, Ring, decode_lines, encode_items, folder_of, split_items
 from .values import Deferred, resolve_row
 
@@ -38,6 +38,7 @@ MAX_SLICES = 64  # slices in one pass of the worker
 YIELD_S = 0.0003  # between slices the worker sleeps this long, so the training thread takes the GIL back
 BUSY_S = 0.001  # getting the GIL back took longer than this: the training thread is running pure Python flat out
 BACKOFF_S = 0.02  # then the worker leaves the ring alone this long at a time (up to write_interval in all)
+DEFER_MAX = 0.2  # and never longer than this in all
 
 
 class PartialWrite(Exception):
@@ -335,6 +336,8 @@ class Buffer:
         if ring is not None:
             try:
                 ring.populate(lambda: time.sleep(0.0005))
+            except ValueError:  # the run closed meanwhile (its ring is unmapped)
+                pass
             except Exception as e:  # pragma: no cover - a slower first lap is all this costs
                 self._note_error("spill ring", e)
         while True:
@@ -365,7 +368,7 @@ class Buffer:
                     try:
                         self.jdir.update_info(heartbeatAt=iso(time.time()))
                     except OSError as e:
-                        self._note_error("experiment.json", e)
+                        self._note_error(EXPERIMENT_JSON, e)
                 if stop and self.pending() == 0:
                     return
             except Exception as e:  # the worker must never die
@@ -405,7 +408,7 @@ class Buffer:
                 try:
                     self.jdir.write_metas()
                 except OSError as e:
-                    self._note_error("metadata.json", e)
+                    self._note_error(META, e)
             self._drain_kind("params", self.params, self._write_params)
             if final or self.sync_mode:
                 self._start_files()
@@ -429,7 +432,8 @@ class Buffer:
         """Between slices: let the training thread run. When it is busy (it kept the GIL until the interpreter's
         switch interval took it away), leave the ring to itself for a while: what is in the ring is already safe
         from a kill, and every slice the worker runs now is a stall of the training loop. It waits at most
-        write_interval in all, and not once the ring is more than half full or someone waits on a flush."""
+        write_interval (and DEFER_MAX) in all, and not once the ring is more than half full, records queue in
+        memory or someone waits on a flush."""
         if self._hurry or self.sync_mode or threading.current_thread() is not self._thread:
             return
         ring = self.ring
@@ -447,8 +451,9 @@ class Buffer:
         if self._busy_since is None:
             self._busy_since = now
         ring = self.ring
+        limit = min(self.config.write_interval, DEFER_MAX)
         while ring is not None and ring.backlog() < ring.half and not self._flush_waiters and not self._stop \
-                and time.monotonic() - self._busy_since < self.config.write_interval:
+                and not (self.metrics or self.logs or self.tracks) and time.monotonic() - self._busy_since < limit:
             time.sleep(BACKOFF_S)
 
     def _drain_slice(self) -> tuple[bool, bool]:
@@ -472,7 +477,7 @@ class Buffer:
                 if ring is not None and backlog:
                     chunk, ranges = ring.take(SLICE_BYTES_BEHIND if behind else SLICE_BYTES)
                     self._ring_ranges.extend(ranges)
-                    more = bool(ring.backlog())
+                    more = bool(ring.backlog() or self.metrics or self.tracks or self.logs)
                 else:
                     chunk = b""
                     for kind, q in (("metrics", self.metrics), ("tracks", self.tracks), ("logs", self.logs)):

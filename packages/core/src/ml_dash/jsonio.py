@@ -183,6 +183,25 @@ def read_jsonl(path: Path, limit: int | None = None) -> tuple[list[dict[str, Any
     return out, skipped
 
 
+def complete_end(path: Path) -> tuple[int, int]:
+    """(size of the file, end of its last complete line); (0, 0) when it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            pos = size
+            while pos > 0:
+                step = min(65536, pos)
+                f.seek(pos - step)
+                chunk = f.read(step)
+                nl = chunk.rfind(b"\n")
+                if nl >= 0:
+                    return size, pos - step + nl + 1
+                pos -= step
+            return size, 0
+    except FileNotFoundError:
+        return 0, 0
+
+
 def scan_tail(fd: int, size: int) -> tuple[int, dict[str, Any] | None]:
     """(end of the last complete line, the last complete line that parses) of an open file of ``size`` bytes."""
     pos = size

@@ -480,7 +480,36 @@ class ExperimentDir:
         with self.locked(EXPERIMENT_JSON):
             write_json_atomic(self.path / EXPERIMENT_JSON, info, fsync="status" in info)
 
+    def refresh_metric_meta(self, name: str | None, n: int) -> None:
+        """Rewrite a metric's metadata.json for a data file of ``n`` rows (a writer that keeps no state: the
+        server)."""
+        path = self.metric_file(name).parent / META
+        m = read_json(path)
+        if not isinstance(m, dict):
+            m = metric_meta(name)
+        count_metric(m, n)
+        write_json_atomic(path, m)
+
+    def add_track_meta(self, topic: str, entries: list[dict[str, Any]]) -> None:
+        """Count ``entries``, just appended to ``topic``, into its metadata.json (a writer that keeps no state)."""
+        if not entries:
+            return
+        path = self.track_file(topic).parent / META
+        m = read_json(path)
+        if not isinstance(m, dict):
+            m = track_meta(topic)
+        track_stats(m, entries)
+        m["updatedAt"] = now_iso()
+        write_json_atomic(path, m)
+
     # ---- reading: what a run holds ----------------------------------------------------------------------------
+    def info_file(self) -> Path:
+        return self.path / EXPERIMENT_JSON
+
+    def exists(self) -> bool:
+        """Whether the run has been created (its experiment.json exists)."""
+        return (self.path / EXPERIMENT_JSON).is_file()
+
     def read_info(self) -> dict[str, Any] | None:
         info = read_json(self.path / EXPERIMENT_JSON)
         return info if isinstance(info, dict) else None
@@ -518,6 +547,8 @@ class ExperimentDir:
             return []
         out = []
         for folder in sorted(base.iterdir()):
+            if folder.is_symlink():  # never followed: it could lead out of the root
+                continue
             meta = read_json(folder / META)
             if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
                 out.append((meta["topic"], folder / DATA))
@@ -559,6 +590,13 @@ class ExperimentDir:
     def quarantine_dir(self, key: str) -> Path:
         """Where batches a store refused for good are set aside."""
         return self.private / "quarantine" / key
+
+    def server_state_path(self, key: str, create: bool = True) -> Path:
+        """Where the server keeps one stream's per-source positions and committed size (key: the stream)."""
+        folder = self.private / "server"
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        return folder / (hashlib.sha1(key.encode()).hexdigest()[:24] + ".json")
 
     def mirror_state_path(self, topic: str) -> Path:
         """A mirror's record of how far into the source's track file of ``topic`` it holds."""
@@ -613,6 +651,11 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def incoming_dir(root: str | os.PathLike[str]) -> Path:
+    """Where a server keeps uploads in progress: ``<root>/.ml_dash/incoming`` (no run can live there)."""
+    return Path(root) / PRIVATE / "incoming"
 
 
 def list_runs(root: str | os.PathLike[str]) -> list[str]:

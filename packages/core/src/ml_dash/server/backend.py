@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..jsonio import iso, new_id, now_iso
+from .. import layout
+from ..jsonio import iso, now_iso
 from ..names import file_name, logical_dir, metric_segments, topic_folder
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -318,30 +319,17 @@ def track_keep(entries: list[dict[str, Any]], offset: int, end: int | None, offs
 
 
 def metric_meta(m: Any, name: str, n: int) -> dict[str, Any]:
-    if not isinstance(m, dict):
-        m = {"metricId": new_id(), "name": name, "description": None, "tags": [], "metadata": None,
-             "createdAt": now_iso()}
-    m["totalDataPoints"] = n
-    m["nextIndex"] = n
-    m["updatedAt"] = now_iso()
-    out: dict[str, Any] = m
+    """A metric's metadata.json (``m``, or a new one) for a data file of ``n`` rows: the layout's shape."""
+    out: dict[str, Any] = m if isinstance(m, dict) else layout.metric_meta(name)
+    layout.count_metric(out, n)
     return out
 
 
 def track_meta(m: Any, topic: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
-    if not isinstance(m, dict):
-        m = {"trackId": new_id(), "topic": topic, "columns": [], "totalEntries": 0, "firstTimestamp": None,
-             "lastTimestamp": None, "createdAt": now_iso()}
-    cols = set(m.get("columns") or [])
-    for e in entries:
-        cols.update(k for k in e if k != "timestamp")
-    m["columns"] = sorted(cols)
-    m["totalEntries"] = int(m.get("totalEntries") or 0) + len(entries)
-    if m.get("firstTimestamp") is None:
-        m["firstTimestamp"] = entries[0]["timestamp"]
-    m["lastTimestamp"] = entries[-1]["timestamp"]
-    m["updatedAt"] = now_iso()
-    out: dict[str, Any] = m
+    """A topic's metadata.json (``m``, or a new one) with ``entries`` (just appended) counted in."""
+    out: dict[str, Any] = m if isinstance(m, dict) else layout.track_meta(topic)
+    layout.track_stats(out, entries)
+    out["updatedAt"] = now_iso()
     return out
 
 
