@@ -78,7 +78,7 @@ def test_a_lone_surrogate_log_line_does_not_hold_back_the_run(server: Any, tmp_p
     assert len(remote.metrics("train").read()) == 200
     other = tmp_path / "other"
     server.stop()
-    from conftest import Server
+    from serverproc import Server
 
     second = Server(other, tmp_path / "other.log").start()
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from conftest import Server
+from serverproc import Server
 
 E = "/api/v1/experiments/" + quote("proj/full", safe="")
 LIMIT = 256 * 1024

@@ -13,8 +13,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import TOKEN
 from ml_dash import Experiment
+from serverproc import TOKEN
 
 
 @pytest.fixture

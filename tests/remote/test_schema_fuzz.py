@@ -10,10 +10,10 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 
-from conftest import TOKEN, Server  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import status_code_conformance  # noqa: E402
+from serverproc import TOKEN, Server  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,29 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--no-first-run"]
-
-
-def browser_path() -> str | None:
-    env = os.environ.get("ML_DASH_CHROMIUM")
-    if env:
-        return env
-    for name in BROWSERS:
-        p = shutil.which(name)
-        if p:
-            return p
-    return None
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    src = [str(REPO / "packages" / p / "src") for p in ("core", "lightning", "hf", "keras")]
-    env["PYTHONPATH"] = os.pathsep.join(src + [env.get("PYTHONPATH", "")])
-    return env
+from viewer_env import BROWSERS, LAUNCH_ARGS, REPO, _env, browser_path  # noqa: F401
 
 
 class Viewer:

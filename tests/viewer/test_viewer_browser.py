@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from conftest import _env
 from ml_dash import Experiment
+from viewer_env import _env
 from viewer_runs import XSS_LOG, XSS_PARAM, small_runs, spiky_run
 
 

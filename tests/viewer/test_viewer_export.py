@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import _env
+from viewer_env import _env
 from viewer_runs import XSS_LOG, small_runs, spiky_run
 
 

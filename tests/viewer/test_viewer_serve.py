@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import _env
+from viewer_env import _env
 from viewer_runs import small_runs
 
 
