@@ -537,7 +537,7 @@ class Buffer:
             if done:
                 self.progress += 1
             return done > 0
-        except (OSError, ValueError, TypeError) as e:
+        except Exception as e:  # I/O, bad data, or a bug: the records are kept and retried, never dropped
             self._retry[kind] = items
             self._note_error(kind if kind != "metrics" else "metric rows", e)
             return False
