@@ -5,6 +5,7 @@ leads a write outside it, and an empty token never starts an open server."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -157,3 +158,27 @@ def test_serving_without_a_token_on_loopback_says_so_in_one_line(tmp_path: Path)
         p.terminate()
         out, _ = p.communicate(timeout=10)
     assert sum(line.startswith("[ML-Dash] no token:") for line in out.splitlines()) == 1, out
+
+
+def test_symlinks_inside_a_run_never_lead_reads_outside(server: Any, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    (secret / "m").mkdir(parents=True)
+    (secret / "m" / "data.jsonl").write_text('{"index": 0, "data": {"leak": 1}}\n')
+    (secret / "experiment.json").write_text('{"name": "leak"}\n')
+    (secret / "passwd").write_text("root:x:0:0\n")
+    with server.client() as c:
+        assert c.post("/api/v1/experiments", json={"prefix": "p/r", "info": {}}).status_code == 201
+        assert _post_rows(c, "p/r", "train", 2).status_code == 200
+        run = server.root / "p" / "r"
+        os.symlink(secret / "m", run / "metrics" / "leak")  # a metric folder that is a link out of the root
+        (run / "files").mkdir(exist_ok=True)
+        idx = {"files": [{"id": "x1", "path": "/", "filename": "passwd", "size": 11}]}
+        (run / "files" / "x1").mkdir()
+        os.symlink(secret / "passwd", run / "files" / "x1" / "passwd")
+        (run / "files" / ".files_metadata.json").write_text(json.dumps(idx))
+        r = c.get(_e("p/r") + "/metrics/leak")
+        assert r.status_code == 200 and r.json()["records"] == []  # nothing read through the link
+        r = c.get(_e("p/r") + "/files/x1")
+        assert r.status_code == 404 and "root:x" not in r.text
+        assert len(c.get(_e("p/r") + "/metrics/train").json()["records"]) == 2  # the run itself still reads
+        assert c.get("/api/v1/experiments").status_code == 200

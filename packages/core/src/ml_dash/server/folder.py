@@ -58,23 +58,35 @@ class FolderBackend(Backend):
             out.append((p, info if isinstance(info, dict) else {}))
         return out
 
+    @staticmethod
+    def _in(d: ExperimentDir, path: Path) -> Path | None:
+        """``path`` when it stays inside the root; None when a link someone placed in the run leads out of it."""
+        try:
+            return d.inside(path)
+        except ValueError:
+            return None
+
+    def _read_json(self, d: ExperimentDir, path: Path) -> Any:
+        safe = self._in(d, path)
+        return read_json(safe) if safe is not None else None
+
     def info(self, prefix: str) -> dict[str, Any] | None:
         d = self._existing(prefix)
         if d is None:
             return None
-        info = read_json(d.path / "experiment.json")
+        info = self._read_json(d, d.path / "experiment.json")
         return info if isinstance(info, dict) else {}
 
     def params(self, prefix: str) -> dict[str, Any]:
         d = self._existing(prefix)
-        p = read_json(d.path / "parameters.json") if d is not None else None
+        p = self._read_json(d, d.path / "parameters.json") if d is not None else None
         return p if isinstance(p, dict) else {"version": 0, "data": {}}
 
     def _topics(self, d: ExperimentDir) -> dict[str, Path]:
         base = d.path / "tracks"
         out = {}
-        for folder in sorted(base.iterdir()) if base.is_dir() else []:
-            meta = read_json(folder / "metadata.json")
+        for folder in sorted(base.iterdir()) if self._in(d, base) is not None and base.is_dir() else []:
+            meta = self._read_json(d, folder / "metadata.json")
             if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
                 out[meta["topic"]] = folder
         return out
@@ -101,12 +113,14 @@ class FolderBackend(Backend):
             else:
                 folder = self._topics(d).get(str(name))
                 path = folder / "data.jsonl" if folder is not None else None
+        if path is not None:
+            path = self._in(d, path) if d is not None else None
         rows = read_jsonl(path)[0] if path is not None else []
         return len(rows), rows[start:] if limit is None else rows[start:start + limit]
 
     def files(self, prefix: str) -> list[dict[str, Any]]:
         d = self._existing(prefix)
-        idx = read_json(d.path / "files" / ".files_metadata.json") if d is not None else None
+        idx = self._read_json(d, d.path / "files" / ".files_metadata.json") if d is not None else None
         files = idx.get("files") if isinstance(idx, dict) else None
         return [f for f in files or [] if isinstance(f, dict) and not f.get("deletedAt")]
 
@@ -116,7 +130,10 @@ class FolderBackend(Backend):
             return None
         for e in self.files(prefix):
             if e.get("id") == fid:
-                path = d.file_path(e)
+                try:
+                    path = d.file_path(e)  # refuses a path that a link leads out of the root
+                except (ValueError, KeyError, TypeError):
+                    return None
                 if path.is_file():
                     return e, path
         return None
