@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..jsonio import new_id, read_json, read_jsonl, write_json_atomic
+from ..jsonio import complete_end, new_id, read_json, read_jsonl, write_json_atomic
 from ..layout import ExperimentDir
 from ..names import metric_segments
 from .backend import (  # noqa: F401  (BadRequest and check_source re-exported)
@@ -246,28 +246,9 @@ def _read_state(path: Path) -> dict[str, Any]:
     return st
 
 
-def _complete_end(path: Path) -> tuple[int, int]:
-    """(size of the file, end of its last complete line)."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            pos = size
-            while pos > 0:
-                step = min(65536, pos)
-                f.seek(pos - step)
-                chunk = f.read(step)
-                nl = chunk.rfind(b"\n")
-                if nl >= 0:
-                    return size, pos - step + nl + 1
-                pos -= step
-            return size, 0
-    except FileNotFoundError:
-        return 0, 0
-
-
 def _recover(path: Path, state: dict[str, Any], field: str | None) -> dict[str, Any]:
     """Cut lines past the committed size (a crash between append and commit); adopt an unknown file."""
-    size, complete = _complete_end(path)
+    size, complete = complete_end(path)
     committed = state.get("size")
     if isinstance(committed, int) and committed <= size:
         if committed < size:

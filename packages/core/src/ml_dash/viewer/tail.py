@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..jsonio import complete_end
+
 MAX_READ = 64 * 1024 * 1024  # bytes parsed per call; a reader catches up over several calls
 
 
@@ -93,17 +95,6 @@ def _skip_line(path: Path, pos: int) -> int:
 def complete_size(path: Path) -> int:
     """The byte offset just after the last complete line (where a live reader starts)."""
     try:
-        with open(path, "rb") as f:
-            size = f.seek(0, 2)
-            pos = size
-            while pos > 0:
-                step = min(65536, pos)
-                f.seek(pos - step)
-                chunk = f.read(step)
-                i = chunk.rfind(b"\n")
-                if i >= 0:
-                    return pos - step + i + 1
-                pos -= step
-            return 0
+        return complete_end(path)[1]
     except OSError:
         return 0
