@@ -265,15 +265,7 @@ class Ring:
 
     def forget(self) -> None:
         """A forked child: drop the parent's ring without touching it (the parent's flock stays held)."""
-        for m in self.maps:
-            try:
-                m.close()
-            except (BufferError, ValueError):
-                pass
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
+        self.close(remove=False)
 
 
 # ---- items <-> the shapes the buffer queues ------------------------------------------------------------------
