@@ -33,6 +33,15 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--token", action="append", help="accept this bearer token (repeatable)")
     s.add_argument("--token-file", help="accept the tokens in this file (one per line, '#' comments)")
     s.add_argument("--max-body-mb", type=float, default=32.0, help="largest JSON request body (default: 32 MiB)")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes that parse and store JSON write requests (default: one per core, 2 to "
+                        "8; 0: threads of the server process)")
+    s.add_argument("--max-inflight-mb", type=float, default=None, metavar="MB",
+                   help="request bodies being read, parsed and stored at once, in MiB (default: --max-body-mb); "
+                        "the others wait, then get 503 with Retry-After")
+    s.add_argument("--inflight-wait", type=float, default=30.0, metavar="SECONDS",
+                   help="how long a request waits for room among the bodies in flight before it is answered 503 "
+                        "with Retry-After (default: 30)")
     s.add_argument("--max-file-mb", type=float, default=5120.0, help="largest uploaded file (default: 5 GiB)")
     s.add_argument("--no-fsync", dest="fsync", action="store_false",
                    help="do not fsync each append before answering (faster; an OS crash or power loss may then "
@@ -83,7 +92,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         tokens = read_tokens(args.token, args.token_file)
         serve(args.root, args.host, args.port, tokens, max_body_mb=args.max_body_mb, max_file_mb=args.max_file_mb,
               fault_every=args.fault_every, stall_every=args.stall_every, stall_seconds=args.stall_seconds,
-              log_level=args.log_level, fsync=args.fsync, database=args.database, files=args.files)
+              log_level=args.log_level, fsync=args.fsync, database=args.database, files=args.files,
+              workers=args.workers, max_inflight_mb=args.max_inflight_mb,
+              inflight_wait=args.inflight_wait)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"ml-dash serve: {e}", file=sys.stderr)
         return 1

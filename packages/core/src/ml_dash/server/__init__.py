@@ -57,16 +57,24 @@ def _lock_root(root: Path) -> int:
     return fd
 
 
-def open_backend(root: str, database: str | None = None, files: str | None = None, fsync: bool = True) -> Any:
+def open_backend(root: str, database: str | None = None, files: str | None = None, fsync: bool = True,
+                 pool_size: int = 16) -> Any:
     """The engine ``serve`` runs on: PostgreSQL (``database``) with file contents in ``files`` (a folder or
-    ``s3://bucket/prefix``; default: ``root``), else the `.dash` folder ``root``."""
+    ``s3://bucket/prefix``; default: ``root``), else the `.dash` folder ``root``. Its ``spec`` rebuilds it in a
+    worker process (`work`)."""
+    backend = _open_backend(root, database, files, fsync, pool_size)
+    backend.spec = (_open_backend, (root, database, files, fsync, 2))  # a worker handles one request at a time
+    return backend
+
+
+def _open_backend(root: str, database: str | None, files: str | None, fsync: bool, pool_size: int) -> Any:
     if database:
         if not database.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"--database {database!r}: a postgresql://user:password@host:port/dbname URL")
         from .objects import open_objects
         from .pg import PgBackend
 
-        return PgBackend(database, open_objects(files or root, fsync=fsync))
+        return PgBackend(database, open_objects(files or root, fsync=fsync), pool_size=pool_size)
     if files:
         raise ValueError("--files needs --database: without a database, runs and their files are stored in the "
                          "--root folder")
@@ -75,10 +83,16 @@ def open_backend(root: str, database: str | None = None, files: str | None = Non
     return FolderBackend(root, fsync=fsync)
 
 
+def default_workers() -> int:
+    """Worker processes ``serve`` starts by default: one per core, at least 2 and at most 8."""
+    return max(2, min(8, os.cpu_count() or 2))
+
+
 def serve(root: str, host: str = "127.0.0.1", port: int = 8000, tokens: list[str] | None = None, *,
           max_body_mb: float = 32, max_file_mb: float = 5120, fault_every: int = 0, stall_every: int = 0,
           stall_seconds: float = 0.0, log_level: str = "warning", fsync: bool = True, database: str | None = None,
-          files: str | None = None) -> None:
+          files: str | None = None, workers: int | None = None, max_inflight_mb: float | None = None,
+          inflight_wait: float = 30.0) -> None:
     import uvicorn
 
     path = Path(root)
@@ -95,7 +109,9 @@ def serve(root: str, host: str = "127.0.0.1", port: int = 8000, tokens: list[str
         raise
     app = create_app(backend, tokens, max_body=int(max_body_mb * 1024 * 1024),
                      max_file=int(max_file_mb * 1024 * 1024), fault_every=fault_every, stall_every=stall_every,
-                     stall_seconds=stall_seconds, fsync=fsync)
+                     stall_seconds=stall_seconds, fsync=fsync, workers=default_workers() if workers is None else workers,
+                     max_inflight=int(max_inflight_mb * 1024 * 1024) if max_inflight_mb else None,
+                     inflight_wait=inflight_wait)
     auth = f"{len(tokens)} token(s)" if tokens else "NO authentication"
     where = backend.describe() if database else str(path.resolve())
     print(f"[ML-Dash] serving {where} at http://{host}:{port} ({auth})", file=sys.stderr, flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,12 @@ from .. import __version__
 from ..names import check_prefix
 from ..reader import effective_status, merge_tracks
 from . import reads
-from .backend import Backend, BadRequest, Unavailable, check_source, storage_failure
+from .backend import Backend, BadRequest, Unavailable, storage_failure
 from .folder import FolderBackend
 from .guard import SEP, Guard
 from .openapi import document
 from .upload import TooLarge, receive_file
+from .work import Work
 
 MAX_PAGE = 100_000
 
@@ -45,28 +47,6 @@ def _prefix(request: Request, key: str = "prefix") -> str:
     return str(request.path_params[key]).replace(SEP, "/")
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    limit = int(request.scope.get("state", {}).get("ml_dash_limit") or 0)
-    chunks = []
-    n = 0
-    async for chunk in request.stream():
-        n += len(chunk)
-        if limit and n > limit:
-            raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    try:
-        obj = json.loads(b"".join(chunks))
-    except RecursionError:
-        raise HTTPException(400, "the body nests JSON too deeply") from None
-    except UnicodeDecodeError as e:
-        raise HTTPException(400, f"the body is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    except ValueError as e:  # also integers of more digits than Python converts
-        raise HTTPException(400, f"the body is not valid JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise HTTPException(400, "the body must be a JSON object")
-    return obj
-
-
 def _range(request: Request) -> tuple[int, int]:
     try:
         start = int(request.query_params.get("start", 0))
@@ -80,11 +60,23 @@ def _range(request: Request) -> tuple[int, int]:
 
 def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, max_body: int = 32 * 1024 * 1024,
                max_file: int = 5 * 1024**3, fault_every: int = 0, stall_every: int = 0,
-               stall_seconds: float = 0.0, fsync: bool = True) -> Any:
+               stall_seconds: float = 0.0, fsync: bool = True, workers: int = 0,
+               max_inflight: int | None = None, inflight_wait: float = 30.0) -> Any:
     """The ASGI app serving ``root``: a `.dash` folder, or any `Backend` (e.g. `pg.PgBackend`).
-    ``tokens`` empty or None: no authentication."""
+    ``tokens`` empty or None: no authentication. JSON write bodies are parsed and stored in ``workers`` worker
+    processes (0: threads of this process), at most ``max_inflight`` bytes of them at once (default: one
+    ``max_body``), a request waiting at most ``inflight_wait`` seconds for room (then 503); see `work`."""
     store = root if isinstance(root, Backend) else FolderBackend(root, fsync=fsync)
     limits = {"maxBodyBytes": max_body, "maxFileBytes": max_file}
+    work = Work(store, max_body, workers=workers, max_inflight=max_inflight, wait=inflight_wait)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        work.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(work.close)
 
     def info_or_404(prefix: str) -> dict[str, Any]:
         info = store.info(prefix)
@@ -108,12 +100,7 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
                                               "updated_at": info.get("updated_at")} for p, info in exps]})
 
     async def create_exp(request: Request) -> Response:
-        body = await _body(request)
-        prefix = body.get("prefix")
-        if not isinstance(prefix, str):
-            raise BadRequest("'prefix' (\"project/name\") is required")
-        info = body.get("info", {})
-        exp, created = await run_in_threadpool(store.open_experiment, prefix, info, check_source(body.get("source")))
+        exp, created = await work(request, "create")
         return JSONNaN({"experiment": exp, "created": created, "limits": limits}, 201 if created else 200)
 
     async def get_exp(request: Request) -> Response:
@@ -121,11 +108,7 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         return JSONNaN({"experiment": info, "status": effective_status(info)})
 
     async def put_status(request: Request) -> Response:
-        prefix = _prefix(request)
-        body = await _body(request)
-        info = body.get("info", {})
-        exp, _ = await run_in_threadpool(store.open_experiment, prefix, info, check_source(body.get("source")))
-        return JSONNaN({"experiment": exp})
+        return JSONNaN({"experiment": await work(request, "status", _prefix(request))})
 
     async def get_params(request: Request) -> Response:
         prefix = _prefix(request)
@@ -133,11 +116,7 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         return JSONNaN(await run_in_threadpool(store.params, prefix))
 
     async def put_params(request: Request) -> Response:
-        prefix = _prefix(request)
-        body = await _body(request)
-        applied = await run_in_threadpool(store.set_params, prefix, body.get("data"), body.get("version"),
-                                          check_source(body.get("source")))
-        return JSONNaN({"applied": applied})
+        return JSONNaN({"applied": await work(request, "params", _prefix(request))})
 
     async def page(request: Request, kind: str, name: str | None) -> Response:
         prefix = _prefix(request)
@@ -151,10 +130,7 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         return await page(request, "logs", None)
 
     async def post_logs(request: Request) -> Response:
-        prefix = _prefix(request)
-        body = await _body(request)
-        res = await run_in_threadpool(store.append_logs, prefix, body.get("records"), check_source(body.get("source")))
-        return JSONNaN(res)
+        return JSONNaN(await work(request, "logs", _prefix(request)))
 
     async def list_metrics(request: Request) -> Response:
         prefix = _prefix(request)
@@ -165,11 +141,7 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         return await page(request, "metrics", _prefix(request, "name"))
 
     async def post_metric(request: Request) -> Response:
-        prefix, name = _prefix(request), _prefix(request, "name")
-        body = await _body(request)
-        res = await run_in_threadpool(store.append_metrics, prefix, name, body.get("records"),
-                                      check_source(body.get("source")))
-        return JSONNaN(res)
+        return JSONNaN(await work(request, "metric", _prefix(request), _prefix(request, "name")))
 
     async def list_tracks(request: Request) -> Response:
         prefix = _prefix(request)
@@ -186,11 +158,7 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         return JSONNaN({"total": len(rows), "start": start, "records": rows[start:start + limit]})
 
     async def post_track(request: Request) -> Response:
-        prefix, topic = _prefix(request), _prefix(request, "topic")
-        body = await _body(request)
-        res = await run_in_threadpool(store.append_tracks, prefix, topic, body.get("entries"), body.get("offset"),
-                                      body.get("end"), body.get("offsets"), check_source(body.get("source")))
-        return JSONNaN(res)
+        return JSONNaN(await work(request, "track", _prefix(request), _prefix(request, "topic")))
 
     async def list_files(request: Request) -> Response:
         prefix = _prefix(request)
@@ -281,7 +249,7 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         status, detail = storage_failure(exc)
         return JSONNaN({"detail": detail}, status, headers={"Retry-After": "30"} if status >= 500 else None)
 
-    app = Starlette(routes=routes, exception_handlers={BadRequest: bad_request, Unavailable: unavailable,
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={BadRequest: bad_request, Unavailable: unavailable,
                                                       RecursionError: too_deep, OSError: storage_error,
                                                       HTTPException: http_error})
     guard = Guard(app, list(tokens or []), max_body=max_body, max_file=max_file, fault_every=fault_every,

@@ -44,6 +44,9 @@ class Backend(ABC):
     """One storage engine behind the routes. Names (prefixes, metric names, topics) arrive unchecked: every
     method validates them and raises `BadRequest` for bad input."""
 
+    # (factory, args) that builds this engine again in a worker process (`work`); None: serve it in-process only
+    spec: tuple[Any, tuple[Any, ...]] | None = None
+
     # ---- writes ---------------------------------------------------------------------------------------------
     @abstractmethod
     def open_experiment(self, prefix: str, info: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:

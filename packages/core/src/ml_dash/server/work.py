@@ -1,0 +1,251 @@
+"""Where the work of a JSON write request runs (parse the body, check it, store it), and how many bytes of request
+bodies may be in flight at once.
+
+`Budget`: a request takes its body's declared size (``Content-Length``; a body without one takes the whole
+budget) from a budget of ``max_inflight`` bytes *before* its body is read, and gives it back when its work is
+done. While the budget is spent the others wait with their bodies unread (TCP back-pressure: their senders wait
+too); one that waits longer than `WAIT` seconds is answered 503 with ``Retry-After``, and its client retries.
+
+`Work`: the bodies are parsed and stored in worker processes (``workers`` > 0: each rebuilds the engine from
+``backend.spec``), so neither parsing megabytes of JSON nor formatting rows ever holds the event loop that answers
+``/health``, and the server uses more than one core; without workers (or for an engine built in-process without a
+``spec``) on threads of the server process. The engines guard every stream with locks that hold across
+processes (POSIX record locks for the folder engine, row locks for PostgreSQL), so any number of workers append to
+one store safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from .backend import Backend, BadRequest, Unavailable, check_source
+
+try:
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - orjson is a dependency
+    _fast_loads = None
+
+WAIT = 30.0  # seconds a request waits for room in the budget before it is answered 503
+
+
+def parse(body: bytes | bytearray) -> dict[str, Any]:
+    """The body as a JSON object, or `BadRequest` naming what is wrong with it. orjson first; what it refuses
+    (NaN and infinities, lone surrogates, integers beyond 64 bits, deep nesting, bad input) goes to the standard
+    parser, which reads the first three and names the problem of the others."""
+    obj: Any = None
+    if _fast_loads is not None:
+        try:
+            obj = _fast_loads(body)
+        except ValueError:
+            obj = None
+    if obj is None:
+        try:
+            obj = json.loads(body)
+        except RecursionError:
+            raise BadRequest("the body nests JSON too deeply") from None
+        except UnicodeDecodeError as e:
+            raise BadRequest(f"the body is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+        except ValueError as e:  # also integers of more digits than Python converts
+            raise BadRequest(f"the body is not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise BadRequest("the body must be a JSON object")
+    return obj
+
+
+def _create(store: Backend, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    prefix = body.get("prefix")
+    if not isinstance(prefix, str):
+        raise BadRequest("'prefix' (\"project/name\") is required")
+    return store.open_experiment(prefix, body.get("info", {}), check_source(body.get("source")))
+
+
+def _status(store: Backend, body: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return store.open_experiment(prefix, body.get("info", {}), check_source(body.get("source")))[0]
+
+
+def _params(store: Backend, body: dict[str, Any], prefix: str) -> bool:
+    return store.set_params(prefix, body.get("data"), body.get("version"), check_source(body.get("source")))
+
+
+def _logs(store: Backend, body: dict[str, Any], prefix: str) -> dict[str, int]:
+    return store.append_logs(prefix, body.get("records"), check_source(body.get("source")))
+
+
+def _metric(store: Backend, body: dict[str, Any], prefix: str, name: str) -> dict[str, int]:
+    return store.append_metrics(prefix, name, body.get("records"), check_source(body.get("source")))
+
+
+def _track(store: Backend, body: dict[str, Any], prefix: str, topic: str) -> dict[str, int]:
+    return store.append_tracks(prefix, topic, body.get("entries"), body.get("offset"), body.get("end"),
+                               body.get("offsets"), check_source(body.get("source")))
+
+
+OPS: dict[str, Callable[..., Any]] = {"create": _create, "status": _status, "params": _params, "logs": _logs,
+                                      "metric": _metric, "track": _track}
+
+
+def run(store: Backend, op: str, args: tuple[str, ...], body: bytes | bytearray) -> Any:
+    return OPS[op](store, parse(body), *args)
+
+
+# ---- the worker processes ------------------------------------------------------------------------------------
+_worker_store: Backend | None = None
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker never outlives its server (a server killed with SIGKILL leaves no orphans behind)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != parent:  # the server died before the line above
+        os._exit(0)
+
+
+def _init_worker(spec: tuple[Callable[..., Backend], tuple[Any, ...]], parent: int) -> None:
+    global _worker_store
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops its workers
+    factory, args = spec
+    _worker_store = factory(*args)
+
+
+def _in_worker(op: str, args: tuple[str, ...], body: bytes | bytearray) -> Any:
+    assert _worker_store is not None
+    try:
+        return run(_worker_store, op, args, body)
+    finally:
+        if len(body) > TRIM_OVER:
+            del body
+            trim()
+
+
+TRIM_OVER = 1024 * 1024
+
+
+def _libc_trim() -> Callable[[], None]:
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return lambda: None
+    return lambda: fn(0) and None
+
+
+trim = _libc_trim()
+"""Give the heap's free memory back to the system: after a large body, the parsed rows are freed, but glibc
+keeps the space (and raises its mmap threshold, so the next large body lands on the heap too)."""
+
+
+def _ping() -> int:
+    return os.getpid()
+
+
+class Budget:
+    """Bytes in flight: ``take(n)`` waits until ``n`` more fit (or nothing else is taken), at most ``wait`` s."""
+
+    def __init__(self, total: int, wait: float = WAIT) -> None:
+        self.total = max(1, total)
+        self.wait = wait
+        self.used = 0
+        self._cond: asyncio.Condition | None = None
+
+    @asynccontextmanager
+    async def take(self, n: int) -> AsyncIterator[None]:
+        n = max(1, min(n, self.total))
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        cond = self._cond
+        async with cond:
+            try:
+                await asyncio.wait_for(cond.wait_for(lambda: self.used == 0 or self.used + n <= self.total),
+                                       self.wait)
+            except asyncio.TimeoutError:
+                raise HTTPException(503, f"the server is busy: {self.used} bytes of request bodies are in flight "
+                                         f"(the limit is {self.total}); nothing of this request was read; retry",
+                                    {"Retry-After": "2"}) from None
+            self.used += n
+        try:
+            yield
+        finally:
+            async with cond:
+                self.used -= n
+                cond.notify_all()
+
+
+class Work:
+    """Runs the JSON write operations within the byte budget: in ``workers`` worker processes when the engine
+    has a ``spec`` to rebuild itself from, else on threads of this process."""
+
+    def __init__(self, store: Backend, max_body: int, *, workers: int = 0, max_inflight: int | None = None,
+                 wait: float = WAIT) -> None:
+        self.store = store
+        self.max_body = max_body
+        self.budget = Budget(max_inflight or max_body, wait)
+        spec = getattr(store, "spec", None)
+        self.workers = workers if spec is not None else 0
+        self._spec = spec
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(self._spec, os.getpid()))
+        return self._pool
+
+    def start(self) -> None:
+        """Start the worker processes now, in the background (the server answers meanwhile; a request that comes
+        first waits for them)."""
+        if self.workers:
+            pool = self._executor()
+            for _ in range(self.workers):
+                pool.submit(_ping)
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    async def __call__(self, request: Request, op: str, *args: str) -> Any:
+        limit = int(request.scope.get("state", {}).get("ml_dash_limit") or self.max_body)
+        try:
+            expected = int(request.headers.get("content-length", limit))
+        except ValueError:
+            expected = limit
+        async with self.budget.take(expected):
+            body = bytearray()  # one copy of the body here (orjson and json read a bytearray as they read bytes)
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
+            try:
+                if not self.workers:
+                    return await run_in_threadpool(run, self.store, op, args, body)
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._executor(), _in_worker, op, args, body)
+            except BrokenProcessPool:
+                pool, self._pool = self._pool, None
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                raise Unavailable("a worker process of the server stopped (out of memory?) while storing this "
+                                  "request; retry it (what was committed is not stored twice)") from None
+            finally:
+                if len(body) > TRIM_OVER:
+                    del body
+                    await run_in_threadpool(trim)
