@@ -293,18 +293,23 @@ def merge_info(cur: dict[str, Any], info: Any, last: str | None) -> str | None:
 def renumber(recs: list[dict[str, Any]], field: str, mark: int, next_index: int,
              metric: bool) -> tuple[list[tuple[int, dict[str, Any]]], int, int]:
     """The records past this source's ``mark``, renumbered from ``next_index``: ([(source index, record)],
-    new mark, new next index)."""
+    new mark, new next index). The records are renumbered in place (they are the request's own, parsed for it)."""
     out = []
-    for r in sorted(recs, key=lambda r: int(r[field])):
-        if r[field] < mark:
+    if any(recs[k][field] > recs[k + 1][field] for k in range(len(recs) - 1)):
+        recs = sorted(recs, key=lambda r: int(r[field]))
+    now = None
+    for rec in recs:
+        src = rec[field]
+        if src < mark:
             continue
-        src = r[field]
         mark = src + 1
-        rec = dict(r)
         rec[field] = next_index
         if metric and "createdAt" not in rec:
             ts = rec["data"].get("_ts")
-            rec["createdAt"] = iso(ts) if isinstance(ts, (int, float)) and 0 < ts < 1e11 else now_iso()
+            if isinstance(ts, (int, float)) and 0 < ts < 1e11:
+                rec["createdAt"] = iso(ts)
+            else:
+                rec["createdAt"] = now = now or now_iso()
         out.append((src, rec))
         next_index += 1
     return out, mark, next_index
