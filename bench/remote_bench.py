@@ -1,6 +1,6 @@
 """Remote mode against an `ml-dash serve` on loopback (started here, token auth on, fsync per request).
 
-    .venv/bin/python bench/remote_bench.py [--rows 50000] [--calls 50000] [--no-fsync]
+    .venv/bin/python bench/remote_bench.py [--rows 50000] [--calls 50000] [--no-fsync] [--ingest]
 
 Prints:
   upload throughput   rows/s uploaded, two ways: `ml-dash sync`'s path (a finished local run pushed with
@@ -10,13 +10,17 @@ Prints:
   per-call latency    exp.metrics("train").log(...) median / p99 / mean, in the training loop:
                       local only (no dash_url), remote with the server up, and remote with the server DOWN
                       (nothing listening: every upload attempt fails and is retried with backoff).
-  server ingest       with --database URL: rows/s that N writers (threads posting batches of metric rows
-                      straight to the API, each its own run, as N training processes would) get stored by
-                      --servers server processes on that PostgreSQL database, next to the same load on one
-                      folder server; then the time to read one --read-rows stream back through the API.
+  server ingest       (--ingest, or --database URL) acknowledged rows/s when 32 writers (threads posting batches
+                      of metric rows straight to the API, each its own run, as 32 training processes would,
+                      bodies built beforehand) write to one folder server and, with --database, to --servers
+                      server processes on that PostgreSQL database; with the server's CPU time per row (its
+                      processes and their worker processes, psutil) and the rows/s that makes per server core.
+                      Then RSS and /health answer times while --load-bodies concurrent 32 MiB bodies arrive,
+                      and (PostgreSQL) the time to read one --read-rows stream back through the API.
 Numbers vary with the machine; compare rows within one run.
 
-    .venv/bin/python bench/remote_bench.py --database postgresql://user@127.0.0.1:5432/bench [--writers 32]
+    .venv/bin/python bench/remote_bench.py --ingest [--database postgresql://user@127.0.0.1:5432/bench]
+        [--writers 32] [--batch 1000] [--ingest-rows 320000] [--read-rows 0] [--no-fsync] [--baseline CHECKOUT]
 """
 
 from __future__ import annotations
@@ -40,10 +44,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(root: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+def start_server(root: Path, port: int, *extra: str, src: str | None = None) -> subprocess.Popen[bytes]:
+    """An ``ml-dash serve`` process; ``src``: a checkout whose ``packages/core/src`` it runs instead (a baseline)."""
     import httpx
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("ML_DASH_")}
+    if src:
+        env["PYTHONPATH"] = str(Path(src) / "packages" / "core" / "src")
     p = subprocess.Popen([sys.executable, "-m", "ml_dash.cli", "serve", "--root", str(root), "--port", str(port),
                           "--token", TOKEN, *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(300):
@@ -55,8 +62,47 @@ def start_server(root: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("server did not start")
 
 
-def ingest(urls: list[str], writers: int, rows: int, batch: int, tag: str) -> float:
-    """rows/s stored: ``writers`` threads, each posting ``rows // writers`` rows of its own run in batches."""
+def _tree(pid: int) -> list[object]:
+    """The server process and its descendants (worker processes), as psutil processes."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) of the server processes and their children, live and reaped."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        for proc in _tree(pid):
+            try:
+                t = proc.cpu_times()  # type: ignore[attr-defined]
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def rss_bytes(pid: int) -> int:
+    import psutil
+
+    total = 0
+    for proc in _tree(pid):
+        try:
+            total += proc.memory_info().rss  # type: ignore[attr-defined]
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def ingest(urls: list[str], pids: list[int], writers: int, rows: int, batch: int, tag: str) -> tuple[float, float]:
+    """(acknowledged rows/s, server CPU microseconds per row): ``writers`` threads, each posting ``rows // writers``
+    rows of its own run in batches, bodies built beforehand (the clients' own cost is one HTTP request each)."""
     import json
     import threading
 
@@ -67,36 +113,88 @@ def ingest(urls: list[str], writers: int, rows: int, batch: int, tag: str) -> fl
         {"index": i, "data": {"step": i, "loss": 1.0 / (i + 1), "acc": 0.5, "_ts": 1.7e9 + i}}
         for i in range(s, min(s + batch, per))]}).encode() for s in range(0, per, batch)] for k in range(writers)]
     errors: list[str] = []
+    acked = [0] * writers
+    clients = [httpx.Client(base_url=urls[k % len(urls)], timeout=120, headers={
+        "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}) for k in range(writers)]
+    for k, c in enumerate(clients):
+        c.post("/api/v1/experiments", json={"prefix": f"bench/{tag}-w{k}", "info": {}, "source": f"w{k}"})
+    go = threading.Barrier(writers + 1)
 
     def run(k: int) -> None:
-        url = urls[k % len(urls)]
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}",
-                                                 "Content-Type": "application/json"}, timeout=60) as c:
-            prefix = f"bench%2F{tag}-w{k}"
-            c.post("/api/v1/experiments", json={"prefix": f"bench/{tag}-w{k}", "info": {}, "source": f"w{k}"})
-            for body in bodies[k]:
-                r = c.post(f"/api/v1/experiments/{prefix}/metrics/train", content=body)
-                if r.status_code != 200:
-                    errors.append(r.text)
+        c = clients[k]
+        go.wait()
+        for body in bodies[k]:
+            r = c.post(f"/api/v1/experiments/bench%2F{tag}-w{k}/metrics/train", content=body)
+            if r.status_code != 200:
+                errors.append(r.text)
+            else:
+                acked[k] += r.json()["stored"]
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(writers)]
-    t = time.perf_counter()
     for th in threads:
         th.start()
+    cpu0 = cpu_seconds(pids)
+    go.wait()
+    t = time.perf_counter()
     for th in threads:
         th.join()
     dt = time.perf_counter() - t
+    cpu = cpu_seconds(pids) - cpu0
+    for c in clients:
+        c.close()
     assert not errors, errors[:3]
-    return per * writers / dt
+    assert sum(acked) == per * writers, (sum(acked), per * writers)
+    return sum(acked) / dt, cpu / sum(acked) * 1e6
 
 
-def read_back(url: str, rows: int, batch: int) -> tuple[float, float]:
+_SEND = """
+import http.client, sys
+host, port, path, token, body_file = sys.argv[1:]
+body = open(body_file, "rb").read()
+c = http.client.HTTPConnection(host, int(port), timeout=600)
+c.request("POST", path, body, {"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+r = c.getresponse()
+sys.exit(0 if r.status == 200 else r.status)
+"""
+
+
+def health_under_load(url: str, pid: int, n: int, size: int, tmp: Path) -> tuple[float, float, int, int]:
+    """(/health median ms, max ms, idle RSS, peak RSS) while ``n`` client processes each send a body of ``size``
+    bytes at once (separate processes, so the probe's timing is the server's, not the senders')."""
+    import httpx
+
+    row = '{"index": %d, "data": {"step": %d, "loss": 0.123456789, "acc": 0.5, "_ts": 1700000000.5}}'
+    count = size // (len(row % (10**7, 10**7)) + 2) - 10
+    body_file = tmp / "load-body.json"
+    body_file.write_bytes(('{"source": "load", "records": [' + ", ".join(row % (i, i) for i in range(count))
+                           + "]}").encode())
+    httpx.post(f"{url}/api/v1/experiments", json={"prefix": "bench/load", "info": {}},
+               headers={"Authorization": f"Bearer {TOKEN}"})
+    idle = rss_bytes(pid)
+    peak, times = idle, []
+    host, port = url.rsplit("//", 1)[1].split(":")
+    senders = [subprocess.Popen([sys.executable, "-c", _SEND, host, port,
+                                 f"/api/v1/experiments/bench%2Fload/metrics/load{k}", TOKEN, str(body_file)])
+               for k in range(n)]
+    with httpx.Client(timeout=60) as c:
+        while any(p.poll() is None for p in senders):
+            t = time.perf_counter()
+            c.get(f"{url}/health")
+            times.append(time.perf_counter() - t)
+            peak = max(peak, rss_bytes(pid))
+            time.sleep(0.02)
+    assert all(p.returncode == 0 for p in senders), [p.returncode for p in senders]
+    times.sort()
+    return times[len(times) // 2] * 1e3, times[-1] * 1e3, idle, peak
+
+
+def read_back(url: str, pid: int, rows: int, batch: int) -> tuple[float, float]:
     """(seconds to store one ``rows`` stream, seconds to read it back through the paged metric route)."""
     import httpx
 
     t = time.perf_counter()
     tag = f"big-{time.time_ns()}"
-    ingest([url], 1, rows, batch, tag)
+    ingest([url], [pid], 1, rows, batch, tag)
     stored = time.perf_counter() - t
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120) as c:
         t = time.perf_counter()
@@ -112,27 +210,47 @@ def read_back(url: str, rows: int, batch: int) -> tuple[float, float]:
     return stored, dt
 
 
-def bench_servers(database: str, servers: int, writers: int, rows: int, batch: int, read_rows: int) -> None:
+def bench_servers(database: str | None, servers: int, writers: int, rows: int, batch: int, read_rows: int,
+                  load_bodies: int, extra: list[str], baseline: str | None = None) -> None:
+    """Server ingest on the folder engine and, with ``database``, on PostgreSQL (``servers`` processes)."""
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         procs = []
         try:
-            urls = []
-            for _ in range(servers):
-                port = free_port()
-                procs.append(start_server(tmp / "objects", port, "--database", database))
-                urls.append(f"http://127.0.0.1:{port}")
-            folder_port = free_port()
-            procs.append(start_server(tmp / "folder", folder_port))
-            folder = f"http://127.0.0.1:{folder_port}"
+            engines: list[tuple[str, list[str], list[int]]] = []
+            for label, src in ([("", None)] + ([(" [baseline]", baseline)] if baseline else [])):
+                folder_port = free_port()
+                procs.append(start_server(tmp / f"folder{label}", folder_port, *extra, src=src))
+                engines.append((f".dash folder, 1 server process{label}", [f"http://127.0.0.1:{folder_port}"],
+                                [procs[-1].pid]))
+                if database:
+                    urls, pids = [], []
+                    for _ in range(servers):
+                        port = free_port()
+                        procs.append(start_server(tmp / "objects", port, "--database", database, *extra, src=src))
+                        urls.append(f"http://127.0.0.1:{port}")
+                        pids.append(procs[-1].pid)
+                    engines.append((f"PostgreSQL, {servers} server process(es){label}", urls, pids))
+            engines.sort(key=lambda e: e[0])  # each engine next to its baseline
             stamp = time.time_ns()  # fresh runs: on a database kept between benches nothing is deduplicated
-            print(f"server ingest ({rows:,} metric rows, {writers} writers, batches of {batch})")
-            print(f"  {'engine':<40} {'rows/s':>10}")
-            print(f"  {f'PostgreSQL, {servers} server process(es)':<40} {ingest(urls, writers, rows, batch, f'pg-{stamp}'):>10,.0f}")
-            print(f"  {'.dash folder, 1 server process':<40} {ingest([folder], writers, rows, batch, f'dir-{stamp}'):>10,.0f}")
-            if read_rows:
+            print(f"server ingest ({rows:,} metric rows, {writers} writers, batches of {batch}; "
+                  f"{'no fsync' if '--no-fsync' in extra else 'durable before ack'}; load {os.getloadavg()[0]:.2f})")
+            print(f"  {'engine':<40} {'rows/s':>10} {'server CPU/row':>15} {'rows/s per core':>16}")
+            for k, (name, urls, pids) in enumerate(engines):
+                ingest(urls, pids, writers, min(rows, writers * batch), batch, f"warm{k}-{stamp}")  # workers up
+                rate, cpu = ingest(urls, pids, writers, rows, batch, f"e{k}-{stamp}")
+                print(f"  {name:<40} {rate:>10,.0f} {cpu:>12.1f} us {1e6 / cpu:>16,.0f}")
+            if load_bodies:
+                size = 32 * 2**20 - 4096
+                print(f"\nserver under {load_bodies} concurrent 32 MiB bodies (the default --max-body-mb)")
+                print(f"  {'engine':<40} {'RSS idle -> peak':>20} {'/health median':>15} {'max':>8}")
+                for name, urls, pids in engines:
+                    med, worst, idle, peak = health_under_load(urls[0], pids[0], load_bodies, size, tmp)
+                    print(f"  {name:<40} {idle / 2**20:>8.0f} -> {peak / 2**20:>5.0f} MiB {med:>12.0f} ms "
+                          f"{worst:>5.0f} ms")
+            if read_rows and database:
                 print(f"\none stream of {read_rows:,} rows (PostgreSQL): store, then read back through the API")
-                stored, dt = read_back(urls[0], read_rows, batch)
+                stored, dt = read_back(engines[-1][1][0], engines[-1][2][0], read_rows, batch)
                 print(f"  stored in {stored:.2f} s, read back in {dt:.2f} s")
         finally:
             for p in procs:
@@ -222,13 +340,20 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=32, help="concurrent writers for the ingest bench (default 32)")
     ap.add_argument("--ingest-rows", type=int, default=320_000, help="rows for the ingest bench (default 320,000)")
     ap.add_argument("--batch", type=int, default=1000, help="rows per request in the ingest bench (default 1,000)")
+    ap.add_argument("--ingest", action="store_true", help="only the server ingest bench (folder engine, and "
+                    "PostgreSQL with --database)")
+    ap.add_argument("--baseline", metavar="CHECKOUT", help="also measure servers running the sources of this "
+                    "checkout (e.g. a `git worktree` of an older commit), in the same run")
+    ap.add_argument("--load-bodies", type=int, default=3, help="concurrent 32 MiB bodies for /health under load "
+                    "(0: skip)")
     ap.add_argument("--read-rows", type=int, default=1_000_000, help="rows of the read-back stream (0: skip)")
     a = ap.parse_args()
     import warnings
 
     warnings.simplefilter("ignore")
-    if a.database:
-        bench_servers(a.database, a.servers, a.writers, a.ingest_rows, a.batch, a.read_rows)
+    if a.database or a.ingest:
+        bench_servers(a.database, a.servers, a.writers, a.ingest_rows, a.batch, a.read_rows if a.database else 0,
+                      a.load_bodies, ["--no-fsync"] if a.no_fsync else [], a.baseline)
         return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
