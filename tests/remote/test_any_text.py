@@ -19,10 +19,6 @@ from ml_dash.buffer import BufferConfig
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)
 _n = itertools.count()
 
-@pytest.fixture
-def engine() -> str:
-    return "folder"  # these checks are about the `.dash` folder engine (files, links, temp files)
-
 
 def _record(exp: Any, texts: list[str]) -> None:
     exp.params.set(**{f"p{i}": t for i, t in enumerate(texts)})

@@ -13,10 +13,6 @@ import pytest
 
 E = "/api/v1/experiments/" + quote("proj/x", safe="")
 
-@pytest.fixture
-def engine() -> str:
-    return "folder"  # these checks are about the `.dash` folder engine (files, links, temp files)
-
 
 def _raw(server: Any, method: str, path: str, body: bytes, ctype: str = "application/json") -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
