@@ -700,6 +700,16 @@ def files_index_file(run: Path) -> Path:
     return run / FILES / FILES_INDEX
 
 
+def private_dir(run: Path) -> Path:
+    """The run's private state (locks, ring, staging, cursors, ...): never part of the data."""
+    return run / PRIVATE
+
+
+def source_id_file(run: Path) -> Path:
+    """Where a run folder keeps the id it sends to servers as its source (shared by every process writing it)."""
+    return run / PRIVATE / "source-id"
+
+
 def metric_parts(name: str | None) -> tuple[str, ...]:
     """The data file of metric ``name`` relative to the run folder, as path segments (the name is checked)."""
     return (METRICS, *metric_segments(name), DATA)
