@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ..jsonio import read_json
-from ..names import check_prefix, split_path
-from ..reader import effective_status
 from .. import layout
-from ..names import metric_segments
+from ..jsonio import read_json
+from ..names import check_prefix, metric_segments, split_path
+from ..reader import effective_status
 from ..ring import folder_of, split_items, unrecovered
 from .tail import complete_size, read_from
 
