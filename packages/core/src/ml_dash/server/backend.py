@@ -111,6 +111,20 @@ class Backend(ABC):
     def file_content(self, prefix: str, fid: str) -> tuple[dict[str, Any], Path | Iterator[bytes]] | None:
         """(entry, a local path or a byte-chunk iterator) of one file, None when missing."""
 
+    # ---- reads for `ml-dash ls/show/export --url` and the viewer (docs/reading.md) ----------------------------
+    @abstractmethod
+    def summaries(self, last: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+        """`runs.summary` of every run, by prefix (``last``: (stream, field) pairs whose last values to add)."""
+
+    @abstractmethod
+    def show(self, prefix: str) -> dict[str, Any] | None:
+        """`runs.show` of one run (summary plus per-metric statistics), None when there is no such run."""
+
+    @abstractmethod
+    def columns(self, prefix: str, kind: str, name: str | None, fields: Any = None) -> Any:
+        """`colview.Columns` of one stream (kind: metrics, tracks or logs; empty when it has no rows); bad
+        names and unknown ``fields`` raise ValueError / KeyError."""
+
     def close(self) -> None:  # noqa: B027  (most engines hold nothing to release)
         """Release connections (the process is stopping)."""
 
