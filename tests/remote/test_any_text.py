@@ -8,7 +8,6 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import pytest
 import rt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

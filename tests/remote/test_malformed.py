@@ -9,8 +9,6 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-
 E = "/api/v1/experiments/" + quote("proj/x", safe="")
 
 

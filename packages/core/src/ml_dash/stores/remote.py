@@ -18,9 +18,9 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
