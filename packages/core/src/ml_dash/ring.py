@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .jsonio import encode
+from .layout import PRIVATE
 
 try:
     import orjson as _orjson
@@ -328,7 +329,7 @@ def recover(jdir: Any) -> int:
 def recover_run(root: str | os.PathLike[str], prefix: str) -> int:
     """`recover` for the run ``prefix`` under the `.dash` folder ``root`` (cheap when there is nothing to do)."""
     try:
-        names = os.listdir(Path(root).joinpath(*prefix.split("/"), ".ml_dash", "ring"))
+        names = os.listdir(Path(root).joinpath(*prefix.split("/"), PRIVATE, "ring"))
     except (OSError, ValueError):
         return 0
     if not any(n.endswith(".ring") for n in names):
