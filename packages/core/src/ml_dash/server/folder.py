@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..jsonio import read_json, read_jsonl
 from .. import layout
+from ..jsonio import read_json, read_jsonl
 from ..layout import ExperimentDir
 from ..reader import list_experiments
 from .backend import Backend, BadRequest, check_kind
