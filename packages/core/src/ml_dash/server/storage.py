@@ -19,8 +19,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..jsonio import complete_end, new_id, read_json, read_jsonl, write_json_atomic
 from .. import layout
+from ..jsonio import complete_end, new_id, read_json, read_jsonl, write_json_atomic
 from ..layout import ExperimentDir
 from .backend import (  # noqa: F401  (BadRequest and check_source re-exported)
     BadRequest,
