@@ -50,6 +50,8 @@ TRACKS = "tracks"  # tracks/<folder>/{data.jsonl,metadata.json}
 FILES = "files"  # files/.files_metadata.json, files/<dir>/<id>/<filename>
 RUN_DIRS = frozenset({LOGS_DIR, METRICS, TRACKS, FILES, PRIVATE})  # a run's own folders: no run is nested in them
 STALE_AFTER = 60.0  # a RUNNING run whose heartbeat is older than this reads back as CRASHED
+STATUS_KEYS = ("status", "heartbeatAt", "updated_at")  # the fields of experiment.json `effective_status` reads
+COUNT_KEY = {"metrics": "totalDataPoints", "tracks": "totalEntries"}  # a stream's row count in its metadata.json
 _LEVELS = {lv: b'"%s"' % lv.encode() for lv in ("info", "warn", "error", "debug", "fatal")}
 
 
@@ -846,6 +848,15 @@ def merge_tracks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             out.append(dict(r))
     return out
+
+
+def run_span(info: dict[str, Any]) -> tuple[str | None, str | None]:
+    """When a run started and when it ended (or was last seen), as experiment.json's ISO times: created_at; endedAt,
+    else the last heartbeat, else updated_at."""
+    start = info.get("created_at")
+    end = next((v for v in (info.get(k) for k in ("endedAt", "heartbeatAt", "updated_at")) if isinstance(v, str)),
+               None)
+    return (start if isinstance(start, str) else None), end
 
 
 def effective_status(info: dict[str, Any] | None, stale_after: float | None = None) -> str | None:
