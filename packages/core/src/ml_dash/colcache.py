@@ -73,8 +73,9 @@ class StreamColumns:
             return
         cap = max(need + need // 4, self.cap * 2, 1024)  # room for the appends that follow
         for k, col in self.num.items():
-            new = np.full(cap, np.nan)
+            new = np.empty(cap)
             new[: self.n] = col[: self.n]
+            new[self.n :] = np.nan
             self.num[k] = new
         self.cap = cap
 
@@ -247,8 +248,9 @@ def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entr
                 data, end = more, (len(more) if nl >= 0 else 0)
             if end == 0:
                 break  # only a torn last line: it waits for the next read
-        state.append(parse(data[:end], kind, state.templates))
-        state.tail = (state.tail + data[:end])[-TAIL:]
+        whole = data if end == len(data) else data[:end]  # no copy of the common case
+        state.append(parse(whole, kind, state.templates))
+        state.tail = whole[-TAIL:] if end >= TAIL else (state.tail + whole)[-TAIL:]
         state.offset += end
     state.mtime_ns = st.st_mtime_ns
     if entry is not None and state.offset != saved_offset:
