@@ -36,6 +36,7 @@ KINDS = ("metrics", "tracks", "logs")
 CHUNK = 1 << 20  # bytes parsed per vectorised pass: big enough to amortise the calls, small enough for the caches
 MAX_TEMPLATES = 32  # distinct line shapes tried on the fast path per stream; more go to the general parser
 MAX_THREADS = 4  # chunks parsed at once
+HEAD = 64 << 10  # bytes whose lines give the line shapes of a stream read from its start
 MIN_LINES = 64  # fewer lines of one shape than this are cheaper through the general parser
 _STRUCT = b' \t\r:,{}"'
 
@@ -710,6 +711,10 @@ def parse(buf: bytes, kind: str, templates: list[Template] | None = None) -> Bat
     if templates is None:
         templates = []
     spans = list(_chunks(buf))
+    if not templates and spans[0][1] > HEAD * 2:  # find the line shapes on a few hundred lines only
+        head = buf.rfind(b"\n", 0, HEAD) + 1
+        if head:
+            spans[0:1] = [(0, head), (head, spans[0][1])]
     first = _parse_span(buf, spans[0], kind, templates)  # finds the line shapes the other chunks reuse
     if len(spans) == 1:
         return first
