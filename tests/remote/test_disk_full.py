@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import resource
 import signal
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from serverproc import Server
 
 E = "/api/v1/experiments/" + quote("proj/full", safe="")
@@ -81,3 +83,38 @@ def test_disk_full_is_507_with_reason_and_loses_nothing(tmp_path: Path) -> None:
         assert _leftovers(server.root) == []
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("engine", ["postgres"])
+def test_a_failing_database_is_503_with_retry_after_and_loses_nothing(make_server: Any) -> None:
+    """PostgreSQL's analogue of a full disk: the database refuses connections and drops the server's. Every request
+    answers 503 naming the cause with Retry-After (the client retries), never a bare 500; once the database is
+    back, the retried batch is stored exactly once."""
+    import psycopg
+
+    server = make_server()
+    db = server.database.rsplit("/", 1)[1]
+    admin = server.database.rsplit("/", 1)[0] + "/postgres"
+    with server.client() as c:
+        assert c.post("/api/v1/experiments", json={"prefix": "proj/full", "info": {}}).status_code == 201
+        assert c.post(f"{E}/metrics/train", json=_batch(0, 100)).json()["stored"] == 100
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
+        try:
+            for _ in range(2):  # the pool's dropped connections, then no connection at all: 503 every time,
+                t0 = time.monotonic()  # within the client's 10 s timeout
+                r = c.post(f"{E}/metrics/train", json=_batch(100, 100), timeout=60)
+                assert r.status_code == 503 and time.monotonic() - t0 < 10, r.text
+                assert "database unavailable" in r.json()["detail"] and r.headers.get("retry-after"), r.text
+            r = c.get(f"{E}/metrics/train", timeout=60)
+            assert r.status_code == 503 and r.headers.get("retry-after"), r.text
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+        r = c.post(f"{E}/metrics/train", json=_batch(100, 100), timeout=60)
+        assert r.status_code == 200 and r.json()["stored"] == 100, r.text
+        assert c.post(f"{E}/metrics/train", json=_batch(100, 100)).json()["stored"] == 0
+        rows = c.get(f"{E}/metrics/train").json()["records"]
+        assert [x["index"] for x in rows] == list(range(200))
+        assert [x["data"]["step"] for x in rows] == list(range(200))

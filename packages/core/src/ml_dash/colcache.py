@@ -20,7 +20,7 @@ import os
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -355,3 +355,41 @@ class DiskEntry:
         except (OSError, ValueError, TypeError):
             pass
 
+
+
+def read_numbered(key: str, kind: str, total: int, fetch: Callable[[int, int], bytes], *,
+                  page: int = 200_000) -> Snapshot:
+    """The columns of a stream kept elsewhere as numbered lines that are only ever appended (a database table:
+    line ``i`` never changes once it exists). ``total``: how many lines there are now; ``fetch(start, stop)``: the
+    lines ``start..stop-1`` as bytes, each ending with a newline. Kept in memory under ``key`` (with the other
+    streams' columns), so a read after an append fetches and parses only the new lines. The next page is fetched
+    while the current one is parsed."""
+    k = "numbered\0" + key
+    with _key_lock(k):
+        with _mem_lock:
+            state = _mem.get(k)
+        if state is None or state.offset > total:  # never seen, or the stream was dropped and started over
+            state = StreamColumns(kind)
+        pages = [(s, min(total, s + page)) for s in range(state.offset, total, page)]  # ``offset`` counts lines
+        if len(pages) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(1, thread_name_prefix="ml-dash-fetch") as pool:
+                ahead = pool.submit(fetch, *pages[0])
+                for i, (start, stop) in enumerate(pages):
+                    data = ahead.result()
+                    if i + 1 < len(pages):
+                        ahead = pool.submit(fetch, *pages[i + 1])
+                    _append_lines(state, data, kind, start, stop)
+        elif pages:
+            _append_lines(state, fetch(*pages[0]), kind, *pages[0])
+        _remember(k, state)
+        return Snapshot(state)
+
+
+def _append_lines(state: StreamColumns, data: bytes, kind: str, start: int, stop: int) -> None:
+    b = parse(data, kind, state.templates)
+    if b.n + b.skipped != stop - start:
+        raise ValueError(f"expected {stop - start} {kind} lines from line {start}, got {b.n + b.skipped}")
+    state.append(b)
+    state.offset = stop

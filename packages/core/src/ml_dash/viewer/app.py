@@ -191,6 +191,7 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
         xmin, xmax = _float(request, "xmin"), _float(request, "xmax")
         spec = _q(request, "smooth")
         by = _q(request, "group")
+        xlog = _q(request, "xlog") in ("1", "true")
 
         cols = []
         notes = []
@@ -207,7 +208,7 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
 
         def work() -> dict[str, Any]:
             try:
-                res = reduce(cols, field, x, n, xmin, xmax, spec)
+                res = reduce(cols, field, x, n, xmin, xmax, spec, xlog)
             except (KeyError, ValueError) as e:
                 raise BadName(str(e).strip("'\"")) from None
             if by:
@@ -217,7 +218,7 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
                     v = s["tags"] if by == "tag" else s["params"].get(by, "(none)")
                     key_of[p] = f"{by}={','.join(v) if isinstance(v, list) else v}"
                 res["runs"] = group(res["runs"], key_of)
-            res.update(stream=stream, field=field, xAxis=x, notes=notes, approximate=approximate)
+            res.update(stream=stream, field=field, xAxis=x, xlog=xlog, notes=notes, approximate=approximate)
             return res
 
         return JSONSafe(await run_in_threadpool(work))
@@ -324,7 +325,7 @@ def run_info(root: Root, prefix: str, pre: dict[str, Columns] | None = None, log
         streams[name] = {"fields": fields, "rows": c.rows, "invalid": c.invalid, "offset": c.offset,
                          "nonNumeric": sorted(f for f in c.non_numeric if f not in fields),
                          "someNonNumeric": sorted(f for f in c.non_numeric if f in fields)}
-    s.update(streams=streams, topics=sorted(root.topics(run)), files=len(root.files(run)))
+    s.update(streams=streams, topics=root.topic_names(run), files=len(root.files(run)))
     if logs:
         lg = root.logs(run)
         s["logs"] = {"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid}
@@ -338,10 +339,11 @@ def track_data(root: Root, prefix: str, topic: str) -> dict[str, Any]:
 
     run = root.run_dir(prefix)
     folder = root.topics(run).get(topic)
-    if folder is None:
+    ring = root.ring_tracks(run, topic)
+    if folder is None and not ring:
         raise NotFound(f"no track topic {topic!r} in run {prefix!r}")
-    tail, _ = read_from(root.inside(run, "tracks", folder.name, "data.jsonl"), 0)
-    rows = merge_tracks(tail.rows)
+    tail = read_from(root.inside(run, "tracks", folder.name, "data.jsonl"), 0)[0] if folder is not None else None
+    rows = merge_tracks((tail.rows if tail is not None else []) + ring)
     cols: dict[str, list[Any]] = {}
     for k, r in enumerate(rows):
         for key, v in r.items():
@@ -351,7 +353,7 @@ def track_data(root: Root, prefix: str, topic: str) -> dict[str, Any]:
             if len(col) < k + 1:
                 col.append(None)
     numeric = [k for k, v in cols.items() if k != "timestamp" and any(x is not None for x in v)]
-    return {"topic": topic, "rows": len(rows), "invalid": tail.invalid, "columns": cols, "numeric": numeric}
+    return {"topic": topic, "rows": len(rows), "invalid": tail.invalid if tail is not None else 0, "columns": cols, "numeric": numeric}
 
 
 def _metric_stats(root: Root, prefix: str, wanted: list[str]) -> dict[str, Any]:
