@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import layout
 from ..jsonio import read_json
-from ..names import check_prefix, metric_segments, split_path
+from ..names import check_prefix
 from ..reader import effective_status
 from ..ring import folder_of, split_items, unrecovered
 from .tail import complete_size, read_from
@@ -125,7 +125,7 @@ class Root:
         real = Path(os.path.realpath(path))
         if real != self.real and self.real not in real.parents:
             raise NotFound(f"no run {prefix!r} under this root")
-        if not (real / "experiment.json").is_file():
+        if not layout.info_file(real).is_file():
             raise NotFound(f"no run {prefix!r} under this root (it may have been deleted)")
         self._scan_ring(real)  # rows a killed writer left in its spill ring: shown, not written
         return real
@@ -139,10 +139,10 @@ class Root:
 
     def metric_path(self, run: Path, name: str) -> Path:
         try:
-            segs = split_path(name, "metric name")
+            parts = layout.metric_parts(name)
         except (ValueError, TypeError) as e:
             raise BadName(str(e)) from None
-        return self.inside(run, "metrics", *segs, "data.jsonl")
+        return self.inside(run, *parts)
 
     # ---- runs ----------------------------------------------------------------------------------------------
     def prefixes(self) -> list[str]:
@@ -154,13 +154,13 @@ class Root:
             except OSError:
                 return
             names = {e.name for e in entries}
-            if rel and "experiment.json" in names and "/" in rel:
+            if rel and layout.EXPERIMENT_JSON in names and "/" in rel:
                 out.append(rel)
                 return
             if depth > 12:
                 return
             for e in entries:
-                if e.name == ".ml_dash" or e.name.startswith(".ml-dash"):
+                if e.name == layout.PRIVATE or e.name.startswith(".ml-dash"):
                     continue
                 try:
                     if e.is_dir(follow_symlinks=False):
@@ -176,19 +176,19 @@ class Root:
         when the caller found it by walking the root (so it is known to be inside)."""
         run = self.run_dir(prefix) if run is None else run
         key = []
-        for f in ("experiment.json", "parameters.json"):
+        for f in (layout.info_file(run), layout.params_file(run)):
             try:
-                key.append(os.stat(run / f).st_mtime_ns)
+                key.append(os.stat(f).st_mtime_ns)
             except OSError:
                 key.append(0)
         cached = self._summ.get(prefix)
         if cached and cached[0] == tuple(key):
             info, s = cached[1]["info"], cached[1]["summary"]
             return dict(s, status=effective_status(info) or "UNKNOWN")  # a heartbeat ages without a write
-        info = read_json(run / "experiment.json")
+        info = read_json(layout.info_file(run))
         info = info if isinstance(info, dict) else {}
         status = effective_status(info) or "UNKNOWN"
-        params = read_json(run / "parameters.json")
+        params = read_json(layout.params_file(run))
         pdata = params.get("data") if isinstance(params, dict) else None
         start = parse_time(info.get("created_at"))
         end = parse_time(info.get("endedAt")) or parse_time(info.get("heartbeatAt")) or parse_time(
@@ -215,44 +215,42 @@ class Root:
 
     def streams(self, run: Path) -> list[str]:
         """The run's metric streams: those with a file, and those only a killed writer's spill ring holds."""
-        base = run / "metrics"
+        base = layout.metrics_dir(run)
         files = list(base.rglob(layout.DATA)) if base.is_dir() else []
         rr = self._rings.get(run)
         files += [p for p in (rr.metrics if rr is not None else {}) if base in p.parents]
         return sorted({str(p.parent.relative_to(base)).replace(os.sep, "/") for p in files})
 
     def topics(self, run: Path) -> dict[str, Path]:
-        base = run / "tracks"
+        base = layout.tracks_dir(run)
         out: dict[str, Path] = {}
         for folder in sorted(base.iterdir()) if base.is_dir() else []:
-            meta = read_json(folder / "metadata.json")
+            meta = read_json(folder / layout.META)
             if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
                 out[meta["topic"]] = folder
         return out
 
     def files(self, run: Path) -> list[dict[str, Any]]:
-        idx = read_json(run / "files" / ".files_metadata.json")
-        entries = idx.get("files") if isinstance(idx, dict) else None
+        entries = layout.index_entries(read_json(layout.files_index_file(run)))
         out = []
-        for e in entries or []:
-            if isinstance(e, dict) and not e.get("deletedAt") and isinstance(e.get("id"), (str, int)):
+        for e in entries:
+            if not e.get("deletedAt") and isinstance(e.get("id"), (str, int)):
                 out.append(e)
         return out
 
     def file_path(self, run: Path, entry: dict[str, Any]) -> Path:
-        segs = [p for p in str(entry.get("path", "/")).split("/") if p]
         try:
-            split_path("/".join(segs + [str(entry["id"]), str(entry["filename"])]), "file path")
+            parts = layout.file_parts(entry)
         except (ValueError, TypeError, KeyError):
             raise NotFound("the file index names a path outside the run") from None
-        return self.inside(run, "files", *segs, str(entry["id"]), str(entry["filename"]))
+        return self.inside(run, *parts)
 
     # ---- spill rings of killed writers ---------------------------------------------------------------------
     def _scan_ring(self, run: Path) -> None:
         """Read the rows dead processes left in the run's spill rings (read-only: `ml_dash.load`, the next open
         of the run or `ml-dash sync` write them into the journal), re-read only when a ring changed, or after a
         second while a ring's process may have died since."""
-        private = run / layout.PRIVATE
+        private = layout.private_dir(run)
         folder = folder_of(private)
         try:
             names = sorted(n for n in os.listdir(folder) if n.endswith(".ring"))
@@ -277,10 +275,10 @@ class Root:
         def path_of(kind: str, name: str | None) -> Path | None:
             try:
                 if kind == "metrics":
-                    return run.joinpath("metrics", *metric_segments(name), layout.DATA)
+                    return run.joinpath(*layout.metric_parts(name))
                 if kind == "tracks":
-                    return topics[name] / layout.DATA if name in topics else None
-                return run.joinpath(*layout.LOGS.split("/"))
+                    return layout.data_file(topics[name]) if name in topics else None
+                return layout.logs_file(run)
             except (ValueError, TypeError):
                 return None
 
@@ -355,7 +353,7 @@ class Root:
             return await run_in_threadpool(preview_columns, path), True
 
     def logs(self, run: Path) -> Logs:
-        path = run / "logs" / "logs.jsonl"
+        path = layout.logs_file(run)
         with self._lock:
             lg = self._logs.get(path)
             if lg is None:
