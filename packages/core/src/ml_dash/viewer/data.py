@@ -190,17 +190,15 @@ class Root:
         status = effective_status(info) or "UNKNOWN"
         params = read_json(layout.params_file(run))
         pdata = params.get("data") if isinstance(params, dict) else None
-        start = parse_time(info.get("created_at"))
-        end = parse_time(info.get("endedAt")) or parse_time(info.get("heartbeatAt")) or parse_time(
-            info.get("updated_at"))
+        start, end = (parse_time(t) for t in layout.run_span(info))
         tags = info.get("tags") if isinstance(info.get("tags"), list) else []
         s = {"prefix": prefix, "status": status, "start": start, "end": end,
              "duration": (end - start) if start and end else None, "tags": [str(t) for t in tags],
              "description": info.get("description") if isinstance(info.get("description"), str) else None,
              "statusReason": info.get("statusReason") if isinstance(info.get("statusReason"), str) else None,
              "params": {str(k): v for k, v in pdata.items()} if isinstance(pdata, dict) else {}}
-        self._summ[prefix] = (tuple(key), {"info": {k: info.get(k) for k in ("status", "heartbeatAt",
-                                                                              "updated_at")}, "summary": s})
+        self._summ[prefix] = (tuple(key), {"info": {k: info.get(k) for k in layout.STATUS_KEYS},
+                                             "summary": s})
         return dict(s)
 
     def summaries(self) -> list[dict[str, Any]]:
