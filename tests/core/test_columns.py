@@ -436,6 +436,45 @@ def test_truncation_and_replacement_invalidate(tmp_path: Path, cache_dir: Path) 
     assert colcache.read(path, "metrics").n == 0
 
 
+def test_disk_entry_blocks_torn_and_compacted(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each read that parsed new rows appends one block to the stream's cache file; a torn last block (a crash
+    while writing) ends the entry at the block before, and the rows after it are parsed again."""
+    path = tmp_path / "data.jsonl"
+    with open(path, "w") as f:
+        f.write("".join(metric_line(i, {"loss": float(i)}, 0) + "\n" for i in range(100)))
+    assert colcache.read(path, "metrics").n == 100
+    for start in (100, 150):
+        with open(path, "a") as f:
+            f.write("".join(metric_line(i, {"loss": float(i), "acc": 1.0}, 0) + "\n" for i in range(start, start + 50)))
+        assert colcache.read(path, "metrics").n == start + 50
+    files = list((cache_dir / "columns").rglob("*.cols"))
+    assert len(files) == 1
+    raw = files[0].read_bytes()
+    assert raw.count(b"MLDCEND") == 3
+    files[0].write_bytes(raw[:-5])  # torn
+    colcache.clear_memory()
+    parsed: list[int] = []
+    real = colcache.parse
+    monkeypatch.setattr(colcache, "parse", lambda buf, kind, t=None: parsed.append(len(buf)) or real(buf, kind, t))
+    snap = colcache.read(path, "metrics")
+    assert snap.n == 200 and snap.num["loss"].tolist() == [float(i) for i in range(200)]
+    assert np.isnan(snap.num["acc"][:100]).all() and (snap.num["acc"][100:] == 1.0).all()
+    assert 0 < sum(parsed) < path.stat().st_size  # only what the lost block covered
+    colcache.clear_memory()
+    parsed.clear()
+    assert files[0].read_bytes().count(b"MLDCEND") == 1  # a torn entry is written whole again
+    monkeypatch.setattr(colcache, "MAX_BLOCKS", 2)  # then one block appended, then whole again
+    for i, blocks in ((199, 2), (200, 1)):
+        with open(path, "a") as f:
+            f.write(metric_line(i + 1, {"loss": float(i + 1)}, 0) + "\n")
+        assert colcache.read(path, "metrics").n == i + 2
+        assert files[0].read_bytes().count(b"MLDCEND") == blocks
+    colcache.clear_memory()
+    parsed.clear()
+    snap = colcache.read(path, "metrics")
+    assert parsed == [] and snap.n == 202 and snap.num["loss"][-1] == 201.0
+
+
 def test_cache_dir_not_writable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")

@@ -715,10 +715,14 @@ def parse(buf: bytes, kind: str, templates: list[Template] | None = None) -> Bat
         head = buf.rfind(b"\n", 0, HEAD) + 1
         if head:
             spans[0:1] = [(0, head), (head, spans[0][1])]
+    if not templates:  # the shape that took the last stream's start: streams of one writer share it
+        templates.extend(_RECENT.get(kind, ()))
     first = _parse_span(buf, spans[0], kind, templates)  # finds the line shapes the other chunks reuse
+    if templates:
+        _RECENT[kind] = [templates[0]]  # (hits are moved to the front)
     if len(spans) == 1:
         return first
-    workers = min(len(spans) - 1, os.cpu_count() or 1, MAX_THREADS)
+    workers = min(len(spans) - 1, os.cpu_count() or 1, MAX_THREADS) if len(buf) >= 4 * CHUNK else 1
     if workers <= 1:
         return concat([first] + [_parse_span(buf, span, kind, templates) for span in spans[1:]])
 
@@ -748,6 +752,9 @@ def _chunks(buf: bytes) -> Iterator[tuple[int, int]]:
             end = n if end < 0 else end + 1
         yield start, end
         start = end
+
+
+_RECENT: dict[str, list[Template]] = {}  # per kind: the line shape that matched first in the last parse
 
 
 def _parse_span(buf: bytes, span: tuple[int, int], kind: str, templates: list[Template]) -> Batch:
