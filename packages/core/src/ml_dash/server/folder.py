@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..jsonio import read_json, read_jsonl
 from .. import layout
+from ..jsonio import read_json, read_jsonl
 from ..layout import ExperimentDir
 from ..reader import list_experiments
 from .backend import Backend, BadRequest, check_kind
-from .storage import ServerRoot
+from .storage import ServerRoot, committed_size
 
 
 class FolderBackend(Backend):
@@ -114,8 +114,15 @@ class FolderBackend(Backend):
                 path = layout.data_file(folder) if folder is not None else None
         if path is not None:
             path = self._in(d, path) if d is not None else None
-        rows = read_jsonl(path)[0] if path is not None else []
+        rows = read_jsonl(path, self._committed(d, kind, name))[0] if path is not None and d is not None else []
         return len(rows), rows[start:] if limit is None else rows[start:start + limit]
+
+    @staticmethod
+    def _committed(d: ExperimentDir, kind: str, name: str | None) -> int | None:
+        """Reads show committed rows only: the stream's data file up to its committed size (storage.py)."""
+        if kind == "logs":
+            return committed_size(d, layout.stream_key(kind))
+        return committed_size(d, layout.stream_key(kind, name)) if name is not None else None
 
     def files(self, prefix: str) -> list[dict[str, Any]]:
         d = self._existing(prefix)
@@ -151,14 +158,18 @@ class FolderBackend(Backend):
         return show(load(prefix, self.root))
 
     def columns(self, prefix: str, kind: str, name: str | None, fields: Any = None) -> Any:
-        from ..reader import load
+        from ..reader import stream_columns
 
         check_kind(kind, name)
-        if self._existing(prefix) is None:
+        d = self._existing(prefix)
+        if d is None:
             raise BadRequest(f"no experiment {prefix!r}")
-        view = load(prefix, self.root)
         if kind == "metrics":
-            return view.metrics(name).columns(fields)
-        if kind == "tracks":
-            return view.tracks(str(name)).columns(fields)
-        return view.logs.columns(fields)
+            path, what = d.metric_file(name), f"metric stream {name!r}"
+        elif kind == "tracks":
+            path, what = d.topic_file(str(name)), f"track {name!r}"
+        else:
+            path, what = d.logs_file(), "the logs"
+        if path is not None:
+            path = self._in(d, path)
+        return stream_columns(path, kind, fields, what, self._committed(d, kind, name))

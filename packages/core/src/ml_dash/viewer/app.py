@@ -21,6 +21,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .. import layout
 from . import live
 from .data import BadName, Columns, NotFound, Root, log_row, search_logs
 from .series import group, reduce
@@ -394,7 +395,7 @@ def track_data(root: Root, prefix: str, topic: str) -> dict[str, Any]:
     ring = root.ring_tracks(run, topic)
     if folder is None and not ring:
         raise NotFound(f"no track topic {topic!r} in run {prefix!r}")
-    tail = read_from(root.inside(run, "tracks", folder.name, "data.jsonl"), 0)[0] if folder is not None else None
+    tail = read_from(root.inside(run, *layout.track_parts(folder.name)), 0)[0] if folder is not None else None
     rows = merge_tracks((tail.rows if tail is not None else []) + ring)
     cols: dict[str, list[Any]] = {}
     for k, r in enumerate(rows):

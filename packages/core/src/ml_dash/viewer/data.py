@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import layout
 from ..jsonio import read_json
-from ..names import check_prefix, metric_segments, split_path
+from ..names import check_prefix
 from ..reader import effective_status
 from ..ring import folder_of, split_items, unrecovered
 from .tail import complete_size, read_from
@@ -163,7 +163,7 @@ class Root:
         real = Path(os.path.realpath(path))
         if real != self.real and self.real not in real.parents:
             raise NotFound(f"no run {prefix!r} under this root")
-        if not (real / "experiment.json").is_file():
+        if not layout.info_file(real).is_file():
             raise NotFound(f"no run {prefix!r} under this root (it may have been deleted)")
         self._scan_ring(real)  # rows a killed writer left in its spill ring: shown, not written
         return real
@@ -177,10 +177,10 @@ class Root:
 
     def metric_path(self, run: Path, name: str) -> Path:
         try:
-            segs = split_path(name, "metric name")
+            parts = layout.metric_parts(name)
         except (ValueError, TypeError) as e:
             raise BadName(str(e)) from None
-        return self.inside(run, "metrics", *segs, "data.jsonl")
+        return self.inside(run, *parts)
 
     # ---- runs ----------------------------------------------------------------------------------------------
     def prefixes(self) -> list[str]:
@@ -254,17 +254,14 @@ class Root:
         status = effective_status(info) or "UNKNOWN"
         params = read_json(Path(base + layout.PARAMETERS_JSON))
         pdata = params.get("data") if isinstance(params, dict) else None
-        start = parse_time(info.get("created_at"))
-        end = parse_time(info.get("endedAt")) or parse_time(info.get("heartbeatAt")) or parse_time(
-            info.get("updated_at"))
+        start, end = (parse_time(t) for t in layout.run_span(info))
         tags = info.get("tags") if isinstance(info.get("tags"), list) else []
         s = {"prefix": prefix, "status": status, "start": start, "end": end,
              "duration": (end - start) if start and end else None, "tags": [str(t) for t in tags],
              "description": info.get("description") if isinstance(info.get("description"), str) else None,
              "statusReason": info.get("statusReason") if isinstance(info.get("statusReason"), str) else None,
              "params": {str(k): v for k, v in pdata.items()} if isinstance(pdata, dict) else {}}
-        self._summ[prefix] = (tuple(key), {"info": {k: info.get(k) for k in ("status", "heartbeatAt",
-                                                                              "updated_at")}, "summary": s,
+        self._summ[prefix] = (tuple(key), {"info": {k: info.get(k) for k in layout.STATUS_KEYS}, "summary": s,
                                            "folder": folder_mtime})
         return dict(s)
 
@@ -281,44 +278,42 @@ class Root:
 
     def streams(self, run: Path) -> list[str]:
         """The run's metric streams: those with a file, and those only a killed writer's spill ring holds."""
-        base = run / "metrics"
+        base = layout.metrics_dir(run)
         files = list(base.rglob(layout.DATA)) if base.is_dir() else []
         rr = self._rings.get(run)
         files += [p for p in (rr.metrics if rr is not None else {}) if base in p.parents]
         return sorted({str(p.parent.relative_to(base)).replace(os.sep, "/") for p in files})
 
     def topics(self, run: Path) -> dict[str, Path]:
-        base = run / "tracks"
+        base = layout.tracks_dir(run)
         out: dict[str, Path] = {}
         for folder in sorted(base.iterdir()) if base.is_dir() else []:
-            meta = read_json(folder / "metadata.json")
+            meta = read_json(folder / layout.META)
             if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
                 out[meta["topic"]] = folder
         return out
 
     def files(self, run: Path) -> list[dict[str, Any]]:
-        idx = read_json(run / "files" / ".files_metadata.json")
-        entries = idx.get("files") if isinstance(idx, dict) else None
+        entries = layout.index_entries(read_json(layout.files_index_file(run)))
         out = []
-        for e in entries or []:
-            if isinstance(e, dict) and not e.get("deletedAt") and isinstance(e.get("id"), (str, int)):
+        for e in entries:
+            if not e.get("deletedAt") and isinstance(e.get("id"), (str, int)):
                 out.append(e)
         return out
 
     def file_path(self, run: Path, entry: dict[str, Any]) -> Path:
-        segs = [p for p in str(entry.get("path", "/")).split("/") if p]
         try:
-            split_path("/".join(segs + [str(entry["id"]), str(entry["filename"])]), "file path")
+            parts = layout.file_parts(entry)
         except (ValueError, TypeError, KeyError):
             raise NotFound("the file index names a path outside the run") from None
-        return self.inside(run, "files", *segs, str(entry["id"]), str(entry["filename"]))
+        return self.inside(run, *parts)
 
     # ---- spill rings of killed writers ---------------------------------------------------------------------
     def _scan_ring(self, run: Path) -> None:
         """Read the rows dead processes left in the run's spill rings (read-only: `ml_dash.load`, the next open
         of the run or `ml-dash sync` write them into the journal), re-read only when a ring changed, or after a
         second while a ring's process may have died since."""
-        private = run / layout.PRIVATE
+        private = layout.private_dir(run)
         folder = folder_of(private)
         try:
             names = sorted(n for n in os.listdir(folder) if n.endswith(".ring"))
@@ -343,10 +338,10 @@ class Root:
         def path_of(kind: str, name: str | None) -> Path | None:
             try:
                 if kind == "metrics":
-                    return run.joinpath("metrics", *metric_segments(name), layout.DATA)
+                    return run.joinpath(*layout.metric_parts(name))
                 if kind == "tracks":
-                    return topics[name] / layout.DATA if name in topics else None
-                return run.joinpath(*layout.LOGS.split("/"))
+                    return layout.data_file(topics[name]) if name in topics else None
+                return layout.logs_file(run)
             except (ValueError, TypeError):
                 return None
 
@@ -428,7 +423,7 @@ class Root:
             return await run_in_threadpool(preview_columns, path), True
 
     def logs(self, run: Path) -> Logs:
-        path = run / "logs" / "logs.jsonl"
+        path = layout.logs_file(run)
         with self._lock:
             lg = self._logs.get(path)
             if lg is None:
