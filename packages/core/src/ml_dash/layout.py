@@ -641,10 +641,13 @@ class ExperimentDir:
             if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
                 continue
             content = folder / "content"
-            if content.exists() or entry.get("_source"):
+            if content.exists() or entry.get(STAGED_SOURCE):
                 entry.pop("_pid", None)
                 out.append((content, entry))
         return out
+
+
+STAGED_SOURCE = "_source"  # in a staged entry: the path to copy a large file's content from, when not yet copied
 
 
 def stage_entry(content: Path, entry: dict[str, Any]) -> None:
