@@ -155,9 +155,14 @@ class PgBackend(Backend):
                 migrate(conn)
         except psycopg.Error as e:
             raise RuntimeError(f"cannot use the database {redact(url)}: {e}") from None
-        self.pool = ConnectionPool(url, min_size=2, max_size=pool_size, open=True, timeout=30,
-                                   kwargs={"connect_timeout": 10})
+        # a request waits at most 8 s for a connection, then answers 503 + Retry-After: within the client's own
+        # 10 s timeout, so a client learns the database is down (and fails over) instead of timing out
+        self.pool = ConnectionPool(url, min_size=2, max_size=pool_size, open=True, timeout=8,
+                                   kwargs={"connect_timeout": 5})
         self._staging = Path(tempfile.mkdtemp(prefix="ml-dash-incoming-"))
+        from .pgread import Reads
+
+        self._reads = Reads(self)
 
     def close(self) -> None:
         self.pool.close()
@@ -408,3 +413,13 @@ class PgBackend(Backend):
                 content = self.objects.get(object_key(p, e))
                 return None if content is None else (e, content)
         return None
+
+    # ---- summaries and columns (pgread.py) ------------------------------------------------------------------
+    def summaries(self, last: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+        return self._reads.summaries(last)
+
+    def show(self, prefix: str) -> dict[str, Any] | None:
+        return self._reads.show(prefix)
+
+    def columns(self, prefix: str, kind: str, name: str | None, fields: Any = None) -> Any:
+        return self._reads.columns(prefix, kind, name, fields)

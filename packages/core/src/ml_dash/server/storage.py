@@ -13,16 +13,15 @@ The server process owns its root (`serve` takes a lock on it); a local `Experime
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import layout
 from ..jsonio import complete_end, join_lines, new_id, read_json, read_jsonl, write_json_atomic
 from ..layout import ExperimentDir
-from ..names import metric_segments
 from .backend import (  # noqa: F401  (BadRequest and check_source re-exported)
     BadRequest,
     check_file_entry,
@@ -74,7 +73,7 @@ class ServerRoot:
 
     def existing(self, prefix: str) -> ExperimentDir | None:
         d = self.exp(prefix)
-        return d if (d.path / "experiment.json").is_file() else None
+        return d if d.exists() else None
 
     # ---- experiment.json ------------------------------------------------------------------------------------
     def open_experiment(self, prefix: str, info: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
@@ -85,25 +84,25 @@ class ServerRoot:
         with self.lock("info:" + d.prefix):
             d.path.mkdir(parents=True, exist_ok=True)
             d.private.mkdir(parents=True, exist_ok=True)
-            with d.locked("experiment.json"):
-                cur = read_json(d.path / "experiment.json")
+            with d.locked(layout.EXPERIMENT_JSON):
+                cur = read_json(d.info_file())
                 created = not isinstance(cur, dict)
                 if created:
                     cur = new_info(d.prefix, info)
                 assert isinstance(cur, dict)
-                state_path = _state_path(d, "info")
+                state_path = d.server_state_path("info")
                 state = _read_state(state_path)
                 mark = merge_info(cur, info, state["sources"].get(source))
                 if mark is not None:
                     state["sources"][source] = mark
-                write_json_atomic(d.path / "experiment.json", cur, fsync=self.fsync)
+                write_json_atomic(d.info_file(), cur, fsync=self.fsync)
                 write_json_atomic(state_path, state, fsync=self.fsync)
         return cur, created
 
     def ensure(self, prefix: str) -> ExperimentDir:
         """Appends to an experiment nobody opened here (a server root wiped mid-run) create it."""
         d = self.exp(prefix)
-        if not (d.path / "experiment.json").is_file():
+        if not d.exists():
             self.open_experiment(prefix, {}, "anonymous")
         return d
 
@@ -113,7 +112,7 @@ class ServerRoot:
         check_params(data, version)
         d = self.ensure(prefix)
         with self.lock("params:" + d.prefix), d.locked("params:server"):  # threads, then worker processes
-            state_path = _state_path(d, "params")
+            state_path = d.server_state_path("params")
             state = _read_state(state_path)
             last = state["sources"].get(source)
             if version is not None and isinstance(last, int) and version <= last:
@@ -129,16 +128,15 @@ class ServerRoot:
         self.exp(prefix)
         recs = check_logs(records)
         d = self.ensure(prefix)
-        return self._append_indexed(d, "logs", d.path / "logs" / "logs.jsonl", "logs", "sequenceNumber",
-                                    recs, source, None)
+        key = layout.stream_key(layout.LOGS_DIR)
+        return self._append_indexed(d, key, d.logs_file(), key, "sequenceNumber", recs, source, None)
 
     def append_metrics(self, prefix: str, name: str, records: Any, source: str) -> dict[str, int]:
         self.exp(prefix)
         recs = check_metrics(name, records)
         d = self.ensure(prefix)
-        folder = _inside(d, d.path.joinpath("metrics", *metric_segments(name)))
-        return self._append_indexed(d, "metrics/" + name, folder / "data.jsonl", "metrics/" + name, "index",
-                                    recs, source, name)
+        key = layout.stream_key(layout.METRICS, name)
+        return self._append_indexed(d, key, _inside(d, d.metric_file(name)), key, "index", recs, source, name)
 
     def _append_indexed(self, d: ExperimentDir, key: str, path: Path, lock_name: str, field: str,
                         recs: list[dict[str, Any]], source: str, metric: str | None) -> dict[str, int]:
@@ -146,7 +144,7 @@ class ServerRoot:
             path.parent.mkdir(parents=True, exist_ok=True)
             d.private.mkdir(parents=True, exist_ok=True)
             with d.locked(lock_name):
-                state_path = _state_path(d, key)
+                state_path = d.server_state_path(key)
                 state = _recover(path, _read_state(state_path), field)
                 w = int(state["sources"].get(source, 0))
                 rows, w, n = renumber(recs, field, w, int(state["next"]), metric is not None)
@@ -156,7 +154,7 @@ class ServerRoot:
                         state["size"] = _append(path, _lines([rec for _, rec in rows]), self.fsync)
                         state["next"] = n
                         if metric is not None:
-                            meta_path = path.parent / "metadata.json"
+                            meta_path = layout.meta_file(path)
                             write_json_atomic(meta_path, metric_meta(read_json(meta_path), metric, n))
                         state["sources"][source] = w
                         write_json_atomic(state_path, state, fsync=self.fsync)
@@ -171,13 +169,12 @@ class ServerRoot:
         self.exp(prefix)
         entries = check_tracks(topic, entries, offset, end, offsets)
         d = self.ensure(prefix)
-        folder = d.track_folder(topic)
-        path = _inside(d, d.path / "tracks" / folder / "data.jsonl")
-        key = "tracks/" + topic
+        path = _inside(d, d.track_file(topic))
+        key = layout.stream_key(layout.TRACKS, topic)
         with self.lock(f"{d.prefix}\0{key}"):
             d.private.mkdir(parents=True, exist_ok=True)
             with d.locked(key):
-                state_path = _state_path(d, key)
+                state_path = d.server_state_path(key)
                 state = _recover(path, _read_state(state_path), None)
                 kept, new_w = track_keep(entries, offset, end, offsets, int(state["sources"].get(source, 0)))
                 keep = [e for _, e in kept]
@@ -185,7 +182,7 @@ class ServerRoot:
                 try:
                     if keep:
                         state["size"] = _append(path, _lines(keep), self.fsync)
-                        meta_path = path.parent / "metadata.json"
+                        meta_path = layout.meta_file(path)
                         write_json_atomic(meta_path, track_meta(read_json(meta_path), topic, keep))
                     state["sources"][source] = new_w
                     write_json_atomic(state_path, state, fsync=self.fsync)
@@ -199,9 +196,7 @@ class ServerRoot:
         return check_file_entry(entry)
 
     def has_file(self, d: ExperimentDir, fid: str) -> bool:
-        idx = read_json(d.path / "files" / ".files_metadata.json")
-        files = idx.get("files") if isinstance(idx, dict) else None
-        return any(isinstance(x, dict) and x.get("id") == fid for x in files or [])
+        return any(x.get("id") == fid for x in d.files_index())
 
     def publish_file(self, d: ExperimentDir, staged: Path, entry: dict[str, Any]) -> bool:
         """Move an uploaded file into place and index it; False when that id was already stored."""
@@ -215,7 +210,7 @@ class ServerRoot:
 
     def incoming(self) -> Path:
         """A fresh staging path for an upload (``<root>/.ml_dash/incoming``: no experiment can live there)."""
-        p = self.root / ".ml_dash" / "incoming"
+        p = layout.incoming_dir(self.root)
         p.mkdir(parents=True, exist_ok=True)
         return p / f"{new_id()}.{threading.get_ident()}.part"
 
@@ -229,10 +224,13 @@ class ServerRoot:
 
 
 
-def _state_path(d: ExperimentDir, key: str) -> Path:
-    folder = d.private / "server"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / (hashlib.sha1(key.encode()).hexdigest()[:24] + ".json")
+def committed_size(d: ExperimentDir, key: str) -> int | None:
+    """How large the stream's data file was after its last committed append (None: the server never appended to
+    it). Reads stop there: lines past it are an append that failed or was cut off by a crash, never acknowledged.
+    The state is replaced atomically after the data is written, so the data file is never shorter."""
+    st = read_json(d.server_state_path(key, create=False))
+    size = st.get("size") if isinstance(st, dict) else None
+    return size if is_count(size) else None
 
 
 def _read_state(path: Path) -> dict[str, Any]:
