@@ -248,9 +248,10 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         status, detail = storage_failure(exc)
         return JSONNaN({"detail": detail}, status, headers={"Retry-After": "30"} if status >= 500 else None)
 
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={BadRequest: bad_request, Unavailable: unavailable,
-                                                      RecursionError: too_deep, OSError: storage_error,
-                                                      HTTPException: http_error})
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={BadRequest: bad_request, Unavailable: unavailable,
+                                        RecursionError: too_deep, OSError: storage_error,
+                                        HTTPException: http_error})
     guard = Guard(app, list(tokens or []), max_body=max_body, max_file=max_file, fault_every=fault_every,
                   stall_every=stall_every, stall_seconds=stall_seconds)
     if not isinstance(store, FolderBackend):

@@ -40,7 +40,6 @@ from .backend import (  # noqa: F401  (BadRequest and check_source re-exported)
 )
 
 
-
 class ServerRoot:
     """All experiments under one server root; serialises writers per stream with in-process locks."""
 

@@ -27,16 +27,12 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 from typing import Any
 
+from orjson import loads as _fast_loads
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from .backend import Backend, BadRequest, Unavailable, check_source
-
-try:
-    from orjson import loads as _fast_loads
-except ImportError:  # pragma: no cover - orjson is a dependency
-    _fast_loads = None
 
 WAIT = 30.0  # seconds a request waits for room in the budget before it is answered 503
 
@@ -45,12 +41,10 @@ def parse(body: bytes | bytearray) -> dict[str, Any]:
     """The body as a JSON object, or `BadRequest` naming what is wrong with it. orjson first; what it refuses
     (NaN and infinities, lone surrogates, integers beyond 64 bits, deep nesting, bad input) goes to the standard
     parser, which reads the first three and names the problem of the others."""
-    obj: Any = None
-    if _fast_loads is not None:
-        try:
-            obj = _fast_loads(body)
-        except ValueError:
-            obj = None
+    try:
+        obj = _fast_loads(body)
+    except ValueError:
+        obj = None
     if obj is None:
         try:
             obj = json.loads(body)
@@ -205,8 +199,9 @@ class Work:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            init: Any = _init_worker  # (typeshed wants an initializer without arguments)
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(self._spec, os.getpid()))
+                                             initializer=init, initargs=(self._spec, os.getpid()))
         return self._pool
 
     def start(self) -> None:
