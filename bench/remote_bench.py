@@ -110,7 +110,7 @@ def ingest(urls: list[str], pids: list[int], writers: int, rows: int, batch: int
 
     per = rows // writers
     bodies = [[json.dumps({"source": f"w{k}", "records": [
-        {"index": i, "data": {"step": i, "loss": 1.0 / (i + 1), "acc": 0.5, "_ts": 1.7e9 + i}}
+        {"index": i, "data": {"step": i, "loss": 1.0 / (i + 1), "acc": 0.5, "_ts": 1.7e9 + i / 1000}}
         for i in range(s, min(s + batch, per))]}).encode() for s in range(0, per, batch)] for k in range(writers)]
     errors: list[str] = []
     acked = [0] * writers
@@ -151,10 +151,16 @@ _SEND = """
 import http.client, sys
 host, port, path, token, body_file = sys.argv[1:]
 body = open(body_file, "rb").read()
-c = http.client.HTTPConnection(host, int(port), timeout=600)
-c.request("POST", path, body, {"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-r = c.getresponse()
-sys.exit(0 if r.status == 200 else r.status)
+import time
+while True:  # as the client does: a 503 (the server's byte budget stayed full) is retried after Retry-After
+    c = http.client.HTTPConnection(host, int(port), timeout=600)
+    c.request("POST", path, body, {"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    r = c.getresponse()
+    r.read()
+    c.close()
+    if r.status != 503:
+        sys.exit(0 if r.status == 200 else 1)
+    time.sleep(float(r.getheader("Retry-After") or 1))
 """
 
 

@@ -114,16 +114,21 @@ def dumpb_line(o: Any) -> bytes:
     return (encode(o) + "\n").encode()
 
 
-_iso_cache: tuple[int, str] = (-1, "")
+_iso_cache: tuple[int, str] = (-1, "")  # (second, its text): rows logged within one second share it
+_day_cache: tuple[int, str] = (-1, "")
 
 
 def iso(ts: float) -> str:
-    """ISO-8601 UTC with microseconds and a trailing Z (the reference's format), cached per second."""
-    global _iso_cache
+    """ISO-8601 UTC with microseconds and a trailing Z (the reference's format), cached per second and per day."""
+    global _iso_cache, _day_cache
     s = int(ts)
     cached = _iso_cache
     if cached[0] != s:
-        cached = (s, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)))
+        day, sec = divmod(s, 86400)
+        if _day_cache[0] != day:
+            _day_cache = (day, time.strftime("%Y-%m-%dT", time.gmtime(day * 86400)))
+        hour, sec = divmod(sec, 3600)
+        cached = (s, "%s%02d:%02d:%02d" % (_day_cache[1], hour, *divmod(sec, 60)))
         _iso_cache = cached
     return "%s.%06dZ" % (cached[1], int((ts - s) * 1_000_000))
 
