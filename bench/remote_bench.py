@@ -14,7 +14,9 @@ Prints:
                       of metric rows straight to the API, each its own run, as 32 training processes would,
                       bodies built beforehand) write to one folder server and, with --database, to --servers
                       server processes on that PostgreSQL database; with the server's CPU time per row (its
-                      processes and their worker processes, psutil) and the rows/s that makes per server core.
+                      processes and their worker processes, psutil), the rows/s that makes per server core, and
+                      that CPU as a multiple of a floor measured in the same run (orjson parsing the same bodies
+                      and formatting each row again, in the bench process: the least a JSON-lines server does).
                       Then RSS and /health answer times while --load-bodies concurrent 32 MiB bodies arrive,
                       and (PostgreSQL) the time to read one --read-rows stream back through the API.
 Numbers vary with the machine; compare rows within one run.
@@ -147,6 +149,22 @@ def ingest(urls: list[str], pids: list[int], writers: int, rows: int, batch: int
     return sum(acked) / dt, cpu / sum(acked) * 1e6
 
 
+def floor_cpu(rows: int, batch: int) -> float:
+    """CPU microseconds per row of the least any server storing these rows as JSON lines does, in this process:
+    orjson parses the same bodies and formats every row again (no HTTP, no checks, no disk)."""
+    import json
+
+    import orjson
+
+    bodies = [json.dumps({"source": "f", "records": [
+        {"index": i, "data": {"step": i, "loss": 1.0 / (i + 1), "acc": 0.5, "_ts": 1.7e9 + i / 1000}}
+        for i in range(s, min(s + batch, rows))]}).encode() for s in range(0, rows, batch)]
+    t = time.process_time()
+    for body in bodies:
+        b"".join([orjson.dumps(r) + b"\n" for r in orjson.loads(body)["records"]])
+    return (time.process_time() - t) / rows * 1e6
+
+
 _SEND = """
 import http.client, sys
 host, port, path, token, body_file = sys.argv[1:]
@@ -241,18 +259,23 @@ def bench_servers(database: str | None, servers: int, writers: int, rows: int, b
             stamp = time.time_ns()  # fresh runs: on a database kept between benches nothing is deduplicated
             print(f"server ingest ({rows:,} metric rows, {writers} writers, batches of {batch}; "
                   f"{'no fsync' if '--no-fsync' in extra else 'durable before ack'}; load {os.getloadavg()[0]:.2f})")
-            print(f"  {'engine':<40} {'rows/s':>10} {'server CPU/row':>15} {'rows/s per core':>16}")
+            print(f"  {'engine':<44} {'rows/s':>10} {'server CPU/row':>15} {'rows/s per core':>16} "
+                  f"{'x floor':>8}")
             for k, (name, urls, pids) in enumerate(engines):
                 ingest(urls, pids, writers, min(rows, writers * batch), batch, f"warm{k}-{stamp}")  # workers up
+                floor = floor_cpu(min(rows, 100_000), batch)
                 rate, cpu = ingest(urls, pids, writers, rows, batch, f"e{k}-{stamp}")
-                print(f"  {name:<40} {rate:>10,.0f} {cpu:>12.1f} us {1e6 / cpu:>16,.0f}")
+                floor = min(floor, floor_cpu(min(rows, 100_000), batch))
+                print(f"  {name:<44} {rate:>10,.0f} {cpu:>12.1f} us {1e6 / cpu:>16,.0f} {cpu / floor:>8.1f}")
+            print("  (x floor: server CPU per row / the CPU per row of orjson parsing the same bodies and "
+                  "formatting each row, in this process, measured next to each engine)")
             if load_bodies:
                 size = 32 * 2**20 - 4096
                 print(f"\nserver under {load_bodies} concurrent 32 MiB bodies (the default --max-body-mb)")
-                print(f"  {'engine':<40} {'RSS idle -> peak':>20} {'/health median':>15} {'max':>8}")
+                print(f"  {'engine':<44} {'RSS idle -> peak':>20} {'/health median':>15} {'max':>8}")
                 for name, urls, pids in engines:
                     med, worst, idle, peak = health_under_load(urls[0], pids[0], load_bodies, size, tmp)
-                    print(f"  {name:<40} {idle / 2**20:>8.0f} -> {peak / 2**20:>5.0f} MiB {med:>12.0f} ms "
+                    print(f"  {name:<44} {idle / 2**20:>8.0f} -> {peak / 2**20:>5.0f} MiB {med:>12.0f} ms "
                           f"{worst:>5.0f} ms")
             if read_rows and database:
                 print(f"\none stream of {read_rows:,} rows (PostgreSQL): store, then read back through the API")

@@ -157,8 +157,10 @@ class PgBackend(Backend):
             raise RuntimeError(f"cannot use the database {redact(url)}: {e}") from None
         # a request waits at most 8 s for a connection, then answers 503 + Retry-After: within the client's own
         # 10 s timeout, so a client learns the database is down (and fails over) instead of timing out
+        # (check: a connection the database dropped while it sat idle in the pool, as after a database restart,
+        # is replaced when taken, not handed to a request: each process, and each worker process, has a pool)
         self.pool = ConnectionPool(url, min_size=2, max_size=pool_size, open=True, timeout=8,
-                                   kwargs={"connect_timeout": 5})
+                                   kwargs={"connect_timeout": 5}, check=ConnectionPool.check_connection)
         self._staging = Path(tempfile.mkdtemp(prefix="ml-dash-incoming-"))
         from .pgread import Reads
 
