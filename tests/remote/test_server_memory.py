@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 
 MAX_BODY_MB = 8
 N_BODIES = 6
@@ -143,3 +144,19 @@ def test_a_request_past_the_wait_for_room_is_503_with_retry_after(make_server: A
         r = c.post("/api/v1/experiments/proj%2Fbusy/logs", json={"records": [
             {"sequenceNumber": 0, "level": "info", "message": "m"}]})
         assert r.status_code == 200 and r.json()["stored"] == 1, r.text
+
+
+@pytest.mark.parametrize("engine", ["folder"])  # the same code on both engines: once is enough
+def test_worker_processes_never_outlive_a_killed_server(make_server: Any) -> None:
+    """SIGKILL of the server takes its worker processes with it (no orphan keeps writing or holding memory)."""
+    import psutil
+
+    server = make_server("--workers", "2")
+    with server.client() as c:
+        assert c.post("/api/v1/experiments", json={"prefix": "proj/orphans", "info": {}}).status_code == 201
+    workers = [p for p in psutil.Process(server.proc.pid).children(recursive=True)
+               if "resource_tracker" not in " ".join(p.cmdline())]
+    assert len(workers) >= 2, [p.cmdline() for p in workers]
+    server.kill()
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, [p.pid for p in alive]
