@@ -2,9 +2,9 @@
 
 Several server processes, on several hosts, may share one database: every append is one transaction that locks
 its stream's row (``SELECT ... FOR UPDATE``), so indices stay gap-free across processes; each row also carries
-its source's own position under a unique constraint (``INSERT ... ON CONFLICT DO NOTHING``), so a retried batch
-is never stored twice, whichever process it reaches. Rows are inserted in one multi-row statement per batch and
-stored as the JSON line a `.dash` folder holds (text, so NaN and infinities keep their bare tokens). File contents
+its source's own position under a unique constraint, so a retried batch is never stored twice, whichever process
+it reaches (a row the marks call new but the constraint finds stored refuses the batch whole). Rows go in by
+``COPY``, formatted a chunk at a time, and are stored as the JSON line a `.dash` folder holds (text, so NaN and infinities keep their bare tokens). File contents
 go to an object store (`objects.py`). The schema is versioned (`MIGRATIONS`) and migrated at start.
 """
 
