@@ -63,18 +63,20 @@ def open_backend(root: str, database: str | None = None, files: str | None = Non
     ``s3://bucket/prefix``; default: ``root``), else the `.dash` folder ``root``. Its ``spec`` rebuilds it in a
     worker process (`work`)."""
     backend = _open_backend(root, database, files, fsync, pool_size)
-    backend.spec = (_open_backend, (root, database, files, fsync, 2))  # a worker handles one request at a time
+    # a worker handles one request at a time; the schema was migrated here
+    backend.spec = (_open_backend, (root, database, files, fsync, 2, False))
     return backend
 
 
-def _open_backend(root: str, database: str | None, files: str | None, fsync: bool, pool_size: int) -> Any:
+def _open_backend(root: str, database: str | None, files: str | None, fsync: bool, pool_size: int,
+                  migrate: bool = True) -> Any:
     if database:
         if not database.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"--database {database!r}: a postgresql://user:password@host:port/dbname URL")
         from .objects import open_objects
         from .pg import PgBackend
 
-        return PgBackend(database, open_objects(files or root, fsync=fsync), pool_size=pool_size)
+        return PgBackend(database, open_objects(files or root, fsync=fsync), pool_size=pool_size, migrate=migrate)
     if files:
         raise ValueError("--files needs --database: without a database, runs and their files are stored in the "
                          "--root folder")

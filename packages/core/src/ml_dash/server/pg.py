@@ -140,8 +140,12 @@ def redact(url: str) -> str:
     return f"{scheme}//{cred.split(':', 1)[0]}:***@{tail}"
 
 
+_migrate = migrate  # (PgBackend's parameter of that name hides the function)
+
+
 class PgBackend(Backend):
-    def __init__(self, url: str, objects: Objects, *, pool_size: int = 16) -> None:
+    def __init__(self, url: str, objects: Objects, *, pool_size: int = 16, migrate: bool = True) -> None:
+        """``migrate`` False: the schema is known to be current (a server's worker process)."""
         psycopg = _psycopg()
         from psycopg_pool import ConnectionPool
 
@@ -151,8 +155,9 @@ class PgBackend(Backend):
         self._errors = (psycopg.OperationalError, psycopg.errors.DeadlockDetected,
                         psycopg.errors.SerializationFailure)
         try:
-            with psycopg.connect(url, connect_timeout=10) as conn:
-                migrate(conn)
+            if migrate:
+                with psycopg.connect(url, connect_timeout=10) as conn:
+                    _migrate(conn)
         except psycopg.Error as e:
             raise RuntimeError(f"cannot use the database {redact(url)}: {e}") from None
         # a request waits at most 8 s for a connection, then answers 503 + Retry-After: within the client's own

@@ -97,6 +97,7 @@ def run(store: Backend, op: str, args: tuple[str, ...], body: bytes | bytearray)
 
 # ---- the worker processes ------------------------------------------------------------------------------------
 _worker_store: Backend | None = None
+_worker_spec: tuple[Callable[..., Backend], tuple[Any, ...]] | None = None
 
 
 def _die_with_parent(parent: int) -> None:
@@ -112,17 +113,29 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _init_worker(spec: tuple[Callable[..., Backend], tuple[Any, ...]], parent: int) -> None:
-    global _worker_store
+    global _worker_spec
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops its workers
-    factory, args = spec
-    _worker_store = factory(*args)
+    _worker_spec = spec
+
+
+def _store() -> Backend:
+    """The worker's engine, opened on its first request (a database that is down then is a 503, retried, not a
+    worker that fails to start)."""
+    global _worker_store
+    if _worker_store is None:
+        assert _worker_spec is not None
+        factory, args = _worker_spec
+        try:
+            _worker_store = factory(*args)
+        except (OSError, RuntimeError) as e:
+            raise Unavailable(f"{e}; nothing of this request was stored; retry later") from None
+    return _worker_store
 
 
 def _in_worker(op: str, args: tuple[str, ...], body: bytes | bytearray) -> Any:
-    assert _worker_store is not None
     try:
-        return run(_worker_store, op, args, body)
+        return run(_store(), op, args, body)
     finally:
         if len(body) > TRIM_OVER:
             del body
