@@ -24,9 +24,7 @@ TRICKY = ["a", "b", "metrics", "logs", "tracks", "files", "experiment.json", "pa
 NAME = st.lists(st.sampled_from(TRICKY), min_size=1, max_size=4).map("/".join)
 _seq = itertools.count()
 
-@pytest.fixture
-def engine() -> str:
-    return "folder"  # these checks are about the `.dash` folder engine (files, links, temp files)
+FOLDER = pytest.mark.parametrize("engine", ["folder"])  # a check of the `.dash` folder engine's files and links
 
 
 def _e(prefix: str) -> str:
@@ -78,6 +76,7 @@ def test_any_names_never_5xx_and_every_acknowledged_row_reads_back(server: Any, 
             assert len(rows) >= n and [r["index"] for r in rows] == list(range(len(rows)))
 
 
+@FOLDER
 def test_layout_file_names_in_a_prefix_never_break_later_requests(server: Any) -> None:
     with server.client() as c:
         assert c.post("/api/v1/experiments", json={"prefix": "p/a", "info": {}}).status_code == 201
@@ -96,6 +95,7 @@ def test_layout_file_names_in_a_prefix_never_break_later_requests(server: Any) -
         assert [e["prefix"] for e in c.get("/api/v1/experiments").json()["experiments"]] == ["p/a"]
 
 
+@FOLDER
 def test_symlinks_in_the_root_never_lead_writes_outside(server: Any, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -160,6 +160,7 @@ def test_serving_without_a_token_on_loopback_says_so_in_one_line(tmp_path: Path)
     assert sum(line.startswith("[ML-Dash] no token:") for line in out.splitlines()) == 1, out
 
 
+@FOLDER
 def test_symlinks_inside_a_run_never_lead_reads_outside(server: Any, tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     (secret / "m").mkdir(parents=True)

@@ -9,13 +9,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-
 E = "/api/v1/experiments/" + quote("proj/x", safe="")
-
-@pytest.fixture
-def engine() -> str:
-    return "folder"  # these checks are about the `.dash` folder engine (files, links, temp files)
 
 
 def _raw(server: Any, method: str, path: str, body: bytes, ctype: str = "application/json") -> tuple[int, str]:

@@ -184,8 +184,9 @@ def clear_memory() -> None:
         _mem.clear()
 
 
-def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True) -> Snapshot:
-    """The columns of the complete lines of a stream file, parsing only what was appended since the last read."""
+def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True, limit: int | None = None) -> Snapshot:
+    """The columns of the complete lines of a stream file (of its first ``limit`` bytes: the server's committed
+    size), parsing only what was appended since the last read."""
     p = os.path.abspath(os.fspath(path))
     key = hashlib.sha1(f"{VERSION}\0{kind}\0{p}".encode()).hexdigest()
     with _key_lock(key):
@@ -208,7 +209,7 @@ def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True) -> Snaps
                     state = None
             if state is None:
                 state = StreamColumns(kind, p)
-            state = _catch_up(state, fd, st, kind, entry)
+            state = _catch_up(state, fd, st, kind, entry, limit)
         finally:
             os.close(fd)
         _remember(key, state)
@@ -221,15 +222,18 @@ def _same_file(s: StreamColumns, st: os.stat_result) -> bool:
     return s.dev == st.st_dev and s.ino == st.st_ino and st.st_size >= s.offset
 
 
-def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entry: DiskEntry | None) -> StreamColumns:
-    if st.st_size == state.offset and st.st_mtime_ns == state.mtime_ns:
-        return state
+def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entry: DiskEntry | None,
+              limit: int | None = None) -> StreamColumns:
+    size = st.st_size if limit is None else min(st.st_size, limit)
+    if size == state.offset and (st.st_mtime_ns == state.mtime_ns or limit is not None):
+        return state  # (bytes below a limit are committed: they never change)
+    if state.offset > size:  # parsed past the limit by a reader without one: start over
+        state = StreamColumns(kind, state.path)
     start = max(0, state.offset - len(state.tail))
     if state.offset and os.pread(fd, state.offset - start, start) != state.tail:
         state = StreamColumns(kind, state.path)  # rewritten in place: start over
     state.dev, state.ino = st.st_dev, st.st_ino
     saved_n, saved_offset = state.n, state.offset
-    size = st.st_size
     while state.offset < size:
         want = min(size - state.offset, MAX_READ)
         data = os.pread(fd, want, state.offset)

@@ -39,7 +39,7 @@ class Experiment:
         prefix: str,
         *,
         dash_root: str | os.PathLike[str] | None = None,
-        dash_url: str | bool | None = None,
+        dash_url: str | list[str] | bool | None = None,
         buffer_config: BufferConfig | None = None,
         description: str | None = None,
         tags: list[str] | None = None,
@@ -64,8 +64,10 @@ class Experiment:
                 raise ValueError("dash_url=True reads ML_DASH_API_URL, which is not set")
         if stores is not None and (isinstance(stores, str) or not all(isinstance(x, str) for x in stores)):
             raise TypeError(f"stores must be a list of destination strings, got {stores!r}")
+        if isinstance(dash_url, (list, tuple)) and dash_url and all(isinstance(u, str) for u in dash_url):
+            dash_url = ",".join(dash_url)  # several servers on one database: the remote store fails over
         if dash_url is not None and dash_url is not False and not isinstance(dash_url, str):
-            raise TypeError("dash_url must be a URL string, True or None")
+            raise TypeError("dash_url must be a URL string, a list of URL strings, True or None")
         self.dash_url: str | None = dash_url or None
         self.store_names: list[str] = list(stores or [])
         self.description = description

@@ -776,7 +776,8 @@ def new_params(cur: Any, flat: dict[str, Any]) -> dict[str, Any]:
     cur["data"].update(flat)
     cur["version"] = int(cur.get("version") or 0) + 1
     cur["updatedAt"] = now_iso()
-    return cur
+    out: dict[str, Any] = cur
+    return out
 
 
 def empty_params() -> dict[str, Any]:

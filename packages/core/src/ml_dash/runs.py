@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from . import layout
 from .columns import iso_seconds, parse_line
 from .reader import effective_status
 
-LAYOUT_DIRS = {"metrics", "tracks", "logs", "files", ".ml_dash"}
 TAIL_BYTES = 65536
 
 
@@ -33,13 +33,13 @@ def find_runs(root: str | os.PathLike[str]) -> list[str]:
         except OSError:
             return
         names = {e.name for e in entries}
-        is_run = "experiment.json" in names and "/" in rel
+        is_run = layout.EXPERIMENT_JSON in names and "/" in rel
         if is_run:
             out.append(rel)
         if depth > 32:
             return
         for e in entries:
-            if e.name.startswith(".") or is_run and e.name in LAYOUT_DIRS:
+            if e.name.startswith(".") or is_run and e.name in layout.RUN_DIRS:
                 continue
             try:
                 if e.is_dir(follow_symlinks=False):
@@ -51,7 +51,7 @@ def find_runs(root: str | os.PathLike[str]) -> list[str]:
     return sorted(out)
 
 
-def _read(path: str) -> Any:
+def _read(path: str | os.PathLike[str]) -> Any:
     """A small JSON file, parsed (None when missing or corrupt); orjson first, json for NaN tokens."""
     try:
         with open(path, "rb") as f:
@@ -75,8 +75,8 @@ def _streams(base: str, meta_key: str, name_key: str | None) -> dict[str, int | 
             return
         for name, path in subdirs:
             r = f"{rel}/{name}" if rel else name
-            meta = _read(path + "/metadata.json")
-            if meta is None and not os.path.exists(path + "/data.jsonl"):
+            meta = _read(os.path.join(path, layout.META))
+            if meta is None and not os.path.exists(os.path.join(path, layout.DATA)):
                 walk(path, r)
                 continue
             count = meta.get(meta_key) if isinstance(meta, dict) else None
@@ -94,9 +94,10 @@ def summary(root: str | os.PathLike[str], prefix: str, last: list[tuple[str, str
     (seconds), tags, params, rows per metric stream and entries per track; ``last``: the last value of each
     (stream, field) asked for, from the stream's last line."""
     run = os.path.join(os.fspath(root), *prefix.split("/"))
-    out = make_summary(prefix, _read(run + "/experiment.json"), _read(run + "/parameters.json"),
-                       _streams(run + "/metrics", "totalDataPoints", None),
-                       _streams(run + "/tracks", "totalEntries", "topic"))
+    folder = Path(run)
+    out = make_summary(prefix, _read(layout.info_file(folder)), _read(layout.params_file(folder)),
+                       _streams(str(layout.metrics_dir(folder)), "totalDataPoints", None),
+                       _streams(str(layout.tracks_dir(folder)), "totalEntries", "topic"))
     if last:
         out["last"] = {f"{s}:{f}": last_value(Path(run), s, f, out["metrics"]) for s, f in last}
     return out
@@ -142,9 +143,11 @@ def pick_last(streams: dict[str, Any], stream: str, field: str, last_of: Any) ->
     return None
 
 
-def last_row(path: Path) -> dict[str, Any] | None:
+def last_row(path: Path | None) -> dict[str, Any] | None:
     """The fields of the last complete, parseable line of a metric stream file (only its tail is read: 4 KiB,
     then up to 64 KiB for long lines)."""
+    if path is None:
+        return None
     try:
         with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
@@ -169,7 +172,14 @@ def last_row(path: Path) -> dict[str, Any] | None:
 def last_value(run: Path, stream: str, field: str, streams: dict[str, Any]) -> Any:
     """``stream`` may be empty: then 'train' when it has the field, else the first stream whose last row has it."""
     return pick_last(streams, stream, field,
-                     lambda name: last_row(run.joinpath("metrics", *name.split("/"), "data.jsonl")))
+                     lambda name: last_row(_metric_file(run, name)))
+
+
+def _metric_file(run: Path, name: str) -> Path | None:
+    try:
+        return run.joinpath(*layout.metric_parts(name))
+    except (TypeError, ValueError):  # a folder no writer of the layout could have made
+        return None
 
 
 def parse_selector(text: str) -> tuple[str, str]:

@@ -19,8 +19,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..jsonio import complete_end, new_id, read_json, read_jsonl, write_json_atomic
 from .. import layout
+from ..jsonio import complete_end, new_id, read_json, read_jsonl, write_json_atomic
 from ..layout import ExperimentDir
 from .backend import (  # noqa: F401  (BadRequest and check_source re-exported)
     BadRequest,
@@ -226,6 +226,15 @@ class ServerRoot:
 
 
 
+
+
+def committed_size(d: ExperimentDir, key: str) -> int | None:
+    """How large the stream's data file was after its last committed append (None: the server never appended to
+    it). Reads stop there: lines past it are an append that failed or was cut off by a crash, never acknowledged.
+    The state is replaced atomically after the data is written, so the data file is never shorter."""
+    st = read_json(d.server_state_path(key, create=False))
+    size = st.get("size") if isinstance(st, dict) else None
+    return size if is_count(size) else None
 
 
 def _read_state(path: Path) -> dict[str, Any]:

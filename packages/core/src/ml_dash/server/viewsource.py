@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..names import check_prefix, split_path
-from ..viewer.data import BadName, Columns, Logs, NewRows, NotFound, view_summary
+from ..viewer.data import BadName, Columns, Logs, NewRows, NotFound, listing_summary, view_summary
 from .backend import Backend, BadRequest
 
 TAIL_ROWS = 20_000  # rows answered per live poll at most; a backlog goes out as several events
@@ -42,15 +42,7 @@ class BackendSource:
             raise BadName(str(e)) from None
 
     def summaries(self) -> list[dict[str, Any]]:
-        out = []
-        for s in self.backend.summaries():
-            params = {"data": s["params"]}
-            info = {"created_at": s["start"], "endedAt": s["end"], "tags": s["tags"], "description": s["description"],
-                    "status": s["status"], "statusReason": s.get("statusReason")}
-            v = view_summary(s["prefix"], info, params)
-            v["status"] = s["status"]  # already the effective status (CRASHED by heartbeat)
-            out.append(v)
-        return out
+        return [listing_summary(s) for s in self.backend.summaries()]  # one listing query, not one per run
 
     def summary(self, prefix: str) -> dict[str, Any]:
         p = self._check(prefix)

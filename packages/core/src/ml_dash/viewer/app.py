@@ -190,6 +190,7 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         xmin, xmax = _float(request, "xmin"), _float(request, "xmax")
         spec = _q(request, "smooth")
         by = _q(request, "group")
+        xlog = _q(request, "xlog") in ("1", "true")
 
         cols = []
         notes = []
@@ -206,7 +207,7 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
 
         def work() -> dict[str, Any]:
             try:
-                res = reduce(cols, field, x, n, xmin, xmax, spec)
+                res = reduce(cols, field, x, n, xmin, xmax, spec, xlog)
             except (KeyError, ValueError) as e:
                 raise BadName(str(e).strip("'\"")) from None
             if by:
@@ -216,7 +217,7 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
                     v = s["tags"] if by == "tag" else s["params"].get(by, "(none)")
                     key_of[p] = f"{by}={','.join(v) if isinstance(v, list) else v}"
                 res["runs"] = group(res["runs"], key_of)
-            res.update(stream=stream, field=field, xAxis=x, notes=notes, approximate=approximate)
+            res.update(stream=stream, field=field, xAxis=x, xlog=xlog, notes=notes, approximate=approximate)
             return res
 
         return JSONSafe(await run_in_threadpool(work))

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import layout
 from ..jsonio import read_json
-from ..names import check_prefix, metric_segments, split_path
+from ..names import check_prefix
 from ..reader import effective_status
 from ..ring import folder_of, split_items, unrecovered
 from .tail import complete_size, read_from
@@ -120,6 +120,15 @@ def view_summary(prefix: str, info: Any, params: Any) -> dict[str, Any]:
             "params": {str(k): v for k, v in pdata.items()} if isinstance(pdata, dict) else {}}
 
 
+def listing_summary(s: dict[str, Any]) -> dict[str, Any]:
+    """The runs table's row from a `runs.summary` (what a server's engine lists), its status already effective."""
+    start, end = parse_time(s.get("start")), parse_time(s.get("end"))
+    return {"prefix": s["prefix"], "status": s["status"], "start": start, "end": end,
+            "duration": (end - start) if start and end else None, "tags": list(s.get("tags") or []),
+            "description": s.get("description"), "statusReason": s.get("statusReason"),
+            "params": {str(k): v for k, v in (s.get("params") or {}).items()}}
+
+
 @dataclass
 class NewRows:
     """New rows of a metric stream or of the logs since a subscription's offset (as stored: metric rows with
@@ -180,7 +189,7 @@ class Root:
         real = Path(os.path.realpath(path))
         if real != self.real and self.real not in real.parents:
             raise NotFound(f"no run {prefix!r} under this root")
-        if not (real / "experiment.json").is_file():
+        if not layout.info_file(real).is_file():
             raise NotFound(f"no run {prefix!r} under this root (it may have been deleted)")
         self._scan_ring(real)  # rows a killed writer left in its spill ring: shown, not written
         return real
@@ -194,10 +203,10 @@ class Root:
 
     def metric_path(self, run: Path, name: str) -> Path:
         try:
-            segs = split_path(name, "metric name")
+            parts = layout.metric_parts(name)
         except (ValueError, TypeError) as e:
             raise BadName(str(e)) from None
-        return self.inside(run, "metrics", *segs, "data.jsonl")
+        return self.inside(run, *parts)
 
     # ---- runs ----------------------------------------------------------------------------------------------
     def prefixes(self) -> list[str]:
@@ -209,13 +218,13 @@ class Root:
             except OSError:
                 return
             names = {e.name for e in entries}
-            if rel and "experiment.json" in names and "/" in rel:
+            if rel and layout.EXPERIMENT_JSON in names and "/" in rel:
                 out.append(rel)
                 return
             if depth > 12:
                 return
             for e in entries:
-                if e.name == ".ml_dash" or e.name.startswith(".ml-dash"):
+                if e.name == layout.PRIVATE or e.name.startswith(".ml-dash"):
                     continue
                 try:
                     if e.is_dir(follow_symlinks=False):
@@ -231,18 +240,18 @@ class Root:
         when the caller found it by walking the root (so it is known to be inside)."""
         run = self.run_dir(prefix) if run is None else run
         key = []
-        for f in ("experiment.json", "parameters.json"):
+        for f in (layout.info_file(run), layout.params_file(run)):
             try:
-                key.append(os.stat(run / f).st_mtime_ns)
+                key.append(os.stat(f).st_mtime_ns)
             except OSError:
                 key.append(0)
         cached = self._summ.get(prefix)
         if cached and cached[0] == tuple(key):
             info, s = cached[1]["info"], cached[1]["summary"]
             return dict(s, status=effective_status(info) or "UNKNOWN")  # a heartbeat ages without a write
-        info = read_json(run / "experiment.json")
+        info = read_json(layout.info_file(run))
         info = info if isinstance(info, dict) else {}
-        s = view_summary(prefix, info, read_json(run / "parameters.json"))
+        s = view_summary(prefix, info, read_json(layout.params_file(run)))
         self._summ[prefix] = (tuple(key), {"info": {k: info.get(k) for k in ("status", "heartbeatAt",
                                                                               "updated_at")}, "summary": s})
         return dict(s)
@@ -259,44 +268,42 @@ class Root:
 
     def streams(self, run: Path) -> list[str]:
         """The run's metric streams: those with a file, and those only a killed writer's spill ring holds."""
-        base = run / "metrics"
+        base = layout.metrics_dir(run)
         files = list(base.rglob(layout.DATA)) if base.is_dir() else []
         rr = self._rings.get(run)
         files += [p for p in (rr.metrics if rr is not None else {}) if base in p.parents]
         return sorted({str(p.parent.relative_to(base)).replace(os.sep, "/") for p in files})
 
     def topics(self, run: Path) -> dict[str, Path]:
-        base = run / "tracks"
+        base = layout.tracks_dir(run)
         out: dict[str, Path] = {}
         for folder in sorted(base.iterdir()) if base.is_dir() else []:
-            meta = read_json(folder / "metadata.json")
+            meta = read_json(folder / layout.META)
             if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
                 out[meta["topic"]] = folder
         return out
 
     def files(self, run: Path) -> list[dict[str, Any]]:
-        idx = read_json(run / "files" / ".files_metadata.json")
-        entries = idx.get("files") if isinstance(idx, dict) else None
+        entries = layout.index_entries(read_json(layout.files_index_file(run)))
         out = []
-        for e in entries or []:
-            if isinstance(e, dict) and not e.get("deletedAt") and isinstance(e.get("id"), (str, int)):
+        for e in entries:
+            if not e.get("deletedAt") and isinstance(e.get("id"), (str, int)):
                 out.append(e)
         return out
 
     def file_path(self, run: Path, entry: dict[str, Any]) -> Path:
-        segs = [p for p in str(entry.get("path", "/")).split("/") if p]
         try:
-            split_path("/".join(segs + [str(entry["id"]), str(entry["filename"])]), "file path")
+            parts = layout.file_parts(entry)
         except (ValueError, TypeError, KeyError):
             raise NotFound("the file index names a path outside the run") from None
-        return self.inside(run, "files", *segs, str(entry["id"]), str(entry["filename"]))
+        return self.inside(run, *parts)
 
     # ---- spill rings of killed writers ---------------------------------------------------------------------
     def _scan_ring(self, run: Path) -> None:
         """Read the rows dead processes left in the run's spill rings (read-only: `ml_dash.load`, the next open
         of the run or `ml-dash sync` write them into the journal), re-read only when a ring changed, or after a
         second while a ring's process may have died since."""
-        private = run / layout.PRIVATE
+        private = layout.private_dir(run)
         folder = folder_of(private)
         try:
             names = sorted(n for n in os.listdir(folder) if n.endswith(".ring"))
@@ -321,10 +328,10 @@ class Root:
         def path_of(kind: str, name: str | None) -> Path | None:
             try:
                 if kind == "metrics":
-                    return run.joinpath("metrics", *metric_segments(name), layout.DATA)
+                    return run.joinpath(*layout.metric_parts(name))
                 if kind == "tracks":
-                    return topics[name] / layout.DATA if name in topics else None
-                return run.joinpath(*layout.LOGS.split("/"))
+                    return layout.data_file(topics[name]) if name in topics else None
+                return layout.logs_file(run)
             except (ValueError, TypeError):
                 return None
 
@@ -399,7 +406,7 @@ class Root:
             return await run_in_threadpool(preview_columns, path), True
 
     def logs(self, run: Path) -> Logs:
-        path = run / "logs" / "logs.jsonl"
+        path = layout.logs_file(run)
         with self._lock:
             lg = self._logs.get(path)
             if lg is None:
@@ -440,7 +447,7 @@ class Root:
         ring = self.ring_tracks(run, topic)
         if folder is None and not ring:
             raise NotFound(f"no track topic {topic!r} in run {prefix!r}")
-        tail = read_from(self.inside(run, "tracks", folder.name, layout.DATA), 0)[0] if folder is not None else None
+        tail = read_from(self.inside(run, *layout.track_parts(folder.name)), 0)[0] if folder is not None else None
         return merge_tracks((tail.rows if tail is not None else []) + ring), tail.invalid if tail is not None else 0
 
     def run_logs(self, prefix: str) -> Logs:
@@ -462,7 +469,7 @@ class Root:
     def tail(self, prefix: str, kind: str, name: str, offset: int, memo: dict[str, Any], limit: int) -> NewRows | None:
         try:
             run = self.run_dir(prefix)
-            path = self.metric_path(run, name) if kind == "metrics" else run.joinpath(*layout.LOGS.split("/"))
+            path = self.metric_path(run, name) if kind == "metrics" else layout.logs_file(run)
             size = os.stat(path).st_size
         except (NotFound, BadName, OSError):
             return None
@@ -473,7 +480,7 @@ class Root:
 
     def status_changed(self, prefix: str, memo: dict[str, Any]) -> bool:
         try:
-            m = os.stat(self.run_dir(prefix) / "experiment.json").st_mtime
+            m = os.stat(layout.info_file(self.run_dir(prefix))).st_mtime
         except (NotFound, BadName, OSError):
             return True  # gone: the status to show is DELETED
         if m == memo.get("mtime") and time.monotonic() % 5 > 0.1:  # re-check the heartbeat age now and then
