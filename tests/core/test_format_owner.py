@@ -124,6 +124,7 @@ def test_listings_builders_and_staging(tmp_path):
     layout.unstage(content)
     assert d.recover_staged() == []
     assert layout.new_info("n", "p", "p/n", None, None, None, "t")["created_at"] == "t"
+    assert layout.run_span({"created_at": "a", "endedAt": None, "heartbeatAt": "b", "updated_at": "c"}) == ("a", "b")
     assert layout.effective_status({"status": "RUNNING", "heartbeatAt": "2000-01-01T00:00:00.000000Z"}) == "CRASHED"
     assert layout.merge_tracks([{"timestamp": 1, "a": 1}, {"timestamp": 1, "b": 2}]) == [{"timestamp": 1, "a": 1,
                                                                                             "b": 2}]

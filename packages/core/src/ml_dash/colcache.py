@@ -7,8 +7,8 @@ file is the same file (device and inode), at least that long, and still holds th
 Columns live in memory (per process, least recently used dropped beyond a budget) and on disk, outside the
 ``.dash`` folder so its layout stays byte-identical: ``$ML_DASH_CACHE_DIR``, else ``$XDG_CACHE_HOME/ml-dash``,
 else ``~/.cache/ml-dash``. The disk cache is never required: when it cannot be written the columns stay in
-memory. On disk an entry is a folder per stream file: ``head.json`` (what the columns cover) and one append-only
-float64 file per numeric field, plus ``<gen>.text.jsonl`` for the fields that hold strings or lists.
+memory. On disk an entry is one file per stream file (``DiskEntry``): blocks of float64 rows, each appended by the
+read that parsed them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import numpy as np
 
 from .columns import Batch, Template, parse
 
-VERSION = 1
+VERSION = 2
 TAIL = 64  # bytes before the parsed end that must not change
 MEMORY_BUDGET = 512 << 20  # bytes of columns kept in memory across streams
 MAX_READ = 64 << 20  # bytes read and parsed at a time
@@ -64,6 +63,7 @@ class StreamColumns:
         self.gen = secrets.token_hex(6)  # names this generation's files on disk
         self.templates: list[Template] = []
         self.derived: dict[str, Any] = {}  # the int64 order field and its order, as far as computed
+        self.blocks = 0  # blocks of its disk entry
 
     def nbytes(self) -> int:
         return self.cap * 8 * len(self.num) + 64 * sum(len(t) for t in self.text.values())
@@ -73,8 +73,9 @@ class StreamColumns:
             return
         cap = max(need + need // 4, self.cap * 2, 1024)  # room for the appends that follow
         for k, col in self.num.items():
-            new = np.full(cap, np.nan)
+            new = np.empty(cap)
             new[: self.n] = col[: self.n]
+            new[self.n :] = np.nan
             self.num[k] = new
         self.cap = cap
 
@@ -251,8 +252,9 @@ def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entr
                 data, end = more, (len(more) if nl >= 0 else 0)
             if end == 0:
                 break  # only a torn last line: it waits for the next read
-        state.append(parse(data[:end], kind, state.templates))
-        state.tail = (state.tail + data[:end])[-TAIL:]
+        whole = data if end == len(data) else data[:end]  # no copy of the common case
+        state.append(parse(whole, kind, state.templates))
+        state.tail = whole[-TAIL:] if end >= TAIL else (state.tail + whole)[-TAIL:]
         state.offset += end
     state.mtime_ns = st.st_mtime_ns
     if entry is not None and state.offset != saved_offset:
@@ -260,102 +262,140 @@ def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entr
     return state
 
 
+_MAGIC = b"MLDCOL2\n"
+_END = b"MLDCEND\n"
+MAX_BLOCKS = 64  # appended blocks before the entry is rewritten whole
+
+
 class DiskEntry:
-    """The on-disk copy of one stream's columns. Every failure to read or write it is ignored."""
+    """The on-disk copy of one stream's columns: one file of blocks, each a JSON header (what the columns cover
+    after it: file identity, offset, tail, rows; its numeric field names and text values) then the float64 rows it
+    adds per field, then a trailer pointing back at its start. A read appends one block with one write; a torn or
+    foreign block ends the entry where the last whole block ends. One file per stream keeps a cold read of many
+    small streams to one file created each. Every failure to read or write it is ignored."""
 
     def __init__(self, key: str) -> None:
-        self.dir = cache_root() / "columns" / key[:2] / key
+        self.file = cache_root() / "columns" / key[:2] / f"{key}.cols"
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    def _head(self) -> dict[str, Any] | None:
-        try:
-            head = json.loads((self.dir / "head.json").read_bytes())
-        except (OSError, ValueError):
-            return None
-        return head if isinstance(head, dict) and head.get("v") == VERSION else None
+    @staticmethod
+    def _blocks(raw: bytes) -> Iterator[tuple[dict[str, Any], int]]:
+        """(header, data start) of each whole, consecutive block."""
+        pos, rows, gen, index = 0, 0, None, 0
+        while pos + 16 <= len(raw) and raw[pos : pos + 8] == _MAGIC:
+            hl = int.from_bytes(raw[pos + 8 : pos + 16], "little")
+            head = json.loads(raw[pos + 16 : pos + 16 + hl])
+            data = pos + 16 + hl
+            end = data + (head["rows"] - head["rows_from"]) * 8 * len(head["num"])
+            if end + 16 > len(raw) or raw[end + 8 : end + 16] != _END \
+                    or int.from_bytes(raw[end : end + 8], "little") != pos:
+                return  # torn
+            if head["rows_from"] != rows or head["rows"] < rows or (gen is not None and head["gen"] != gen) \
+                    or head.get("index") != index:
+                return
+            gen, rows, index = head["gen"], head["rows"], index + 1
+            yield head, data
+            pos = end + 16
 
     def load(self, path: str, kind: str, st: os.stat_result) -> StreamColumns | None:
-        if not (self.dir / "head.json").exists():
+        try:
+            with open(self.file, "rb") as f:
+                raw = f.read()
+        except OSError:
             return None
         try:
-            with self._locked():
-                head = self._head()
-                if head is None or head.get("path") != path or head.get("kind") != kind:
-                    return None
-                if head["dev"] != st.st_dev or head["ino"] != st.st_ino or st.st_size < head["offset"]:
-                    return None
-                s = StreamColumns(kind, path)
-                n = int(head["rows"])
-                s.gen = str(head["gen"])
-                s.reserve(max(n + max(n // 4, 4096), 1024))
+            blocks = list(self._blocks(raw))
+            if not blocks:
+                return None
+            last = blocks[-1][0]
+            if last.get("v") != VERSION or last.get("path") != path or last.get("kind") != kind:
+                return None
+            if last["dev"] != st.st_dev or last["ino"] != st.st_ino or st.st_size < last["offset"]:
+                return None
+            s = StreamColumns(kind, path)
+            n = int(last["rows"])
+            s.reserve(max(n + max(n // 4, 4096), 1024))
+            for head, data in blocks:
+                rf, rt = head["rows_from"], head["rows"]
                 for i, name in enumerate(head["num"]):
-                    col = np.full(s.cap, np.nan)
-                    with open(self.dir / f"{s.gen}.{i}.f64", "rb") as f:
-                        got = f.readinto(memoryview(col[:n]).cast("B"))  # type: ignore[arg-type]
-                    if got != n * 8:
-                        return None
-                    s.num[name] = col
-                if head["text"]:
-                    for line in (self.dir / f"{s.gen}.text.jsonl").read_bytes().splitlines():
-                        r, name, value = json.loads(line)
-                        if r < n:
-                            s.text.setdefault(name, {})[r] = value
-                s.n = n
-                s.offset = int(head["offset"])
-                s.tail = bytes.fromhex(head["tail"])
-                s.dev, s.ino = st.st_dev, st.st_ino
-                s.skipped = int(head.get("skipped", 0))
-                return s
-        except (OSError, ValueError, KeyError, TypeError):
+                    col = s.num.get(name)
+                    if col is None:
+                        col = s.num[name] = np.full(s.cap, np.nan)
+                    at = data + i * (rt - rf) * 8
+                    col[rf:rt] = np.frombuffer(raw, np.float64, rt - rf, at)
+                for r, name, value in head["text"]:
+                    s.text.setdefault(name, {})[r] = value
+            s.n = n
+            s.gen = str(last["gen"])
+            s.offset = int(last["offset"])
+            s.tail = bytes.fromhex(last["tail"])
+            s.dev, s.ino = st.st_dev, st.st_ino
+            s.skipped = int(last.get("skipped", 0))
+            s.blocks = len(blocks)
+            return s
+        except (ValueError, KeyError, TypeError, IndexError):
             return None
+
+    @staticmethod
+    def _block(s: StreamColumns, start: int, pos: int, index: int) -> bytes:
+        names = [k for k, col in s.num.items() if start == 0 or not np.isnan(col[start : s.n]).all()]
+        head = {"v": VERSION, "path": s.path, "kind": s.kind, "dev": s.dev, "ino": s.ino, "offset": s.offset,
+                "tail": s.tail.hex(), "rows_from": start, "rows": s.n, "gen": s.gen, "num": names,
+                "text": [[r, k, v] for k, tv in s.text.items() for r, v in tv.items() if r >= start],
+                "skipped": s.skipped, "index": index}
+        hb = json.dumps(head).encode()
+        hb += b" " * (-len(hb) % 8)
+        parts = [_MAGIC, len(hb).to_bytes(8, "little"), hb]
+        parts += [s.num[k][start : s.n].tobytes() for k in names]
+        parts.append(pos.to_bytes(8, "little") + _END)
+        return b"".join(parts)
 
     def save(self, s: StreamColumns, old_n: int, old_offset: int) -> None:
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            with self._locked():
-                head = self._head()
-                fresh = head is None or head.get("gen") != s.gen or head.get("rows") != old_n \
-                    or head.get("offset") != old_offset
-                if fresh and head is not None and head.get("gen") == s.gen and head.get("offset", 0) >= s.offset:
-                    return  # another process already saved as much
-                if fresh:
-                    s.gen = secrets.token_hex(6)
-                    names = list(s.num)
-                    start = 0
-                else:
-                    assert head is not None
-                    names = list(head["num"]) + [k for k in s.num if k not in head["num"]]
-                    start = old_n
-                known = set(head["num"]) if not fresh and head is not None else set()
-                for i, name in enumerate(names):
-                    col = s.num[name]
-                    with open(self.dir / f"{s.gen}.{i}.f64", "ab" if name in known else "wb") as out:
-                        out.write(col[start if name in known else 0 : s.n].tobytes())
-                text_lines = [json.dumps([r, k, v]) + "\n" for k, tv in s.text.items() for r, v in tv.items()
-                              if r >= start]
-                if text_lines or fresh:
-                    with open(self.dir / f"{s.gen}.text.jsonl", "a" if not fresh else "w") as tf:
-                        tf.writelines(text_lines)
-                new_head = {"v": VERSION, "path": s.path, "kind": s.kind, "dev": s.dev, "ino": s.ino,
-                            "offset": s.offset, "tail": s.tail.hex(), "rows": s.n, "gen": s.gen, "num": names,
-                            "text": sorted(s.text), "skipped": s.skipped}
-                tmp = self.dir / f".head.{os.getpid()}.{threading.get_ident()}.tmp"
-                tmp.write_text(json.dumps(new_head))
-                os.replace(tmp, self.dir / "head.json")
-                if fresh:
-                    for old in self.dir.iterdir():
-                        if old.name.endswith((".f64", ".text.jsonl")) and not old.name.startswith(s.gen + "."):
-                            old.unlink(missing_ok=True)
+            if old_offset and self._append(s, old_n, old_offset):
+                return
+            s.gen = secrets.token_hex(6)
+            tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            data = self._block(s, 0, 0, 0)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.file)
+            s.blocks = 1
         except (OSError, ValueError, TypeError):
             pass
+
+    def _append(self, s: StreamColumns, old_n: int, old_offset: int) -> bool:
+        """Append the rows after ``old_n`` as one block when the file ends where this state's last save did;
+        False: write the entry whole instead."""
+        if s.blocks >= MAX_BLOCKS:
+            return False
+        try:
+            fd = os.open(self.file, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            tail = os.pread(fd, 16, size - 16) if size >= 32 else b""
+            if tail[8:] != _END:
+                return False
+            pos = int.from_bytes(tail[:8], "little")
+            hl = int.from_bytes(os.pread(fd, 8, pos + 8), "little")
+            head = json.loads(os.pread(fd, hl, pos + 16))
+            if head.get("gen") != s.gen or head.get("rows") != old_n or head.get("offset") != old_offset:
+                # another process saved since: as much or more (keep its file), or an older state (rewrite)
+                return head.get("gen") == s.gen and head.get("offset", 0) >= s.offset
+            os.pwrite(fd, self._block(s, old_n, size, int(head.get("index", 0)) + 1), size)
+            s.blocks += 1
+            return True
+        finally:
+            os.close(fd)
 
 
 

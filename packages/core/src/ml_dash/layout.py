@@ -50,6 +50,8 @@ TRACKS = "tracks"  # tracks/<folder>/{data.jsonl,metadata.json}
 FILES = "files"  # files/.files_metadata.json, files/<dir>/<id>/<filename>
 RUN_DIRS = frozenset({LOGS_DIR, METRICS, TRACKS, FILES, PRIVATE})  # a run's own folders: no run is nested in them
 STALE_AFTER = 60.0  # a RUNNING run whose heartbeat is older than this reads back as CRASHED
+STATUS_KEYS = ("status", "heartbeatAt", "updated_at")  # the fields of experiment.json `effective_status` reads
+COUNT_KEY = {"metrics": "totalDataPoints", "tracks": "totalEntries"}  # a stream's row count in its metadata.json
 _LEVELS = {lv: b'"%s"' % lv.encode() for lv in ("info", "warn", "error", "debug", "fatal")}
 
 
@@ -323,7 +325,7 @@ class ExperimentDir:
 
     def append_logs(self, entries: list[tuple[float, str, str, Any]]) -> None:
         s = self._stream("logs", None)
-        with self.locked(stream_lock(LOGS_DIR)):
+        with self.locked(stream_key(LOGS_DIR)):
             s.sync_tail()
             n = s.next_index
             parts = []
@@ -339,7 +341,7 @@ class ExperimentDir:
         """Append rows (each holding '_ts') with fresh indices; with ``records`` append stored-form records,
         skipping those whose index is already present (idempotent re-delivery)."""
         s = self._stream("metrics", name)
-        with self.locked(stream_lock(METRICS, name)):
+        with self.locked(stream_key(METRICS, name)):
             created = s.sync_tail() or s.meta is None
             n = s.next_index
             parts = []
@@ -381,7 +383,7 @@ class ExperimentDir:
             return
         s = self._stream("tracks", topic)
         meta_path = meta_file(s.path)
-        with self.locked(stream_lock(TRACKS, topic)):
+        with self.locked(stream_key(TRACKS, topic)):
             changed = s.sync_tail()
             if changed or s.meta is None:
                 m = read_json(meta_path)
@@ -406,7 +408,7 @@ class ExperimentDir:
         """Rewrite the metadata.json of every stream appended to since the last call (see ``defer_meta``)."""
         for s in list(self._streams.values()):
             if s.meta_dirty and s.meta is not None:
-                with self.locked(stream_lock(METRICS, s.lock_name)):
+                with self.locked(stream_key(METRICS, s.lock_name)):
                     if s.meta_dirty and s.meta is not None:
                         s.sync_tail()  # another process may have appended since: count its rows too
                         s.meta["totalDataPoints"] = s.meta["nextIndex"] = s.next_index
@@ -458,7 +460,7 @@ class ExperimentDir:
         """Append stored-form log records (a copy of another run's), skipping those whose sequence number is
         already present, so that a batch delivered twice is stored once."""
         s = self._stream("logs", None)
-        with self.locked(stream_lock(LOGS_DIR)):
+        with self.locked(stream_key(LOGS_DIR)):
             s.sync_tail()
             n = s.next_index
             parts = []
@@ -738,8 +740,9 @@ def meta_file(data: Path) -> Path:
     return data.parent / META
 
 
-def stream_lock(kind: str, name: str | None = None) -> str:
-    """The lock every writer of a stream (the run's own, other processes, the server) takes to append to it."""
+def stream_key(kind: str, name: str | None = None) -> str:
+    """A stream's key: the name of the lock every writer of it (the run's own, other processes, the server) takes
+    to append, and of the server's state for it."""
     return kind if kind == LOGS_DIR else f"{kind}/{name}"
 
 
@@ -846,6 +849,15 @@ def merge_tracks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             out.append(dict(r))
     return out
+
+
+def run_span(info: dict[str, Any]) -> tuple[str | None, str | None]:
+    """When a run started and when it ended (or was last seen), as experiment.json's ISO times: created_at; endedAt,
+    else the last heartbeat, else updated_at."""
+    start = info.get("created_at")
+    end = next((v for v in (info.get(k) for k in ("endedAt", "heartbeatAt", "updated_at")) if isinstance(v, str)),
+               None)
+    return (start if isinstance(start, str) else None), end
 
 
 def effective_status(info: dict[str, Any] | None, stale_after: float | None = None) -> str | None:

@@ -96,8 +96,8 @@ def summary(root: str | os.PathLike[str], prefix: str, last: list[tuple[str, str
     run = os.path.join(os.fspath(root), *prefix.split("/"))
     folder = Path(run)
     out = make_summary(prefix, _read(layout.info_file(folder)), _read(layout.params_file(folder)),
-                       _streams(str(layout.metrics_dir(folder)), "totalDataPoints", None),
-                       _streams(str(layout.tracks_dir(folder)), "totalEntries", "topic"))
+                       _streams(str(layout.metrics_dir(folder)), layout.COUNT_KEY["metrics"], None),
+                       _streams(str(layout.tracks_dir(folder)), layout.COUNT_KEY["tracks"], "topic"))
     if last:
         out["last"] = {f"{s}:{f}": last_value(Path(run), s, f, out["metrics"]) for s, f in last}
     return out
@@ -109,15 +109,14 @@ def make_summary(prefix: str, info: Any, params: Any, metrics: dict[str, int | N
     (a `.dash` folder, a database): every engine answers through this one function."""
     info = info if isinstance(info, dict) else {}
     pdata = params.get("data") if isinstance(params, dict) else None
-    start = info.get("created_at")
-    end = info.get("endedAt") or info.get("heartbeatAt") or info.get("updated_at")
+    start, end = layout.run_span(info)
     t0, t1 = iso_seconds(start), iso_seconds(end)
     tags = info.get("tags")
     out: dict[str, Any] = {
         "prefix": prefix,
         "status": effective_status(info) or "UNKNOWN",
-        "start": start if isinstance(start, str) else None,
-        "end": end if isinstance(end, str) else None,
+        "start": start,
+        "end": end,
         "duration": round(t1 - t0, 3) if isinstance(t0, float) and isinstance(t1, float) else None,
         "tags": [str(t) for t in tags] if isinstance(tags, list) else [],
         "description": info.get("description") if isinstance(info.get("description"), str) else None,

@@ -121,8 +121,8 @@ class FolderBackend(Backend):
     def _committed(d: ExperimentDir, kind: str, name: str | None) -> int | None:
         """Reads show committed rows only: the stream's data file up to its committed size (storage.py)."""
         if kind == "logs":
-            return committed_size(d, "logs")
-        return committed_size(d, f"{kind}/{name}") if name is not None else None
+            return committed_size(d, layout.stream_key(kind))
+        return committed_size(d, layout.stream_key(kind, name)) if name is not None else None
 
     def files(self, prefix: str) -> list[dict[str, Any]]:
         d = self._existing(prefix)

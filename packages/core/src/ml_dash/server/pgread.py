@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .. import layout
 from ..names import metric_segments
 from . import backend as b
 
@@ -21,7 +22,6 @@ from . import backend as b
 # enough to sort in memory
 _PAGE = ("SELECT string_agg(body, E'\\n' ORDER BY idx) FROM stream_rows WHERE stream_id = %s AND idx >= %s "
          "AND idx < %s")
-COUNT_KEY = {"metrics": "totalDataPoints", "tracks": "totalEntries"}
 
 
 class Reads:
@@ -87,7 +87,7 @@ class Reads:
         out: dict[int, dict[str, dict[str, int | None]]] = {}
         for exp_id, kind, name, meta in rows:
             m = json.loads(meta) if meta else None
-            count = m.get(COUNT_KEY[kind]) if isinstance(m, dict) else None
+            count = m.get(layout.COUNT_KEY[kind]) if isinstance(m, dict) else None
             label = m.get("topic") if kind == "tracks" and isinstance(m, dict) else None
             per = out.setdefault(exp_id, {"metrics": {}, "tracks": {}})
             per[kind][label if isinstance(label, str) else name] = count if isinstance(count, int) else None

@@ -131,15 +131,15 @@ class ServerRoot:
         self.exp(prefix)
         recs = check_logs(records)
         d = self.ensure(prefix)
-        lock = layout.stream_lock(layout.LOGS_DIR)
-        return self._append_indexed(d, lock, d.logs_file(), lock, "sequenceNumber", recs, source, None)
+        key = layout.stream_key(layout.LOGS_DIR)
+        return self._append_indexed(d, key, d.logs_file(), key, "sequenceNumber", recs, source, None)
 
     def append_metrics(self, prefix: str, name: str, records: Any, source: str) -> dict[str, int]:
         self.exp(prefix)
         recs = check_metrics(name, records)
         d = self.ensure(prefix)
-        lock = layout.stream_lock(layout.METRICS, name)
-        return self._append_indexed(d, lock, _inside(d, d.metric_file(name)), lock, "index", recs, source, name)
+        key = layout.stream_key(layout.METRICS, name)
+        return self._append_indexed(d, key, _inside(d, d.metric_file(name)), key, "index", recs, source, name)
 
     def _append_indexed(self, d: ExperimentDir, key: str, path: Path, lock_name: str, field: str,
                         recs: list[dict[str, Any]], source: str, metric: str | None) -> dict[str, int]:
@@ -174,7 +174,7 @@ class ServerRoot:
         entries = check_tracks(topic, entries, offset, end, offsets)
         d = self.ensure(prefix)
         path = _inside(d, d.track_file(topic))
-        key = layout.stream_lock(layout.TRACKS, topic)
+        key = layout.stream_key(layout.TRACKS, topic)
         with self.lock(f"{d.prefix}\0{key}"):
             d.private.mkdir(parents=True, exist_ok=True)
             with d.locked(key):

@@ -110,8 +110,7 @@ def view_summary(prefix: str, info: Any, params: Any) -> dict[str, Any]:
     """The runs table's row of one run, from its experiment.json and parameters.json."""
     info = info if isinstance(info, dict) else {}
     pdata = params.get("data") if isinstance(params, dict) else None
-    start = parse_time(info.get("created_at"))
-    end = parse_time(info.get("endedAt")) or parse_time(info.get("heartbeatAt")) or parse_time(info.get("updated_at"))
+    start, end = (parse_time(t) for t in layout.run_span(info))
     tags = info.get("tags") if isinstance(info.get("tags"), list) else []
     return {"prefix": prefix, "status": effective_status(info) or "UNKNOWN", "start": start, "end": end,
             "duration": (end - start) if start and end else None, "tags": [str(t) for t in tags],
@@ -252,8 +251,8 @@ class Root:
         info = read_json(layout.info_file(run))
         info = info if isinstance(info, dict) else {}
         s = view_summary(prefix, info, read_json(layout.params_file(run)))
-        self._summ[prefix] = (tuple(key), {"info": {k: info.get(k) for k in ("status", "heartbeatAt",
-                                                                              "updated_at")}, "summary": s})
+        self._summ[prefix] = (tuple(key), {"info": {k: info.get(k) for k in layout.STATUS_KEYS},
+                                             "summary": s})
         return dict(s)
 
     def summaries(self) -> list[dict[str, Any]]:
