@@ -19,7 +19,7 @@ from typing import Any
 from . import console
 from .config import BufferConfig
 from .jsonio import iso
-from .layout import EXPERIMENT_JSON, META, ExperimentDir, unstage
+from .layout import EXPERIMENT_JSON, META, STAGED_SOURCE, ExperimentDir, unstage
 from .ring import SPILL_EVERY, Ring, decode_lines, encode_items, folder_of, split_items
 from .values import Deferred, resolve_row
 
@@ -735,13 +735,13 @@ def _prepare_file(staged: Path, entry: dict[str, Any]) -> Path:
     """Pool task: make sure the staged content is there (copy large sources now), checksum it."""
     content = staged
     if not content.exists():
-        src = entry.pop("_source", None)
+        src = entry.pop(STAGED_SOURCE, None)
         if src is None:
             raise FileNotFoundError(f"staged content of {entry['filename']} is missing")
         tmp = content.with_name(content.name + ".part")
         shutil.copyfile(src, tmp)
         os.replace(tmp, content)
-    entry.pop("_source", None)
+    entry.pop(STAGED_SOURCE, None)
     h = hashlib.sha256()
     size = 0
     with open(content, "rb") as f:

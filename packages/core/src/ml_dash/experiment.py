@@ -16,7 +16,7 @@ from typing import Any
 from . import console, process, sysmetrics
 from .buffer import Buffer
 from .config import BufferConfig, default_root, env_flag
-from .layout import ExperimentDir, file_entry, stage_entry
+from .layout import STAGED_SOURCE, ExperimentDir, file_entry, stage_entry
 from .names import file_name, logical_dir, metric_segments, topic_folder
 from .reader import FilesView, LogsView, MetricsView, ParamsView, TracksView
 from .ring import LOG, LOG_META, METRIC, METRIC_NONE, TRACK
@@ -503,7 +503,7 @@ class FileFolder:
                 try:
                     os.link(source, content)
                 except OSError:
-                    entry["_source"] = str(source)
+                    entry[STAGED_SOURCE] = str(source)
         entry["sizeBytes"] = content.stat().st_size if content.exists() else None
         stage_entry(content, entry)
         buf.files.append((content, entry))

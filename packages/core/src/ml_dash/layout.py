@@ -33,21 +33,30 @@ from .jsonio import (
     scan_tail,
     write_json_atomic,
 )
-from .names import check_prefix, metric_segments, split_path, topic_folder
+from .names import DATA as DATA
+from .names import EXPERIMENT_JSON as EXPERIMENT_JSON
+from .names import FILES as FILES
+from .names import FILES_INDEX_STEM as FILES_INDEX_STEM
+from .names import LOGS_DIR as LOGS_DIR
+from .names import META as META
+from .names import METRICS as METRICS
+from .names import PARAMETERS_JSON as PARAMETERS_JSON
+from .names import PRIVATE as PRIVATE
+from .names import TRACKS as TRACKS
+from .names import (
+    check_prefix,
+    metric_segments,
+    split_path,
+    topic_folder,
+)
 from .names import content_type as check_content_type
 
-# file and folder names of a run <root>/<prefix>/ (docs/layout.md)
-EXPERIMENT_JSON = "experiment.json"
-PARAMETERS_JSON = "parameters.json"
-DATA = "data.jsonl"  # every stream's records
-META = "metadata.json"  # every metric's and topic's summary
-LOGS = "logs/logs.jsonl"
-FILES_INDEX = ".files_metadata.json"  # in files/
-PRIVATE = ".ml_dash"  # locks/, staging/, cursors/, quarantine/, mirror-*: never part of the data
-LOGS_DIR = "logs"
-METRICS = "metrics"  # metrics/<name>/{data.jsonl,metadata.json}
-TRACKS = "tracks"  # tracks/<folder>/{data.jsonl,metadata.json}
-FILES = "files"  # files/.files_metadata.json, files/<dir>/<id>/<filename>
+# file and folder names of a run <root>/<prefix>/ (docs/layout.md), spelled in `names` (whose rules refuse them):
+# experiment.json, parameters.json; logs/logs.jsonl; metrics/<name>/ and tracks/<folder>/, each with data.jsonl (the
+# records) and metadata.json (the summary); files/.files_metadata.json and files/<dir>/<id>/<filename>; .ml_dash/
+# (locks/, ring/, staging/, cursors/, quarantine/, mirror-*, server/: never part of the data)
+LOGS = f"{LOGS_DIR}/logs.jsonl"
+FILES_INDEX = FILES_INDEX_STEM + ".json"  # in files/
 RUN_DIRS = frozenset({LOGS_DIR, METRICS, TRACKS, FILES, PRIVATE})  # a run's own folders: no run is nested in them
 STALE_AFTER = 60.0  # a RUNNING run whose heartbeat is older than this reads back as CRASHED
 STATUS_KEYS = ("status", "heartbeatAt", "updated_at")  # the fields of experiment.json `effective_status` reads
@@ -429,7 +438,7 @@ class ExperimentDir:
             idx = read_json(index_path)
             if not isinstance(idx, dict) or not isinstance(idx.get("files"), list):
                 if index_path.exists() and index_path.stat().st_size:
-                    shutil.copyfile(index_path, files_dir / f".files_metadata.corrupt.{int(time.time())}.json")
+                    shutil.copyfile(index_path, files_dir / f"{FILES_INDEX_STEM}.corrupt.{int(time.time())}.json")
                 idx = files_index([])
             known = {e.get("id"): e for e in idx["files"] if isinstance(e, dict)}
             for staged, entry in items:
@@ -641,10 +650,13 @@ class ExperimentDir:
             if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
                 continue
             content = folder / "content"
-            if content.exists() or entry.get("_source"):
+            if content.exists() or entry.get(STAGED_SOURCE):
                 entry.pop("_pid", None)
                 out.append((content, entry))
         return out
+
+
+STAGED_SOURCE = "_source"  # in a staged entry: the path to copy a large file's content from, when not yet copied
 
 
 def stage_entry(content: Path, entry: dict[str, Any]) -> None:

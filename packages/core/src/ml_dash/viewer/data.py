@@ -16,7 +16,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -73,6 +73,7 @@ class Columns:
     non_numeric: set[str] = field(default_factory=set)
     ino: int | None = None
     missing: bool = True
+    stamp: tuple[int, ...] = ()  # the file's identity and change time when read, and the rows a spill ring added
 
 
 @dataclass
@@ -84,17 +85,52 @@ class Logs:
     offset: int = 0
     invalid: int = 0
     ino: int | None = None
+    _times: dict[str, float] = field(default_factory=dict, repr=False)  # timestamp text -> seconds (rows share them)
+    _levels: dict[Any, str] = field(default_factory=dict, repr=False)
+    _blob: tuple[int, str, str, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def add(self, rows: list[dict[str, Any]]) -> None:
-        for r in rows:
-            self.seq.append(int(_num(r.get("sequenceNumber", len(self.seq))) if isinstance(
-                r.get("sequenceNumber"), (int, float)) else len(self.seq)))
-            t = parse_time(r.get("timestamp"))
-            self.ts.append(t if t is not None else math.nan)
-            lv = r.get("level")
-            self.level.append(str(lv).lower() if isinstance(lv, str) else "info")
-            msg = r.get("message")
-            self.message.append(msg if isinstance(msg, str) else str(msg))
+        """Append log rows, a column at a time (a million rows share a few timestamps and levels)."""
+        n0 = len(self.seq)
+        sn = [r.get("sequenceNumber") for r in rows]
+        if not all(type(x) is int for x in sn):
+            sn = [int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else n0 + k
+                  for k, x in enumerate(sn)]
+        self.seq.extend(sn)
+        times = self._times
+        if len(times) > 100_000:
+            times.clear()
+        tt = [r.get("timestamp") for r in rows]
+        for t in set(x for x in tt if isinstance(x, str)).difference(times):
+            p = parse_time(t)
+            times[t] = p if p is not None else math.nan
+        self.ts.extend([times.get(t, math.nan) if isinstance(t, str) else math.nan for t in tt])
+        levels = self._levels
+        lv = [r.get("level") for r in rows]
+        for x in set(x for x in lv if isinstance(x, str)).difference(levels):
+            levels[x] = x.lower()
+        self.level.extend([levels[x] if isinstance(x, str) else "info" for x in lv])
+        msg = [r.get("message") for r in rows]
+        if not all(type(m) is str for m in msg):
+            msg = [m if isinstance(m, str) else str(m) for m in msg]
+        self.message.extend(msg)
+
+    def blob(self) -> tuple[str, np.ndarray, str, np.ndarray]:
+        """Every message on one line of one text (newlines inside a message read as spaces) and where each line
+        starts, and the same in lower case: a search runs once over the text instead of once per line."""
+        n = len(self.message)
+        if self._blob is None or self._blob[0] != n:
+            def starts_of(parts: list[str]) -> np.ndarray:
+                lens = np.fromiter((len(m) + 1 for m in parts), dtype=np.int64, count=len(parts))
+                return np.concatenate([[0], np.cumsum(lens)[:-1]]) if len(parts) else np.zeros(0, dtype=np.int64)
+
+            msgs = [m.replace("\n", " ") if "\n" in m else m for m in self.message]
+            text = "\n".join(msgs)
+            starts = starts_of(msgs)
+            lower = text.lower()
+            lstarts = starts if len(lower) == len(text) else starts_of([m.lower() for m in msgs])
+            self._blob = (n, text, lower, starts, lstarts)
+        return self._blob[1], self._blob[3], self._blob[2], self._blob[4]
 
 
 def log_row(logs: Logs, i: int) -> dict[str, Any]:
@@ -172,7 +208,8 @@ class Root:
         self.real = Path(os.path.realpath(self.root))
         self._cols: dict[Path, Columns] = {}
         self._logs: dict[Path, Logs] = {}
-        self._summ: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}
+        self._summ: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self._dirs: dict[str, tuple[int, bool, list[str]]] = {}  # folder -> (mtime, holds a run, sub-folders)
         self._lock = threading.Lock()
         self._exact: set[Path] = set()  # streams read in full at least once by this process
         self._pending: dict[Path, Any] = {}  # streams whose first full read is under way
@@ -209,58 +246,85 @@ class Root:
 
     # ---- runs ----------------------------------------------------------------------------------------------
     def prefixes(self) -> list[str]:
+        """Every run under the root (a folder holding experiment.json, at least two levels down). A folder whose
+        modification time is unchanged since the last walk is not listed again: its entries are the same."""
         out: list[str] = []
+        seen: set[str] = set()
+        exp = layout.EXPERIMENT_JSON
 
         def walk(d: str, rel: str, depth: int) -> None:
             try:
-                entries = list(os.scandir(d))
+                mtime = os.stat(d).st_mtime_ns
             except OSError:
                 return
-            names = {e.name for e in entries}
-            if rel and layout.EXPERIMENT_JSON in names and "/" in rel:
+            seen.add(d)
+            cached = self._dirs.get(d)
+            if cached is None or cached[0] != mtime:
+                try:
+                    with os.scandir(d) as it:
+                        entries = list(it)
+                except OSError:
+                    return
+                is_run = bool(rel) and "/" in rel and any(e.name == exp for e in entries)
+                subs = []
+                for e in entries if not is_run else []:
+                    if e.name == layout.PRIVATE or e.name.startswith(".ml-dash"):
+                        continue
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            subs.append(e.name)
+                    except OSError:
+                        continue
+                cached = self._dirs[d] = (mtime, is_run, subs)
+            if cached[1]:
                 out.append(rel)
                 return
             if depth > 12:
                 return
-            for e in entries:
-                if e.name == layout.PRIVATE or e.name.startswith(".ml-dash"):
-                    continue
-                try:
-                    if e.is_dir(follow_symlinks=False):
-                        walk(e.path, f"{rel}/{e.name}" if rel else e.name, depth + 1)
-                except OSError:
-                    continue
+            for name in cached[2]:
+                walk(d + os.sep + name, f"{rel}/{name}" if rel else name, depth + 1)
 
         walk(str(self.real), "", 0)
+        for gone in [d for d in self._dirs if d not in seen]:
+            del self._dirs[gone]
         return sorted(out)
 
-    def summary(self, prefix: str, run: Path | None = None) -> dict[str, Any]:
+    def summary(self, prefix: str, run: Path | str | None = None, folder_mtime: int | None = None) -> dict[str, Any]:
         """Status, times, tags and params of a run; re-read only when its files changed. ``run``: the folder,
-        when the caller found it by walking the root (so it is known to be inside)."""
-        run = self.run_dir(prefix) if run is None else run
-        key = []
-        for f in (layout.info_file(run), layout.params_file(run)):
-            try:
-                key.append(os.stat(f).st_mtime_ns)
-            except OSError:
-                key.append(0)
+        when the caller found it by walking the root (so it is known to be inside), and ``folder_mtime`` its
+        modification time then: unchanged, a run that is not RUNNING is taken as unchanged without looking at its
+        files (the SDK replaces them by renaming, which changes the folder's time)."""
         cached = self._summ.get(prefix)
+        if (folder_mtime is not None and cached and cached[1].get("folder") == folder_mtime
+                and cached[1]["info"].get("status") != "RUNNING"):
+            return dict(cached[1]["summary"], status=effective_status(cached[1]["info"]) or "UNKNOWN")
+        run = self.run_dir(prefix) if run is None else run
+        base = str(run) + os.sep
+        key = []
+        for f in (layout.EXPERIMENT_JSON, layout.PARAMETERS_JSON):
+            try:
+                st = os.stat(base + f)
+                key.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                key.append((0, 0))
         if cached and cached[0] == tuple(key):
             info, s = cached[1]["info"], cached[1]["summary"]
+            cached[1]["folder"] = folder_mtime
             return dict(s, status=effective_status(info) or "UNKNOWN")  # a heartbeat ages without a write
-        info = read_json(layout.info_file(run))
+        info = read_json(Path(base + layout.EXPERIMENT_JSON))
         info = info if isinstance(info, dict) else {}
-        s = view_summary(prefix, info, read_json(layout.params_file(run)))
-        self._summ[prefix] = (tuple(key), {"info": {k: info.get(k) for k in layout.STATUS_KEYS},
-                                             "summary": s})
+        s = view_summary(prefix, info, read_json(Path(base + layout.PARAMETERS_JSON)))
+        self._summ[prefix] = (tuple(key), {"info": {k: info.get(k) for k in layout.STATUS_KEYS}, "summary": s,
+                                           "folder": folder_mtime})
         return dict(s)
 
     def summaries(self) -> list[dict[str, Any]]:
         """Every run's summary (the folders found by walking the root, which never follows a symlink)."""
         out = []
         for p in self.prefixes():
+            d = os.path.join(self.real, *p.split("/"))
             try:
-                out.append(self.summary(p, self.real.joinpath(*p.split("/"))))
+                out.append(self.summary(p, d, self._dirs[d][0] if d in self._dirs else None))
             except OSError:
                 continue
         return out
@@ -372,13 +436,20 @@ class Root:
         there may repeat a few rows, which the page drops by index, and never skips one."""
         from .. import colcache
 
+        try:
+            st = os.stat(path)
+            stamp: tuple[int, ...] = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        except OSError:
+            stamp = ()
         offset = complete_size(path)
         snap = colcache.read(path, "metrics")
         cols = dict(snap.num)
-        cols.setdefault("index", np.arange(snap.n, dtype=np.float64))
-        cols.setdefault("_ts", np.full(snap.n, np.nan))
+        if "index" not in cols:  # (not setdefault: that would build both arrays on every call)
+            cols["index"] = np.arange(snap.n, dtype=np.float64)
+        if "_ts" not in cols:
+            cols["_ts"] = np.full(snap.n, np.nan)
         c = Columns(cols=cols, rows=snap.n, offset=offset, invalid=snap.skipped,
-                    non_numeric=set(snap.text), missing=not path.exists())
+                    non_numeric=set(snap.text), missing=not stamp, stamp=stamp)
         extra = self.ring_metrics(path)
         return _with_rows(c, extra) if extra else c
 
@@ -519,7 +590,7 @@ def _with_rows(c: Columns, rows: list[dict[str, Any]]) -> Columns:
         cols[k] = np.concatenate([a[:n] if a is not None else np.full(n, np.nan),
                                   e[:m] if e is not None else np.full(m, np.nan)])
     return Columns(cols=cols, rows=n + m, offset=c.offset, invalid=c.invalid,
-                   non_numeric=c.non_numeric | set(b.text), ino=c.ino, missing=False)
+                   non_numeric=c.non_numeric | set(b.text), ino=c.ino, missing=False, stamp=c.stamp + (m,))
 
 
 def _last_index(c: Columns) -> float:
@@ -564,20 +635,39 @@ def preview_columns(path: Path, lines: int = PREVIEW_LINES) -> Columns:
     return Columns(cols=cols, rows=b.n, offset=offset, invalid=0, non_numeric=set(b.text), missing=False)
 
 
-def search_logs(logs: Logs, level: str | None, query: str | None, regex: bool) -> list[int]:
-    """Indices of the log lines matching a level set (comma-separated) and a substring or regex."""
-    idx = range(len(logs.message))
+def search_logs(logs: Logs, level: str | None, query: str | None, regex: bool) -> Sequence[int]:
+    """Indices of the log lines matching a level set (comma-separated) and a substring or regex (either case)."""
+    idx: Sequence[int] = range(len(logs.message))
+    if query:
+        # either case: a pattern whose meaning survives lower-casing runs case-sensitively over the lower-cased
+        # text (the regex engine's fast literal scan); one with escapes like \S or \x41 gets re.IGNORECASE
+        if not regex:
+            pattern, flags = re.escape(query.lower()), re.MULTILINE
+        elif re.search(r"\\[A-Zxu]", query):
+            pattern, flags = query, re.IGNORECASE | re.MULTILINE
+        else:
+            pattern, flags = query.lower(), re.MULTILINE
+        try:
+            rx = re.compile(pattern, flags)
+        except re.error as e:
+            raise BadName(f"invalid regular expression: {e}") from None
+        text, starts, lower, lstarts = logs.blob()
+        if not regex:  # where the pieces between occurrences end: no object per occurrence
+            q = query.lower()
+            ends = np.cumsum(np.fromiter(map(len, lower.split(q)), dtype=np.int64)[:-1] + len(q))
+            hits = ends - len(q)
+            starts = lstarts
+        elif flags & re.IGNORECASE:
+            hits = np.fromiter((m.start() for m in rx.finditer(text)), dtype=np.int64)
+        else:
+            hits = np.fromiter((m.start() for m in rx.finditer(lower)), dtype=np.int64)
+            starts = lstarts
+        lines = np.searchsorted(starts, hits, "right") - 1  # hits are in order: so are their lines
+        if len(lines) > 1:
+            lines = lines[np.concatenate([[True], lines[1:] != lines[:-1]])]
+        idx = lines.tolist()
     levels = {x for x in (level or "").lower().split(",") if x}
     if levels:
-        idx = [i for i in idx if logs.level[i] in levels]  # type: ignore[assignment]
-    if query:
-        if regex:
-            try:
-                rx = re.compile(query, re.IGNORECASE)
-            except re.error as e:
-                raise BadName(f"invalid regular expression: {e}") from None
-            idx = [i for i in idx if rx.search(logs.message[i])]  # type: ignore[assignment]
-        else:
-            q = query.lower()
-            idx = [i for i in idx if q in logs.message[i].lower()]  # type: ignore[assignment]
-    return list(idx)
+        lv = logs.level
+        idx = [i for i in idx if lv[i] in levels]
+    return idx
