@@ -759,14 +759,32 @@ def stream_key(kind: str, name: str | None = None) -> str:
 
 
 def list_runs(root: str | os.PathLike[str]) -> list[str]:
-    """Prefixes of every run under a root."""
-    base = Path(root)
-    real_root = os.path.realpath(base).rstrip(os.sep) + os.sep
-    out = []
-    for p in base.rglob(EXPERIMENT_JSON):
-        if PRIVATE in p.parts or not p.is_file() or not os.path.realpath(p).startswith(real_root):
-            continue  # private state, a folder of that name, or reached through a link out of the root
-        out.append(str(p.parent.relative_to(base)).replace(os.sep, "/"))
+    """Prefixes of every run under a root: folders at least two levels down holding experiment.json. Hidden and
+    private folders and a run's own folders are not searched (other subfolders of a run are: runs nest under a
+    run's prefix); links are never followed, so nothing outside the root is listed."""
+    out: list[str] = []
+
+    def walk(d: str, rel: str, depth: int) -> None:
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except OSError:
+            return
+        is_run = "/" in rel and any(e.name == EXPERIMENT_JSON for e in entries)
+        if is_run:
+            out.append(rel)
+        if depth > 32:
+            return
+        for e in entries:
+            if e.name.startswith(".") or is_run and e.name in RUN_DIRS:
+                continue  # no prefix segment starts with '.' (names.py)
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    walk(e.path, f"{rel}/{e.name}" if rel else e.name, depth + 1)
+            except OSError:
+                continue
+
+    walk(os.fspath(root), "", 0)
     return sorted(out)
 
 

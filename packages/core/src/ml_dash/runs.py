@@ -21,34 +21,8 @@ TAIL_BYTES = 65536
 
 
 def find_runs(root: str | os.PathLike[str]) -> list[str]:
-    """Prefixes of every run under ``root``: folders holding ``experiment.json`` (their layout folders are not
-    searched; other subfolders are, for runs nested under a run's prefix)."""
-    base = os.fspath(root)
-    out: list[str] = []
-
-    def walk(d: str, rel: str, depth: int) -> None:
-        try:
-            with os.scandir(d) as it:
-                entries = list(it)
-        except OSError:
-            return
-        names = {e.name for e in entries}
-        is_run = layout.EXPERIMENT_JSON in names and "/" in rel
-        if is_run:
-            out.append(rel)
-        if depth > 32:
-            return
-        for e in entries:
-            if e.name.startswith(".") or is_run and e.name in layout.RUN_DIRS:
-                continue
-            try:
-                if e.is_dir(follow_symlinks=False):
-                    walk(e.path, f"{rel}/{e.name}" if rel else e.name, depth + 1)
-            except OSError:
-                continue
-
-    walk(base, "", 0)
-    return sorted(out)
+    """Prefixes of every run under ``root`` (`layout.list_runs`)."""
+    return layout.list_runs(root)
 
 
 def _read(path: str | os.PathLike[str]) -> Any:
