@@ -18,6 +18,7 @@ from ._mapping import default_prefix, flatten, is_scalar, model_params, rows, sa
 
 CHECKPOINT_MODES = ("checkpoint", "end")
 _PLAIN = frozenset({bool, int, float, str, type(None)})
+_plain = _PLAIN.issuperset
 
 
 class MLDashCallback(TrainerCallback):
@@ -196,7 +197,8 @@ class MLDashCallback(TrainerCallback):
         history = getattr(state, "log_history", None)
         if history:
             last = history[-1]
-            if isinstance(last, Mapping) and last.get("step") == state.global_step and set(row) <= set(last):
+            if isinstance(last, Mapping) and last.get("step") == state.global_step \
+                    and row.keys() <= last.keys():
                 for key, value in last.items():
                     if key != "step" and key not in row:
                         row[key] = value
@@ -208,10 +210,8 @@ class MLDashCallback(TrainerCallback):
             return
         exp = self._open(args)
         for stream, fields in streams.items():
-            for value in fields.values():
-                if type(value) not in _PLAIN:  # rare: check each value, drop what is not a scalar
-                    self._drop_non_scalars(stream, fields)
-                    break
+            if not _plain(map(type, fields.values())):  # rare: check each value, drop what is not a scalar
+                self._drop_non_scalars(stream, fields)
             if len(fields) <= 2:  # only step and epoch left
                 continue
             acc = self._streams.get(stream)
