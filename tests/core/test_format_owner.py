@@ -1,6 +1,6 @@
-"""One module owns the `.dash` format: the layout's file names appear in the code of `ml_dash.layout` (and the
-name rules of `ml_dash.names`) only; every other module asks `layout`. Docstrings, comments and messages (text
-with spaces) may name them."""
+"""One module owns the `.dash` format: the layout's file names, its folder names in paths and the JSON shapes of its
+files appear in the code of `ml_dash.layout` (and the name rules of `ml_dash.names`) only; every other module asks
+`layout`. Docstrings, comments and messages (text with spaces) may name them."""
 
 import ast
 from pathlib import Path
@@ -8,11 +8,29 @@ from pathlib import Path
 from ml_dash import layout
 
 CORE = Path(__file__).resolve().parents[2] / "packages" / "core" / "src" / "ml_dash"
-NAMES = ("experiment.json", "parameters.json", "logs.jsonl", "data.jsonl", "metadata.json", ".files_metadata")
+NAMES = ("experiment.json", "parameters.json", "logs.jsonl", "data.jsonl", "metadata.json", ".files_metadata",
+         ".ml_dash")
+# a run's folders: flagged where a path is built from them (`/`, `+`, joinpath, glob...), not as stream kinds
+FOLDERS = {"logs", "metrics", "tracks", "files"}
+JOINS = {"joinpath", "join", "inside", "glob", "rglob"}
+# keys only the format's files have: a dict literal (or a table of key/value pairs) holding one builds a file's shape
+KEYS = {"write_protected", "bindrs", "created_at", "metricId", "trackId", "totalDataPoints", "totalEntries",
+        "nextIndex", "firstTimestamp", "lastTimestamp", "uploadedAt", "deletedAt", "heartbeatAt", "sequenceNumber"}
 OWNERS = {"layout.py", "names.py"}
+# the HTTP API's schema describes the records it accepts (docs/api.md), field by field: not a writer of the files
+SCHEMA = {"server/openapi.py"}
 # modules that still spell the layout out themselves; the test fails when one no longer does, so this only shrinks
-KNOWN = {"runs.py", "server/dump.py", "server/folder.py", "server/reads.py", "server/storage.py", "viewer/app.py",
-         "viewer/data.py", "viewer/live.py"}
+KNOWN = {"runs.py", "server/dump.py", "server/folder.py", "viewer/app.py", "viewer/data.py", "viewer/live.py"}
+
+
+def _str(node: ast.AST) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def _folder(node: ast.AST) -> bool:
+    """A constant naming a run folder as a path segment: 'metrics', or the start of a path 'metrics/...'."""
+    text = _str(node)
+    return text is not None and (text in FOLDERS or text.split("/")[0] in FOLDERS and text.endswith("/"))
 
 
 def literals(path: Path) -> set[str]:
@@ -22,9 +40,19 @@ def literals(path: Path) -> set[str]:
                   and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings \
-                and not any(c.isspace() for c in node.value):  # a path or file name, not a sentence about one
-            found.update(name for name in NAMES if name in node.value)
+        text = _str(node)
+        if text is not None and id(node) not in docstrings \
+                and not any(c.isspace() for c in text):  # a path or file name, not a sentence about one
+            found.update(name for name in NAMES if name in text)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Div, ast.Add)):
+            found.update(f"path {_str(side)!r}" for side in (node.left, node.right) if _folder(side))
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in JOINS:
+            found.update(f"path {_str(a)!r}" for a in node.args if _folder(a))
+        if isinstance(node, ast.Dict):
+            found.update(f"shape {k}" for k in map(_str, node.keys) if k in KEYS)
+        if isinstance(node, ast.Tuple) and node.elts and all(isinstance(e, ast.Tuple) and len(e.elts) == 2
+                                                             for e in node.elts):
+            found.update(f"shape {k}" for k in (_str(e.elts[0]) for e in node.elts) if k in KEYS)  # type: ignore
     return found
 
 
@@ -32,7 +60,7 @@ def test_only_layout_spells_out_the_format():
     spelled = {}
     for path in sorted(CORE.rglob("*.py")):
         rel = path.relative_to(CORE).as_posix()
-        if rel in OWNERS:
+        if rel in OWNERS | SCHEMA:
             continue
         hits = literals(path)
         if hits:
@@ -41,6 +69,27 @@ def test_only_layout_spells_out_the_format():
     assert not unexpected, f"use ml_dash.layout instead of spelling out the layout: {unexpected}"
     gone = sorted(k for k in KNOWN if k not in spelled and (CORE / k).exists())
     assert not gone, f"these modules no longer spell out the layout: remove them from KNOWN: {gone}"
+
+
+def test_the_check_sees_each_way_of_spelling_the_format(tmp_path):
+    cases = {
+        'p = run / "experiment.json"': "experiment.json",
+        'p = run.joinpath("metrics", name, x)': "path 'metrics'",
+        'p = run / "tracks" / folder': "path 'tracks'",
+        'lock = "metrics/" + name': "path 'metrics/'",
+        'p = os.path.join(run, "files")': "path 'files'",
+        'info = {"name": n, "write_protected": False}': "shape write_protected",
+        'for k, v in (("bindrs", []), ("tags", [])): e.setdefault(k, v)': "shape bindrs",
+    }
+    harmless = ['if kind == "metrics": pass', 'route = e + "/metrics"', 'x = {"rows": 1}',
+                'warn("could not write experiment.json")', 'ok = k in ("uploadedAt", "updatedAt")']
+    for i, (code, want) in enumerate(cases.items()):
+        f = tmp_path / f"c{i}.py"
+        f.write_text(code + "\n")
+        assert want in literals(f), code
+    f = tmp_path / "harmless.py"
+    f.write_text("\n".join(harmless) + "\n")
+    assert literals(f) == set()
 
 
 def test_layout_names_every_file_of_a_run():

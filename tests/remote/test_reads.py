@@ -12,14 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import pytest
 from ml_dash import Experiment
 from serverproc import TOKEN
-
-
-@pytest.fixture
-def engine() -> str:
-    return "folder"  # the column and summary routes read the `.dash` files: not yet served on PostgreSQL
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -87,6 +81,15 @@ def test_column_routes_and_auth(server: Any, tmp_path: Path) -> None:
         logs = json.loads(c.get(base + "/columns/logs").content)
         assert logs["columns"]["message"] == ["done"] and logs["columns"]["level"] == ["info"]
         assert c.get(base + "/columns/metrics/train", params={"fields": "nope"}).status_code == 400
+        # rows appended after a read (another writer, rows a row lacks a field of): the next read has them all
+        more = [{"index": i, "data": {"step": 300 + i, "loss": -1.0}} for i in range(3)] + [
+            {"index": 3, "data": {"step": 303, "extra": 7}}]
+        assert c.post(base + "/metrics/train", json={"records": more, "source": "other"}).json()["stored"] == 4
+        again = json.loads(c.get(base + "/columns/metrics/train").content)
+        assert again["rows"] == 304 and again["columns"]["index"][-4:] == [300, 301, 302, 303]
+        assert again["columns"]["loss"][-4:-1] == [-1.0] * 3 and math.isnan(again["columns"]["loss"][-1])
+        assert again["columns"]["extra"][-1] == 7 and math.isnan(again["columns"]["extra"][0])
+        assert again["columns"]["loss"][:300] == body["columns"]["loss"]
         assert c.get("/api/v1/experiments/" + quote("proj/none", safe="") + "/summary").status_code == 404
         assert c.get("/api/v1/experiments/" + quote("../x", safe="") + "/summary").status_code == 400
         doc = c.get("/api/v1/openapi.json").json()

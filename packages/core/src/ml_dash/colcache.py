@@ -20,7 +20,7 @@ import os
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -353,3 +353,28 @@ class DiskEntry:
         except (OSError, ValueError, TypeError):
             pass
 
+
+
+def read_numbered(key: str, kind: str, total: int, fetch: Callable[[int, int], bytes], *,
+                  page: int = 200_000) -> Snapshot:
+    """The columns of a stream kept elsewhere as numbered lines that are only ever appended (a database table:
+    line ``i`` never changes once it exists). ``total``: how many lines there are now; ``fetch(start, stop)``: the
+    lines ``start..stop-1`` as bytes, each ending with a newline. Kept in memory under ``key`` (with the other
+    streams' columns), so a read after an append fetches and parses only the new lines."""
+    k = "numbered\0" + key
+    with _key_lock(k):
+        with _mem_lock:
+            state = _mem.get(k)
+        if state is None or state.offset > total:  # never seen, or the stream was dropped and started over
+            state = StreamColumns(kind)
+        while state.offset < total:  # ``offset`` counts lines here
+            stop = min(total, state.offset + page)
+            data = fetch(state.offset, stop)
+            b = parse(data, kind, state.templates)
+            if b.n + b.skipped != stop - state.offset:
+                raise ValueError(f"expected {stop - state.offset} {kind} lines from line {state.offset}, "
+                                 f"got {b.n + b.skipped}")
+            state.append(b)
+            state.offset = stop
+        _remember(k, state)
+        return Snapshot(state)

@@ -44,6 +44,11 @@ META = "metadata.json"  # every metric's and topic's summary
 LOGS = "logs/logs.jsonl"
 FILES_INDEX = ".files_metadata.json"  # in files/
 PRIVATE = ".ml_dash"  # locks/, staging/, cursors/, quarantine/, mirror-*: never part of the data
+LOGS_DIR = "logs"
+METRICS = "metrics"  # metrics/<name>/{data.jsonl,metadata.json}
+TRACKS = "tracks"  # tracks/<folder>/{data.jsonl,metadata.json}
+FILES = "files"  # files/.files_metadata.json, files/<dir>/<id>/<filename>
+RUN_DIRS = frozenset({LOGS_DIR, METRICS, TRACKS, FILES, PRIVATE})  # a run's own folders: no run is nested in them
 STALE_AFTER = 60.0  # a RUNNING run whose heartbeat is older than this reads back as CRASHED
 _LEVELS = {lv: b'"%s"' % lv.encode() for lv in ("info", "warn", "error", "debug", "fatal")}
 
@@ -226,8 +231,8 @@ class ExperimentDir:
     # ---- experiment.json / parameters.json -----------------------------------------------------------------
     def open_info(self, description: str | None, tags: list[str] | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
         self.path.mkdir(parents=True, exist_ok=True)
-        with self.locked("experiment.json"):
-            info = read_json(self.path / "experiment.json")
+        with self.locked(EXPERIMENT_JSON):
+            info = read_json(self.path / EXPERIMENT_JSON)
             now = now_iso()
             if not isinstance(info, dict):
                 info = new_info(self.name, self.project, self.prefix, description, tags, metadata, now)
@@ -242,12 +247,12 @@ class ExperimentDir:
             info["status"] = "RUNNING"
             info.pop("statusReason", None)
             info["heartbeatAt"] = now
-            write_json_atomic(self.path / "experiment.json", info)
+            write_json_atomic(self.path / EXPERIMENT_JSON, info)
         return info
 
     def update_info(self, **changes: Any) -> dict[str, Any]:
-        with self.locked("experiment.json"):
-            info = read_json(self.path / "experiment.json")
+        with self.locked(EXPERIMENT_JSON):
+            info = read_json(self.path / EXPERIMENT_JSON)
             if not isinstance(info, dict):
                 info = new_info(self.name, self.project, self.prefix, None, None, None, now_iso())
             for k, v in changes.items():
@@ -256,20 +261,18 @@ class ExperimentDir:
                 else:
                     info[k] = v
             info["updated_at"] = now_iso()
-            write_json_atomic(self.path / "experiment.json", info, fsync="status" in changes)
+            write_json_atomic(self.path / EXPERIMENT_JSON, info, fsync="status" in changes)
         return info
 
     def set_params(self, flat: dict[str, Any]) -> int:
-        path = self.path / "parameters.json"
-        with self.locked("parameters.json"):
+        path = self.path / PARAMETERS_JSON
+        with self.locked(PARAMETERS_JSON):
             cur = read_json(path)
             if not isinstance(cur, dict) or not isinstance(cur.get("data"), dict):
                 if path.exists() and path.stat().st_size:
                     shutil.copyfile(path, path.with_name(f".parameters.corrupt.{int(time.time())}.json"))
-                cur = {"version": 0, "data": {}}
-            cur["data"].update(flat)
-            cur["version"] = int(cur.get("version") or 0) + 1
-            cur["updatedAt"] = now_iso()
+                cur = None
+            cur = new_params(cur, flat)
             write_json_atomic(path, cur)
         return int(cur["version"])
 
@@ -278,15 +281,14 @@ class ExperimentDir:
         key = (kind, name)
         s = self._streams.get(key)
         if s is None:
-            if kind == "logs":
-                s = Stream(self.path / "logs" / "logs.jsonl", "sequenceNumber")
-            elif kind == "metrics":
-                folder = self.path.joinpath("metrics", *metric_segments(name))
-                s = Stream(folder / "data.jsonl", "index")
+            if kind == LOGS_DIR:
+                s = Stream(self.path / LOGS, "sequenceNumber")
+            elif kind == METRICS:
+                s = Stream(self.path.joinpath(*metric_parts(name)), "index")
                 s.lock_name = str(name)
             else:
                 assert name is not None
-                s = Stream(self.path / "tracks" / self.track_folder(name) / "data.jsonl", None)
+                s = Stream(self.path.joinpath(*track_parts(self.track_folder(name))), None)
             self.inside(s.path)
             self._streams[key] = s
         return s
@@ -301,16 +303,16 @@ class ExperimentDir:
         if cached is not None:
             return cached
         base = topic_folder(topic)
-        tracks = self.path / "tracks"
+        tracks = self.path / TRACKS
         with self.locked("tracks-folders"):
             n = 1
             while True:
                 folder = base if n == 1 else f"{base}~{n}"
-                meta_path = tracks / folder / "metadata.json"
+                meta_path = tracks / folder / META
                 meta = read_json(meta_path)
                 if isinstance(meta, dict) and meta.get("topic") == topic:
                     break
-                if meta is None and not self.inside(tracks / folder / "data.jsonl").exists():
+                if meta is None and not self.inside(tracks / folder / DATA).exists():
                     # claim it now so a concurrent writer of another topic goes on to the next folder
                     (tracks / folder).mkdir(parents=True, exist_ok=True)
                     write_json_atomic(meta_path, track_meta(topic))
@@ -321,7 +323,7 @@ class ExperimentDir:
 
     def append_logs(self, entries: list[tuple[float, str, str, Any]]) -> None:
         s = self._stream("logs", None)
-        with self.locked("logs"):
+        with self.locked(stream_lock(LOGS_DIR)):
             s.sync_tail()
             n = s.next_index
             parts = []
@@ -337,7 +339,7 @@ class ExperimentDir:
         """Append rows (each holding '_ts') with fresh indices; with ``records`` append stored-form records,
         skipping those whose index is already present (idempotent re-delivery)."""
         s = self._stream("metrics", name)
-        with self.locked("metrics/" + str(name)):
+        with self.locked(stream_lock(METRICS, name)):
             created = s.sync_tail() or s.meta is None
             n = s.next_index
             parts = []
@@ -380,7 +382,7 @@ class ExperimentDir:
 
     def _counted(self, s: Stream, name: str | None, created: bool, n: int) -> None:
         s.next_index = n
-        meta_path = s.path.parent / "metadata.json"
+        meta_path = meta_file(s.path)
         if created or s.meta is None:
             m = read_json(meta_path)
             s.meta = m if isinstance(m, dict) else metric_meta(name)
@@ -398,8 +400,8 @@ class ExperimentDir:
         if not merged:
             return
         s = self._stream("tracks", topic)
-        meta_path = s.path.parent / "metadata.json"
-        with self.locked("tracks/" + topic):
+        meta_path = meta_file(s.path)
+        with self.locked(stream_lock(TRACKS, topic)):
             changed = s.sync_tail()
             if changed or s.meta is None:
                 m = read_json(meta_path)
@@ -424,11 +426,11 @@ class ExperimentDir:
         """Rewrite the metadata.json of every stream appended to since the last call (see ``defer_meta``)."""
         for s in list(self._streams.values()):
             if s.meta_dirty and s.meta is not None:
-                with self.locked("metrics/" + s.lock_name):
+                with self.locked(stream_lock(METRICS, s.lock_name)):
                     if s.meta_dirty and s.meta is not None:
                         s.sync_tail()  # another process may have appended since: count its rows too
                         s.meta["totalDataPoints"] = s.meta["nextIndex"] = s.next_index
-                        _write_meta(s.path.parent / "metadata.json", s)
+                        _write_meta(meta_file(s.path), s)
 
     def fsync(self) -> None:
         for s in list(self._streams.values()):
@@ -437,16 +439,16 @@ class ExperimentDir:
     # ---- files ------------------------------------------------------------------------------------------------
     def publish_files(self, items: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]:
         """Move staged content into files/<dir>/<id>/<filename> and add the entries to the index."""
-        files_dir = self.path / "files"
-        index_path = files_dir / ".files_metadata.json"
+        files_dir = self.path / FILES
+        index_path = files_dir / FILES_INDEX
         done: list[dict[str, Any]] = []
-        with self.locked("files"):
+        with self.locked(FILES):
             files_dir.mkdir(parents=True, exist_ok=True)
             idx = read_json(index_path)
             if not isinstance(idx, dict) or not isinstance(idx.get("files"), list):
                 if index_path.exists() and index_path.stat().st_size:
                     shutil.copyfile(index_path, files_dir / f".files_metadata.corrupt.{int(time.time())}.json")
-                idx = {"files": []}
+                idx = files_index([])
             known = {e.get("id"): e for e in idx["files"] if isinstance(e, dict)}
             for staged, entry in items:
                 other = known.get(entry["id"])
@@ -470,15 +472,13 @@ class ExperimentDir:
         return done
 
     def file_path(self, entry: dict[str, Any]) -> Path:
-        segs = [p for p in str(entry.get("path", "/")).split("/") if p]
-        split_path("/".join(segs + [str(entry["id"]), str(entry["filename"])]), "file path")
-        return self.inside(self.path.joinpath("files", *segs, str(entry["id"]), str(entry["filename"])))
+        return self.inside(self.path.joinpath(*file_parts(entry)))
 
     def append_log_records(self, records: list[dict[str, Any]]) -> None:
         """Append stored-form log records (a copy of another run's), skipping those whose sequence number is
         already present, so that a batch delivered twice is stored once."""
         s = self._stream("logs", None)
-        with self.locked("logs"):
+        with self.locked(stream_lock(LOGS_DIR)):
             s.sync_tail()
             n = s.next_index
             parts = []
@@ -499,6 +499,19 @@ class ExperimentDir:
         self.path.mkdir(parents=True, exist_ok=True)
         with self.locked(EXPERIMENT_JSON):
             write_json_atomic(self.path / EXPERIMENT_JSON, info, fsync="status" in info)
+
+    def write_params(self, params: dict[str, Any]) -> None:
+        """Replace parameters.json with a copy of another run's (a dump of a server's run)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self.locked(PARAMETERS_JSON):
+            write_json_atomic(self.path / PARAMETERS_JSON, params)
+
+    def write_files_index(self, entries: list[dict[str, Any]]) -> None:
+        """Replace the files index with ``entries`` (their content is already in place)."""
+        path = self.files_index_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.locked(FILES):
+            write_json_atomic(path, files_index(entries))
 
     def refresh_metric_meta(self, name: str | None, n: int) -> None:
         """Rewrite a metric's metadata.json for a data file of ``n`` rows (a writer that keeps no state: the
@@ -544,25 +557,31 @@ class ExperimentDir:
         params = self.read_params()
         return dict(params.get("data") or {}) if params is not None else {}
 
+    def params_file(self) -> Path:
+        return self.path / PARAMETERS_JSON
+
     def logs_file(self) -> Path:
         return self.path / LOGS
 
+    def files_index_file(self) -> Path:
+        return files_index_file(self.path)
+
     def metric_file(self, name: str | None) -> Path:
-        return self.path.joinpath("metrics", *metric_segments(name), DATA)
+        return self.path.joinpath(*metric_parts(name))
 
     def metric_names(self) -> list[str]:
         """Every metric that has a data file, sorted (the unnamed metric is ``"None"``)."""
         return [name for name, _ in self.metric_files()]
 
     def metric_files(self) -> list[tuple[str, Path]]:
-        base = self.path / "metrics"
+        base = self.path / METRICS
         if not base.is_dir():
             return []
         return sorted((str(p.parent.relative_to(base)).replace(os.sep, "/"), p) for p in base.rglob(DATA))
 
     def topic_files(self) -> list[tuple[str, Path]]:
         """(topic, its data file) for every track folder whose metadata.json names its topic, in folder order."""
-        base = self.path / "tracks"
+        base = self.path / TRACKS
         if not base.is_dir():
             return []
         out = []
@@ -576,7 +595,7 @@ class ExperimentDir:
 
     def track_file(self, topic: str) -> Path:
         """The data file a writer appends ``topic``'s entries to (claiming its folder if it has none yet)."""
-        return self.path / "tracks" / self.track_folder(topic) / DATA
+        return self.path.joinpath(*track_parts(self.track_folder(topic)))
 
     def topic_file(self, topic: str) -> Path | None:
         """The data file of ``topic`` (found by metadata.json, never by folder name), or None."""
@@ -587,9 +606,9 @@ class ExperimentDir:
 
     def stream_files(self) -> list[tuple[str, Path]]:
         """(kind, data file) of every stream: the logs, each metric, each track folder."""
-        out = [("logs", self.path / LOGS)]
-        out += [("metrics", p) for _, p in self.metric_files()]
-        out += [("tracks", p) for p in sorted(self.path.glob("tracks/*/" + DATA))]
+        out = [(LOGS_DIR, self.path / LOGS)]
+        out += [(METRICS, p) for _, p in self.metric_files()]
+        out += [(TRACKS, p) for p in sorted(self.path.glob(f"{TRACKS}/*/{DATA}"))]
         return out
 
     def rel(self, path: Path) -> str:
@@ -598,9 +617,7 @@ class ExperimentDir:
 
     def files_index(self) -> list[dict[str, Any]]:
         """The entries of files/.files_metadata.json, in the order they were published (deleted ones included)."""
-        idx = read_json(self.path / "files" / FILES_INDEX)
-        entries = idx.get("files") if isinstance(idx, dict) else None
-        return [e for e in entries or [] if isinstance(e, dict)]
+        return index_entries(read_json(files_index_file(self.path)))
 
     # ---- private state: .ml_dash/ ---------------------------------------------------------------------------
     def cursor_path(self, key: str) -> Path:
@@ -678,6 +695,74 @@ def incoming_dir(root: str | os.PathLike[str]) -> Path:
     return Path(root) / PRIVATE / "incoming"
 
 
+# ---- paths inside a run folder, for readers that hold a folder rather than an `ExperimentDir` -----------------
+def info_file(run: Path) -> Path:
+    return run / EXPERIMENT_JSON
+
+
+def params_file(run: Path) -> Path:
+    return run / PARAMETERS_JSON
+
+
+def logs_file(run: Path) -> Path:
+    return run / LOGS
+
+
+def metrics_dir(run: Path) -> Path:
+    return run / METRICS
+
+
+def tracks_dir(run: Path) -> Path:
+    return run / TRACKS
+
+
+def files_index_file(run: Path) -> Path:
+    return run / FILES / FILES_INDEX
+
+
+def private_dir(run: Path) -> Path:
+    """The run's private state (locks, ring, staging, cursors, ...): never part of the data."""
+    return run / PRIVATE
+
+
+def source_id_file(run: Path) -> Path:
+    """Where a run folder keeps the id it sends to servers as its source (shared by every process writing it)."""
+    return run / PRIVATE / "source-id"
+
+
+def metric_parts(name: str | None) -> tuple[str, ...]:
+    """The data file of metric ``name`` relative to the run folder, as path segments (the name is checked)."""
+    return (METRICS, *metric_segments(name), DATA)
+
+
+def track_parts(folder: str) -> tuple[str, ...]:
+    """The data file of the track folder ``folder`` relative to the run folder, as path segments."""
+    return (TRACKS, folder, DATA)
+
+
+def file_parts(entry: dict[str, Any]) -> tuple[str, ...]:
+    """A files index entry's content relative to the run folder, as path segments (ValueError, KeyError or
+    TypeError when the entry names a path that could leave its folder)."""
+    segs = [p for p in str(entry.get("path", "/")).split("/") if p]
+    split_path("/".join(segs + [str(entry["id"]), str(entry["filename"])]), "file path")
+    return (FILES, *segs, str(entry["id"]), str(entry["filename"]))
+
+
+def data_file(folder: Path) -> Path:
+    """The data file of a metric's or topic's folder."""
+    return folder / DATA
+
+
+def meta_file(data: Path) -> Path:
+    """The metadata.json beside a metric's or topic's data file."""
+    return data.parent / META
+
+
+def stream_lock(kind: str, name: str | None = None) -> str:
+    """The lock every writer of a stream (the run's own, other processes, the server) takes to append to it."""
+    return kind if kind == LOGS_DIR else f"{kind}/{name}"
+
+
 def list_runs(root: str | os.PathLike[str]) -> list[str]:
     """Prefixes of every run under a root."""
     base = Path(root)
@@ -696,6 +781,47 @@ def new_info(name: str, project: str, prefix: str, description: str | None, tags
     """experiment.json of a new run (status and times are set by the caller)."""
     return {"name": name, "project": project, "description": description, "tags": list(tags or []), "bindrs": [],
             "prefix": prefix, "metadata": metadata, "created_at": now, "write_protected": False}
+
+
+def info_for(prefix: str, created_at: str) -> dict[str, Any]:
+    """experiment.json of a run someone else describes (a server's, before the client's fields are merged in)."""
+    segs = prefix.split("/")
+    return new_info(segs[-1], segs[0], prefix, None, None, None, created_at)
+
+
+def new_params(cur: Any, flat: dict[str, Any]) -> dict[str, Any]:
+    """parameters.json after merging the flat parameters ``flat`` into ``cur`` (a new one when it is not one)."""
+    if not isinstance(cur, dict) or not isinstance(cur.get("data"), dict):
+        cur = {"version": 0, "data": {}}
+    cur["data"].update(flat)
+    cur["version"] = int(cur.get("version") or 0) + 1
+    cur["updatedAt"] = now_iso()
+    return cur
+
+
+def empty_params() -> dict[str, Any]:
+    """parameters.json of a run without parameters (what a reader answers when there is none)."""
+    return {"version": 0, "data": {}}
+
+
+def index_entries(idx: Any) -> list[dict[str, Any]]:
+    """The entries of a parsed files index (none when it is missing or corrupt)."""
+    entries = idx.get("files") if isinstance(idx, dict) else None
+    return [e for e in entries or [] if isinstance(e, dict)]
+
+
+def files_index(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The files index holding ``entries``."""
+    return {"files": entries}
+
+
+def entry_defaults(entry: dict[str, Any], now: str) -> dict[str, Any]:
+    """Fill in the files index fields a client may leave out of an entry it sends (in place; returned)."""
+    for k, v in (("experimentId", None), ("description", None), ("tags", []), ("bindrs", []),
+                 ("contentType", "application/octet-stream"), ("metadata", None), ("uploadedAt", now),
+                 ("updatedAt", now), ("deletedAt", None)):
+        entry.setdefault(k, v)
+    return entry
 
 
 def metric_meta(name: str | None) -> dict[str, Any]:

@@ -4,20 +4,22 @@ The training thread gathers records in a short tail (`SPILL_EVERY` records) and 
 file-backed shared mapping in the run's private folder (``.ml_dash/ring/<pid>-<id>.ring``). Pages of a shared file
 mapping belong to the kernel's page cache: they outlive the process. The writer thread turns what the ring holds
 into the journal (the `.dash` JSONL files); a process that was killed before its writer got there leaves the ring
-behind, and the next open of the run, or the next read of it (`load`, the viewer, `ml-dash sync`), turns it into
-the journal (`recover`).
+behind, and the next open of the run, or the next read of it (`load`, `ml-dash sync`), turns it into the journal
+(`recover`); the viewer, which never writes, shows what such a ring holds (`unrecovered`).
 
 File layout: two halves of `HALF` bytes. Each half starts with a 64-byte header (little-endian u64 fields):
 ``magic, lap, consumed, inflight``. ``lap`` orders the halves (0: unused); ``consumed`` is the offset up to which
 records are in the journal; ``[consumed, inflight)`` is being written to the journal (after a crash those records
 may be there in part: recovery skips the ones it finds). Records follow as lines, one line per spill of one
-stream: ``<code> <n> <name as JSON>\t<the n payloads as one JSON array>\n`` (see `encode_group`); ``code`` has
-the bit `STD` when the standard encoder wrote the array (non-finite floats, nulls, integers beyond 64 bits), which
-then also parses it. Lines of the first version (a JSON array of ``[code, name, payload]`` items; a leading space:
-the standard encoder's) are still read. Unwritten space is zero bytes.
+stream: ``<code> <name as JSON>\t<the payloads as one JSON array>\n`` (see `encode_group`); ``code`` has the bit
+`STD` when the standard encoder wrote the array (non-finite floats, nulls, integers beyond 64 bits), which then
+also parses it. Lines of the first version (a JSON array of ``[code, name, payload]`` items; a leading space: the
+standard encoder's) are still read. Unwritten space is zero bytes.
 
-The writer turns a metric line into journal lines without parsing it (`journal_items`): the array of rows is cut
-into the rows' JSON texts at ``},{``, which is safe exactly when the cut gives as many pieces as the line has rows.
+The writer turns metric lines into journal lines without parsing them (`journal_items`): the array of rows is cut
+into the rows' JSON texts at ``},{``. The training thread checks, when it writes the line, that the array holds
+exactly one ``},{`` less than it has rows (else a key or a value holds one, and the line gets the bit `PARSE`),
+so the cut is exact.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ import os
 import struct
 import threading
 import uuid
+from collections.abc import Callable
 from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 from .jsonio import dumpb, encode
+from .layout import PRIVATE
 
 try:
     import orjson as _orjson
@@ -472,7 +476,7 @@ def recover(jdir: Any) -> int:
 def recover_run(root: str | os.PathLike[str], prefix: str) -> int:
     """`recover` for the run ``prefix`` under the `.dash` folder ``root`` (cheap when there is nothing to do)."""
     try:
-        names = os.listdir(Path(root).joinpath(*prefix.split("/"), ".ml_dash", "ring"))
+        names = os.listdir(Path(root).joinpath(*prefix.split("/"), PRIVATE, "ring"))
     except (OSError, ValueError):
         return 0
     if not any(n.endswith(".ring") for n in names):
@@ -495,35 +499,84 @@ def _recover_one(jdir: Any, path: Path) -> int:
         if os.fstat(fd).st_nlink == 0:
             return 0  # another reader recovered it first
         size = os.fstat(fd).st_size
-        half = size // 2
-        if half <= HDR:
+        if size // 2 <= HDR:
             path.unlink(missing_ok=True)
             return 0
         with mmap.mmap(fd, size) as m:
-            halves = []
-            for h in (0, 1):
-                magic, lap, consumed, inflight = _H.unpack_from(m, h * half)
-                if magic == MAGIC and lap:
-                    halves.append((lap, h, consumed, inflight))
             added = 0
-            for _lap, h, consumed, inflight in sorted(halves):
-                base = h * half
-                end = m.find(b"\0", base + consumed, base + half)
-                end = base + half if end < 0 else end
-                last_nl = m.rfind(b"\n", base + consumed, end)
-                if last_nl < 0:
-                    continue
-                chunk = m[base + consumed: last_nl + 1]
-                split = max(0, min(inflight, last_nl + 1 - base) - consumed) if inflight > consumed else 0
-                maybe, fresh = decode_lines(chunk[:split]), decode_lines(chunk[split:])
+            for base, end, maybe, fresh in _records(m, size):
                 if maybe:
-                    maybe = _not_in_journal(jdir, maybe)
+                    maybe = _not_in_journal(jdir.stream_path, maybe)
                 added += _append(jdir, maybe + fresh)
-                struct.pack_into("<QQ", m, base + 16, last_nl + 1 - base, last_nl + 1 - base)
+                struct.pack_into("<QQ", m, base + 16, end, end)
         path.unlink(missing_ok=True)
         return added
     finally:
         os.close(fd)
+
+
+def _records(m: Any, size: int) -> list[tuple[int, int, list[Any], list[Any]]]:
+    """What a ring holds past its ``consumed`` marks, per half, oldest lap first: (where the half starts, the end
+    of its complete records relative to that start, the items that were in flight to the journal (some may be
+    there), the items that are not)."""
+    half = size // 2
+    halves = []
+    for h in (0, 1):
+        magic, lap, consumed, inflight = _H.unpack_from(m, h * half)
+        if magic == MAGIC and lap and HDR <= consumed < half:
+            halves.append((lap, h, consumed, inflight))
+    out = []
+    for _lap, h, consumed, inflight in sorted(halves):
+        base = h * half
+        end = m.find(b"\0", base + consumed, base + half)
+        end = base + half if end < 0 else end
+        last_nl = m.rfind(b"\n", base + consumed, end)
+        if last_nl < 0:
+            continue
+        chunk = m[base + consumed: last_nl + 1]
+        split = max(0, min(inflight, last_nl + 1 - base) - consumed) if inflight > consumed else 0
+        out.append((base, last_nl + 1 - base, decode_lines(chunk[:split]), decode_lines(chunk[split:])))
+    return out
+
+
+def unrecovered(private: Path, path_of: Callable[[str, str | None], Path | None]) -> tuple[list[Any], int]:
+    """The items that `recover` would add to the journal from the rings dead processes left in a run's private
+    folder ``private``, in order, and how many rings were skipped as busy; read without writing anything (for a viewer, which shows them and leaves the
+    recovery to the next open or `load`). ``path_of(kind, name)``: the journal file of a stream ("metrics" and
+    a name, "tracks" and a topic, "logs" and None), or None when it has none yet; records that were in flight
+    when the process died are looked up there and dropped when they reached it.
+
+    A ring is read under a shared lock taken without waiting: a live writer's ring (it holds the lock) and one
+    that a recovery is turning into the journal right now are skipped."""
+    folder = folder_of(private)
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".ring"))
+    except OSError:
+        return [], 0
+    out: list[Any] = []
+    busy = 0
+    for name in names:
+        try:
+            fd = os.open(folder / name, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                busy += 1
+                continue  # its process is alive, or a recovery has it
+            st = os.fstat(fd)
+            if st.st_nlink == 0 or st.st_size // 2 <= HDR:
+                continue
+            with mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ) as m:
+                for _base, _end, maybe, fresh in _records(m, st.st_size):
+                    out.extend((_not_in_journal(path_of, maybe) if maybe else []) + fresh)
+        except (OSError, ValueError):
+            continue
+        finally:
+            os.close(fd)
+    return out, busy
 
 
 def _append(jdir: Any, items: list[Any]) -> int:
@@ -543,7 +596,7 @@ def _append(jdir: Any, items: list[Any]) -> int:
     return len(metrics) + len(tracks) + len(logs)
 
 
-def _not_in_journal(jdir: Any, items: list[Any]) -> list[Any]:
+def _not_in_journal(path_of: Callable[[str, str | None], Path | None], items: list[Any]) -> list[Any]:
     """Of the items that were being written when the process died, those the journal does not hold yet. A
     stream's records of one batch are one append, so what reached the file is a prefix of them: per stream, drop
     everything up to the last item found among the stream's last records."""
@@ -559,7 +612,7 @@ def _not_in_journal(jdir: Any, items: list[Any]) -> list[Any]:
     for rec in logs:
         groups.setdefault(("logs", None), []).append(rec)
     for (kind, name), recs in groups.items():
-        path = jdir.stream_path(kind, name)
+        path = path_of(kind, name)
         rows, _ = read_jsonl(path) if path is not None else ([], 0)
         tail = rows[-(len(recs) + 64):]
         if kind == "metrics":

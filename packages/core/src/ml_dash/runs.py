@@ -94,9 +94,19 @@ def summary(root: str | os.PathLike[str], prefix: str, last: list[tuple[str, str
     (seconds), tags, params, rows per metric stream and entries per track; ``last``: the last value of each
     (stream, field) asked for, from the stream's last line."""
     run = os.path.join(os.fspath(root), *prefix.split("/"))
-    info = _read(run + "/experiment.json")
+    out = make_summary(prefix, _read(run + "/experiment.json"), _read(run + "/parameters.json"),
+                       _streams(run + "/metrics", "totalDataPoints", None),
+                       _streams(run + "/tracks", "totalEntries", "topic"))
+    if last:
+        out["last"] = {f"{s}:{f}": last_value(Path(run), s, f, out["metrics"]) for s, f in last}
+    return out
+
+
+def make_summary(prefix: str, info: Any, params: Any, metrics: dict[str, int | None],
+                 tracks: dict[str, int | None]) -> dict[str, Any]:
+    """A run's summary from its experiment.json, parameters.json and stream counts, wherever they are stored
+    (a `.dash` folder, a database): every engine answers through this one function."""
     info = info if isinstance(info, dict) else {}
-    params = _read(run + "/parameters.json")
     pdata = params.get("data") if isinstance(params, dict) else None
     start = info.get("created_at")
     end = info.get("endedAt") or info.get("heartbeatAt") or info.get("updated_at")
@@ -111,14 +121,25 @@ def summary(root: str | os.PathLike[str], prefix: str, last: list[tuple[str, str
         "tags": [str(t) for t in tags] if isinstance(tags, list) else [],
         "description": info.get("description") if isinstance(info.get("description"), str) else None,
         "params": dict(pdata) if isinstance(pdata, dict) else {},
-        "metrics": _streams(run + "/metrics", "totalDataPoints", None),
-        "tracks": _streams(run + "/tracks", "totalEntries", "topic"),
+        "metrics": dict(sorted(metrics.items())),
+        "tracks": dict(sorted(tracks.items())),
     }
     if isinstance(info.get("statusReason"), str):
         out["statusReason"] = info["statusReason"]
-    if last:
-        out["last"] = {f"{s}:{f}": last_value(Path(run), s, f, out["metrics"]) for s, f in last}
     return out
+
+
+def pick_last(streams: dict[str, Any], stream: str, field: str, last_of: Any) -> Any:
+    """The last value of ``field`` in ``stream``; ``stream`` empty: 'train' when its last row has the field, else
+    the first stream whose last row has it. ``last_of(name)``: a stream's last row's fields (None: none)."""
+    names = [stream] if stream else (["train"] if "train" in streams else []) + [s for s in streams if s != "train"]
+    for name in names:
+        if name not in streams:
+            continue
+        row = last_of(name)
+        if row is not None and field in row:
+            return row[field]
+    return None
 
 
 def last_row(path: Path) -> dict[str, Any] | None:
@@ -147,14 +168,8 @@ def last_row(path: Path) -> dict[str, Any] | None:
 
 def last_value(run: Path, stream: str, field: str, streams: dict[str, Any]) -> Any:
     """``stream`` may be empty: then 'train' when it has the field, else the first stream whose last row has it."""
-    names = [stream] if stream else (["train"] if "train" in streams else []) + [s for s in streams if s != "train"]
-    for name in names:
-        if name not in streams:
-            continue
-        row = last_row(run.joinpath("metrics", *name.split("/"), "data.jsonl"))
-        if row is not None and field in row:
-            return row[field]
-    return None
+    return pick_last(streams, stream, field,
+                     lambda name: last_row(run.joinpath("metrics", *name.split("/"), "data.jsonl")))
 
 
 def parse_selector(text: str) -> tuple[str, str]:
@@ -193,10 +208,19 @@ def _num(x: Any) -> Any:
 
 def show(view: Any) -> dict[str, Any]:
     """What ``ml-dash show PREFIX`` prints: the summary plus last/min/max of every metric field."""
-    out = summary(view._d.root, view.prefix)
-    out["metrics"] = {n: stream_stats(view.metrics(n).columns()) for n in view.metrics.names()}
-    out["logs"] = view.logs.columns(["sequenceNumber"]).rows
-    out["files"] = [f["path"].rstrip("/") + "/" + f["filename"] for f in view.files.list()]
+    return show_from(summary(view._d.root, view.prefix), view.metrics.names(),
+                     lambda n: view.metrics(n).columns(), view.logs.columns(["sequenceNumber"]).rows,
+                     view.files.list())
+
+
+def show_from(base: dict[str, Any], metric_names: Any, columns_of: Any, log_rows: int,
+              files: list[dict[str, Any]]) -> dict[str, Any]:
+    """``show``'s answer from a run's summary, its metric names, ``columns_of(name)``, its log count and file
+    index, wherever they are stored."""
+    out = dict(base)
+    out["metrics"] = {n: stream_stats(columns_of(n)) for n in metric_names}
+    out["logs"] = log_rows
+    out["files"] = [f["path"].rstrip("/") + "/" + f["filename"] for f in files]
     return out
 
 

@@ -85,7 +85,9 @@ def serve(root: str, host: str = "127.0.0.1", port: int = 8000, tokens: list[str
     fd = None
     if not database:  # one process owns a folder; any number share a database
         fd = _lock_root(path)
-        for stale in (path / ".ml_dash" / "incoming").glob("*.part"):  # uploads cut off by a crash
+        from ..layout import incoming_dir
+
+        for stale in incoming_dir(path).glob("*.part"):  # uploads cut off by a crash
             stale.unlink(missing_ok=True)
     try:
         backend = open_backend(root, database, files, fsync)

@@ -271,8 +271,7 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         Route(e + "/files", post_file, methods=["POST"]),
         Route(e + "/files/{id}", get_file, methods=["GET"]),
     ]
-    if isinstance(store, FolderBackend):  # ls, show, export against the server: docs/reading.md
-        routes += reads.routes(store.root)  # (they read the `.dash` files; not yet on a database)
+    routes += reads.routes(store)  # ls, show, export against the server: docs/reading.md
     async def too_deep(request: Request, exc: Exception) -> Response:
         return JSONNaN({"detail": "the request nests JSON too deeply"}, 400)
 

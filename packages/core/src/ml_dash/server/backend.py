@@ -111,6 +111,20 @@ class Backend(ABC):
     def file_content(self, prefix: str, fid: str) -> tuple[dict[str, Any], Path | Iterator[bytes]] | None:
         """(entry, a local path or a byte-chunk iterator) of one file, None when missing."""
 
+    # ---- reads for `ml-dash ls/show/export --url` and the viewer (docs/reading.md) ----------------------------
+    @abstractmethod
+    def summaries(self, last: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+        """`runs.summary` of every run, by prefix (``last``: (stream, field) pairs whose last values to add)."""
+
+    @abstractmethod
+    def show(self, prefix: str) -> dict[str, Any] | None:
+        """`runs.show` of one run (summary plus per-metric statistics), None when there is no such run."""
+
+    @abstractmethod
+    def columns(self, prefix: str, kind: str, name: str | None, fields: Any = None) -> Any:
+        """`colview.Columns` of one stream (kind: metrics, tracks or logs; empty when it has no rows); bad
+        names and unknown ``fields`` raise ValueError / KeyError."""
+
     def close(self) -> None:  # noqa: B027  (most engines hold nothing to release)
         """Release connections (the process is stopping)."""
 
@@ -207,11 +221,7 @@ def check_file_entry(entry: Any) -> dict[str, Any]:
         e["filename"] = file_name(e.get("filename"))
     except (TypeError, ValueError) as err:
         raise BadRequest(str(err)) from None
-    now = now_iso()  # the layout's fields, for entries from clients that leave them out
-    for k, v in (("experimentId", None), ("description", None), ("tags", []), ("bindrs", []),
-                 ("contentType", "application/octet-stream"), ("metadata", None), ("uploadedAt", now),
-                 ("updatedAt", now), ("deletedAt", None)):
-        e.setdefault(k, v)
+    layout.entry_defaults(e, now_iso())  # the layout's fields, for entries from clients that leave them out
     _check_entry_fields(e)
     return e
 
@@ -264,9 +274,7 @@ def storage_failure(e: OSError) -> tuple[int, str]:
 # ---- merge rules shared by the engines ----------------------------------------------------------------------
 def new_info(prefix: str, info: dict[str, Any]) -> dict[str, Any]:
     """experiment.json of an experiment this server creates (``prefix`` already checked)."""
-    segs = prefix.split("/")
-    return {"name": segs[-1], "project": segs[0], "description": None, "tags": [], "bindrs": [], "prefix": prefix,
-            "metadata": None, "created_at": _str(info.get("created_at")) or now_iso(), "write_protected": False}
+    return layout.info_for(prefix, _str(info.get("created_at")) or now_iso())
 
 
 def merge_info(cur: dict[str, Any], info: Any, last: str | None) -> str | None:
@@ -335,13 +343,7 @@ def track_meta(m: Any, topic: str, entries: list[dict[str, Any]]) -> dict[str, A
 
 def new_params(cur: Any, data: dict[str, Any]) -> dict[str, Any]:
     """parameters.json after merging ``data``."""
-    if not isinstance(cur, dict) or not isinstance(cur.get("data"), dict):
-        cur = {"version": 0, "data": {}}
-    cur["data"].update(data)
-    cur["version"] = int(cur.get("version") or 0) + 1
-    cur["updatedAt"] = now_iso()
-    out: dict[str, Any] = cur
-    return out
+    return layout.new_params(cur, data)
 
 
 def _str(v: Any) -> str | None:

@@ -11,7 +11,7 @@ from ..jsonio import read_json, read_jsonl
 from ..layout import ExperimentDir
 from ..names import metric_segments
 from ..reader import list_experiments
-from .backend import Backend, check_kind
+from .backend import Backend, BadRequest, check_kind
 from .storage import ServerRoot
 
 
@@ -137,3 +137,30 @@ class FolderBackend(Backend):
                 if path.is_file():
                     return e, path
         return None
+
+    # ---- summaries and columns: the same functions `ml-dash ls/show/export` use on a local folder ----------
+    def summaries(self, last: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+        from ..runs import find_runs, summary
+
+        return [summary(self.root, p, last) for p in find_runs(self.root)]
+
+    def show(self, prefix: str) -> dict[str, Any] | None:
+        from ..reader import load
+        from ..runs import show
+
+        if self.info(prefix) is None:
+            return None
+        return show(load(prefix, self.root))
+
+    def columns(self, prefix: str, kind: str, name: str | None, fields: Any = None) -> Any:
+        from ..reader import load
+
+        check_kind(kind, name)
+        if self._existing(prefix) is None:
+            raise BadRequest(f"no experiment {prefix!r}")
+        view = load(prefix, self.root)
+        if kind == "metrics":
+            return view.metrics(name).columns(fields)
+        if kind == "tracks":
+            return view.tracks(str(name)).columns(fields)
+        return view.logs.columns(fields)

@@ -154,6 +154,9 @@ class PgBackend(Backend):
         self.pool = ConnectionPool(url, min_size=2, max_size=pool_size, open=True, timeout=30,
                                    kwargs={"connect_timeout": 10})
         self._staging = Path(tempfile.mkdtemp(prefix="ml-dash-incoming-"))
+        from .pgread import Reads
+
+        self._reads = Reads(self)
 
     def close(self) -> None:
         self.pool.close()
@@ -391,3 +394,13 @@ class PgBackend(Backend):
                 content = self.objects.get(object_key(p, e))
                 return None if content is None else (e, content)
         return None
+
+    # ---- summaries and columns (pgread.py) ------------------------------------------------------------------
+    def summaries(self, last: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+        return self._reads.summaries(last)
+
+    def show(self, prefix: str) -> dict[str, Any] | None:
+        return self._reads.show(prefix)
+
+    def columns(self, prefix: str, kind: str, name: str | None, fields: Any = None) -> Any:
+        return self._reads.columns(prefix, kind, name, fields)

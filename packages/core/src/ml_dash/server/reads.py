@@ -1,15 +1,13 @@
-"""Read routes for ``ml-dash ls``, ``show`` and ``export`` against a server, over the same column cache and the
-same summary functions (``ml_dash.runs``) the commands use on a local folder.
-
-``read_columns(root, prefix, kind, name)`` is the one place the server reads a stream's columns: another storage
-backend answers these routes by providing its own function with that signature.
+"""Read routes for ``ml-dash ls``, ``show`` and ``export`` against a server, answered by the storage engine's
+read methods (`Backend.summaries`, `show`, `columns`): the `.dash` folder engine through the same column cache and
+summary functions (``ml_dash.runs``) the commands use on a local folder, PostgreSQL through `pgread`, with the
+same answers.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -19,21 +17,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..names import split_path
+from .backend import Backend
 from .guard import SEP
-
-
-def read_columns(root: Path, prefix: str, kind: str, name: str | None) -> Any:
-    """The columns of one stream (kind: metrics, tracks or logs) of the run ``prefix`` stored under ``root``."""
-    from ..reader import load
-
-    view = load(prefix, root)
-    if kind == "metrics":
-        return view.metrics(name).columns()
-    if kind == "tracks":
-        if name is None:
-            raise ValueError("a track topic is required")
-        return view.tracks(name).columns()
-    return view.logs.columns()
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -59,15 +44,18 @@ def columns_body(cols: Any, fields: list[str] | None) -> dict[str, Any]:
     return {"rows": int(cols.rows), "kind": cols.kind, "columns": main, "other": other}
 
 
-def routes(root: Path, reader: Callable[[Path, str, str, str | None], Any] = read_columns) -> list[Route]:
-    from ..runs import find_runs, parse_selector, show, summary
+def routes(store: Backend) -> list[Route]:
+    from ..runs import parse_selector
 
-    def run_or_404(prefix: str) -> str:
+    def check(prefix: str) -> str:
         try:
             split_path(prefix, "experiment prefix", allow_single=False)
         except (TypeError, ValueError) as e:
             raise HTTPException(400, str(e)) from None
-        if not root.joinpath(*prefix.split("/"), "experiment.json").is_file():
+        return prefix
+
+    async def run_or_404(prefix: str) -> str:
+        if await run_in_threadpool(store.info, check(prefix)) is None:
             raise HTTPException(404, f"no experiment {prefix!r}")
         return prefix
 
@@ -76,30 +64,23 @@ def routes(root: Path, reader: Callable[[Path, str, str, str | None], Any] = rea
             last = [parse_selector(s) for s in (request.query_params.get("last") or "").split(",") if s]
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
-
-        def work() -> list[dict[str, Any]]:
-            return [summary(root, p, last) for p in find_runs(root)]
-
-        return _json({"runs": await run_in_threadpool(work)})
+        return _json({"runs": await run_in_threadpool(store.summaries, last)})
 
     async def run_summary(request: Request) -> Response:
-        prefix = run_or_404(_param(request, "prefix"))
-
-        def work() -> dict[str, Any]:
-            from ..reader import load
-
-            return show(load(prefix, root))
-
-        return _json(await run_in_threadpool(work))
+        prefix = check(_param(request, "prefix"))
+        found = await run_in_threadpool(store.show, prefix)
+        if found is None:
+            raise HTTPException(404, f"no experiment {prefix!r}")
+        return _json(found)
 
     def column_route(kind: str) -> Callable[[Request], Any]:
         async def handler(request: Request) -> Response:
-            prefix = run_or_404(_param(request, "prefix"))
+            prefix = await run_or_404(_param(request, "prefix"))
             name = _param(request, "name") if "name" in request.path_params else None
             fields_q = request.query_params.get("fields")
             fields = [f for f in fields_q.split(",") if f] if fields_q else None
             try:
-                cols = await run_in_threadpool(reader, root, prefix, kind, name)
+                cols = await run_in_threadpool(store.columns, prefix, kind, name)
             except (TypeError, ValueError) as e:
                 raise HTTPException(400, str(e)) from None
             return _json(await run_in_threadpool(columns_body, cols, fields))

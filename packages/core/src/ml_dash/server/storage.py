@@ -13,7 +13,6 @@ The server process owns its root (`serve` takes a lock on it); a local `Experime
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -21,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ..jsonio import complete_end, new_id, read_json, read_jsonl, write_json_atomic
+from .. import layout
 from ..layout import ExperimentDir
-from ..names import metric_segments
 from .backend import (  # noqa: F401  (BadRequest and check_source re-exported)
     BadRequest,
     check_file_entry,
@@ -77,7 +76,7 @@ class ServerRoot:
 
     def existing(self, prefix: str) -> ExperimentDir | None:
         d = self.exp(prefix)
-        return d if (d.path / "experiment.json").is_file() else None
+        return d if d.exists() else None
 
     # ---- experiment.json ------------------------------------------------------------------------------------
     def open_experiment(self, prefix: str, info: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
@@ -88,25 +87,25 @@ class ServerRoot:
         with self.lock("info:" + d.prefix):
             d.path.mkdir(parents=True, exist_ok=True)
             d.private.mkdir(parents=True, exist_ok=True)
-            with d.locked("experiment.json"):
-                cur = read_json(d.path / "experiment.json")
+            with d.locked(layout.EXPERIMENT_JSON):
+                cur = read_json(d.info_file())
                 created = not isinstance(cur, dict)
                 if created:
                     cur = new_info(d.prefix, info)
                 assert isinstance(cur, dict)
-                state_path = _state_path(d, "info")
+                state_path = d.server_state_path("info")
                 state = _read_state(state_path)
                 mark = merge_info(cur, info, state["sources"].get(source))
                 if mark is not None:
                     state["sources"][source] = mark
-                write_json_atomic(d.path / "experiment.json", cur, fsync=self.fsync)
+                write_json_atomic(d.info_file(), cur, fsync=self.fsync)
                 write_json_atomic(state_path, state, fsync=self.fsync)
         return cur, created
 
     def ensure(self, prefix: str) -> ExperimentDir:
         """Appends to an experiment nobody opened here (a server root wiped mid-run) create it."""
         d = self.exp(prefix)
-        if not (d.path / "experiment.json").is_file():
+        if not d.exists():
             self.open_experiment(prefix, {}, "anonymous")
         return d
 
@@ -116,7 +115,7 @@ class ServerRoot:
         check_params(data, version)
         d = self.ensure(prefix)
         with self.lock("params:" + d.prefix):
-            state_path = _state_path(d, "params")
+            state_path = d.server_state_path("params")
             state = _read_state(state_path)
             last = state["sources"].get(source)
             if version is not None and isinstance(last, int) and version <= last:
@@ -132,16 +131,15 @@ class ServerRoot:
         self.exp(prefix)
         recs = check_logs(records)
         d = self.ensure(prefix)
-        return self._append_indexed(d, "logs", d.path / "logs" / "logs.jsonl", "logs", "sequenceNumber",
-                                    recs, source, None)
+        lock = layout.stream_lock(layout.LOGS_DIR)
+        return self._append_indexed(d, lock, d.logs_file(), lock, "sequenceNumber", recs, source, None)
 
     def append_metrics(self, prefix: str, name: str, records: Any, source: str) -> dict[str, int]:
         self.exp(prefix)
         recs = check_metrics(name, records)
         d = self.ensure(prefix)
-        folder = _inside(d, d.path.joinpath("metrics", *metric_segments(name)))
-        return self._append_indexed(d, "metrics/" + name, folder / "data.jsonl", "metrics/" + name, "index",
-                                    recs, source, name)
+        lock = layout.stream_lock(layout.METRICS, name)
+        return self._append_indexed(d, lock, _inside(d, d.metric_file(name)), lock, "index", recs, source, name)
 
     def _append_indexed(self, d: ExperimentDir, key: str, path: Path, lock_name: str, field: str,
                         recs: list[dict[str, Any]], source: str, metric: str | None) -> dict[str, int]:
@@ -149,7 +147,7 @@ class ServerRoot:
             path.parent.mkdir(parents=True, exist_ok=True)
             d.private.mkdir(parents=True, exist_ok=True)
             with d.locked(lock_name):
-                state_path = _state_path(d, key)
+                state_path = d.server_state_path(key)
                 state = _recover(path, _read_state(state_path), field)
                 w = int(state["sources"].get(source, 0))
                 rows, w, n = renumber(recs, field, w, int(state["next"]), metric is not None)
@@ -160,7 +158,7 @@ class ServerRoot:
                         state["size"] = _append(path, "".join(parts).encode(), self.fsync)
                         state["next"] = n
                         if metric is not None:
-                            meta_path = path.parent / "metadata.json"
+                            meta_path = layout.meta_file(path)
                             write_json_atomic(meta_path, metric_meta(read_json(meta_path), metric, n))
                         state["sources"][source] = w
                         write_json_atomic(state_path, state, fsync=self.fsync)
@@ -175,13 +173,12 @@ class ServerRoot:
         self.exp(prefix)
         entries = check_tracks(topic, entries, offset, end, offsets)
         d = self.ensure(prefix)
-        folder = d.track_folder(topic)
-        path = _inside(d, d.path / "tracks" / folder / "data.jsonl")
-        key = "tracks/" + topic
+        path = _inside(d, d.track_file(topic))
+        key = layout.stream_lock(layout.TRACKS, topic)
         with self.lock(f"{d.prefix}\0{key}"):
             d.private.mkdir(parents=True, exist_ok=True)
             with d.locked(key):
-                state_path = _state_path(d, key)
+                state_path = d.server_state_path(key)
                 state = _recover(path, _read_state(state_path), None)
                 kept, new_w = track_keep(entries, offset, end, offsets, int(state["sources"].get(source, 0)))
                 keep = [e for _, e in kept]
@@ -189,7 +186,7 @@ class ServerRoot:
                 try:
                     if keep:
                         state["size"] = _append(path, "".join(_encode(e) + "\n" for e in keep).encode(), self.fsync)
-                        meta_path = path.parent / "metadata.json"
+                        meta_path = layout.meta_file(path)
                         write_json_atomic(meta_path, track_meta(read_json(meta_path), topic, keep))
                     state["sources"][source] = new_w
                     write_json_atomic(state_path, state, fsync=self.fsync)
@@ -203,9 +200,7 @@ class ServerRoot:
         return check_file_entry(entry)
 
     def has_file(self, d: ExperimentDir, fid: str) -> bool:
-        idx = read_json(d.path / "files" / ".files_metadata.json")
-        files = idx.get("files") if isinstance(idx, dict) else None
-        return any(isinstance(x, dict) and x.get("id") == fid for x in files or [])
+        return any(x.get("id") == fid for x in d.files_index())
 
     def publish_file(self, d: ExperimentDir, staged: Path, entry: dict[str, Any]) -> bool:
         """Move an uploaded file into place and index it; False when that id was already stored."""
@@ -219,7 +214,7 @@ class ServerRoot:
 
     def incoming(self) -> Path:
         """A fresh staging path for an upload (``<root>/.ml_dash/incoming``: no experiment can live there)."""
-        p = self.root / ".ml_dash" / "incoming"
+        p = layout.incoming_dir(self.root)
         p.mkdir(parents=True, exist_ok=True)
         return p / f"{new_id()}.{threading.get_ident()}.part"
 
@@ -231,12 +226,6 @@ class ServerRoot:
 
 
 
-
-
-def _state_path(d: ExperimentDir, key: str) -> Path:
-    folder = d.private / "server"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / (hashlib.sha1(key.encode()).hexdigest()[:24] + ".json")
 
 
 def _read_state(path: Path) -> dict[str, Any]:

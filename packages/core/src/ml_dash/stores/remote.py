@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from ..layout import source_id_file
 from .base import PermanentError, RetryLater, Store
 
 DEFAULT_TIMEOUT = 10.0
@@ -96,7 +97,7 @@ def source_id(folder: str | os.PathLike[str] | None) -> str:
     """A stable id for one local `.dash` experiment folder (shared by every process writing it)."""
     if folder is None:
         return "anonymous"
-    path = Path(folder) / ".ml_dash" / "source-id"
+    path = source_id_file(Path(folder))
     try:
         return path.read_text().strip() or "anonymous"
     except FileNotFoundError:

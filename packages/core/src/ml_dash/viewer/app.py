@@ -324,7 +324,7 @@ def run_info(root: Root, prefix: str, pre: dict[str, Columns] | None = None, log
         streams[name] = {"fields": fields, "rows": c.rows, "invalid": c.invalid, "offset": c.offset,
                          "nonNumeric": sorted(f for f in c.non_numeric if f not in fields),
                          "someNonNumeric": sorted(f for f in c.non_numeric if f in fields)}
-    s.update(streams=streams, topics=sorted(root.topics(run)), files=len(root.files(run)))
+    s.update(streams=streams, topics=root.topic_names(run), files=len(root.files(run)))
     if logs:
         lg = root.logs(run)
         s["logs"] = {"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid}
@@ -338,10 +338,11 @@ def track_data(root: Root, prefix: str, topic: str) -> dict[str, Any]:
 
     run = root.run_dir(prefix)
     folder = root.topics(run).get(topic)
-    if folder is None:
+    ring = root.ring_tracks(run, topic)
+    if folder is None and not ring:
         raise NotFound(f"no track topic {topic!r} in run {prefix!r}")
-    tail, _ = read_from(root.inside(run, "tracks", folder.name, "data.jsonl"), 0)
-    rows = merge_tracks(tail.rows)
+    tail = read_from(root.inside(run, "tracks", folder.name, "data.jsonl"), 0)[0] if folder is not None else None
+    rows = merge_tracks((tail.rows if tail is not None else []) + ring)
     cols: dict[str, list[Any]] = {}
     for k, r in enumerate(rows):
         for key, v in r.items():
@@ -351,7 +352,7 @@ def track_data(root: Root, prefix: str, topic: str) -> dict[str, Any]:
             if len(col) < k + 1:
                 col.append(None)
     numeric = [k for k, v in cols.items() if k != "timestamp" and any(x is not None for x in v)]
-    return {"topic": topic, "rows": len(rows), "invalid": tail.invalid, "columns": cols, "numeric": numeric}
+    return {"topic": topic, "rows": len(rows), "invalid": tail.invalid if tail is not None else 0, "columns": cols, "numeric": numeric}
 
 
 def _metric_stats(root: Root, prefix: str, wanted: list[str]) -> dict[str, Any]:

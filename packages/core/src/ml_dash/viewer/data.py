@@ -11,16 +11,18 @@ import math
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import layout
 from ..jsonio import read_json
-from ..names import check_prefix, split_path
+from ..names import check_prefix, metric_segments, split_path
 from ..reader import effective_status
-from ..ring import recover_run
+from ..ring import folder_of, split_items, unrecovered
 from .tail import complete_size, read_from
 
 MAX_MESSAGE = 10_000  # characters of one log message sent to the page; longer ones are cut with a note
@@ -111,6 +113,7 @@ class Root:
         self._lock = threading.Lock()
         self._exact: set[Path] = set()  # streams read in full at least once by this process
         self._pending: dict[Path, Any] = {}  # streams whose first full read is under way
+        self._rings: dict[Path, RingRows] = {}  # per run folder: what dead writers left in their spill rings
 
     # ---- names ---------------------------------------------------------------------------------------------
     def run_dir(self, prefix: str) -> Path:
@@ -124,7 +127,7 @@ class Root:
             raise NotFound(f"no run {prefix!r} under this root")
         if not (real / "experiment.json").is_file():
             raise NotFound(f"no run {prefix!r} under this root (it may have been deleted)")
-        recover_run(self.real, "/".join(segs))  # rows a killed writer left in its spill ring
+        self._scan_ring(real)  # rows a killed writer left in its spill ring: shown, not written
         return real
 
     def inside(self, base: Path, *parts: str) -> Path:
@@ -211,13 +214,12 @@ class Root:
         return out
 
     def streams(self, run: Path) -> list[str]:
+        """The run's metric streams: those with a file, and those only a killed writer's spill ring holds."""
         base = run / "metrics"
-        if not base.is_dir():
-            return []
-        out = []
-        for p in base.rglob("data.jsonl"):
-            out.append(str(p.parent.relative_to(base)).replace(os.sep, "/"))
-        return sorted(out)
+        files = list(base.rglob(layout.DATA)) if base.is_dir() else []
+        rr = self._rings.get(run)
+        files += [p for p in (rr.metrics if rr is not None else {}) if base in p.parents]
+        return sorted({str(p.parent.relative_to(base)).replace(os.sep, "/") for p in files})
 
     def topics(self, run: Path) -> dict[str, Path]:
         base = run / "tracks"
@@ -245,6 +247,73 @@ class Root:
             raise NotFound("the file index names a path outside the run") from None
         return self.inside(run, "files", *segs, str(entry["id"]), str(entry["filename"]))
 
+    # ---- spill rings of killed writers ---------------------------------------------------------------------
+    def _scan_ring(self, run: Path) -> None:
+        """Read the rows dead processes left in the run's spill rings (read-only: `ml_dash.load`, the next open
+        of the run or `ml-dash sync` write them into the journal), re-read only when a ring changed, or after a
+        second while a ring's process may have died since."""
+        private = run / layout.PRIVATE
+        folder = folder_of(private)
+        try:
+            names = sorted(n for n in os.listdir(folder) if n.endswith(".ring"))
+        except OSError:
+            names = []
+        if not names:
+            self._rings.pop(run, None)
+            return
+        key = []
+        for n in names:
+            try:
+                st = os.stat(folder / n)
+            except OSError:
+                continue
+            key.append((n, st.st_mtime_ns, st.st_size))
+        old = self._rings.get(run)
+        now = time.monotonic()
+        if old is not None and old.key == tuple(key) and (not old.busy or now - old.at < 1.0):
+            return
+        topics = self.topics(run)
+
+        def path_of(kind: str, name: str | None) -> Path | None:
+            try:
+                if kind == "metrics":
+                    return run.joinpath("metrics", *metric_segments(name), layout.DATA)
+                if kind == "tracks":
+                    return topics[name] / layout.DATA if name in topics else None
+                return run.joinpath(*layout.LOGS.split("/"))
+            except (ValueError, TypeError):
+                return None
+
+        items, busy = unrecovered(private, path_of)
+        rr = RingRows(tuple(key), busy, now)
+        metrics, tracks, logs = split_items(items)
+        for name, data in metrics:
+            p = path_of("metrics", name)
+            if p is not None and isinstance(data, dict):
+                rr.metrics.setdefault(p, []).append(data)
+        for topic, entry in tracks:
+            if isinstance(entry, dict):
+                rr.tracks.setdefault(topic, []).append(entry)
+        rr.logs = logs
+        self._rings[run] = rr
+
+    def ring_metrics(self, path: Path) -> list[dict[str, Any]]:
+        """Rows of the metric stream ``path`` that a killed writer left in its spill ring (not in the file)."""
+        for rr in self._rings.values():
+            rows = rr.metrics.get(path)
+            if rows:
+                return rows
+        return []
+
+    def topic_names(self, run: Path) -> list[str]:
+        """The run's track topics: those with a folder, and those only a killed writer's spill ring holds."""
+        rr = self._rings.get(run)
+        return sorted(set(self.topics(run)) | set(rr.tracks if rr is not None else ()))
+
+    def ring_tracks(self, run: Path, topic: str) -> list[dict[str, Any]]:
+        rr = self._rings.get(run)
+        return rr.tracks.get(topic, []) if rr is not None else []
+
     # ---- columns and logs ----------------------------------------------------------------------------------
     def columns(self, path: Path) -> Columns:
         """The stream's columns through the core's incremental column cache (only appended lines are parsed).
@@ -258,8 +327,10 @@ class Root:
         cols = dict(snap.num)
         cols.setdefault("index", np.arange(snap.n, dtype=np.float64))
         cols.setdefault("_ts", np.full(snap.n, np.nan))
-        return Columns(cols=cols, rows=snap.n, offset=offset, invalid=snap.skipped,
-                       non_numeric=set(snap.text), missing=not path.exists())
+        c = Columns(cols=cols, rows=snap.n, offset=offset, invalid=snap.skipped,
+                    non_numeric=set(snap.text), missing=not path.exists())
+        extra = self.ring_metrics(path)
+        return _with_rows(c, extra) if extra else c
 
     async def columns_or_preview(self, path: Path) -> tuple[Columns, bool]:
         """The exact columns, or, when a large stream's first read takes longer than ``PREVIEW_WAIT``, a preview
@@ -299,7 +370,63 @@ class Root:
                 moved = tail.offset != lg.offset
                 lg.offset = tail.offset
                 if not moved or tail.missing:
-                    return lg
+                    break
+        rr = self._rings.get(run)
+        return _with_logs(lg, rr.logs) if rr is not None and rr.logs else lg
+
+
+@dataclass
+class RingRows:
+    """What the spill rings of a run's dead writers hold, by stream: metric rows by journal file, track entries
+    by topic, log records ``(ts, level, message, metadata)``."""
+
+    key: tuple[Any, ...]
+    busy: int
+    at: float
+    metrics: dict[Path, list[dict[str, Any]]] = field(default_factory=dict)
+    tracks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    logs: list[Any] = field(default_factory=list)
+
+
+def _with_rows(c: Columns, rows: list[dict[str, Any]]) -> Columns:
+    """``c`` with metric rows appended (numbered on from its last row, as recovery will number them)."""
+    import json
+
+    from ..columns import parse_general
+
+    start = int(_last_index(c)) + 1
+    lines = b"".join(json.dumps({"index": start + k, "data": d}, default=str).encode() + b"\n"
+                     for k, d in enumerate(rows))
+    b = parse_general(lines, "metrics")
+    n, m = c.rows, b.n
+    cols = {}
+    for k in set(c.cols) | set(b.num):
+        a = c.cols.get(k)
+        e = b.num.get(k)
+        cols[k] = np.concatenate([a[:n] if a is not None else np.full(n, np.nan),
+                                  e[:m] if e is not None else np.full(m, np.nan)])
+    return Columns(cols=cols, rows=n + m, offset=c.offset, invalid=c.invalid,
+                   non_numeric=c.non_numeric | set(b.text), ino=c.ino, missing=False)
+
+
+def _last_index(c: Columns) -> float:
+    idx = c.cols.get("index")
+    if idx is None or not c.rows:
+        return -1.0
+    fin = idx[: c.rows][np.isfinite(idx[: c.rows])]
+    return float(fin[-1]) if len(fin) else float(c.rows - 1)
+
+
+def _with_logs(lg: Logs, recs: list[Any]) -> Logs:
+    """A copy of ``lg`` with log records from a spill ring appended."""
+    out = Logs(seq=list(lg.seq), ts=list(lg.ts), level=list(lg.level), message=list(lg.message), offset=lg.offset,
+               invalid=lg.invalid, ino=lg.ino)
+    for ts, level, message, _meta in recs:
+        out.seq.append(out.seq[-1] + 1 if out.seq else 0)
+        out.ts.append(float(ts) if isinstance(ts, (int, float)) else math.nan)
+        out.level.append(str(level).lower())
+        out.message.append(message if isinstance(message, str) else str(message))
+    return out
 
 
 def preview_columns(path: Path, lines: int = PREVIEW_LINES) -> Columns:

@@ -1,0 +1,145 @@
+"""The read side of the PostgreSQL engine: run summaries (``ml-dash ls``/``show`` against the server) and a stream's
+columns, giving the same answers as the `.dash` folder engine.
+
+Columns are never built row by row in Python: the rows of a stream (the JSON lines a `.dash` file would hold) come
+out of the database with one ``COPY ... TO STDOUT`` per page, as the bytes of a JSON-lines file, and go through the
+same vectorised parser and in-memory column cache (`colcache.read_numbered`) as a local file. Rows are numbered
+gap-free and never change once stored, so a second read fetches only the rows appended since.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..names import metric_segments
+from . import backend as b
+
+# CSV with a quote and a delimiter that never occur in a stored row (rows are ASCII JSON, control characters
+# escaped): every row comes out as its own bytes and a newline, with no escaping to undo.
+_COPY = ("COPY (SELECT body FROM stream_rows WHERE stream_id = %s AND idx >= %s AND idx < %s ORDER BY idx) "
+         "TO STDOUT (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')")
+COUNT_KEY = {"metrics": "totalDataPoints", "tracks": "totalEntries"}
+
+
+class Reads:
+    """Reads over a `PgBackend`'s pool (``pg``: the backend; its ``_tx`` gives a cursor, ``_prefix`` checks)."""
+
+    def __init__(self, pg: Any) -> None:
+        self.pg = pg
+
+    @contextmanager
+    def _cur(self) -> Iterator[Any]:
+        with self.pg._tx() as cur:
+            yield cur
+
+    # ---- streams --------------------------------------------------------------------------------------------
+    @staticmethod
+    def stream_key(kind: str, name: str | None) -> str:
+        b.check_kind(kind, name)
+        return "" if kind == "logs" else "/".join(metric_segments(name)) if kind == "metrics" else str(name)
+
+    def stream(self, prefix: str, kind: str, name: str | None) -> tuple[int, int] | None:
+        """(stream id, rows) of one stream, None when it has none."""
+        key = self.stream_key(kind, name)
+        p = self.pg._prefix(prefix)
+        with self._cur() as cur:
+            row = cur.execute("SELECT s.id, s.next FROM streams s JOIN experiments e ON e.id = s.exp_id "
+                              "WHERE e.prefix = %s AND s.kind = %s AND s.name = %s", (p, kind, key)).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
+
+    def lines(self, sid: int, start: int, stop: int) -> bytes:
+        """Rows ``start..stop-1`` of a stream as JSON lines (one COPY; no per-row Python objects)."""
+        with self._cur() as cur, cur.copy(_COPY, (sid, start, stop)) as cp:
+            return b"".join(bytes(chunk) for chunk in cp)
+
+    def snapshot(self, prefix: str, kind: str, name: str | None) -> Any:
+        """The column cache's snapshot of one stream (empty when it has no rows)."""
+        from ..colcache import Snapshot, StreamColumns, read_numbered
+
+        found = self.stream(prefix, kind, name)
+        if found is None:
+            return Snapshot(StreamColumns(kind))
+        sid, total = found
+        key = f"{self.pg.url}\0{self.pg._prefix(prefix)}\0{kind}\0{name}\0{sid}"
+        return read_numbered(key, kind, total, lambda start, stop: self.lines(sid, start, stop))
+
+    def columns(self, prefix: str, kind: str, name: str | None, fields: Any = None) -> Any:
+        """`Columns` of one stream, as ``load(prefix).metrics(name).columns(fields)`` gives them for a folder."""
+        from ..colview import build
+
+        if kind == "tracks" and name is None:
+            raise ValueError("a track topic is required")
+        what = "logs" if kind == "logs" else f"{kind[:-1]} {name!r} of {prefix}"
+        return build(self.snapshot(prefix, kind, name), fields, what)
+
+    # ---- summaries ------------------------------------------------------------------------------------------
+    def _counts(self, cur: Any, exp_ids: list[int] | None) -> dict[int, dict[str, dict[str, int | None]]]:
+        """exp id -> {"metrics": {name: rows}, "tracks": {topic: entries}}, from each stream's metadata."""
+        q = "SELECT exp_id, kind, name, meta FROM streams WHERE kind IN ('metrics', 'tracks') AND next > 0"
+        rows = cur.execute(q + " AND exp_id = ANY(%s)", (exp_ids,)).fetchall() if exp_ids is not None else \
+            cur.execute(q).fetchall()
+        out: dict[int, dict[str, dict[str, int | None]]] = {}
+        for exp_id, kind, name, meta in rows:
+            m = json.loads(meta) if meta else None
+            count = m.get(COUNT_KEY[kind]) if isinstance(m, dict) else None
+            label = m.get("topic") if kind == "tracks" and isinstance(m, dict) else None
+            per = out.setdefault(exp_id, {"metrics": {}, "tracks": {}})
+            per[kind][label if isinstance(label, str) else name] = count if isinstance(count, int) else None
+        return out
+
+    def _last_rows(self, cur: Any, exp_ids: list[int], names: list[str] | None) -> dict[tuple[int, str], Any]:
+        """(exp id, metric name) -> the fields of its last row, for the named metrics (None: every metric)."""
+        from ..columns import ROW_FIELDS, parse_line
+
+        q = ("SELECT s.exp_id, s.name, r.body FROM streams s JOIN stream_rows r ON r.stream_id = s.id "
+             "AND r.idx = s.next - 1 WHERE s.kind = 'metrics' AND s.next > 0 AND s.exp_id = ANY(%s)")
+        rows = cur.execute(q + " AND s.name = ANY(%s)", (exp_ids, names)).fetchall() if names is not None else \
+            cur.execute(q, (exp_ids,)).fetchall()
+        out = {}
+        for exp_id, name, body in rows:
+            obj = parse_line(body.encode())
+            if obj is not None:
+                out[(exp_id, name)] = ROW_FIELDS["metrics"](obj)
+        return out
+
+    def summaries(self, last: list[tuple[str, str]] | None = None, prefix: str | None = None) -> list[dict[str, Any]]:
+        """`runs.summary` of every run (or of ``prefix`` only), by prefix: three queries whatever the count."""
+        from ..runs import make_summary, pick_last
+
+        with self._cur() as cur:
+            if prefix is None:
+                exps = cur.execute('SELECT id, prefix, info, params FROM experiments ORDER BY prefix COLLATE "C"'
+                                   ).fetchall()
+                counts = self._counts(cur, None)
+            else:
+                exps = cur.execute("SELECT id, prefix, info, params FROM experiments WHERE prefix = %s",
+                                   (self.pg._prefix(prefix),)).fetchall()
+                counts = self._counts(cur, [e[0] for e in exps])
+            lasts: dict[tuple[int, str], Any] = {}
+            if last and exps:
+                named = None if any(not s for s, _ in last) else sorted({s for s, _ in last})
+                lasts = self._last_rows(cur, [e[0] for e in exps], named)
+        out = []
+        empty: dict[str, dict[str, int | None]] = {"metrics": {}, "tracks": {}}
+        for exp_id, p, info, params in exps:
+            c = counts.get(exp_id, empty)
+            s = make_summary(p, json.loads(info), json.loads(params) if params else None, c["metrics"], c["tracks"])
+            if last:
+                s["last"] = {f"{st}:{f}": pick_last(s["metrics"], st, f, lambda n, i=exp_id: lasts.get((i, n)))
+                             for st, f in last}
+            out.append(s)
+        return out
+
+    def show(self, prefix: str) -> dict[str, Any] | None:
+        """`runs.show` of one run, None when there is no such run."""
+        from ..runs import show_from
+
+        found = self.summaries(None, prefix)
+        if not found:
+            return None
+        logs = self.stream(prefix, "logs", None)
+        return show_from(found[0], self.pg.names(prefix, "metrics"),
+                         lambda n: self.columns(prefix, "metrics", n), logs[1] if logs else 0, self.pg.files(prefix))
