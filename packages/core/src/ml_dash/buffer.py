@@ -30,12 +30,13 @@ __all__ = ["BufferConfig", "Buffer"]
 
 HEARTBEAT_EVERY = 5.0
 FSYNC_EVERY = 1.0
-SLICE_BYTES = 32 << 10  # ring bytes the worker turns into journal lines per slice (~400 rows, ~0.4 ms of GIL)
+SLICE_BYTES = 32 << 10  # ring bytes the worker turns into journal lines per slice (~500 rows, ~0.2 ms of GIL)
 SLICE_ITEMS = 1_000  # queued records per kind written per slice
 # far behind (the ring more than a quarter full, or records queued in memory), slices grow: each slice costs a few
-# system calls, and each of those hands the GIL to a busy training thread for a whole switch interval
-SLICE_BYTES_BEHIND = 1 << 20
-SLICE_ITEMS_BEHIND = 20_000
+# system calls, and each of those hands the GIL to a busy training thread for a whole switch interval; but a
+# slice holds the GIL throughout, so it stays well under a millisecond (a stall of the training loop otherwise)
+SLICE_BYTES_BEHIND = 128 << 10
+SLICE_ITEMS_BEHIND = 2_000
 WAKE_BYTES = 1 << 20  # the training thread wakes the worker each time this much more is in the ring
 MAX_SLICES = 64  # slices in one pass of the worker
 YIELD_S = 0.0003  # between slices the worker sleeps this long, so the training thread takes the GIL back

@@ -357,6 +357,23 @@ class MetricStream:
 
     append = log
 
+    def _log_row(self, row: dict[str, Any]) -> None:
+        """`log` for a dict that becomes the row itself (not copied): the adapters' kit builds a fresh dict per
+        row and hands it over here (`integration.MetricRouter.log`)."""
+        if not _numeric(map(type, row.values())):
+            convert_fields(row)
+        if "_ts" not in row:
+            row["_ts"] = _time()
+        elif type(row["_ts"]) is not float:
+            self.log(**row)
+            return
+        buf = self._exp._buf
+        if buf is not self._buf:
+            buf = self._bind()
+        self._tail.append(row)
+        if next(buf.ticks):
+            buf.spill()
+
     def read(self) -> list[dict[str, Any]]:
         _sync(self._exp)
         return MetricsView(self._exp._dir)(self._name).read()

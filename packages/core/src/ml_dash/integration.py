@@ -139,6 +139,23 @@ class MetricRouter:
             row.update(zip(fields, map(get, sources)))
         return rows
 
+    def log(self, metrics: Mapping[str, Any], step: Any, epoch: Any, exp: Experiment) -> int:
+        """Log `rows` straight into the metric streams of ``exp``, each row dict handed over as it is built.
+        Returns the rows logged; the core's TypeError/ValueError for a value it refuses propagates (the rows
+        before it are logged)."""
+        keys = tuple(metrics)
+        plan = self._plans.get(keys)
+        if plan is None:
+            plan = self._plan(keys)
+        get = metrics.__getitem__
+        acc = exp.metrics
+        known = acc._streams
+        for stream, fields, sources in plan:
+            row = {"step": step, "epoch": epoch}
+            row.update(zip(fields, map(get, sources)))
+            (known.get(stream) or acc(stream))._log_row(row)
+        return len(plan)
+
 
 # -- hyperparameters -----------------------------------------------------------------------------------------
 
