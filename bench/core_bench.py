@@ -1,6 +1,7 @@
 """Cost of a log call, against floors measured in the same run.
 
     ./dev bench core_bench            (or: python bench/core_bench.py [--rows N])
+    python bench/core_bench.py --compare cbe545f 205ad32^ [--rounds 3]
 
 Rows of the table:
   floor: plain call        a Python function called with the same keyword arguments
@@ -14,6 +15,12 @@ row (loop plus the flush() that makes every row durable, written and fsync'd, wh
 encoding and I/O: they hold the GIL too) and the process CPU per row over the same span, minus the deque floor's
 CPU per row ("CPU-floor"). "durable after loop" is how long flush() took after the last call.
 
+``--compare REV...`` runs this same script (this file, so every version is measured the same way) against the
+sources of each git revision (extracted with ``git archive`` into a temporary folder) and of the working tree,
+alternately, ``--rounds`` times each in one run, and prints the median over the rounds per version: the hot path of
+an older revision and of the current code side by side, under the same load. Compare the ``×floor`` column first:
+each run divides by a floor measured in the same process, which cancels most of the machine's noise.
+
 A second table formats the same 100,000 metric rows as journal lines with the standard library's C encoder
 (what this project used before) and with the current encoder (orjson), in the same run.
 """
@@ -23,8 +30,15 @@ from __future__ import annotations
 import argparse
 import bisect
 import collections
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 from ml_dash import Experiment
 from ml_dash.buffer import BufferConfig
@@ -89,11 +103,85 @@ def _untimed(fn, n):
     return (ns() - t0) / 1e9
 
 
+REPO = Path(__file__).resolve().parents[1]
+SRC = "packages/core/src"
+COMPARED = (("median µs", 1, ".2f"), ("×floor", "ratio", ".1f"), ("e2e µs/row", 6, ".2f"), ("CPU µs/row", 7, ".2f"))
+
+
+def compare(revs: list[str], rounds: int, rows: int, logs: int) -> None:
+    """Run this script against each revision's sources and the working tree's, alternately, and print medians."""
+    tmp = Path(tempfile.mkdtemp(prefix="ml-dash-compare-"))
+    versions: list[tuple[str, Path]] = []
+    try:
+        for rev in revs:
+            sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, check=True, capture_output=True,
+                                 text=True).stdout.strip()
+            dest = tmp / sha
+            dest.mkdir()
+            archive = subprocess.run(["git", "archive", sha, SRC], cwd=REPO, check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+            versions.append((f"{rev} ({sha})" if rev != sha else sha, dest / SRC))
+        versions.append(("current", REPO / SRC))
+        results: dict[str, list[dict[str, list]]] = {label: [] for label, _ in versions}
+        for r in range(rounds):
+            for label, src in versions:
+                out = tmp / "result.json"
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]))
+                subprocess.run([sys.executable, __file__, "--rows", str(rows), "--logs", str(logs), "--json", str(out)],
+                               env=env, check=True, stdout=subprocess.DEVNULL)
+                got = json.loads(out.read_text())
+                if Path(got["module"]).resolve().parents[1] != src.resolve():
+                    raise SystemExit(f"{label}: imported ml_dash from {got['module']}, not from {src}")
+                results[label].append(got["rows"])
+                print(f"round {r + 1}/{rounds}: {label} done", file=sys.stderr)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    labels = [label for label, _ in versions]
+    calls = [row[0] for row in results["current"][0]]
+    print(f"ml-dash core benchmark, {rows:,} metric rows / {logs:,} log lines; versions run alternately, "
+          f"{rounds} rounds each; median over the rounds")
+    for title, col, fmt in COMPARED:
+        print(f"\n{title}")
+        print(f"{'call':26}" + "".join(f" {label[:22]:>22}" for label in labels)
+              + "".join(f" {'current/' + label.split()[0][:12]:>21}" for label in labels[:-1]))
+        for i, call in enumerate(calls):
+            meds = []
+            for label in labels:
+                vals = []
+                for run_rows in results[label]:
+                    v = _value(run_rows, i, call, col)
+                    if v is not None:
+                        vals.append(v)
+                meds.append(statistics.median(vals) if vals else None)
+            cells = "".join(f" {m:>22{fmt}}" if m is not None else f" {'-':>22}" for m in meds)
+            cur = meds[-1]
+            ratios = "".join(f" {cur / m:>21.2f}" if cur is not None and m else f" {'-':>21}" for m in meds[:-1])
+            print(f"{call:26}{cells}{ratios}")
+    print(f"\nrerun: python bench/core_bench.py --compare {' '.join(revs)} --rounds {rounds} --rows {rows}"
+          f" --logs {logs}")
+
+
+def _value(run_rows: list[list], i: int, call: str, col: int | str) -> float | None:
+    """One figure of one run's row ``i`` (None when that version has no such row or no such figure)."""
+    if i >= len(run_rows) or run_rows[i][0] != call:
+        return None
+    row = run_rows[i]
+    if col == "ratio":  # the median call against the same run's plain-call floor (row 0)
+        return row[1] / run_rows[0][1] if row[1] is not None else None
+    return row[col]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--logs", type=int, default=20_000)
+    ap.add_argument("--compare", nargs="+", metavar="REV", help="git revisions to measure against the working tree")
+    ap.add_argument("--rounds", type=int, default=3, help="with --compare: runs of each version, alternating")
+    ap.add_argument("--json", help=argparse.SUPPRESS)  # with --compare: where a child run writes its rows
     args = ap.parse_args()
+    if args.compare:
+        compare(args.compare, args.rounds, args.rows, args.logs)
+        return
     n = args.rows
     root = tempfile.mkdtemp(prefix="ml-dash-bench-")
     rows = []
@@ -141,6 +229,12 @@ def main() -> None:
     run("log(...)", args.logs, lambda e: (lambda i: e.log("step %d" % i)))
     run("log(...) untimed", args.logs, lambda e: (lambda i: e.log("step %d" % i)), timed=False)
     run("tracks(...).append", n, lambda e: (lambda i, t=e.tracks: t("robot/pos").append(x=0.5, y=0.25)))
+    if args.json:
+        import ml_dash
+
+        Path(args.json).write_text(json.dumps({"module": ml_dash.__file__, "rows": rows}))
+        shutil.rmtree(root, ignore_errors=True)
+        return
     enc = _encoders(n)
 
     def cell(v, w, fmt):

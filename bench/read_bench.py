@@ -14,7 +14,9 @@ writer (``layout.ExperimentDir.append_metrics``, the code a training run uses). 
   R runs x N rows cold     columns() of ``--runs`` streams of ``--run-rows`` rows each, empty cache
 
 Times are the median of a few repetitions (cold ones: each with a fresh cache). The machine may be shared:
-compare the ratio column, which is measured against the floor in the same run.
+compare the ratio column, which is measured against the floor in the same run, and the CPU time column (this
+process, all threads: a cold read parses its chunks on up to 4 threads, so on an idle machine with several CPUs
+the time is below the CPU time, on a busy one above it).
 """
 
 from __future__ import annotations
@@ -46,15 +48,17 @@ def write_stream(root: Path, prefix: str, rows: int, start: int = 0, seed: int =
     d.close()
 
 
-def timed(fn, reps: int, setup=None) -> float:
-    out = []
+def timed(fn, reps: int, setup=None) -> tuple[float, float]:
+    """Median wall time and median process CPU time (all threads) of ``fn``."""
+    out, cpu = [], []
     for _ in range(reps):
         if setup:
             setup()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(out), statistics.median(cpu)
 
 
 def main() -> int:
@@ -85,24 +89,25 @@ def main() -> int:
         cols = stream.columns()
         npy = tmp / "cols.npy"
         np.save(npy, np.stack([cols[k].astype(np.float64) for k in ("index", "_ts", "loss", "acc", "lr")]))
-        floor = timed(lambda: np.load(npy), args.reps + 2)
+        floor, _ = timed(lambda: np.load(npy), args.reps + 2)
         rows_out = []
-        rows_out.append(("np.load (floor)", floor))
+        rows_out.append(("np.load (floor)", (floor, floor)))
         if not args.no_rows:
             rows_out.append(("read() (rows as dicts)", timed(stream.read, 1)))
         rows_out.append(("cold", timed(stream.columns, args.reps, setup=fresh)))
         stream.columns()  # fills the disk cache
         rows_out.append(("warm (new process)", timed(stream.columns, args.reps + 2, setup=colcache.clear_memory)))
         rows_out.append(("warm (same process)", timed(stream.columns, args.reps + 2)))
-        appended = []
-        for r in range(args.reps):
+        appended, appended_cpu = [], []
+        for r in range(args.reps + 2):
             stream.columns()
             write_stream(root, "bench/big", 1000, start=args.rows + r * 1000, seed=r + 1)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             c = stream.columns()
             appended.append(time.perf_counter() - t0)
+            appended_cpu.append(time.process_time() - c0)
             assert c.rows == args.rows + (r + 1) * 1000
-        rows_out.append(("+1,000 appended rows", statistics.median(appended)))
+        rows_out.append(("+1,000 appended rows", (statistics.median(appended), statistics.median(appended_cpu))))
         for i in range(args.runs):
             write_stream(root, f"bench/run{i:03d}", args.run_rows, seed=100 + i)
         views = [load(f"bench/run{i:03d}", root).metrics("train") for i in range(args.runs)]
@@ -112,9 +117,12 @@ def main() -> int:
                 v.columns()
 
         rows_out.append((f"{args.runs} runs x {args.run_rows:,} rows cold", timed(many, args.reps, setup=fresh)))
-        print(f"\n{'read of a ' + format(args.rows, ',') + '-row stream, 3 numeric fields':<44}{'time':>12}{'x np.load':>12}")
-        for name, t in rows_out:
-            print(f"{name:<44}{t * 1e3:>10.1f} ms{t / floor:>12.1f}")
+        print(f"\n{'read of a ' + format(args.rows, ',') + '-row stream, 3 numeric fields':<44}{'time':>12}"
+              f"{'x np.load':>12}{'CPU time':>12}")
+        for name, (t, cpu) in rows_out:
+            print(f"{name:<44}{t * 1e3:>10.1f} ms{t / floor:>12.1f}{cpu * 1e3:>10.1f} ms")
+        print(f"(CPU time: this process, all threads; load average {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} CPUs)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -258,6 +258,43 @@ def main() -> None:
                 raw = sum(f.stat().st_size for f in files)
                 gz = sum(len(gzip.compress(f.read_bytes(), 9)) for f in files)
                 rows.append(("P8", "all JS + CSS", f"{gz / 1024:.0f} KB gzip ({raw / 1024:.0f} KB raw)"))
+            if want("P9"):
+                root9 = tmp / "wide"
+                n9 = max(100, int(2_000 * a.scale))
+                script = textwrap.dedent(f"""
+                    from ml_dash import Experiment
+                    with Experiment("wide/run", dash_root={str(root9)!r}) as e:
+                        m = e.metrics("train")
+                        for i in range({n9}):
+                            m.log(step=i, **{{f"m{{k:03d}}": (i % 97) * 0.01 + k for k in range(500)}})
+                """)
+                subprocess.run([sys.executable, "-c", script], env=ENV, check=True, capture_output=True)
+                v = Viewer(root9)
+                first9, long9, drawn9 = [], [], []
+                for _ in range(a.repeat):
+                    ctx, page = new_page(browser)
+                    page.add_init_script("""window.__long = []; new PerformanceObserver((l) => {
+                        for (const e of l.getEntries()) window.__long.push([e.startTime, e.duration]); })
+                        .observe({ type: "longtask", buffered: true });""")
+                    page.goto(v.url + "/run/wide/run")
+                    page.wait_for_function("""() => { const cards = [...document.querySelectorAll('[data-chart]')]
+                        .filter(c => { const r = c.getBoundingClientRect(); return r.bottom > 0 && r.top < innerHeight; });
+                        return cards.length && cards.every(c => performance.getEntriesByName('chart:' + c.dataset.chart + ':drawn').length); }""",
+                                           timeout=120_000)
+                    first9.append(page.evaluate("() => Math.max(...performance.getEntriesByType('mark')"
+                                                ".filter(m => m.name.startsWith('chart:')).map(m => m.startTime))"))
+                    t_scroll = page.evaluate("() => performance.now()")
+                    page.evaluate("""() => new Promise(res => { const step = () => {
+                        if (innerHeight + scrollY >= document.body.scrollHeight - 2) return setTimeout(res, 1000);
+                        scrollBy(0, 600); setTimeout(step, 50); }; step(); })""")
+                    long9.append(page.evaluate(f"() => Math.max(0, ...window.__long.filter(e => e[0] >= {t_scroll})"
+                                               ".map(e => e[1]))"))
+                    drawn9.append(page.evaluate("() => window.__mlDash.charts.length"))
+                    ctx.close()
+                v.close()
+                rows.append(("P9", f"run with 500 metrics ({n9:,} rows): first screen drawn; longest task while "
+                             "scrolling to the end; charts drawn in all",
+                             f"{median(first9):.0f} ms; {median(long9):.0f} ms; {max(drawn9)} of 500"))
             if want("P10"):
                 root10 = tmp / "table"
                 n10 = max(100, int(10_000 * a.scale))

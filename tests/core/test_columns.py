@@ -158,6 +158,96 @@ def test_random_rows_equal_reference(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert_matches(build(colcache.read(path, "metrics"), None, "m"), path, "metrics")
 
 
+# mutations of one line of the common shape: each must give what the general parser gives for that line
+MUTATIONS = [
+    lambda ln, rng: ln.replace('"loss": ' + ln.split('"loss": ')[1].split(",")[0],
+                               '"loss": ' + rng.choice(["NaN", "Infinity", "-Infinity", "null", "true", "false",
+                                                        str(2**70), "-0", "1E+2", "1e-7", "01", "1.", ".5", "-",
+                                                        '"x"', "{}", "Nan", "nul", "tru", "1 2", "1,2", "[1]"])),
+    lambda ln, rng: ln.replace('"loss"', '"lsos"'),  # same length, other key
+    lambda ln, rng: ln.replace('"acc": ', '"acc":  '),  # other spacing
+    lambda ln, rng: ln.replace('"acc": ', '"acc": 1, "extra": '),  # a field more
+    lambda ln, rng: ln[: rng.randint(1, len(ln) - 1)],  # corrupt
+    lambda ln, rng: "",  # blank
+    lambda ln, rng: ln.replace("Z\"", "123Z\""),  # a longer string value
+    lambda ln, rng: ln.replace('"index": ', '"index": -'),
+    lambda ln, rng: ln.replace(', "createdAt"', '}, "createdAt"', 1),  # unbalanced
+]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_whole_chunk_path_equals_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """Chunks of one line shape take the whole-chunk path; any line that differs (special tokens, other keys,
+    spacing, corrupt or blank lines, longer strings, invalid numbers) must give what the general parser gives,
+    with chunks parsed in parallel threads and the line shapes carried from one read to the next."""
+    monkeypatch.setattr(columns, "CHUNK", 8192)  # about 50 lines a chunk
+    monkeypatch.setattr(columns, "MIN_LINES", 16)
+    spy = _Spy(monkeypatch)
+    rng = random.Random(seed)
+    lines = []
+    for i in range(3000):
+        data = {"loss": rng.choice([rng.random(), rng.uniform(-1e6, 1e6), float(rng.randint(0, 9)), 1e-300]),
+                "acc": rng.random(), "_ts": 1.7e9 + i * 0.01}
+        line = metric_line(i, data, 0)
+        if i % 61 == 7 + seed:  # one line in a few chunks: the others of those chunks are of the common shape
+            line = MUTATIONS[(i // 61 + seed) % len(MUTATIONS)](line, rng)
+        lines.append(line)
+    buf = ("\n".join(lines) + "\n").encode()
+    templates: list[columns.Template] = []
+    cut = buf.index(b"\n", len(buf) // 3) + 1  # two reads: the second starts with the shapes of the first
+    parts = [columns.parse(buf[:cut], "metrics", templates), columns.parse(buf[cut:], "metrics", templates)]
+    fast = columns.concat(parts)
+    general = columns.parse_general(buf, "metrics")
+    assert (fast.n, fast.skipped) == (general.n, general.skipped)
+    assert set(fast.num) == set(general.num)
+    for k in general.num:
+        assert np.array_equal(fast.num[k], general.num[k], equal_nan=True), k
+    assert fast.text == general.text
+    assert spy.took >= 10 and spy.refused >= 10, (spy.took, spy.refused)  # both ways were taken
+
+
+class _Spy:
+    """Counts the chunks the whole-chunk path took and refused."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.took = self.refused = 0
+        real = columns._uniform
+
+        def spy(a: np.ndarray, tpl: columns.Template) -> columns.Batch | None:
+            got = real(a, tpl)
+            if got is None:
+                self.refused += 1
+            else:
+                self.took += 1
+            return got
+
+        monkeypatch.setattr(columns, "_uniform", spy)
+
+
+def test_whole_chunk_path_null_and_special_columns() -> None:
+    lines = [metric_line(i, {"loss": v, "gone": None, "b": i % 2 == 0}, 1)
+             for i, v in enumerate([math.nan, math.inf, -math.inf, None, 0.5] * 40)]
+    buf = ("\n".join(lines) + "\n").encode()
+    templates = [columns.make_template(lines[-1].encode(), "metrics")]
+    assert templates[0] is not None
+    fast = columns.parse(buf, "metrics", templates)  # type: ignore[arg-type]
+    general = columns.parse_general(buf, "metrics")
+    assert set(fast.num) == set(general.num) == {"index", "loss", "b"}
+    for k in general.num:
+        assert np.array_equal(fast.num[k], general.num[k], equal_nan=True), k
+    # as many quotes in the chunk as its lines of the common shape hold, but not on every line
+    lines = [metric_line(i, {"loss": i * 0.5, "acc": 1.0}, 0) for i in range(100)]
+    lines[10] = lines[10].replace('"acc": ', '"acc": 1, "extra": ')
+    lines[20] = lines[20].replace('"acc": ', 'acc: ')
+    buf = ("\n".join(lines) + "\n").encode()
+    templates = [columns.make_template(lines[0].encode(), "metrics")]
+    fast = columns.parse(buf, "metrics", templates)  # type: ignore[arg-type]
+    general = columns.parse_general(buf, "metrics")
+    assert fast.n == general.n == 99 and set(fast.num) == set(general.num) == {"index", "loss", "acc", "extra"}
+    for k in general.num:
+        assert np.array_equal(fast.num[k], general.num[k], equal_nan=True), k
+
+
 def test_fast_path_takes_the_rows_this_project_and_the_reference_write() -> None:
     for style in (0, 1, 2, 3):
         line = metric_line(3, {"loss": 0.25, "step": 7, "ok": True, "x": math.nan, "_ts": 1.7e9}, style).encode()
@@ -344,6 +434,45 @@ def test_truncation_and_replacement_invalidate(tmp_path: Path, cache_dir: Path) 
     assert snap.n == 200 and snap.num["acc"][-1] == -777.0
     path.write_text("")
     assert colcache.read(path, "metrics").n == 0
+
+
+def test_disk_entry_blocks_torn_and_compacted(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each read that parsed new rows appends one block to the stream's cache file; a torn last block (a crash
+    while writing) ends the entry at the block before, and the rows after it are parsed again."""
+    path = tmp_path / "data.jsonl"
+    with open(path, "w") as f:
+        f.write("".join(metric_line(i, {"loss": float(i)}, 0) + "\n" for i in range(100)))
+    assert colcache.read(path, "metrics").n == 100
+    for start in (100, 150):
+        with open(path, "a") as f:
+            f.write("".join(metric_line(i, {"loss": float(i), "acc": 1.0}, 0) + "\n" for i in range(start, start + 50)))
+        assert colcache.read(path, "metrics").n == start + 50
+    files = list((cache_dir / "columns").rglob("*.cols"))
+    assert len(files) == 1
+    raw = files[0].read_bytes()
+    assert raw.count(b"MLDCEND") == 3
+    files[0].write_bytes(raw[:-5])  # torn
+    colcache.clear_memory()
+    parsed: list[int] = []
+    real = colcache.parse
+    monkeypatch.setattr(colcache, "parse", lambda buf, kind, t=None: parsed.append(len(buf)) or real(buf, kind, t))
+    snap = colcache.read(path, "metrics")
+    assert snap.n == 200 and snap.num["loss"].tolist() == [float(i) for i in range(200)]
+    assert np.isnan(snap.num["acc"][:100]).all() and (snap.num["acc"][100:] == 1.0).all()
+    assert 0 < sum(parsed) < path.stat().st_size  # only what the lost block covered
+    colcache.clear_memory()
+    parsed.clear()
+    assert files[0].read_bytes().count(b"MLDCEND") == 1  # a torn entry is written whole again
+    monkeypatch.setattr(colcache, "MAX_BLOCKS", 2)  # then one block appended, then whole again
+    for i, blocks in ((199, 2), (200, 1)):
+        with open(path, "a") as f:
+            f.write(metric_line(i + 1, {"loss": float(i + 1)}, 0) + "\n")
+        assert colcache.read(path, "metrics").n == i + 2
+        assert files[0].read_bytes().count(b"MLDCEND") == blocks
+    colcache.clear_memory()
+    parsed.clear()
+    snap = colcache.read(path, "metrics")
+    assert parsed == [] and snap.n == 202 and snap.num["loss"][-1] == 201.0
 
 
 def test_cache_dir_not_writable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,6 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import pytest
 import rt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,10 +17,6 @@ from ml_dash.buffer import BufferConfig
 # every code point, surrogates included (hypothesis leaves category Cs out by default)
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)
 _n = itertools.count()
-
-@pytest.fixture
-def engine() -> str:
-    return "folder"  # these checks are about the `.dash` folder engine (files, links, temp files)
 
 
 def _record(exp: Any, texts: list[str]) -> None:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import resource
 import signal
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from serverproc import Server
 
 E = "/api/v1/experiments/" + quote("proj/full", safe="")
@@ -56,6 +58,7 @@ def test_disk_full_is_507_with_reason_and_loses_nothing(tmp_path: Path) -> None:
             assert c.post(f"{E}/metrics/train", json=refused[0]).status_code == 507
             rows = c.get(f"{E}/metrics/train").json()["records"]
             assert [x["data"]["step"] for x in rows] == list(range(acked))
+            assert c.get(f"{E}/columns/metrics/train").json()["columns"]["step"] == list(range(acked))
             # other streams are not affected
             r = c.post(f"{E}/logs", json={"source": "s1", "records": [{"sequenceNumber": 0, "level": "info",
                                                                          "message": "still here"}]})
@@ -81,3 +84,76 @@ def test_disk_full_is_507_with_reason_and_loses_nothing(tmp_path: Path) -> None:
         assert _leftovers(server.root) == []
     finally:
         server.stop()
+
+
+def test_reads_after_a_crash_mid_append_show_only_acknowledged_rows(tmp_path: Path) -> None:
+    """A kill -9 between writing an append's lines and committing it leaves lines past the committed size (and
+    maybe a torn one). Until the next append to that stream cuts them, every read route stops at the committed
+    size: a row never acknowledged is never shown; the client's retry then stores it exactly once."""
+    server = Server(tmp_path / "root", tmp_path / "server.log").start()
+    try:
+        with server.client() as c:
+            assert c.post("/api/v1/experiments", json={"prefix": "proj/full", "info": {}}).status_code == 201
+            assert c.post(f"{E}/metrics/train", json=_batch(0, 50)).json()["stored"] == 50
+            logs = {"source": "s1", "records": [{"sequenceNumber": i, "level": "info", "message": f"m{i}"}
+                                                for i in range(5)]}
+            assert c.post(f"{E}/logs", json=logs).json()["stored"] == 5
+        server.kill()
+        run = server.root / "proj" / "full"
+        data = next(run.rglob("metrics/**/data.jsonl"))
+        with open(data, "a") as f:  # what the killed append had written: whole lines, then a torn one
+            f.writelines(json.dumps({"index": i, "data": {"step": i, "loss": 0.5}}) + "\n" for i in range(50, 60))
+            f.write('{"index": 60, "data": {"st')
+        with open(run / "logs" / "logs.jsonl", "a") as f:
+            f.write(json.dumps({"sequenceNumber": 5, "level": "info", "message": "never acknowledged"}) + "\n")
+        server.start()
+        with server.client() as c:
+            assert [x["index"] for x in c.get(f"{E}/metrics/train").json()["records"]] == list(range(50))
+            cols = c.get(f"{E}/columns/metrics/train").json()
+            assert cols["rows"] == 50 and cols["columns"]["step"] == list(range(50))
+            assert [x["message"] for x in c.get(f"{E}/logs").json()["records"]] == [f"m{i}" for i in range(5)]
+            assert c.get(f"{E}/columns/logs").json()["rows"] == 5
+            # the client's retry of the lost batch: stored once, the leftovers cut
+            r = c.post(f"{E}/metrics/train", json=_batch(50, 20))
+            assert r.status_code == 200 and r.json()["stored"] == 20
+            rows = c.get(f"{E}/metrics/train").json()["records"]
+            assert [x["index"] for x in rows] == list(range(70))
+            assert [x["data"]["step"] for x in rows] == list(range(70))
+            assert c.get(f"{E}/columns/metrics/train").json()["columns"]["step"] == list(range(70))
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("engine", ["postgres"])
+def test_a_failing_database_is_503_with_retry_after_and_loses_nothing(make_server: Any) -> None:
+    """PostgreSQL's analogue of a full disk: the database refuses connections and drops the server's. Every request
+    answers 503 naming the cause with Retry-After (the client retries), never a bare 500; once the database is
+    back, the retried batch is stored exactly once."""
+    import psycopg
+
+    server = make_server()
+    db = server.database.rsplit("/", 1)[1]
+    admin = server.database.rsplit("/", 1)[0] + "/postgres"
+    with server.client() as c:
+        assert c.post("/api/v1/experiments", json={"prefix": "proj/full", "info": {}}).status_code == 201
+        assert c.post(f"{E}/metrics/train", json=_batch(0, 100)).json()["stored"] == 100
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
+        try:
+            for _ in range(2):  # the pool's dropped connections, then no connection at all: 503 every time,
+                t0 = time.monotonic()  # within the client's 10 s timeout
+                r = c.post(f"{E}/metrics/train", json=_batch(100, 100), timeout=60)
+                assert r.status_code == 503 and time.monotonic() - t0 < 10, r.text
+                assert "database unavailable" in r.json()["detail"] and r.headers.get("retry-after"), r.text
+            r = c.get(f"{E}/metrics/train", timeout=60)
+            assert r.status_code == 503 and r.headers.get("retry-after"), r.text
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+        r = c.post(f"{E}/metrics/train", json=_batch(100, 100), timeout=60)
+        assert r.status_code == 200 and r.json()["stored"] == 100, r.text
+        assert c.post(f"{E}/metrics/train", json=_batch(100, 100)).json()["stored"] == 0
+        rows = c.get(f"{E}/metrics/train").json()["records"]
+        assert [x["index"] for x in rows] == list(range(200))
+        assert [x["data"]["step"] for x in rows] == list(range(200))

@@ -24,9 +24,7 @@ TRICKY = ["a", "b", "metrics", "logs", "tracks", "files", "experiment.json", "pa
 NAME = st.lists(st.sampled_from(TRICKY), min_size=1, max_size=4).map("/".join)
 _seq = itertools.count()
 
-@pytest.fixture
-def engine() -> str:
-    return "folder"  # these checks are about the `.dash` folder engine (files, links, temp files)
+FOLDER = pytest.mark.parametrize("engine", ["folder"])  # a check of the `.dash` folder engine's files and links
 
 
 def _e(prefix: str) -> str:
@@ -78,7 +76,7 @@ def test_any_names_never_5xx_and_every_acknowledged_row_reads_back(server: Any, 
             assert len(rows) >= n and [r["index"] for r in rows] == list(range(len(rows)))
 
 
-def test_layout_file_names_in_a_prefix_never_break_later_requests(server: Any) -> None:
+def test_layout_file_names_in_a_prefix_never_break_later_requests(server: Any, engine: str) -> None:
     with server.client() as c:
         assert c.post("/api/v1/experiments", json={"prefix": "p/a", "info": {}}).status_code == 201
         for tail in ("experiment.json", "parameters.json", "logs/logs.jsonl", "metrics", "files", ".ml_dash",
@@ -89,6 +87,8 @@ def test_layout_file_names_in_a_prefix_never_break_later_requests(server: Any) -
             assert _post_rows(c, "p/a", name, 1).status_code == 400
         assert c.get("/api/v1/experiments").json()["experiments"][0]["prefix"] == "p/a"
         assert c.get(_e("p/a")).status_code == 200
+    if engine != "folder":
+        return
     # a folder named like a layout file left in the root (by hand, or by an older version) breaks nothing
     (server.root / "q" / "experiment.json").mkdir(parents=True)
     (server.root / "p" / "a" / "parameters.json.d").mkdir()
@@ -96,6 +96,7 @@ def test_layout_file_names_in_a_prefix_never_break_later_requests(server: Any) -
         assert [e["prefix"] for e in c.get("/api/v1/experiments").json()["experiments"]] == ["p/a"]
 
 
+@FOLDER
 def test_symlinks_in_the_root_never_lead_writes_outside(server: Any, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -160,6 +161,7 @@ def test_serving_without_a_token_on_loopback_says_so_in_one_line(tmp_path: Path)
     assert sum(line.startswith("[ML-Dash] no token:") for line in out.splitlines()) == 1, out
 
 
+@FOLDER
 def test_symlinks_inside_a_run_never_lead_reads_outside(server: Any, tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     (secret / "m").mkdir(parents=True)

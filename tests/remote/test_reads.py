@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 from ml_dash import Experiment
+from ml_dash.colview import BINARY_TYPE, unpack
 from serverproc import TOKEN
 
 
@@ -90,6 +92,17 @@ def test_column_routes_and_auth(server: Any, tmp_path: Path) -> None:
         assert again["columns"]["loss"][-4:-1] == [-1.0] * 3 and math.isnan(again["columns"]["loss"][-1])
         assert again["columns"]["extra"][-1] == 7 and math.isnan(again["columns"]["extra"][0])
         assert again["columns"]["loss"][:300] == body["columns"]["loss"]
+        # the binary form (what `ml-dash export --url` reads): the same columns, dtypes kept, bit for bit
+        for path in ("/columns/metrics/train", "/columns/logs", "/columns/tracks/" + quote("robot/pos", safe="")):
+            r = c.get(base + path, params={"format": "binary"})
+            assert r.status_code == 200 and r.headers["content-type"] == BINARY_TYPE
+            cols, as_json = unpack(r.content), json.loads(c.get(base + path).content)
+            assert cols.rows == as_json["rows"] and list(cols) == list(as_json["columns"])
+            for k, v in cols.items():
+                assert np.array_equal(v, np.array(as_json["columns"][k], dtype=v.dtype), equal_nan=v.dtype != object)
+        assert cols.other == {} and cols["x"].dtype == np.float64
+        assert unpack(c.get(base + "/columns/metrics/train", params={"format": "binary"}).content)["index"].dtype == np.int64
+        assert c.get(base + "/columns/logs", params={"format": "binary", "fields": "nope"}).status_code == 400
         assert c.get("/api/v1/experiments/" + quote("proj/none", safe="") + "/summary").status_code == 404
         assert c.get("/api/v1/experiments/" + quote("../x", safe="") + "/summary").status_code == 400
         doc = c.get("/api/v1/openapi.json").json()

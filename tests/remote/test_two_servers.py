@@ -1,6 +1,7 @@
 """Several `ml-dash serve` processes on one PostgreSQL database: 32 writers spread over two servers log to one
-run, one server is killed mid-run and restarted, and every row is stored exactly once, renumbered into one
-gap-free index sequence across both processes."""
+run, one server is killed mid-run, and every row is stored exactly once, renumbered into one gap-free index
+sequence across both processes. Given both URLs, the clients fail over to the live server and finish while the
+other is still down; given one URL, they retry until their server is back."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def engine() -> str:
     return "postgres"  # overrides the folder/postgres parametrisation of conftest: this needs a database
 
 
-def _writer(k: int, url: str, root: Path, halfway: threading.Semaphore, resume: threading.Event,
+def _writer(k: int, url: str | list[str], root: Path, halfway: threading.Semaphore, resume: threading.Event,
             errors: list[BaseException]) -> None:
     try:
         exp = Experiment(PREFIX, dash_root=root, dash_url=url,
@@ -41,25 +42,36 @@ def _writer(k: int, url: str, root: Path, halfway: threading.Semaphore, resume: 
         errors.append(err)
 
 
-def test_two_servers_on_one_database_one_killed_mid_run(make_server: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("failover", [True, False], ids=["both-urls", "one-url"])
+def test_two_servers_on_one_database_one_killed_mid_run(make_server: Any, tmp_path: Path, failover: bool) -> None:
     a, b = make_server(), make_server()
     errors: list[BaseException] = []
     halfway, resume = threading.Semaphore(0), threading.Event()
-    threads = [threading.Thread(target=_writer, args=(k, (a, b)[k % 2].url, tmp_path / f"w{k}", halfway, resume,
-                                                      errors)) for k in range(WRITERS)]
+    if failover:  # half the writers start on a, half on b; a comma-separated string or a list
+        urls: list[Any] = [f"{a.url},{b.url}" if k % 4 == 0 else [a.url, b.url] if k % 4 == 2 else [b.url, a.url]
+                           for k in range(WRITERS)]
+    else:
+        urls = [(a, b)[k % 2].url for k in range(WRITERS)]
+    threads = [threading.Thread(target=_writer, args=(k, urls[k], tmp_path / f"w{k}", halfway, resume, errors))
+               for k in range(WRITERS)]
     for t in threads:
         t.start()
     for _ in range(WRITERS):
         assert halfway.acquire(timeout=120)
-    a.kill()  # half the writers lose their server mid-run: they go on logging, and retry until it is back
+    a.kill()  # half the writers lose their server mid-run and go on logging
     resume.set()
-    time.sleep(1.0)
-    a.start()
-    for t in threads:
-        t.join(180)
+    if failover:  # they move to b and finish while a is still down
+        for t in threads:
+            t.join(180)
+        a.start()
+    else:  # they retry until a is back
+        time.sleep(1.0)
+        a.start()
+        for t in threads:
+            t.join(180)
     assert not errors, errors
     assert not any(t.is_alive() for t in threads)
-    view = load(PREFIX, dash_root=b.root)
+    view = load(PREFIX, dash_root=(a, b)[failover].root)
     rows = view.metrics("train").read()
     assert [r["index"] for r in rows] == list(range(WRITERS * ROWS))
     got = sorted((r["data"]["w"], r["data"]["i"]) for r in rows)

@@ -20,9 +20,8 @@ from typing import Any
 
 from . import console
 from .config import BufferConfig
-from .jsonio import iso
-from .layout import EXPERIMENT_JSON, META, ExperimentDir, unstage
-from .jsonio import dumpb
+from .jsonio import dumpb, iso
+from .layout import EXPERIMENT_JSON, META, STAGED_SOURCE, ExperimentDir, unstage
 from .ring import LOG, METRIC_NONE, SPILL_EVERY, TRACK, Ring, encode_group, folder_of, journal_items, split_items
 from .values import Deferred, resolve_row
 
@@ -820,13 +819,13 @@ def _prepare_file(staged: Path, entry: dict[str, Any]) -> Path:
     """Pool task: make sure the staged content is there (copy large sources now), checksum it."""
     content = staged
     if not content.exists():
-        src = entry.pop("_source", None)
+        src = entry.pop(STAGED_SOURCE, None)
         if src is None:
             raise FileNotFoundError(f"staged content of {entry['filename']} is missing")
         tmp = content.with_name(content.name + ".part")
         shutil.copyfile(src, tmp)
         os.replace(tmp, content)
-    entry.pop("_source", None)
+    entry.pop(STAGED_SOURCE, None)
     h = hashlib.sha256()
     size = 0
     with open(content, "rb") as f:

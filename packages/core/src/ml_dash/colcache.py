@@ -7,8 +7,8 @@ file is the same file (device and inode), at least that long, and still holds th
 Columns live in memory (per process, least recently used dropped beyond a budget) and on disk, outside the
 ``.dash`` folder so its layout stays byte-identical: ``$ML_DASH_CACHE_DIR``, else ``$XDG_CACHE_HOME/ml-dash``,
 else ``~/.cache/ml-dash``. The disk cache is never required: when it cannot be written the columns stay in
-memory. On disk an entry is a folder per stream file: ``head.json`` (what the columns cover) and one append-only
-float64 file per numeric field, plus ``<gen>.text.jsonl`` for the fields that hold strings or lists.
+memory. On disk an entry is one file per stream file (``DiskEntry``): blocks of float64 rows, each appended by the
+read that parsed them.
 """
 
 from __future__ import annotations
@@ -21,28 +21,17 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .columns import Batch, Template, parse
+from .config import cache_root
 
-VERSION = 1
+VERSION = 2
 TAIL = 64  # bytes before the parsed end that must not change
 MEMORY_BUDGET = 512 << 20  # bytes of columns kept in memory across streams
 MAX_READ = 64 << 20  # bytes read and parsed at a time
-
-
-def cache_root() -> Path:
-    """Where the disk cache lives (it may not exist or be writable)."""
-    env = os.environ.get("ML_DASH_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "ml-dash"
 
 
 class StreamColumns:
@@ -64,6 +53,7 @@ class StreamColumns:
         self.gen = secrets.token_hex(6)  # names this generation's files on disk
         self.templates: list[Template] = []
         self.derived: dict[str, Any] = {}  # the int64 order field and its order, as far as computed
+        self.blocks = 0  # blocks of its disk entry
 
     def nbytes(self) -> int:
         return self.cap * 8 * len(self.num) + 64 * sum(len(t) for t in self.text.values())
@@ -73,8 +63,9 @@ class StreamColumns:
             return
         cap = max(need + need // 4, self.cap * 2, 1024)  # room for the appends that follow
         for k, col in self.num.items():
-            new = np.full(cap, np.nan)
+            new = np.empty(cap)
             new[: self.n] = col[: self.n]
+            new[self.n :] = np.nan
             self.num[k] = new
         self.cap = cap
 
@@ -184,8 +175,9 @@ def clear_memory() -> None:
         _mem.clear()
 
 
-def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True) -> Snapshot:
-    """The columns of the complete lines of a stream file, parsing only what was appended since the last read."""
+def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True, limit: int | None = None) -> Snapshot:
+    """The columns of the complete lines of a stream file (of its first ``limit`` bytes: the server's committed
+    size), parsing only what was appended since the last read."""
     p = os.path.abspath(os.fspath(path))
     key = hashlib.sha1(f"{VERSION}\0{kind}\0{p}".encode()).hexdigest()
     with _key_lock(key):
@@ -208,7 +200,7 @@ def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True) -> Snaps
                     state = None
             if state is None:
                 state = StreamColumns(kind, p)
-            state = _catch_up(state, fd, st, kind, entry)
+            state = _catch_up(state, fd, st, kind, entry, limit)
         finally:
             os.close(fd)
         _remember(key, state)
@@ -221,15 +213,18 @@ def _same_file(s: StreamColumns, st: os.stat_result) -> bool:
     return s.dev == st.st_dev and s.ino == st.st_ino and st.st_size >= s.offset
 
 
-def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entry: DiskEntry | None) -> StreamColumns:
-    if st.st_size == state.offset and st.st_mtime_ns == state.mtime_ns:
-        return state
+def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entry: DiskEntry | None,
+              limit: int | None = None) -> StreamColumns:
+    size = st.st_size if limit is None else min(st.st_size, limit)
+    if size == state.offset and (st.st_mtime_ns == state.mtime_ns or limit is not None):
+        return state  # (bytes below a limit are committed: they never change)
+    if state.offset > size:  # parsed past the limit by a reader without one: start over
+        state = StreamColumns(kind, state.path)
     start = max(0, state.offset - len(state.tail))
     if state.offset and os.pread(fd, state.offset - start, start) != state.tail:
         state = StreamColumns(kind, state.path)  # rewritten in place: start over
     state.dev, state.ino = st.st_dev, st.st_ino
     saved_n, saved_offset = state.n, state.offset
-    size = st.st_size
     while state.offset < size:
         want = min(size - state.offset, MAX_READ)
         data = os.pread(fd, want, state.offset)
@@ -247,8 +242,9 @@ def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entr
                 data, end = more, (len(more) if nl >= 0 else 0)
             if end == 0:
                 break  # only a torn last line: it waits for the next read
-        state.append(parse(data[:end], kind, state.templates))
-        state.tail = (state.tail + data[:end])[-TAIL:]
+        whole = data if end == len(data) else data[:end]  # no copy of the common case
+        state.append(parse(whole, kind, state.templates))
+        state.tail = whole[-TAIL:] if end >= TAIL else (state.tail + whole)[-TAIL:]
         state.offset += end
     state.mtime_ns = st.st_mtime_ns
     if entry is not None and state.offset != saved_offset:
@@ -256,102 +252,140 @@ def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entr
     return state
 
 
+_MAGIC = b"MLDCOL2\n"
+_END = b"MLDCEND\n"
+MAX_BLOCKS = 64  # appended blocks before the entry is rewritten whole
+
+
 class DiskEntry:
-    """The on-disk copy of one stream's columns. Every failure to read or write it is ignored."""
+    """The on-disk copy of one stream's columns: one file of blocks, each a JSON header (what the columns cover
+    after it: file identity, offset, tail, rows; its numeric field names and text values) then the float64 rows it
+    adds per field, then a trailer pointing back at its start. A read appends one block with one write; a torn or
+    foreign block ends the entry where the last whole block ends. One file per stream keeps a cold read of many
+    small streams to one file created each. Every failure to read or write it is ignored."""
 
     def __init__(self, key: str) -> None:
-        self.dir = cache_root() / "columns" / key[:2] / key
+        self.file = cache_root() / "columns" / key[:2] / f"{key}.cols"
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    def _head(self) -> dict[str, Any] | None:
-        try:
-            head = json.loads((self.dir / "head.json").read_bytes())
-        except (OSError, ValueError):
-            return None
-        return head if isinstance(head, dict) and head.get("v") == VERSION else None
+    @staticmethod
+    def _blocks(raw: bytes) -> Iterator[tuple[dict[str, Any], int]]:
+        """(header, data start) of each whole, consecutive block."""
+        pos, rows, gen, index = 0, 0, None, 0
+        while pos + 16 <= len(raw) and raw[pos : pos + 8] == _MAGIC:
+            hl = int.from_bytes(raw[pos + 8 : pos + 16], "little")
+            head = json.loads(raw[pos + 16 : pos + 16 + hl])
+            data = pos + 16 + hl
+            end = data + (head["rows"] - head["rows_from"]) * 8 * len(head["num"])
+            if end + 16 > len(raw) or raw[end + 8 : end + 16] != _END \
+                    or int.from_bytes(raw[end : end + 8], "little") != pos:
+                return  # torn
+            if head["rows_from"] != rows or head["rows"] < rows or (gen is not None and head["gen"] != gen) \
+                    or head.get("index") != index:
+                return
+            gen, rows, index = head["gen"], head["rows"], index + 1
+            yield head, data
+            pos = end + 16
 
     def load(self, path: str, kind: str, st: os.stat_result) -> StreamColumns | None:
-        if not (self.dir / "head.json").exists():
+        try:
+            with open(self.file, "rb") as f:
+                raw = f.read()
+        except OSError:
             return None
         try:
-            with self._locked():
-                head = self._head()
-                if head is None or head.get("path") != path or head.get("kind") != kind:
-                    return None
-                if head["dev"] != st.st_dev or head["ino"] != st.st_ino or st.st_size < head["offset"]:
-                    return None
-                s = StreamColumns(kind, path)
-                n = int(head["rows"])
-                s.gen = str(head["gen"])
-                s.reserve(max(n + max(n // 4, 4096), 1024))
+            blocks = list(self._blocks(raw))
+            if not blocks:
+                return None
+            last = blocks[-1][0]
+            if last.get("v") != VERSION or last.get("path") != path or last.get("kind") != kind:
+                return None
+            if last["dev"] != st.st_dev or last["ino"] != st.st_ino or st.st_size < last["offset"]:
+                return None
+            s = StreamColumns(kind, path)
+            n = int(last["rows"])
+            s.reserve(max(n + max(n // 4, 4096), 1024))
+            for head, data in blocks:
+                rf, rt = head["rows_from"], head["rows"]
                 for i, name in enumerate(head["num"]):
-                    col = np.full(s.cap, np.nan)
-                    with open(self.dir / f"{s.gen}.{i}.f64", "rb") as f:
-                        got = f.readinto(memoryview(col[:n]).cast("B"))  # type: ignore[arg-type]
-                    if got != n * 8:
-                        return None
-                    s.num[name] = col
-                if head["text"]:
-                    for line in (self.dir / f"{s.gen}.text.jsonl").read_bytes().splitlines():
-                        r, name, value = json.loads(line)
-                        if r < n:
-                            s.text.setdefault(name, {})[r] = value
-                s.n = n
-                s.offset = int(head["offset"])
-                s.tail = bytes.fromhex(head["tail"])
-                s.dev, s.ino = st.st_dev, st.st_ino
-                s.skipped = int(head.get("skipped", 0))
-                return s
-        except (OSError, ValueError, KeyError, TypeError):
+                    col = s.num.get(name)
+                    if col is None:
+                        col = s.num[name] = np.full(s.cap, np.nan)
+                    at = data + i * (rt - rf) * 8
+                    col[rf:rt] = np.frombuffer(raw, np.float64, rt - rf, at)
+                for r, name, value in head["text"]:
+                    s.text.setdefault(name, {})[r] = value
+            s.n = n
+            s.gen = str(last["gen"])
+            s.offset = int(last["offset"])
+            s.tail = bytes.fromhex(last["tail"])
+            s.dev, s.ino = st.st_dev, st.st_ino
+            s.skipped = int(last.get("skipped", 0))
+            s.blocks = len(blocks)
+            return s
+        except (ValueError, KeyError, TypeError, IndexError):
             return None
+
+    @staticmethod
+    def _block(s: StreamColumns, start: int, pos: int, index: int) -> bytes:
+        names = [k for k, col in s.num.items() if start == 0 or not np.isnan(col[start : s.n]).all()]
+        head = {"v": VERSION, "path": s.path, "kind": s.kind, "dev": s.dev, "ino": s.ino, "offset": s.offset,
+                "tail": s.tail.hex(), "rows_from": start, "rows": s.n, "gen": s.gen, "num": names,
+                "text": [[r, k, v] for k, tv in s.text.items() for r, v in tv.items() if r >= start],
+                "skipped": s.skipped, "index": index}
+        hb = json.dumps(head).encode()
+        hb += b" " * (-len(hb) % 8)
+        parts = [_MAGIC, len(hb).to_bytes(8, "little"), hb]
+        parts += [s.num[k][start : s.n].tobytes() for k in names]
+        parts.append(pos.to_bytes(8, "little") + _END)
+        return b"".join(parts)
 
     def save(self, s: StreamColumns, old_n: int, old_offset: int) -> None:
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            with self._locked():
-                head = self._head()
-                fresh = head is None or head.get("gen") != s.gen or head.get("rows") != old_n \
-                    or head.get("offset") != old_offset
-                if fresh and head is not None and head.get("gen") == s.gen and head.get("offset", 0) >= s.offset:
-                    return  # another process already saved as much
-                if fresh:
-                    s.gen = secrets.token_hex(6)
-                    names = list(s.num)
-                    start = 0
-                else:
-                    assert head is not None
-                    names = list(head["num"]) + [k for k in s.num if k not in head["num"]]
-                    start = old_n
-                known = set(head["num"]) if not fresh and head is not None else set()
-                for i, name in enumerate(names):
-                    col = s.num[name]
-                    with open(self.dir / f"{s.gen}.{i}.f64", "ab" if name in known else "wb") as out:
-                        out.write(col[start if name in known else 0 : s.n].tobytes())
-                text_lines = [json.dumps([r, k, v]) + "\n" for k, tv in s.text.items() for r, v in tv.items()
-                              if r >= start]
-                if text_lines or fresh:
-                    with open(self.dir / f"{s.gen}.text.jsonl", "a" if not fresh else "w") as tf:
-                        tf.writelines(text_lines)
-                new_head = {"v": VERSION, "path": s.path, "kind": s.kind, "dev": s.dev, "ino": s.ino,
-                            "offset": s.offset, "tail": s.tail.hex(), "rows": s.n, "gen": s.gen, "num": names,
-                            "text": sorted(s.text), "skipped": s.skipped}
-                tmp = self.dir / f".head.{os.getpid()}.{threading.get_ident()}.tmp"
-                tmp.write_text(json.dumps(new_head))
-                os.replace(tmp, self.dir / "head.json")
-                if fresh:
-                    for old in self.dir.iterdir():
-                        if old.name.endswith((".f64", ".text.jsonl")) and not old.name.startswith(s.gen + "."):
-                            old.unlink(missing_ok=True)
+            if old_offset and self._append(s, old_n, old_offset):
+                return
+            s.gen = secrets.token_hex(6)
+            tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            data = self._block(s, 0, 0, 0)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.file)
+            s.blocks = 1
         except (OSError, ValueError, TypeError):
             pass
+
+    def _append(self, s: StreamColumns, old_n: int, old_offset: int) -> bool:
+        """Append the rows after ``old_n`` as one block when the file ends where this state's last save did;
+        False: write the entry whole instead."""
+        if s.blocks >= MAX_BLOCKS:
+            return False
+        try:
+            fd = os.open(self.file, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            tail = os.pread(fd, 16, size - 16) if size >= 32 else b""
+            if tail[8:] != _END:
+                return False
+            pos = int.from_bytes(tail[:8], "little")
+            hl = int.from_bytes(os.pread(fd, 8, pos + 8), "little")
+            head = json.loads(os.pread(fd, hl, pos + 16))
+            if head.get("gen") != s.gen or head.get("rows") != old_n or head.get("offset") != old_offset:
+                # another process saved since: as much or more (keep its file), or an older state (rewrite)
+                return bool(head.get("gen") == s.gen and head.get("offset", 0) >= s.offset)
+            os.pwrite(fd, self._block(s, old_n, size, int(head.get("index", 0)) + 1), size)
+            s.blocks += 1
+            return True
+        finally:
+            os.close(fd)
 
 
 
@@ -360,21 +394,34 @@ def read_numbered(key: str, kind: str, total: int, fetch: Callable[[int, int], b
     """The columns of a stream kept elsewhere as numbered lines that are only ever appended (a database table:
     line ``i`` never changes once it exists). ``total``: how many lines there are now; ``fetch(start, stop)``: the
     lines ``start..stop-1`` as bytes, each ending with a newline. Kept in memory under ``key`` (with the other
-    streams' columns), so a read after an append fetches and parses only the new lines."""
+    streams' columns), so a read after an append fetches and parses only the new lines. The next page is fetched
+    while the current one is parsed."""
     k = "numbered\0" + key
     with _key_lock(k):
         with _mem_lock:
             state = _mem.get(k)
         if state is None or state.offset > total:  # never seen, or the stream was dropped and started over
             state = StreamColumns(kind)
-        while state.offset < total:  # ``offset`` counts lines here
-            stop = min(total, state.offset + page)
-            data = fetch(state.offset, stop)
-            b = parse(data, kind, state.templates)
-            if b.n + b.skipped != stop - state.offset:
-                raise ValueError(f"expected {stop - state.offset} {kind} lines from line {state.offset}, "
-                                 f"got {b.n + b.skipped}")
-            state.append(b)
-            state.offset = stop
+        pages = [(s, min(total, s + page)) for s in range(state.offset, total, page)]  # ``offset`` counts lines
+        if len(pages) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(1, thread_name_prefix="ml-dash-fetch") as pool:
+                ahead = pool.submit(fetch, *pages[0])
+                for i, (start, stop) in enumerate(pages):
+                    data = ahead.result()
+                    if i + 1 < len(pages):
+                        ahead = pool.submit(fetch, *pages[i + 1])
+                    _append_lines(state, data, kind, start, stop)
+        elif pages:
+            _append_lines(state, fetch(*pages[0]), kind, *pages[0])
         _remember(k, state)
         return Snapshot(state)
+
+
+def _append_lines(state: StreamColumns, data: bytes, kind: str, start: int, stop: int) -> None:
+    b = parse(data, kind, state.templates)
+    if b.n + b.skipped != stop - start:
+        raise ValueError(f"expected {stop - start} {kind} lines from line {start}, got {b.n + b.skipped}")
+    state.append(b)
+    state.offset = stop

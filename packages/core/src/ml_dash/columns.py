@@ -17,12 +17,15 @@ columns between reads and processes, so that a stream is parsed once and afterwa
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+
+from .jsonio import iso_seconds, parse_line
 
 _loads: Callable[[Any], Any]
 try:
@@ -33,6 +36,8 @@ except ImportError:  # pragma: no cover - orjson is a dependency; the stdlib par
 KINDS = ("metrics", "tracks", "logs")
 CHUNK = 1 << 20  # bytes parsed per vectorised pass: big enough to amortise the calls, small enough for the caches
 MAX_TEMPLATES = 32  # distinct line shapes tried on the fast path per stream; more go to the general parser
+MAX_THREADS = 4  # chunks parsed at once
+HEAD = 64 << 10  # bytes whose lines give the line shapes of a stream read from its start
 MIN_LINES = 64  # fewer lines of one shape than this are cheaper through the general parser
 _STRUCT = b' \t\r:,{}"'
 
@@ -68,19 +73,6 @@ def _track_fields(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def iso_seconds(text: Any) -> Any:
-    """ISO-8601 (``...Z``) as unix seconds; anything else unchanged."""
-    if not isinstance(text, str):
-        return text
-    try:
-        t = _dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        return text
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=_dt.timezone.utc)
-    return t.timestamp()
-
-
 def _log_fields(obj: dict[str, Any]) -> dict[str, Any]:
     out = dict(obj)
     if "timestamp" in out:
@@ -90,18 +82,6 @@ def _log_fields(obj: dict[str, Any]) -> dict[str, Any]:
 
 ROW_FIELDS = {"metrics": _metric_fields, "tracks": _track_fields, "logs": _log_fields}
 _NUMERIC = (float, int, bool)
-
-
-def parse_line(line: bytes) -> dict[str, Any] | None:
-    """One JSONL line as a dict (None for a blank, corrupt or non-object line), as Python's json reads it."""
-    try:
-        obj = _loads(line)
-    except ValueError:
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            return None
-    return obj if isinstance(obj, dict) else None
 
 
 class Batch:
@@ -385,10 +365,11 @@ def _run_words(run: bytes) -> list[tuple[int, np.uint64, np.uint64 | None]]:
     return got
 
 
-def _aligned_words(a: np.ndarray) -> np.ndarray:
-    """``a`` as little-endian 8-byte words, zero-padded (aligned loads are several times faster than unaligned)."""
-    pad = np.zeros((len(a) + 31) // 8 * 8, dtype=np.uint8)
-    pad[8 : 8 + len(a)] = a  # byte p of a is byte p + 8 here
+def _aligned_words(a: np.ndarray, front: int = 8) -> np.ndarray:
+    """``a`` as little-endian 8-byte words, zero-padded (aligned loads are several times faster than unaligned):
+    byte p of ``a`` is byte p + front here (front a multiple of 8), and as much zero padding follows."""
+    pad = np.zeros((len(a) + 2 * front + 23) // 8 * 8, dtype=np.uint8)
+    pad[front : front + len(a)] = a
     return pad.view("<u8")
 
 
@@ -567,6 +548,116 @@ class _Matcher:
         return out, c0 == 110, off
 
 
+def _uniform(a: np.ndarray, tpl: Template) -> Batch | None:
+    """Columns of a chunk whose every line has the shape ``tpl`` (the common case: one writer, one set of keys),
+    in whole-chunk passes without assigning lines to templates; None when any line differs (then the caller
+    matches line by line). ``a`` holds complete lines without backslashes or brackets."""
+    nq = tpl.nq
+    plan = tpl.plan()
+    is_nl = a == 10
+    m = int(np.count_nonzero(is_nl))
+    marks = is_nl | (a == 34)
+    found = np.flatnonzero(marks)
+    if not m or len(found) != m * (nq + 1):
+        return None
+    anchors = found.reshape(m, nq + 1)
+    nl = anchors[:, nq]
+    if not is_nl[nl].all():  # then each row holds one line's quotes and its newline: nq quotes on every line
+        return None
+    lstart = np.empty(m, dtype=np.int64)
+    lstart[0] = 0
+    lstart[1:] = nl[:-1] + 1
+    cols = [anchors[:, j] for j in range(nq)] + [lstart, nl]
+    rpos = [cols[int(plan.anchor[r])] + int(plan.offset[r]) for r in range(len(tpl.runs))]
+    if int(rpos[0].min()) < 0 or int((rpos[-1] + int(plan.run_len[-1])).max()) > len(a):
+        return None
+    # a zero-padded copy: every word compared lies inside it; later it becomes the text handed to orjson
+    front = int(plan.run_len.max()) + 16
+    b = np.zeros(len(a) + 2 * front, dtype=np.uint8)
+    b[front : front + len(a)] = a
+    words = np.ndarray(shape=(len(b) - 7,), dtype="<u8", buffer=b, strides=(1,))  # the 8 bytes at each byte
+    bad = np.zeros(m, dtype=np.uint64)
+    for w in range(len(plan.word_run)):
+        bad |= (words[rpos[int(plan.word_run[w])] + (int(plan.word_at[w]) + front)] & plan.word_mask[w]) \
+            ^ plan.word_const[w]
+    if bad.any():
+        return None
+    for r in range(1, len(rpos)):  # every item non-empty, runs in order
+        if not (rpos[r] > rpos[r - 1] + int(plan.run_len[r - 1])).all():
+            return None
+    for i in plan.strings:
+        st, en = rpos[i] + int(plan.run_len[i]), rpos[i + 1]
+        if not ((a[st] == 34).all() and (a[en - 1] == 34).all() and (en - st >= 2).all()):
+            return None
+    # decode: blank the runs and strings, a ',' after each token, one orjson call for all the numbers
+    for r, (_, _, run) in enumerate(tpl.runs):
+        _windows(b, len(run))[rpos[r] + front] = np.frombuffer(b" " * len(run), dtype=f"V{len(run)}")[0]
+    k = tpl.tokens
+    fields: list[str | None] = []
+    ts_list, te_list = [], []
+    for i, field in enumerate(tpl.items):
+        start, end = rpos[i] + int(plan.run_len[i]), rpos[i + 1]
+        if field is _STR:
+            lengths = end - start
+            lo, hi = int(lengths.min()), int(lengths.max())
+            for wl in (lo,) if lo == hi else np.unique(lengths).tolist():
+                at = start + front if lo == hi else start[lengths == wl] + front
+                _windows(b, wl)[at] = np.frombuffer(b" " * wl, dtype=f"V{wl}")[0]
+        else:
+            fields.append(field)
+            ts_list.append(start)
+            te_list.append(end)
+    num: dict[str, np.ndarray] = {}
+    if not k:
+        return Batch(m, num, {}, 0)
+    TS = np.stack(ts_list, axis=1).reshape(-1)  # (m * k,) in byte order
+    TE = np.stack(te_list, axis=1).reshape(-1)
+    b[TE + front] = 44  # ','
+    begin, stop = int(TS[0]) - 1 + front, int(TE[-1]) + front
+    b[begin] = 91  # '['
+    b[stop] = 93  # ']'
+    c0 = a[TS]
+    special = (c0 >= 73) & (c0 != 101) | (c0 == 45) & (a[TS + 1] == 73)  # N, I, n, -I; t/f are JSON bools
+    fixes: list[tuple[np.ndarray, float]] = []
+    if special.any():
+        where = np.flatnonzero(special)
+        sts, ste = TS[where], TE[where]
+        matched = np.zeros(len(where), dtype=bool)
+        for word, value in _SPECIAL:
+            ci = np.flatnonzero((ste - sts) == len(word))
+            if not len(ci):
+                continue
+            eq = (_windows(a, len(word))[sts[ci]].view(np.uint8).reshape(len(ci), len(word))
+                  == np.frombuffer(word, np.uint8)).all(1)
+            hit = ci[eq]
+            if len(hit):
+                matched[hit] = True
+                fixes.append((where[hit], value))
+                _windows(b, len(word))[sts[hit] + front] = np.frombuffer(b"0" + b" " * (len(word) - 1),
+                                                                 dtype=f"V{len(word)}")[0]
+        bools = (c0[where] == 116) | (c0[where] == 102)  # true / false: orjson checks them
+        if not (matched | bools).all():
+            return None
+    try:
+        values = _loads(memoryview(b[begin : stop + 1]))  # type: ignore[arg-type]
+        if not isinstance(values, list) or len(values) != m * k:
+            return None
+        out = np.fromiter(values, dtype=np.float64, count=m * k)
+    except (TypeError, ValueError):
+        return None
+    for where_, value in fixes:
+        out[where_] = value
+    grid = out.reshape(m, k)
+    nulls = (c0 == 110).reshape(m, k) if fixes else None
+    for t, field in enumerate(fields):
+        if field is None:
+            continue
+        if nulls is not None and nulls[:, t].all() and field not in num:
+            continue  # null only: absent, as in the general parser
+        num[field] = grid[:, t].copy()
+    return Batch(m, num, {}, 0)
+
+
 def _apply(a: np.ndarray, templates: list[Template], lstart: np.ndarray, lend: np.ndarray) -> Batch | None:
     m = _Matcher(a, lstart, lend)
     for ti, tpl in enumerate(templates):
@@ -595,11 +686,39 @@ def parse(buf: bytes, kind: str, templates: list[Template] | None = None) -> Bat
         return parse_general(buf, kind)
     if templates is None:
         templates = []
-    batches = [_parse_chunk(chunk, kind, templates) for chunk in _chunks(buf)]
-    return batches[0] if len(batches) == 1 else concat(batches)
+    spans = list(_chunks(buf))
+    if not templates and spans[0][1] > HEAD * 2:  # find the line shapes on a few hundred lines only
+        head = buf.rfind(b"\n", 0, HEAD) + 1
+        if head:
+            spans[0:1] = [(0, head), (head, spans[0][1])]
+    if not templates:  # the shape that took the last stream's start: streams of one writer share it
+        templates.extend(_RECENT.get(kind, ()))
+    first = _parse_span(buf, spans[0], kind, templates)  # finds the line shapes the other chunks reuse
+    if templates:
+        _RECENT[kind] = [templates[0]]  # (hits are moved to the front)
+    if len(spans) == 1:
+        return first
+    workers = min(len(spans) - 1, os.cpu_count() or 1, MAX_THREADS) if len(buf) >= 4 * CHUNK else 1
+    if workers <= 1:
+        return concat([first] + [_parse_span(buf, span, kind, templates) for span in spans[1:]])
+
+    def one(span: tuple[int, int]) -> tuple[Batch, list[Template]]:
+        mine = list(templates)  # each chunk may reorder or add shapes; merged below
+        return _parse_span(buf, span, kind, mine), mine
+
+    # numpy releases the GIL in its passes, so chunks overlap (the orjson calls do not)
+    with ThreadPoolExecutor(workers, thread_name_prefix="ml-dash-parse") as pool:
+        done = list(pool.map(one, spans[1:]))
+    known = {id(t) for t in templates}
+    for _, mine in done:
+        for t in mine:
+            if id(t) not in known and len(templates) < MAX_TEMPLATES:
+                known.add(id(t))
+                templates.append(t)
+    return concat([first] + [b for b, _ in done])
 
 
-def _chunks(buf: bytes) -> Iterator[bytes]:
+def _chunks(buf: bytes) -> Iterator[tuple[int, int]]:
     start = 0
     n = len(buf)
     while start < n:
@@ -607,8 +726,22 @@ def _chunks(buf: bytes) -> Iterator[bytes]:
         if end <= start:
             end = buf.find(b"\n", start + CHUNK)
             end = n if end < 0 else end + 1
-        yield buf[start:end]
+        yield start, end
         start = end
+
+
+_RECENT: dict[str, list[Template]] = {}  # per kind: the line shape that matched first in the last parse
+
+
+def _parse_span(buf: bytes, span: tuple[int, int], kind: str, templates: list[Template]) -> Batch:
+    """Columns of the complete lines ``buf[span[0]:span[1]]``: in whole-chunk passes when every line has the
+    shape that matched last, else line by line."""
+    s, e = span
+    if templates and buf.find(b"\\", s, e) < 0 and buf.find(b"[", s, e) < 0:
+        whole = _uniform(np.frombuffer(buf, np.uint8, count=e - s, offset=s), templates[0])
+        if whole is not None:
+            return whole
+    return _parse_chunk(buf[s:e], kind, templates)
 
 
 def _parse_chunk(buf: bytes, kind: str, templates: list[Template]) -> Batch:
@@ -681,11 +814,12 @@ def concat(batches: list[Batch]) -> Batch:
     num: dict[str, np.ndarray] = {}
     text: dict[str, dict[int, Any]] = {}
     start = 0
+    everywhere = set.intersection(*(set(b.num) for b in batches)) if batches else set()
     for b in batches:
         for k, v in b.num.items():
             col = num.get(k)
             if col is None:
-                col = num[k] = np.full(n, np.nan)
+                col = num[k] = np.empty(n) if k in everywhere else np.full(n, np.nan)  # no fill to overwrite
             col[start : start + b.n] = v
         for k, tv in b.text.items():
             dst = text.setdefault(k, {})

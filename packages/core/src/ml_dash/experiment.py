@@ -16,7 +16,7 @@ from typing import Any
 from . import console, process, sysmetrics
 from .buffer import Buffer
 from .config import BufferConfig, default_root, env_flag
-from .layout import ExperimentDir, file_entry, stage_entry
+from .layout import STAGED_SOURCE, ExperimentDir, file_entry, stage_entry
 from .names import file_name, logical_dir, metric_segments, topic_folder
 from .reader import FilesView, LogsView, MetricsView, ParamsView, TracksView
 from .ring import LOG, METRIC, METRIC_NONE, TRACK
@@ -40,7 +40,7 @@ class Experiment:
         prefix: str,
         *,
         dash_root: str | os.PathLike[str] | None = None,
-        dash_url: str | bool | None = None,
+        dash_url: str | list[str] | bool | None = None,
         buffer_config: BufferConfig | None = None,
         description: str | None = None,
         tags: list[str] | None = None,
@@ -65,8 +65,10 @@ class Experiment:
                 raise ValueError("dash_url=True reads ML_DASH_API_URL, which is not set")
         if stores is not None and (isinstance(stores, str) or not all(isinstance(x, str) for x in stores)):
             raise TypeError(f"stores must be a list of destination strings, got {stores!r}")
+        if isinstance(dash_url, (list, tuple)) and dash_url and all(isinstance(u, str) for u in dash_url):
+            dash_url = ",".join(dash_url)  # several servers on one database: the remote store fails over
         if dash_url is not None and dash_url is not False and not isinstance(dash_url, str):
-            raise TypeError("dash_url must be a URL string, True or None")
+            raise TypeError("dash_url must be a URL string, a list of URL strings, True or None")
         self.dash_url: str | None = dash_url or None
         self.store_names: list[str] = list(stores or [])
         self.description = description
@@ -533,7 +535,7 @@ class FileFolder:
                 try:
                     os.link(source, content)
                 except OSError:
-                    entry["_source"] = str(source)
+                    entry[STAGED_SOURCE] = str(source)
         entry["sizeBytes"] = content.stat().st_size if content.exists() else None
         stage_entry(content, entry)
         buf.files.append((content, entry))

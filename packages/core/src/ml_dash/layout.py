@@ -33,23 +33,34 @@ from .jsonio import (
     scan_tail,
     write_json_atomic,
 )
-from .names import check_prefix, metric_segments, split_path, topic_folder
+from .names import DATA as DATA
+from .names import EXPERIMENT_JSON as EXPERIMENT_JSON
+from .names import FILES as FILES
+from .names import FILES_INDEX_STEM as FILES_INDEX_STEM
+from .names import LOGS_DIR as LOGS_DIR
+from .names import META as META
+from .names import METRICS as METRICS
+from .names import PARAMETERS_JSON as PARAMETERS_JSON
+from .names import PRIVATE as PRIVATE
+from .names import TRACKS as TRACKS
+from .names import (
+    check_prefix,
+    metric_segments,
+    split_path,
+    topic_folder,
+)
 from .names import content_type as check_content_type
 
-# file and folder names of a run <root>/<prefix>/ (docs/layout.md)
-EXPERIMENT_JSON = "experiment.json"
-PARAMETERS_JSON = "parameters.json"
-DATA = "data.jsonl"  # every stream's records
-META = "metadata.json"  # every metric's and topic's summary
-LOGS = "logs/logs.jsonl"
-FILES_INDEX = ".files_metadata.json"  # in files/
-PRIVATE = ".ml_dash"  # locks/, staging/, cursors/, quarantine/, mirror-*: never part of the data
-LOGS_DIR = "logs"
-METRICS = "metrics"  # metrics/<name>/{data.jsonl,metadata.json}
-TRACKS = "tracks"  # tracks/<folder>/{data.jsonl,metadata.json}
-FILES = "files"  # files/.files_metadata.json, files/<dir>/<id>/<filename>
+# file and folder names of a run <root>/<prefix>/ (docs/layout.md), spelled in `names` (whose rules refuse them):
+# experiment.json, parameters.json; logs/logs.jsonl; metrics/<name>/ and tracks/<folder>/, each with data.jsonl (the
+# records) and metadata.json (the summary); files/.files_metadata.json and files/<dir>/<id>/<filename>; .ml_dash/
+# (locks/, ring/, staging/, cursors/, quarantine/, mirror-*, server/: never part of the data)
+LOGS = f"{LOGS_DIR}/logs.jsonl"
+FILES_INDEX = FILES_INDEX_STEM + ".json"  # in files/
 RUN_DIRS = frozenset({LOGS_DIR, METRICS, TRACKS, FILES, PRIVATE})  # a run's own folders: no run is nested in them
 STALE_AFTER = 60.0  # a RUNNING run whose heartbeat is older than this reads back as CRASHED
+STATUS_KEYS = ("status", "heartbeatAt", "updated_at")  # the fields of experiment.json `effective_status` reads
+COUNT_KEY = {"metrics": "totalDataPoints", "tracks": "totalEntries"}  # a stream's row count in its metadata.json
 _LEVELS = {lv: b'"%s"' % lv.encode() for lv in ("info", "warn", "error", "debug", "fatal")}
 
 
@@ -323,7 +334,7 @@ class ExperimentDir:
 
     def append_logs(self, entries: list[tuple[float, str, str, Any]]) -> None:
         s = self._stream("logs", None)
-        with self.locked(stream_lock(LOGS_DIR)):
+        with self.locked(stream_key(LOGS_DIR)):
             s.sync_tail()
             n = s.next_index
             parts = []
@@ -339,7 +350,7 @@ class ExperimentDir:
         """Append rows (each holding '_ts') with fresh indices; with ``records`` append stored-form records,
         skipping those whose index is already present (idempotent re-delivery)."""
         s = self._stream("metrics", name)
-        with self.locked(stream_lock(METRICS, name)):
+        with self.locked(stream_key(METRICS, name)):
             created = s.sync_tail() or s.meta is None
             n = s.next_index
             parts = []
@@ -401,7 +412,7 @@ class ExperimentDir:
             return
         s = self._stream("tracks", topic)
         meta_path = meta_file(s.path)
-        with self.locked(stream_lock(TRACKS, topic)):
+        with self.locked(stream_key(TRACKS, topic)):
             changed = s.sync_tail()
             if changed or s.meta is None:
                 m = read_json(meta_path)
@@ -426,7 +437,7 @@ class ExperimentDir:
         """Rewrite the metadata.json of every stream appended to since the last call (see ``defer_meta``)."""
         for s in list(self._streams.values()):
             if s.meta_dirty and s.meta is not None:
-                with self.locked(stream_lock(METRICS, s.lock_name)):
+                with self.locked(stream_key(METRICS, s.lock_name)):
                     if s.meta_dirty and s.meta is not None:
                         s.sync_tail()  # another process may have appended since: count its rows too
                         s.meta["totalDataPoints"] = s.meta["nextIndex"] = s.next_index
@@ -447,7 +458,7 @@ class ExperimentDir:
             idx = read_json(index_path)
             if not isinstance(idx, dict) or not isinstance(idx.get("files"), list):
                 if index_path.exists() and index_path.stat().st_size:
-                    shutil.copyfile(index_path, files_dir / f".files_metadata.corrupt.{int(time.time())}.json")
+                    shutil.copyfile(index_path, files_dir / f"{FILES_INDEX_STEM}.corrupt.{int(time.time())}.json")
                 idx = files_index([])
             known = {e.get("id"): e for e in idx["files"] if isinstance(e, dict)}
             for staged, entry in items:
@@ -478,7 +489,7 @@ class ExperimentDir:
         """Append stored-form log records (a copy of another run's), skipping those whose sequence number is
         already present, so that a batch delivered twice is stored once."""
         s = self._stream("logs", None)
-        with self.locked(stream_lock(LOGS_DIR)):
+        with self.locked(stream_key(LOGS_DIR)):
             s.sync_tail()
             n = s.next_index
             parts = []
@@ -659,10 +670,13 @@ class ExperimentDir:
             if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
                 continue
             content = folder / "content"
-            if content.exists() or entry.get("_source"):
+            if content.exists() or entry.get(STAGED_SOURCE):
                 entry.pop("_pid", None)
                 out.append((content, entry))
         return out
+
+
+STAGED_SOURCE = "_source"  # in a staged entry: the path to copy a large file's content from, when not yet copied
 
 
 def stage_entry(content: Path, entry: dict[str, Any]) -> None:
@@ -758,8 +772,9 @@ def meta_file(data: Path) -> Path:
     return data.parent / META
 
 
-def stream_lock(kind: str, name: str | None = None) -> str:
-    """The lock every writer of a stream (the run's own, other processes, the server) takes to append to it."""
+def stream_key(kind: str, name: str | None = None) -> str:
+    """A stream's key: the name of the lock every writer of it (the run's own, other processes, the server) takes
+    to append, and of the server's state for it."""
     return kind if kind == LOGS_DIR else f"{kind}/{name}"
 
 
@@ -796,7 +811,8 @@ def new_params(cur: Any, flat: dict[str, Any]) -> dict[str, Any]:
     cur["data"].update(flat)
     cur["version"] = int(cur.get("version") or 0) + 1
     cur["updatedAt"] = now_iso()
-    return cur
+    out: dict[str, Any] = cur
+    return out
 
 
 def empty_params() -> dict[str, Any]:
@@ -865,6 +881,15 @@ def merge_tracks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             out.append(dict(r))
     return out
+
+
+def run_span(info: dict[str, Any]) -> tuple[str | None, str | None]:
+    """When a run started and when it ended (or was last seen), as experiment.json's ISO times: created_at; endedAt,
+    else the last heartbeat, else updated_at."""
+    start = info.get("created_at")
+    end = next((v for v in (info.get(k) for k in ("endedAt", "heartbeatAt", "updated_at")) if isinstance(v, str)),
+               None)
+    return (start if isinstance(start, str) else None), end
 
 
 def effective_status(info: dict[str, Any] | None, stale_after: float | None = None) -> str | None:

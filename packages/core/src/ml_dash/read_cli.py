@@ -41,9 +41,12 @@ class Local:
         return find_runs(self.root)
 
     def runs(self, last: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        from .runs import summary
+        from .runs import ListingCache, find_runs, summary
 
-        return [summary(self.root, p, last) for p in self.prefixes()]
+        cache = ListingCache(self.root)
+        out = [summary(self.root, p, last, cache) for p in find_runs(self.root, cache)]
+        cache.save()
+        return out
 
     def _view(self, prefix: str) -> Any:
         from .reader import load
@@ -81,7 +84,7 @@ class Remote:
     def where(self) -> str:
         return self.url
 
-    def _get(self, path: str, **params: Any) -> Any:
+    def _get(self, path: str, raw: bool = False, **params: Any) -> Any:
         import httpx
 
         try:
@@ -99,7 +102,7 @@ class Remote:
             except ValueError:
                 detail = r.text[:200]
             raise ReadError(f"{self.url}: HTTP {r.status_code}: {detail}")
-        return json.loads(r.content)  # NaN and Infinity come as bare tokens
+        return r if raw else json.loads(r.content)  # NaN and Infinity come as bare tokens
 
     def prefixes(self) -> list[str]:
         return [r["prefix"] for r in self._get("/api/v1/runs")["runs"]]
@@ -118,11 +121,14 @@ class Remote:
         return list(self._get(self._exp(prefix) + "/metrics")["metrics"])
 
     def columns(self, prefix: str, stream: str) -> Any:
-        import numpy as np
+        from .colview import BINARY_TYPE, Columns, unpack
 
-        from .colview import Columns
+        r = self._get(self._exp(prefix) + "/columns/metrics/" + quote(stream, safe=""), raw=True, format="binary")
+        if r.headers.get("content-type", "").startswith(BINARY_TYPE):
+            return unpack(r.content)
+        import numpy as np  # an older server: the JSON form
 
-        body = self._get(self._exp(prefix) + "/columns/metrics/" + quote(stream, safe=""))
+        body = json.loads(r.content)
         data = {}
         for k, v in body["columns"].items():
             arr = np.array([math.nan if x is None else x for x in v], dtype=np.float64)

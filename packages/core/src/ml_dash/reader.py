@@ -18,12 +18,14 @@ __all__ = ["STALE_AFTER", "ExperimentView", "FilesView", "LogsView", "MetricsVie
            "effective_status", "list_experiments", "load", "merge_tracks"]
 
 
-def stream_columns(path: Path | None, kind: str, fields: str | Iterable[str] | None, what: str) -> Any:
-    """Columns of one stream file (None: not written yet) through the column cache (numpy imported only here)."""
+def stream_columns(path: Path | None, kind: str, fields: str | Iterable[str] | None, what: str,
+                   limit: int | None = None) -> Any:
+    """Columns of one stream file (None: not written yet; ``limit``: of its first bytes only) through the column
+    cache (numpy imported only here)."""
     from .colcache import Snapshot, StreamColumns, read
     from .colview import build
 
-    snap = read(path, kind) if path is not None else Snapshot(StreamColumns(kind))
+    snap = read(path, kind, limit=limit) if path is not None else Snapshot(StreamColumns(kind))
     return build(snap, fields, what)
 
 

@@ -67,7 +67,8 @@ def add_commands(sub: Any) -> None:
                         description="Upload every experiment under ROOT to the server, exactly once: what was "
                                     "already delivered (live or by an earlier sync) is skipped.")
     sy.add_argument("root", nargs="?", default=".dash", help="the local .dash folder (default: .dash)")
-    sy.add_argument("--url", help="server URL (default: $ML_DASH_API_URL, else the URL of `ml-dash login --url`)")
+    sy.add_argument("--url", help="server URL, or several separated by commas (servers sharing one database: it "
+                    "fails over between them); default: $ML_DASH_API_URL, else the URL of `ml-dash login --url`")
     sy.add_argument("--prefix", action="append", help="only this experiment (repeatable)")
     sy.add_argument("--attempts", type=int, default=5, help="passes per experiment before giving up (default 5)")
     sy.set_defaults(func=_cmd_sync)
@@ -137,12 +138,17 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     from .layout import ExperimentDir
     from .reader import list_experiments
     from .replicate import sync_dir
-    from .stores.remote import RemoteStore, default_url
+    from .stores.remote import RemoteStore, default_url, parse_urls
 
     url = args.url or default_url()
     if not url:
         print("ml-dash sync: no server URL: pass --url, set ML_DASH_API_URL, or `ml-dash login --url`",
               file=sys.stderr)
+        return 2
+    try:
+        url = ",".join(parse_urls(url))
+    except ValueError as e:
+        print(f"ml-dash sync: {e}", file=sys.stderr)
         return 2
     root = Path(args.root)
     if not root.is_dir():

@@ -10,48 +10,127 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-from .columns import iso_seconds, parse_line
+from . import layout
+from .jsonio import iso_seconds, parse_line
 from .reader import effective_status
 
-LAYOUT_DIRS = {"metrics", "tracks", "logs", "files", ".ml_dash"}
 TAIL_BYTES = 65536
 
 
-def find_runs(root: str | os.PathLike[str]) -> list[str]:
+def find_runs(root: str | os.PathLike[str], cache: ListingCache | None = None) -> list[str]:
     """Prefixes of every run under ``root``: folders holding ``experiment.json`` (their layout folders are not
-    searched; other subfolders are, for runs nested under a run's prefix)."""
+    searched; other subfolders are, for runs nested under a run's prefix). With ``cache``, a folder whose mtime
+    has not changed since it was listed is not listed again (creating, removing or replacing an entry changes it)."""
     base = os.fspath(root)
     out: list[str] = []
+    seen: dict[str, Any] = {}
 
-    def walk(d: str, rel: str, depth: int) -> None:
+    def listing(d: str, rel: str) -> tuple[bool, list[str]] | None:
+        if cache is not None:
+            try:
+                mtime = os.stat(d).st_mtime_ns
+            except OSError:
+                return None
+            got = cache.dirs.get(rel)
+            if got is not None and got[0] == mtime:
+                seen[rel] = got
+                return got[1], got[2]
         try:
             with os.scandir(d) as it:
                 entries = list(it)
         except OSError:
-            return
+            return None
         names = {e.name for e in entries}
-        is_run = "experiment.json" in names and "/" in rel
+        is_run = layout.EXPERIMENT_JSON in names and "/" in rel
+        subs = []
+        for e in entries:
+            if e.name.startswith(".") or is_run and e.name in layout.RUN_DIRS:
+                continue
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    subs.append(e.name)
+            except OSError:
+                continue
+        if cache is not None and cache.settled(mtime):
+            seen[rel] = [mtime, is_run, subs]
+        return is_run, subs
+
+    def walk(d: str, rel: str, depth: int) -> None:
+        got = listing(d, rel)
+        if got is None:
+            return
+        is_run, subs = got
         if is_run:
             out.append(rel)
         if depth > 32:
             return
-        for e in entries:
-            if e.name.startswith(".") or is_run and e.name in LAYOUT_DIRS:
-                continue
-            try:
-                if e.is_dir(follow_symlinks=False):
-                    walk(e.path, f"{rel}/{e.name}" if rel else e.name, depth + 1)
-            except OSError:
-                continue
+        for name in subs:
+            walk(os.path.join(d, name), f"{rel}/{name}" if rel else name, depth + 1)
 
     walk(base, "", 0)
+    if cache is not None:
+        cache.changed |= seen.keys() != cache.dirs.keys() or any(cache.dirs[k] is not v for k, v in seen.items())
+        cache.dirs = seen
     return sorted(out)
 
 
-def _read(path: str) -> Any:
+class ListingCache:
+    """What ``ml-dash ls`` learnt about a root, kept between runs beside the column cache (never inside ``.dash``;
+    never required): each folder's mtime, whether it is a run and its subfolders to search; the summary of each
+    finished run (status other than RUNNING), keyed by its experiment.json's and parameters.json's (mtime, size,
+    inode). A warm listing of 10,000 runs is then a few stats per run. Anything changed within the last 2 seconds
+    is not kept (a change in the same clock tick would not show in the mtime)."""
+
+    VERSION = 1
+    SETTLE_NS = 2_000_000_000
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        import hashlib
+
+        from .config import cache_root
+
+        key = hashlib.sha1(os.path.abspath(os.fspath(root)).encode()).hexdigest()[:24]
+        self.file = cache_root() / "listings" / f"{key}.json"
+        data = _read(self.file)
+        ok = isinstance(data, dict) and data.get("v") == self.VERSION
+        self.dirs: dict[str, Any] = data.get("dirs", {}) if ok else {}
+        self.runs: dict[str, Any] = data.get("runs", {}) if ok else {}
+        self.used: dict[str, Any] = {}
+        self.changed = False
+        self.now = time.time_ns()
+
+    def settled(self, mtime_ns: int) -> bool:
+        return self.now - mtime_ns > self.SETTLE_NS
+
+    def save(self) -> None:
+        if not self.changed and self.used.keys() == self.runs.keys():
+            return
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"v": self.VERSION, "dirs": self.dirs, "runs": self.used}))
+            os.replace(tmp, self.file)
+        except (OSError, ValueError, TypeError):
+            pass
+
+
+def _stat_key(*paths: str | os.PathLike[str]) -> list[Any]:
+    out: list[Any] = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            out.append(None)
+            continue
+        out.append([st.st_mtime_ns, st.st_size, st.st_ino])
+    return out
+
+
+def _read(path: str | os.PathLike[str]) -> Any:
     """A small JSON file, parsed (None when missing or corrupt); orjson first, json for NaN tokens."""
     try:
         with open(path, "rb") as f:
@@ -75,8 +154,8 @@ def _streams(base: str, meta_key: str, name_key: str | None) -> dict[str, int | 
             return
         for name, path in subdirs:
             r = f"{rel}/{name}" if rel else name
-            meta = _read(path + "/metadata.json")
-            if meta is None and not os.path.exists(path + "/data.jsonl"):
+            meta = _read(os.path.join(path, layout.META))
+            if meta is None and not os.path.exists(os.path.join(path, layout.DATA)):
                 walk(path, r)
                 continue
             count = meta.get(meta_key) if isinstance(meta, dict) else None
@@ -89,14 +168,30 @@ def _streams(base: str, meta_key: str, name_key: str | None) -> dict[str, int | 
     return dict(sorted(out.items()))
 
 
-def summary(root: str | os.PathLike[str], prefix: str, last: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+def summary(root: str | os.PathLike[str], prefix: str, last: list[tuple[str, str]] | None = None,
+            cache: ListingCache | None = None) -> dict[str, Any]:
     """One run: prefix, status (CRASHED for a RUNNING run whose heartbeat stopped), start and end (ISO), duration
     (seconds), tags, params, rows per metric stream and entries per track; ``last``: the last value of each
-    (stream, field) asked for, from the stream's last line."""
+    (stream, field) asked for, from the stream's last line. With ``cache``, a finished run's summary is reused
+    while its experiment.json and parameters.json are unchanged."""
     run = os.path.join(os.fspath(root), *prefix.split("/"))
-    out = make_summary(prefix, _read(run + "/experiment.json"), _read(run + "/parameters.json"),
-                       _streams(run + "/metrics", "totalDataPoints", None),
-                       _streams(run + "/tracks", "totalEntries", "topic"))
+    out: dict[str, Any] | None = None
+    if cache is not None:
+        key = _stat_key(run + os.sep + layout.EXPERIMENT_JSON, run + os.sep + layout.PARAMETERS_JSON)
+        got = cache.runs.get(prefix)
+        if got is not None and got[0] == key:
+            cache.used[prefix] = got
+            out = dict(got[1])
+    if out is None:
+        folder = Path(run)
+        info = _read(layout.info_file(folder))
+        out = make_summary(prefix, info, _read(layout.params_file(folder)),
+                           _streams(str(layout.metrics_dir(folder)), layout.COUNT_KEY["metrics"], None),
+                           _streams(str(layout.tracks_dir(folder)), layout.COUNT_KEY["tracks"], "topic"))
+        if cache is not None and isinstance(info, dict) and info.get("status") not in (None, "RUNNING") \
+                and key[0] is not None and all(k is None or cache.settled(k[0]) for k in key):
+            cache.used[prefix] = [key, dict(out)]
+            cache.changed = True
     if last:
         out["last"] = {f"{s}:{f}": last_value(Path(run), s, f, out["metrics"]) for s, f in last}
     return out
@@ -108,15 +203,14 @@ def make_summary(prefix: str, info: Any, params: Any, metrics: dict[str, int | N
     (a `.dash` folder, a database): every engine answers through this one function."""
     info = info if isinstance(info, dict) else {}
     pdata = params.get("data") if isinstance(params, dict) else None
-    start = info.get("created_at")
-    end = info.get("endedAt") or info.get("heartbeatAt") or info.get("updated_at")
+    start, end = layout.run_span(info)
     t0, t1 = iso_seconds(start), iso_seconds(end)
     tags = info.get("tags")
     out: dict[str, Any] = {
         "prefix": prefix,
         "status": effective_status(info) or "UNKNOWN",
-        "start": start if isinstance(start, str) else None,
-        "end": end if isinstance(end, str) else None,
+        "start": start,
+        "end": end,
         "duration": round(t1 - t0, 3) if isinstance(t0, float) and isinstance(t1, float) else None,
         "tags": [str(t) for t in tags] if isinstance(tags, list) else [],
         "description": info.get("description") if isinstance(info.get("description"), str) else None,
@@ -142,9 +236,11 @@ def pick_last(streams: dict[str, Any], stream: str, field: str, last_of: Any) ->
     return None
 
 
-def last_row(path: Path) -> dict[str, Any] | None:
+def last_row(path: Path | None) -> dict[str, Any] | None:
     """The fields of the last complete, parseable line of a metric stream file (only its tail is read: 4 KiB,
     then up to 64 KiB for long lines)."""
+    if path is None:
+        return None
     try:
         with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
@@ -169,7 +265,14 @@ def last_row(path: Path) -> dict[str, Any] | None:
 def last_value(run: Path, stream: str, field: str, streams: dict[str, Any]) -> Any:
     """``stream`` may be empty: then 'train' when it has the field, else the first stream whose last row has it."""
     return pick_last(streams, stream, field,
-                     lambda name: last_row(run.joinpath("metrics", *name.split("/"), "data.jsonl")))
+                     lambda name: last_row(_metric_file(run, name)))
+
+
+def _metric_file(run: Path, name: str) -> Path | None:
+    try:
+        return run.joinpath(*layout.metric_parts(name))
+    except (TypeError, ValueError):  # a folder no writer of the layout could have made
+        return None
 
 
 def parse_selector(text: str) -> tuple[str, str]:

@@ -7,9 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..jsonio import write_json_atomic
 from ..layout import ExperimentDir
-from ..names import metric_segments
 from .backend import Backend
 
 PAGE = 100_000
@@ -36,13 +34,13 @@ def dump(backend: Backend, dest: str | Path, prefixes: list[str] | None = None) 
             continue
         d = ExperimentDir(dest, prefix)
         d.path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(d.path / "parameters.json", backend.params(prefix))
+        d.write_params(backend.params(prefix))
         if backend.rows(prefix, "logs", None, 0, 1)[0]:
-            _jsonl(d.path / "logs" / "logs.jsonl", backend, prefix, "logs", None)
+            _jsonl(d.logs_file(), backend, prefix, "logs", None)
         for name in backend.names(prefix, "metrics"):
-            _jsonl(d.path.joinpath("metrics", *metric_segments(name), "data.jsonl"), backend, prefix, "metrics", name)
+            _jsonl(d.metric_file(name), backend, prefix, "metrics", name)
         for topic in backend.names(prefix, "tracks"):
-            _jsonl(d.path / "tracks" / d.track_folder(topic) / "data.jsonl", backend, prefix, "tracks", topic)
+            _jsonl(d.track_file(topic), backend, prefix, "tracks", topic)
         entries: list[dict[str, Any]] = []
         for e in backend.files(prefix):
             found = backend.file_content(prefix, e["id"])
@@ -59,8 +57,8 @@ def dump(backend: Backend, dest: str | Path, prefixes: list[str] | None = None) 
                         f.write(chunk)
             entries.append(e)
         if entries:
-            write_json_atomic(d.path / "files" / ".files_metadata.json", {"files": entries})
-        write_json_atomic(d.path / "experiment.json", info)  # last: a folder without it is not an experiment
+            d.write_files_index(entries)
+        d.write_info(info)  # last: a folder without it is not an experiment
         d.close()
         done.append(prefix)
     return done

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import layout
 from ..jsonio import read_json, read_jsonl
 from ..layout import ExperimentDir
-from ..names import metric_segments
 from ..reader import list_experiments
 from .backend import Backend, BadRequest, check_kind
-from .storage import ServerRoot
+from .storage import ServerRoot, committed_size
 
 
 class FolderBackend(Backend):
@@ -54,7 +54,7 @@ class FolderBackend(Backend):
     def experiments(self) -> list[tuple[str, dict[str, Any]]]:
         out = []
         for p in list_experiments(self.root):
-            info = read_json(self.root / p / "experiment.json")
+            info = read_json(layout.info_file(self.root / p))
             out.append((p, info if isinstance(info, dict) else {}))
         return out
 
@@ -74,19 +74,19 @@ class FolderBackend(Backend):
         d = self._existing(prefix)
         if d is None:
             return None
-        info = self._read_json(d, d.path / "experiment.json")
+        info = self._read_json(d, d.info_file())
         return info if isinstance(info, dict) else {}
 
     def params(self, prefix: str) -> dict[str, Any]:
         d = self._existing(prefix)
-        p = self._read_json(d, d.path / "parameters.json") if d is not None else None
-        return p if isinstance(p, dict) else {"version": 0, "data": {}}
+        p = self._read_json(d, d.params_file()) if d is not None else None
+        return p if isinstance(p, dict) else layout.empty_params()
 
     def _topics(self, d: ExperimentDir) -> dict[str, Path]:
-        base = d.path / "tracks"
+        base = layout.tracks_dir(d.path)
         out = {}
         for folder in sorted(base.iterdir()) if self._in(d, base) is not None and base.is_dir() else []:
-            meta = self._read_json(d, folder / "metadata.json")
+            meta = self._read_json(d, folder / layout.META)
             if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
                 out[meta["topic"]] = folder
         return out
@@ -97,8 +97,7 @@ class FolderBackend(Backend):
             return []
         if kind == "tracks":
             return sorted(self._topics(d))
-        base = d.path / "metrics"
-        return sorted(p.parent.relative_to(base).as_posix() for p in base.rglob("data.jsonl")) if base.is_dir() else []
+        return d.metric_names()
 
     def rows(self, prefix: str, kind: str, name: str | None = None, start: int = 0,
              limit: int | None = None) -> tuple[int, list[dict[str, Any]]]:
@@ -107,22 +106,28 @@ class FolderBackend(Backend):
         path: Path | None = None
         if d is not None:
             if kind == "logs":
-                path = d.path / "logs" / "logs.jsonl"
+                path = d.logs_file()
             elif kind == "metrics":
-                path = d.path.joinpath("metrics", *metric_segments(name), "data.jsonl")
+                path = d.metric_file(name)
             else:
                 folder = self._topics(d).get(str(name))
-                path = folder / "data.jsonl" if folder is not None else None
+                path = layout.data_file(folder) if folder is not None else None
         if path is not None:
             path = self._in(d, path) if d is not None else None
-        rows = read_jsonl(path)[0] if path is not None else []
+        rows = read_jsonl(path, self._committed(d, kind, name))[0] if path is not None and d is not None else []
         return len(rows), rows[start:] if limit is None else rows[start:start + limit]
+
+    @staticmethod
+    def _committed(d: ExperimentDir, kind: str, name: str | None) -> int | None:
+        """Reads show committed rows only: the stream's data file up to its committed size (storage.py)."""
+        if kind == "logs":
+            return committed_size(d, layout.stream_key(kind))
+        return committed_size(d, layout.stream_key(kind, name)) if name is not None else None
 
     def files(self, prefix: str) -> list[dict[str, Any]]:
         d = self._existing(prefix)
-        idx = self._read_json(d, d.path / "files" / ".files_metadata.json") if d is not None else None
-        files = idx.get("files") if isinstance(idx, dict) else None
-        return [f for f in files or [] if isinstance(f, dict) and not f.get("deletedAt")]
+        idx = self._read_json(d, d.files_index_file()) if d is not None else None
+        return [f for f in layout.index_entries(idx) if not f.get("deletedAt")]
 
     def file_content(self, prefix: str, fid: str) -> tuple[dict[str, Any], Path | Iterator[bytes]] | None:
         d = self._existing(prefix)
@@ -153,14 +158,18 @@ class FolderBackend(Backend):
         return show(load(prefix, self.root))
 
     def columns(self, prefix: str, kind: str, name: str | None, fields: Any = None) -> Any:
-        from ..reader import load
+        from ..reader import stream_columns
 
         check_kind(kind, name)
-        if self._existing(prefix) is None:
+        d = self._existing(prefix)
+        if d is None:
             raise BadRequest(f"no experiment {prefix!r}")
-        view = load(prefix, self.root)
         if kind == "metrics":
-            return view.metrics(name).columns(fields)
-        if kind == "tracks":
-            return view.tracks(str(name)).columns(fields)
-        return view.logs.columns(fields)
+            path, what = d.metric_file(name), f"metric stream {name!r}"
+        elif kind == "tracks":
+            path, what = d.topic_file(str(name)), f"track {name!r}"
+        else:
+            path, what = d.logs_file(), "the logs"
+        if path is not None:
+            path = self._in(d, path)
+        return stream_columns(path, kind, fields, what, self._committed(d, kind, name))

@@ -151,8 +151,10 @@ class PgBackend(Backend):
                 migrate(conn)
         except psycopg.Error as e:
             raise RuntimeError(f"cannot use the database {redact(url)}: {e}") from None
-        self.pool = ConnectionPool(url, min_size=2, max_size=pool_size, open=True, timeout=30,
-                                   kwargs={"connect_timeout": 10})
+        # a request waits at most 8 s for a connection, then answers 503 + Retry-After: within the client's own
+        # 10 s timeout, so a client learns the database is down (and fails over) instead of timing out
+        self.pool = ConnectionPool(url, min_size=2, max_size=pool_size, open=True, timeout=8,
+                                   kwargs={"connect_timeout": 5})
         self._staging = Path(tempfile.mkdtemp(prefix="ml-dash-incoming-"))
         from .pgread import Reads
 

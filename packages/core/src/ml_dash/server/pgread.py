@@ -2,7 +2,7 @@
 columns, giving the same answers as the `.dash` folder engine.
 
 Columns are never built row by row in Python: the rows of a stream (the JSON lines a `.dash` file would hold) come
-out of the database with one ``COPY ... TO STDOUT`` per page, as the bytes of a JSON-lines file, and go through the
+out of the database as one aggregated text value per page, the bytes of a JSON-lines file, and go through the
 same vectorised parser and in-memory column cache (`colcache.read_numbered`) as a local file. Rows are numbered
 gap-free and never change once stored, so a second read fetches only the rows appended since.
 """
@@ -14,14 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .. import layout
 from ..names import metric_segments
 from . import backend as b
 
-# CSV with a quote and a delimiter that never occur in a stored row (rows are ASCII JSON, control characters
-# escaped): every row comes out as its own bytes and a newline, with no escaping to undo.
-_COPY = ("COPY (SELECT body FROM stream_rows WHERE stream_id = %s AND idx >= %s AND idx < %s ORDER BY idx) "
-         "TO STDOUT (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')")
-COUNT_KEY = {"metrics": "totalDataPoints", "tracks": "totalEntries"}
+# One value per page, joined by the database (a COPY would hand over one message per row); the pages are small
+# enough to sort in memory
+_PAGE = ("SELECT string_agg(body, E'\\n' ORDER BY idx) FROM stream_rows WHERE stream_id = %s AND idx >= %s "
+         "AND idx < %s")
 
 
 class Reads:
@@ -51,9 +51,12 @@ class Reads:
         return (int(row[0]), int(row[1])) if row else None
 
     def lines(self, sid: int, start: int, stop: int) -> bytes:
-        """Rows ``start..stop-1`` of a stream as JSON lines (one COPY; no per-row Python objects)."""
-        with self._cur() as cur, cur.copy(_COPY, (sid, start, stop)) as cp:
-            return b"".join(bytes(chunk) for chunk in cp)
+        """Rows ``start..stop-1`` of a stream as JSON lines: one text value aggregated by the database, no
+        per-row Python objects (rows are ASCII JSON with control characters escaped: no newline inside one)."""
+        with self._cur() as cur:
+            cur.execute("SET LOCAL work_mem = '256MB'")
+            (text,) = cur.execute(_PAGE, (sid, start, stop)).fetchone()
+        return text.encode() + b"\n" if text else b""
 
     def snapshot(self, prefix: str, kind: str, name: str | None) -> Any:
         """The column cache's snapshot of one stream (empty when it has no rows)."""
@@ -84,7 +87,7 @@ class Reads:
         out: dict[int, dict[str, dict[str, int | None]]] = {}
         for exp_id, kind, name, meta in rows:
             m = json.loads(meta) if meta else None
-            count = m.get(COUNT_KEY[kind]) if isinstance(m, dict) else None
+            count = m.get(layout.COUNT_KEY[kind]) if isinstance(m, dict) else None
             label = m.get("topic") if kind == "tracks" and isinstance(m, dict) else None
             per = out.setdefault(exp_id, {"metrics": {}, "tracks": {}})
             per[kind][label if isinstance(label, str) else name] = count if isinstance(count, int) else None

@@ -83,6 +83,13 @@ def routes(store: Backend) -> list[Route]:
                 cols = await run_in_threadpool(store.columns, prefix, kind, name)
             except (TypeError, ValueError) as e:
                 raise HTTPException(400, str(e)) from None
+            if request.query_params.get("format") == "binary":  # what `ml-dash export --url` asks for
+                from ..colview import BINARY_TYPE, pack
+
+                try:
+                    return Response(await run_in_threadpool(pack, cols, fields), media_type=BINARY_TYPE)
+                except KeyError as e:
+                    raise HTTPException(400, str(e.args[0])) from None
             return _json(await run_in_threadpool(columns_body, cols, fields))
 
         return handler

@@ -19,8 +19,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..jsonio import complete_end, new_id, read_json, read_jsonl, write_json_atomic
 from .. import layout
+from ..jsonio import complete_end, new_id, read_json, read_jsonl, write_json_atomic
 from ..layout import ExperimentDir
 from .backend import (  # noqa: F401  (BadRequest and check_source re-exported)
     BadRequest,
@@ -131,15 +131,15 @@ class ServerRoot:
         self.exp(prefix)
         recs = check_logs(records)
         d = self.ensure(prefix)
-        lock = layout.stream_lock(layout.LOGS_DIR)
-        return self._append_indexed(d, lock, d.logs_file(), lock, "sequenceNumber", recs, source, None)
+        key = layout.stream_key(layout.LOGS_DIR)
+        return self._append_indexed(d, key, d.logs_file(), key, "sequenceNumber", recs, source, None)
 
     def append_metrics(self, prefix: str, name: str, records: Any, source: str) -> dict[str, int]:
         self.exp(prefix)
         recs = check_metrics(name, records)
         d = self.ensure(prefix)
-        lock = layout.stream_lock(layout.METRICS, name)
-        return self._append_indexed(d, lock, _inside(d, d.metric_file(name)), lock, "index", recs, source, name)
+        key = layout.stream_key(layout.METRICS, name)
+        return self._append_indexed(d, key, _inside(d, d.metric_file(name)), key, "index", recs, source, name)
 
     def _append_indexed(self, d: ExperimentDir, key: str, path: Path, lock_name: str, field: str,
                         recs: list[dict[str, Any]], source: str, metric: str | None) -> dict[str, int]:
@@ -174,7 +174,7 @@ class ServerRoot:
         entries = check_tracks(topic, entries, offset, end, offsets)
         d = self.ensure(prefix)
         path = _inside(d, d.track_file(topic))
-        key = layout.stream_lock(layout.TRACKS, topic)
+        key = layout.stream_key(layout.TRACKS, topic)
         with self.lock(f"{d.prefix}\0{key}"):
             d.private.mkdir(parents=True, exist_ok=True)
             with d.locked(key):
@@ -226,6 +226,15 @@ class ServerRoot:
 
 
 
+
+
+def committed_size(d: ExperimentDir, key: str) -> int | None:
+    """How large the stream's data file was after its last committed append (None: the server never appended to
+    it). Reads stop there: lines past it are an append that failed or was cut off by a crash, never acknowledged.
+    The state is replaced atomically after the data is written, so the data file is never shorter."""
+    st = read_json(d.server_state_path(key, create=False))
+    size = st.get("size") if isinstance(st, dict) else None
+    return size if is_count(size) else None
 
 
 def _read_state(path: Path) -> dict[str, Any]:

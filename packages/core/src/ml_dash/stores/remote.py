@@ -5,6 +5,11 @@ deduplicated per source), so a batch may be retried any number of times. Failure
 connection errors, timeouts, 408, 429 and 5xx raise `RetryLater` (retried with backoff, honouring
 ``Retry-After``); 401/403 raise `AuthError` (retried too, since a later ``ml-dash login`` or ``ml-dash sync``
 may fix it); any other 4xx raises `PermanentError` (that batch is set aside in quarantine).
+
+Several URLs (``"http://a:8000,http://b:8000"`` or a list: server processes sharing one database) make the store
+fail over: a request that finds its server unreachable, timing out or answering 5xx is sent at once to the next
+URL, round-robin, and later requests stay there; only when every URL failed does it raise `RetryLater`.
+Exactly once still holds, since every server deduplicates by source and position in the same database.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +46,29 @@ def _norm(url: str) -> str:
     return url.rstrip("/")
 
 
+def parse_urls(url: str | Sequence[str]) -> list[str]:
+    """The server URLs of ``dash_url``/``ML_DASH_API_URL``/``--url``: one, several separated by commas, or a list
+    of them; each must look like http(s)://host[:port]. Duplicates are dropped, the order is kept."""
+    items = url.split(",") if isinstance(url, str) else list(url)
+    out: list[str] = []
+    for raw in items:
+        if not isinstance(raw, str):
+            raise TypeError(f"a server URL must be a string, got {type(raw).__name__}")
+        u = raw.strip()
+        parts = urlsplit(u)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"a server URL must look like http://host:port, got {raw!r}")
+        try:
+            parts.port  # noqa: B018  (raises on a port that is not a number)
+        except ValueError as e:
+            raise ValueError(f"a server URL must look like http://host:port, got {raw!r} ({e})") from None
+        if _norm(u) not in out:
+            out.append(_norm(u))
+    if not out:
+        raise ValueError(f"no server URL in {url!r}")
+    return out
+
+
 def read_credentials() -> dict[str, Any]:
     try:
         obj = json.loads(credentials_path().read_text())
@@ -56,8 +85,10 @@ def save_token(token: str, url: str | None = None) -> Path:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     creds = read_credentials()
     if url:
-        creds.setdefault("servers", {})[_norm(url)] = token
-        creds["url"] = _norm(url)
+        urls = parse_urls(url)  # several servers (failover): the token is for each of them
+        for u in urls:
+            creds.setdefault("servers", {})[u] = token
+        creds["url"] = ",".join(urls)
     else:
         creds["token"] = token
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -135,23 +166,27 @@ def _retry_after(value: str | None) -> float | None:
 
 # ---- the store ------------------------------------------------------------------------------------------------
 class RemoteStore(Store):
-    """Store for ``Experiment(prefix, dash_url="http://host:port")``."""
+    """Store for ``Experiment(prefix, dash_url="http://host:port")`` (or several URLs: see the module's doc)."""
 
     parallel_files = True  # the replicator may call write_file from several threads
     track_offsets = True  # write_tracks accepts offsets= and end= (per-entry journal positions)
 
-    def __init__(self, url: str, prefix: str, config: Any = None, *, folder: str | os.PathLike[str] | None = None,
-                 token: str | None = None, timeout: float | None = None) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"dash_url must look like http://host:port, got {url!r}")
-        self.url = _norm(url)
-        self.api = self.url + "/api/v1"
+    def __init__(self, url: str | Sequence[str], prefix: str, config: Any = None, *,
+                 folder: str | os.PathLike[str] | None = None, token: str | None = None,
+                 timeout: float | None = None) -> None:
+        try:
+            self.urls = parse_urls(url)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"dash_url: {e}") from None
+        self._at = 0  # the URL requests go to now; moves on (round-robin) when that server fails
         self.prefix = prefix
+        self.api = "/api/v1"
         self._exp = f"{self.api}/experiments/{quote(prefix, safe='')}"
+        parts = urlsplit(self.urls[0])  # the cursors' key: the first URL, so a list stays one destination
         port = parts.port or (443 if parts.scheme == "https" else 80)
         self.key = f"remote-{parts.hostname}_{port}"
-        self.token = token if token is not None else resolve_token(self.url)
+        self.tokens = {u: token if token is not None else resolve_token(u) for u in self.urls}
+        self.token = self.tokens[self.urls[0]]
         if timeout is None:
             timeout = getattr(config, "remote_timeout", None) or float(os.environ.get("ML_DASH_REMOTE_TIMEOUT")
                                                                        or DEFAULT_TIMEOUT)
@@ -162,8 +197,13 @@ class RemoteStore(Store):
         self._client: Any = None
         self._params_version = 0
 
+    @property
+    def url(self) -> str:
+        """The server requests go to now (the first URL until it fails)."""
+        return self.urls[self._at % len(self.urls)]
+
     def __repr__(self) -> str:
-        return f"RemoteStore({self.url!r}, {self.prefix!r})"
+        return f"RemoteStore({','.join(self.urls)!r}, {self.prefix!r})"
 
     # ---- HTTP ---------------------------------------------------------------------------------------------
     def _http(self) -> Any:
@@ -171,30 +211,55 @@ class RemoteStore(Store):
             import httpx
 
             headers = {"User-Agent": "ml-dash"}
-            if self.token:
-                headers["Authorization"] = f"Bearer {self.token}"
             t = self.timeout
             self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(t, connect=min(t, 5.0)),
                                         limits=httpx.Limits(max_connections=16, max_keepalive_connections=8))
         return self._client
 
-    def _request(self, method: str, url: str, **kw: Any) -> Any:
+    def _request(self, method: str, path: str, **kw: Any) -> Any:
+        """``method path`` on the current server; on a failure worth another server (unreachable, timeout, 5xx)
+        the same request goes to the next URL at once, round-robin, and the store stays there."""
+        n = len(self.urls)
+        first = self._at % n
+        failures: list[RetryLater] = []
+        for k in range(n):
+            i = (first + k) % n
+            try:
+                return self._request_one(self.urls[i], method, path, **kw)
+            except RetryLater as e:
+                failures.append(e)
+                if n == 1 or not (e.store_wide or isinstance(e, _ServerError)):
+                    raise  # one server, or a 408/429 asking to slow down: not a reason to go elsewhere
+                if self._at % n == i:  # (another thread may have moved on already)
+                    self._at = (i + 1) % n
+        last = failures[-1]
+        raise RetryLater(f"all {n} servers failed: " + "; ".join(str(e) for e in failures),
+                         max((e.retry_after for e in failures if e.retry_after is not None), default=None),
+                         store_wide=all(e.store_wide for e in failures)) from last
+
+    def _request_one(self, base: str, method: str, path: str, **kw: Any) -> Any:
         import httpx
 
         client = self._http()
+        token = self.tokens.get(base)
+        headers = dict(kw.pop("headers", None) or {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        for f in (kw.get("files") or {}).values():  # a file sent to a server before: from its start again
+            f[1].seek(0)
         for attempt in (0, 1):
             try:
-                r = client.request(method, url, **kw)
+                r = client.request(method, base + path, headers=headers, **kw)
                 break
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
                 # a kept-alive connection the server dropped: one immediate retry (requests are idempotent)
                 if attempt or "files" in kw:
-                    raise RetryLater(f"{self.url} unreachable: {type(e).__name__}: {e}", store_wide=True) from None
+                    raise RetryLater(f"{base} unreachable: {type(e).__name__}: {e}", store_wide=True) from None
             except httpx.TimeoutException as e:
-                raise RetryLater(f"{self.url} timed out after {self.timeout:g}s ({type(e).__name__})",
+                raise RetryLater(f"{base} timed out after {self.timeout:g}s ({type(e).__name__})",
                                  store_wide=True) from None
             except httpx.TransportError as e:
-                raise RetryLater(f"{self.url} unreachable: {type(e).__name__}: {e}", store_wide=True) from None
+                raise RetryLater(f"{base} unreachable: {type(e).__name__}: {e}", store_wide=True) from None
         code = r.status_code
         if code < 300:
             return r
@@ -202,12 +267,14 @@ class RemoteStore(Store):
             detail = r.json().get("detail")
         except (ValueError, AttributeError):
             detail = r.text[:200]
-        where = f"{method} {url[len(self.url):]}"
+        where = f"{method} {base}{path}" if len(self.urls) > 1 else f"{method} {path}"
         if code in (401, 403):
-            raise AuthError(f"{self.url} refused the request ({code}: {detail}). Authenticate with "
-                            f"`ml-dash login --token TOKEN --url {self.url}` or set ML_DASH_TOKEN; the data stays "
+            raise AuthError(f"{base} refused the request ({code}: {detail}). Authenticate with "
+                            f"`ml-dash login --token TOKEN --url {base}` or set ML_DASH_TOKEN; the data stays "
                             "on disk and `ml-dash sync` uploads it later")
-        if code in (408, 429) or code >= 500:
+        if code >= 500:
+            raise _ServerError(f"{where}: HTTP {code}: {detail}", _retry_after(r.headers.get("retry-after")))
+        if code in (408, 429):
             raise RetryLater(f"{where}: HTTP {code}: {detail}", _retry_after(r.headers.get("retry-after")))
         raise PermanentError(f"{where}: HTTP {code}: {detail}")
 
@@ -301,6 +368,10 @@ class RemoteStore(Store):
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+class _ServerError(RetryLater):
+    """5xx: retried later, and first sent to the next server when there are several."""
 
 
 class _TooBig(Exception):

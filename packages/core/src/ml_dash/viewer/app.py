@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import mimetypes
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .. import layout
 from . import live
 from .data import BadName, Columns, NotFound, Root, log_row, search_logs
 from .series import group, reduce
@@ -75,10 +78,21 @@ def shell(static: str = "/static", page: str = "", extra_scripts: list[str] | No
 
 class JSONSafe(JSONResponse):
     def render(self, content: Any) -> bytes:
-        try:  # the common case: nothing to clean
-            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
-        except (ValueError, TypeError):
-            return json.dumps(_safe(content), allow_nan=False, separators=(",", ":")).encode()
+        return dumps(content)
+
+
+def dumps(content: Any) -> bytes:
+    """Compact JSON with NaN and infinities as null (orjson writes them so; the fallback cleans them first)."""
+    try:
+        import orjson
+
+        return orjson.dumps(content)
+    except (ImportError, TypeError):  # an integer beyond 64 bits, a key that is not a string, ...
+        pass
+    try:  # the common case: nothing to clean
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
+    except (ValueError, TypeError):
+        return json.dumps(_safe(content), allow_nan=False, separators=(",", ":")).encode()
 
 
 def _safe(o: Any) -> Any:
@@ -127,8 +141,37 @@ def _prefix(request: Request) -> str:
     return p.replace(SEP, "/")
 
 
+class Memo:
+    """Encoded responses by question, least recently used dropped beyond ``budget`` bytes."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.size = 0
+        self.items: OrderedDict[Any, bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: Any) -> bytes | None:
+        with self.lock:
+            body = self.items.get(key)
+            if body is not None:
+                self.items.move_to_end(key)
+            return body
+
+    def put(self, key: Any, body: bytes) -> None:
+        if len(body) > self.budget // 4:
+            return
+        with self.lock:
+            old = self.items.pop(key, None)
+            self.size += len(body) - (len(old) if old is not None else 0)
+            self.items[key] = body
+            while self.size > self.budget:
+                _, dropped = self.items.popitem(last=False)
+                self.size -= len(dropped)
+
+
 def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any], Root]:
     root = Root(root_path)
+    memo = Memo(24 << 20)
 
     def status_of(prefix: str) -> str:
         try:
@@ -191,6 +234,7 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
         xmin, xmax = _float(request, "xmin"), _float(request, "xmax")
         spec = _q(request, "smooth")
         by = _q(request, "group")
+        xlog = _q(request, "xlog") in ("1", "true")
 
         cols = []
         notes = []
@@ -205,22 +249,32 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
             approximate = approximate or approx
             cols.append((p, c))
 
-        def work() -> dict[str, Any]:
+        def work() -> bytes:
+            key_of = {}
+            for p, _ in cols if by else []:
+                s = root.summary(p)
+                v = s["tags"] if by == "tag" else s["params"].get(by, "(none)")
+                key_of[p] = f"{by}={','.join(v) if isinstance(v, list) else v}"
+            # the same question about the same bytes gets the same answer: a reload or a second tab costs nothing
+            key = None if approximate or notes else (
+                tuple((p, c.rows, c.offset, c.stamp) for p, c in cols),
+                stream, field, x, n, xmin, xmax, spec, xlog, tuple(sorted(key_of.items())))
+            body = memo.get(key) if key is not None else None
+            if body is not None:
+                return body
             try:
-                res = reduce(cols, field, x, n, xmin, xmax, spec)
+                res = reduce(cols, field, x, n, xmin, xmax, spec, xlog)
             except (KeyError, ValueError) as e:
                 raise BadName(str(e).strip("'\"")) from None
             if by:
-                key_of = {}
-                for p, _ in cols:
-                    s = root.summary(p)
-                    v = s["tags"] if by == "tag" else s["params"].get(by, "(none)")
-                    key_of[p] = f"{by}={','.join(v) if isinstance(v, list) else v}"
                 res["runs"] = group(res["runs"], key_of)
-            res.update(stream=stream, field=field, xAxis=x, notes=notes, approximate=approximate)
-            return res
+            res.update(stream=stream, field=field, xAxis=x, xlog=xlog, notes=notes, approximate=approximate)
+            body = dumps(res)
+            if key is not None:
+                memo.put(key, body)
+            return body
 
-        return JSONSafe(await run_in_threadpool(work))
+        return Response(await run_in_threadpool(work), media_type="application/json")
 
     async def api_logs(request: Request) -> Response:
         prefix = _prefix(request)
@@ -341,7 +395,7 @@ def track_data(root: Root, prefix: str, topic: str) -> dict[str, Any]:
     ring = root.ring_tracks(run, topic)
     if folder is None and not ring:
         raise NotFound(f"no track topic {topic!r} in run {prefix!r}")
-    tail = read_from(root.inside(run, "tracks", folder.name, "data.jsonl"), 0)[0] if folder is not None else None
+    tail = read_from(root.inside(run, *layout.track_parts(folder.name)), 0)[0] if folder is not None else None
     rows = merge_tracks((tail.rows if tail is not None else []) + ring)
     cols: dict[str, list[Any]] = {}
     for k, r in enumerate(rows):

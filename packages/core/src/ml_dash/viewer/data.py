@@ -12,6 +12,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 
 from .. import layout
 from ..jsonio import read_json
-from ..names import check_prefix, metric_segments, split_path
+from ..names import check_prefix
 from ..reader import effective_status
 from ..ring import folder_of, split_items, unrecovered
 from .tail import complete_size, read_from
@@ -68,6 +69,7 @@ class Columns:
     non_numeric: set[str] = field(default_factory=set)
     ino: int | None = None
     missing: bool = True
+    stamp: tuple[int, ...] = ()  # the file's identity and change time when read, and the rows a spill ring added
 
 
 @dataclass
@@ -79,17 +81,52 @@ class Logs:
     offset: int = 0
     invalid: int = 0
     ino: int | None = None
+    _times: dict[str, float] = field(default_factory=dict, repr=False)  # timestamp text -> seconds (rows share them)
+    _levels: dict[Any, str] = field(default_factory=dict, repr=False)
+    _blob: tuple[int, str, str, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def add(self, rows: list[dict[str, Any]]) -> None:
-        for r in rows:
-            self.seq.append(int(_num(r.get("sequenceNumber", len(self.seq))) if isinstance(
-                r.get("sequenceNumber"), (int, float)) else len(self.seq)))
-            t = parse_time(r.get("timestamp"))
-            self.ts.append(t if t is not None else math.nan)
-            lv = r.get("level")
-            self.level.append(str(lv).lower() if isinstance(lv, str) else "info")
-            msg = r.get("message")
-            self.message.append(msg if isinstance(msg, str) else str(msg))
+        """Append log rows, a column at a time (a million rows share a few timestamps and levels)."""
+        n0 = len(self.seq)
+        sn = [r.get("sequenceNumber") for r in rows]
+        if not all(type(x) is int for x in sn):
+            sn = [int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else n0 + k
+                  for k, x in enumerate(sn)]
+        self.seq.extend(sn)
+        times = self._times
+        if len(times) > 100_000:
+            times.clear()
+        tt = [r.get("timestamp") for r in rows]
+        for t in set(x for x in tt if isinstance(x, str)).difference(times):
+            p = parse_time(t)
+            times[t] = p if p is not None else math.nan
+        self.ts.extend([times.get(t, math.nan) if isinstance(t, str) else math.nan for t in tt])
+        levels = self._levels
+        lv = [r.get("level") for r in rows]
+        for x in set(x for x in lv if isinstance(x, str)).difference(levels):
+            levels[x] = x.lower()
+        self.level.extend([levels[x] if isinstance(x, str) else "info" for x in lv])
+        msg = [r.get("message") for r in rows]
+        if not all(type(m) is str for m in msg):
+            msg = [m if isinstance(m, str) else str(m) for m in msg]
+        self.message.extend(msg)
+
+    def blob(self) -> tuple[str, np.ndarray, str, np.ndarray]:
+        """Every message on one line of one text (newlines inside a message read as spaces) and where each line
+        starts, and the same in lower case: a search runs once over the text instead of once per line."""
+        n = len(self.message)
+        if self._blob is None or self._blob[0] != n:
+            def starts_of(parts: list[str]) -> np.ndarray:
+                lens = np.fromiter((len(m) + 1 for m in parts), dtype=np.int64, count=len(parts))
+                return np.concatenate([[0], np.cumsum(lens)[:-1]]) if len(parts) else np.zeros(0, dtype=np.int64)
+
+            msgs = [m.replace("\n", " ") if "\n" in m else m for m in self.message]
+            text = "\n".join(msgs)
+            starts = starts_of(msgs)
+            lower = text.lower()
+            lstarts = starts if len(lower) == len(text) else starts_of([m.lower() for m in msgs])
+            self._blob = (n, text, lower, starts, lstarts)
+        return self._blob[1], self._blob[3], self._blob[2], self._blob[4]
 
 
 def log_row(logs: Logs, i: int) -> dict[str, Any]:
@@ -109,7 +146,8 @@ class Root:
         self.real = Path(os.path.realpath(self.root))
         self._cols: dict[Path, Columns] = {}
         self._logs: dict[Path, Logs] = {}
-        self._summ: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}
+        self._summ: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self._dirs: dict[str, tuple[int, bool, list[str]]] = {}  # folder -> (mtime, holds a run, sub-folders)
         self._lock = threading.Lock()
         self._exact: set[Path] = set()  # streams read in full at least once by this process
         self._pending: dict[Path, Any] = {}  # streams whose first full read is under way
@@ -125,7 +163,7 @@ class Root:
         real = Path(os.path.realpath(path))
         if real != self.real and self.real not in real.parents:
             raise NotFound(f"no run {prefix!r} under this root")
-        if not (real / "experiment.json").is_file():
+        if not layout.info_file(real).is_file():
             raise NotFound(f"no run {prefix!r} under this root (it may have been deleted)")
         self._scan_ring(real)  # rows a killed writer left in its spill ring: shown, not written
         return real
@@ -139,120 +177,143 @@ class Root:
 
     def metric_path(self, run: Path, name: str) -> Path:
         try:
-            segs = split_path(name, "metric name")
+            parts = layout.metric_parts(name)
         except (ValueError, TypeError) as e:
             raise BadName(str(e)) from None
-        return self.inside(run, "metrics", *segs, "data.jsonl")
+        return self.inside(run, *parts)
 
     # ---- runs ----------------------------------------------------------------------------------------------
     def prefixes(self) -> list[str]:
+        """Every run under the root (a folder holding experiment.json, at least two levels down). A folder whose
+        modification time is unchanged since the last walk is not listed again: its entries are the same."""
         out: list[str] = []
+        seen: set[str] = set()
+        exp = layout.EXPERIMENT_JSON
 
         def walk(d: str, rel: str, depth: int) -> None:
             try:
-                entries = list(os.scandir(d))
+                mtime = os.stat(d).st_mtime_ns
             except OSError:
                 return
-            names = {e.name for e in entries}
-            if rel and "experiment.json" in names and "/" in rel:
+            seen.add(d)
+            cached = self._dirs.get(d)
+            if cached is None or cached[0] != mtime:
+                try:
+                    with os.scandir(d) as it:
+                        entries = list(it)
+                except OSError:
+                    return
+                is_run = bool(rel) and "/" in rel and any(e.name == exp for e in entries)
+                subs = []
+                for e in entries if not is_run else []:
+                    if e.name == layout.PRIVATE or e.name.startswith(".ml-dash"):
+                        continue
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            subs.append(e.name)
+                    except OSError:
+                        continue
+                cached = self._dirs[d] = (mtime, is_run, subs)
+            if cached[1]:
                 out.append(rel)
                 return
             if depth > 12:
                 return
-            for e in entries:
-                if e.name == ".ml_dash" or e.name.startswith(".ml-dash"):
-                    continue
-                try:
-                    if e.is_dir(follow_symlinks=False):
-                        walk(e.path, f"{rel}/{e.name}" if rel else e.name, depth + 1)
-                except OSError:
-                    continue
+            for name in cached[2]:
+                walk(d + os.sep + name, f"{rel}/{name}" if rel else name, depth + 1)
 
         walk(str(self.real), "", 0)
+        for gone in [d for d in self._dirs if d not in seen]:
+            del self._dirs[gone]
         return sorted(out)
 
-    def summary(self, prefix: str, run: Path | None = None) -> dict[str, Any]:
+    def summary(self, prefix: str, run: Path | str | None = None, folder_mtime: int | None = None) -> dict[str, Any]:
         """Status, times, tags and params of a run; re-read only when its files changed. ``run``: the folder,
-        when the caller found it by walking the root (so it is known to be inside)."""
-        run = self.run_dir(prefix) if run is None else run
-        key = []
-        for f in ("experiment.json", "parameters.json"):
-            try:
-                key.append(os.stat(run / f).st_mtime_ns)
-            except OSError:
-                key.append(0)
+        when the caller found it by walking the root (so it is known to be inside), and ``folder_mtime`` its
+        modification time then: unchanged, a run that is not RUNNING is taken as unchanged without looking at its
+        files (the SDK replaces them by renaming, which changes the folder's time)."""
         cached = self._summ.get(prefix)
+        if (folder_mtime is not None and cached and cached[1].get("folder") == folder_mtime
+                and cached[1]["info"].get("status") != "RUNNING"):
+            return dict(cached[1]["summary"], status=effective_status(cached[1]["info"]) or "UNKNOWN")
+        run = self.run_dir(prefix) if run is None else run
+        base = str(run) + os.sep
+        key = []
+        for f in (layout.EXPERIMENT_JSON, layout.PARAMETERS_JSON):
+            try:
+                st = os.stat(base + f)
+                key.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                key.append((0, 0))
         if cached and cached[0] == tuple(key):
             info, s = cached[1]["info"], cached[1]["summary"]
+            cached[1]["folder"] = folder_mtime
             return dict(s, status=effective_status(info) or "UNKNOWN")  # a heartbeat ages without a write
-        info = read_json(run / "experiment.json")
+        info = read_json(Path(base + layout.EXPERIMENT_JSON))
         info = info if isinstance(info, dict) else {}
         status = effective_status(info) or "UNKNOWN"
-        params = read_json(run / "parameters.json")
+        params = read_json(Path(base + layout.PARAMETERS_JSON))
         pdata = params.get("data") if isinstance(params, dict) else None
-        start = parse_time(info.get("created_at"))
-        end = parse_time(info.get("endedAt")) or parse_time(info.get("heartbeatAt")) or parse_time(
-            info.get("updated_at"))
+        start, end = (parse_time(t) for t in layout.run_span(info))
         tags = info.get("tags") if isinstance(info.get("tags"), list) else []
         s = {"prefix": prefix, "status": status, "start": start, "end": end,
              "duration": (end - start) if start and end else None, "tags": [str(t) for t in tags],
              "description": info.get("description") if isinstance(info.get("description"), str) else None,
              "statusReason": info.get("statusReason") if isinstance(info.get("statusReason"), str) else None,
              "params": {str(k): v for k, v in pdata.items()} if isinstance(pdata, dict) else {}}
-        self._summ[prefix] = (tuple(key), {"info": {k: info.get(k) for k in ("status", "heartbeatAt",
-                                                                              "updated_at")}, "summary": s})
+        self._summ[prefix] = (tuple(key), {"info": {k: info.get(k) for k in layout.STATUS_KEYS}, "summary": s,
+                                           "folder": folder_mtime})
         return dict(s)
 
     def summaries(self) -> list[dict[str, Any]]:
         """Every run's summary (the folders found by walking the root, which never follows a symlink)."""
         out = []
         for p in self.prefixes():
+            d = os.path.join(self.real, *p.split("/"))
             try:
-                out.append(self.summary(p, self.real.joinpath(*p.split("/"))))
+                out.append(self.summary(p, d, self._dirs[d][0] if d in self._dirs else None))
             except OSError:
                 continue
         return out
 
     def streams(self, run: Path) -> list[str]:
         """The run's metric streams: those with a file, and those only a killed writer's spill ring holds."""
-        base = run / "metrics"
+        base = layout.metrics_dir(run)
         files = list(base.rglob(layout.DATA)) if base.is_dir() else []
         rr = self._rings.get(run)
         files += [p for p in (rr.metrics if rr is not None else {}) if base in p.parents]
         return sorted({str(p.parent.relative_to(base)).replace(os.sep, "/") for p in files})
 
     def topics(self, run: Path) -> dict[str, Path]:
-        base = run / "tracks"
+        base = layout.tracks_dir(run)
         out: dict[str, Path] = {}
         for folder in sorted(base.iterdir()) if base.is_dir() else []:
-            meta = read_json(folder / "metadata.json")
+            meta = read_json(folder / layout.META)
             if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
                 out[meta["topic"]] = folder
         return out
 
     def files(self, run: Path) -> list[dict[str, Any]]:
-        idx = read_json(run / "files" / ".files_metadata.json")
-        entries = idx.get("files") if isinstance(idx, dict) else None
+        entries = layout.index_entries(read_json(layout.files_index_file(run)))
         out = []
-        for e in entries or []:
-            if isinstance(e, dict) and not e.get("deletedAt") and isinstance(e.get("id"), (str, int)):
+        for e in entries:
+            if not e.get("deletedAt") and isinstance(e.get("id"), (str, int)):
                 out.append(e)
         return out
 
     def file_path(self, run: Path, entry: dict[str, Any]) -> Path:
-        segs = [p for p in str(entry.get("path", "/")).split("/") if p]
         try:
-            split_path("/".join(segs + [str(entry["id"]), str(entry["filename"])]), "file path")
+            parts = layout.file_parts(entry)
         except (ValueError, TypeError, KeyError):
             raise NotFound("the file index names a path outside the run") from None
-        return self.inside(run, "files", *segs, str(entry["id"]), str(entry["filename"]))
+        return self.inside(run, *parts)
 
     # ---- spill rings of killed writers ---------------------------------------------------------------------
     def _scan_ring(self, run: Path) -> None:
         """Read the rows dead processes left in the run's spill rings (read-only: `ml_dash.load`, the next open
         of the run or `ml-dash sync` write them into the journal), re-read only when a ring changed, or after a
         second while a ring's process may have died since."""
-        private = run / layout.PRIVATE
+        private = layout.private_dir(run)
         folder = folder_of(private)
         try:
             names = sorted(n for n in os.listdir(folder) if n.endswith(".ring"))
@@ -277,10 +338,10 @@ class Root:
         def path_of(kind: str, name: str | None) -> Path | None:
             try:
                 if kind == "metrics":
-                    return run.joinpath("metrics", *metric_segments(name), layout.DATA)
+                    return run.joinpath(*layout.metric_parts(name))
                 if kind == "tracks":
-                    return topics[name] / layout.DATA if name in topics else None
-                return run.joinpath(*layout.LOGS.split("/"))
+                    return layout.data_file(topics[name]) if name in topics else None
+                return layout.logs_file(run)
             except (ValueError, TypeError):
                 return None
 
@@ -322,13 +383,20 @@ class Root:
         there may repeat a few rows, which the page drops by index, and never skips one."""
         from .. import colcache
 
+        try:
+            st = os.stat(path)
+            stamp: tuple[int, ...] = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        except OSError:
+            stamp = ()
         offset = complete_size(path)
         snap = colcache.read(path, "metrics")
         cols = dict(snap.num)
-        cols.setdefault("index", np.arange(snap.n, dtype=np.float64))
-        cols.setdefault("_ts", np.full(snap.n, np.nan))
+        if "index" not in cols:  # (not setdefault: that would build both arrays on every call)
+            cols["index"] = np.arange(snap.n, dtype=np.float64)
+        if "_ts" not in cols:
+            cols["_ts"] = np.full(snap.n, np.nan)
         c = Columns(cols=cols, rows=snap.n, offset=offset, invalid=snap.skipped,
-                    non_numeric=set(snap.text), missing=not path.exists())
+                    non_numeric=set(snap.text), missing=not stamp, stamp=stamp)
         extra = self.ring_metrics(path)
         return _with_rows(c, extra) if extra else c
 
@@ -355,7 +423,7 @@ class Root:
             return await run_in_threadpool(preview_columns, path), True
 
     def logs(self, run: Path) -> Logs:
-        path = run / "logs" / "logs.jsonl"
+        path = layout.logs_file(run)
         with self._lock:
             lg = self._logs.get(path)
             if lg is None:
@@ -406,7 +474,7 @@ def _with_rows(c: Columns, rows: list[dict[str, Any]]) -> Columns:
         cols[k] = np.concatenate([a[:n] if a is not None else np.full(n, np.nan),
                                   e[:m] if e is not None else np.full(m, np.nan)])
     return Columns(cols=cols, rows=n + m, offset=c.offset, invalid=c.invalid,
-                   non_numeric=c.non_numeric | set(b.text), ino=c.ino, missing=False)
+                   non_numeric=c.non_numeric | set(b.text), ino=c.ino, missing=False, stamp=c.stamp + (m,))
 
 
 def _last_index(c: Columns) -> float:
@@ -451,20 +519,39 @@ def preview_columns(path: Path, lines: int = PREVIEW_LINES) -> Columns:
     return Columns(cols=cols, rows=b.n, offset=offset, invalid=0, non_numeric=set(b.text), missing=False)
 
 
-def search_logs(logs: Logs, level: str | None, query: str | None, regex: bool) -> list[int]:
-    """Indices of the log lines matching a level set (comma-separated) and a substring or regex."""
-    idx = range(len(logs.message))
+def search_logs(logs: Logs, level: str | None, query: str | None, regex: bool) -> Sequence[int]:
+    """Indices of the log lines matching a level set (comma-separated) and a substring or regex (either case)."""
+    idx: Sequence[int] = range(len(logs.message))
+    if query:
+        # either case: a pattern whose meaning survives lower-casing runs case-sensitively over the lower-cased
+        # text (the regex engine's fast literal scan); one with escapes like \S or \x41 gets re.IGNORECASE
+        if not regex:
+            pattern, flags = re.escape(query.lower()), re.MULTILINE
+        elif re.search(r"\\[A-Zxu]", query):
+            pattern, flags = query, re.IGNORECASE | re.MULTILINE
+        else:
+            pattern, flags = query.lower(), re.MULTILINE
+        try:
+            rx = re.compile(pattern, flags)
+        except re.error as e:
+            raise BadName(f"invalid regular expression: {e}") from None
+        text, starts, lower, lstarts = logs.blob()
+        if not regex:  # where the pieces between occurrences end: no object per occurrence
+            q = query.lower()
+            ends = np.cumsum(np.fromiter(map(len, lower.split(q)), dtype=np.int64)[:-1] + len(q))
+            hits = ends - len(q)
+            starts = lstarts
+        elif flags & re.IGNORECASE:
+            hits = np.fromiter((m.start() for m in rx.finditer(text)), dtype=np.int64)
+        else:
+            hits = np.fromiter((m.start() for m in rx.finditer(lower)), dtype=np.int64)
+            starts = lstarts
+        lines = np.searchsorted(starts, hits, "right") - 1  # hits are in order: so are their lines
+        if len(lines) > 1:
+            lines = lines[np.concatenate([[True], lines[1:] != lines[:-1]])]
+        idx = lines.tolist()
     levels = {x for x in (level or "").lower().split(",") if x}
     if levels:
-        idx = [i for i in idx if logs.level[i] in levels]  # type: ignore[assignment]
-    if query:
-        if regex:
-            try:
-                rx = re.compile(query, re.IGNORECASE)
-            except re.error as e:
-                raise BadName(f"invalid regular expression: {e}") from None
-            idx = [i for i in idx if rx.search(logs.message[i])]  # type: ignore[assignment]
-        else:
-            q = query.lower()
-            idx = [i for i in idx if q in logs.message[i].lower()]  # type: ignore[assignment]
-    return list(idx)
+        lv = logs.level
+        idx = [i for i in idx if lv[i] in levels]
+    return idx

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from .. import layout
 from .data import MAX_MESSAGE, BadName, NotFound, Root, parse_time
 from .tail import read_from
 
@@ -48,8 +49,8 @@ def _path(root: Root, sub: list[Any]) -> Path | None:
         if kind == "metrics":
             return root.metric_path(run, name)
         if kind == "logs":
-            return run / "logs" / "logs.jsonl"
-        return run / "experiment.json"
+            return layout.logs_file(run)
+        return layout.info_file(run)
     except (NotFound, BadName):
         return None
 

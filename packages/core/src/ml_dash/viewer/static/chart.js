@@ -58,11 +58,14 @@
       this.loading = true;
       const s = M.state;
       const width = Math.max(200, this.plot.clientWidth || 600);
+      const off = new Set(s.off ? s.off.split(",") : []);
+      const runs = this.opts.runs.filter((p) => !off.has(p));  // runs switched off in the compare legend
       try {
+        if (!runs.length) throw new Error("every run of this chart is switched off in the legend");
         const data = await M.api("series", {
-          run: this.opts.runs, stream: this.opts.stream, field: this.opts.field, x: this.opts.x || s.x,
+          run: runs, stream: this.opts.stream, field: this.opts.field, x: this.opts.x || s.x,
           n: Math.round(width), xmin: s.xmin, xmax: s.xmax, smooth: s.smooth === "none" ? "" : s.smooth,
-          group: this.opts.noGroup ? "" : s.group,
+          group: this.opts.noGroup ? "" : s.group, xlog: s.logx ? "1" : "",
         });
         this.build(data);
         this.loaded = true;
@@ -74,6 +77,9 @@
     }
 
     fail(e) {
+      if (this.u) this.u.destroy();
+      this.u = null;
+      this.entry.runs = [];
       M.clear(this.plot);
       this.status.textContent = "Cannot show this chart: " + e.message;
       this.status.className = "chart-note warn";
@@ -93,7 +99,8 @@
       this.map = [];
       const showBand = s.band && data.mode === "buckets";
       runs.forEach((r, i) => {
-        const c = M.color(i);
+        const at = this.opts.runs.indexOf(r.prefix);  // a run keeps its color when others are switched off
+        const c = M.color(at >= 0 ? at : i);
         const m = { prefix: r.prefix, lastIndex: r.lastIndex, firstTs: r.firstTs, smoothLast: r.smoothLast,
           smoothCount: r.smoothCount, tail: (r.tail || []).filter((v) => v !== null) };
         const smoothed = r.s || (s.smooth !== "none" && M.STATIC ? M.smoothArray(r.y, s.smooth) : null);
@@ -146,7 +153,7 @@
       const opts = {
         width, height: 220,
         series, bands,
-        scales: { x: { time: s.x === "wall" && !this.opts.x }, y: yScale },
+        scales: { x: { time: s.x === "wall" && !this.opts.x && !s.logx, distr: s.logx ? 3 : 1 }, y: yScale },
         axes: [{ stroke: getComputedStyle(document.body).getPropertyValue("--fg") || "#222", grid: { stroke: "rgba(128,128,128,0.15)" } },
           { stroke: getComputedStyle(document.body).getPropertyValue("--fg") || "#222", grid: { stroke: "rgba(128,128,128,0.15)" }, size: 60 }],
         legend: { show: series.length <= 13 },
@@ -223,7 +230,7 @@
         else if (xk === "wall") x = row._ts;
         else if (xk === "relative") x = row._ts - (m.firstTs || row._ts);
         else x = row[xk];
-        if (typeof x !== "number") continue;
+        if (typeof x !== "number" || (s.logx && !(x > 0))) continue;
         if (s.xmax !== null && x > s.xmax) continue;
         if (row.index !== undefined) m.lastIndex = row.index;
         const yy = s.log && !(y > 0) ? null : y;
@@ -307,6 +314,7 @@
       el("input", { type: "checkbox", id, checked: s[key], onchange: (e) => { s[key] = e.target.checked; onChange(); } }), label);
     return el("div", { class: "controls" }, sel, sm,
       box("log-y", "log y", "log", "logarithmic y axis (l)"),
+      box("log-x", "log x", "logx", "logarithmic x axis; rows with x <= 0 are not shown"),
       box("outliers", "ignore outliers", "outliers", "y range from the 1st to 99th percentile; no point is dropped (o)"),
       box("band", "min/max band", "band", "shade each run's min/max per pixel, so no spike is hidden (b)"),
       el("button", { id: "reset-zoom", text: "reset zoom", title: "show the whole x range (r, or double-click a chart)", onclick: () => M.zoom(null, null) }));

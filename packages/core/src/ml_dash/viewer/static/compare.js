@@ -14,10 +14,19 @@
     try { const d = await M.api("runinfo", { run: prefixes }); runs = d.runs; notes = d.notes; } catch (e) { notes.push(e.message); }
     for (const n of notes) root.append(M.note(n, "warn"));
     if (!runs.length) return;
+    /* each run can be switched off and on (in groups too: a group's mean and band are of the runs that are on) */
+    const off = new Set(s.off ? s.off.split(",").filter(Boolean) : []);
     const legend = el("div", { class: "legend", id: "compare-legend" }, runs.map((r, i) => {
       const sw = el("span", { class: "swatch" });
       sw.style.background = M.color(i);
-      return el("a", { href: M.runHref(r.prefix), class: "legend-item" }, sw, r.prefix);
+      const box = el("input", { type: "checkbox", class: "run-on", "data-prefix": r.prefix, checked: !off.has(r.prefix),
+        title: "show this run (in its group's mean and band too)",
+        onchange: (e) => {
+          if (e.target.checked) off.delete(r.prefix); else off.add(r.prefix);
+          s.off = runs.map((x) => x.prefix).filter((p) => off.has(p)).join(",");
+          M.reloadCharts();
+        } });
+      return el("span", { class: "legend-item" }, box, sw, el("a", { href: M.runHref(r.prefix), text: r.prefix }));
     }));
     root.append(legend);
     const paramKeys = [...new Set(runs.flatMap((r) => Object.keys(r.params)))].sort();

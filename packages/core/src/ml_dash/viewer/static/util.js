@@ -94,6 +94,8 @@
     x: qs.get("x") || "step",
     smooth: qs.get("smooth") || "none",
     log: qs.get("log") === "1",
+    logx: qs.get("logx") === "1",
+    off: qs.get("off") || "",
     outliers: qs.get("outliers") === "1",
     band: qs.get("band") !== "0",
     xmin: qs.get("xmin") !== null ? +qs.get("xmin") : null,
@@ -113,11 +115,12 @@
     if (s.x !== "step") q.set("x", s.x);
     if (s.smooth !== "none") q.set("smooth", s.smooth);
     if (s.log) q.set("log", "1");
+    if (s.logx) q.set("logx", "1");
     if (s.outliers) q.set("outliers", "1");
     if (!s.band) q.set("band", "0");
     if (s.xmin !== null) q.set("xmin", s.xmin);
     if (s.xmax !== null) q.set("xmax", s.xmax);
-    for (const k of ["group", "filter", "sort", "metrics", "only"]) if (s[k]) q.set(k, s[k]);
+    for (const k of ["group", "filter", "sort", "metrics", "only", "off"]) if (s[k]) q.set(k, s[k]);
     const str = q.toString().replace(/%2C/g, ",").replace(/%2F/g, "/");
     history.replaceState(null, "", location.pathname + (str ? "?" + str : ""));
   };

@@ -1,0 +1,105 @@
+"""Compare: switching single runs off and on (also inside a group); a logarithmic x axis; a run with 500 metrics
+draws only the charts in view."""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.request
+from pathlib import Path
+
+from ml_dash import Experiment
+from viewer_runs import small_runs
+
+CHART = "MLD.allCharts.find(c => c.id === 'train/loss')"
+
+
+def _ready(p) -> None:
+    p.page.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=30_000)
+
+
+def test_compare_switches_single_runs_off_and_on_in_groups_too(tmp_path: Path, start_viewer, page) -> None:
+    root = tmp_path / ".dash"
+    prefixes = small_runs(root, count=4)  # opt: sgd for run-0 and run-2, adam for run-1 and run-3
+    v = start_viewer(root)
+    pg = page.page
+    pg.goto(v.url + "/compare?runs=" + ",".join(prefixes))
+    _ready(page)
+    assert sorted(page.chart("train/loss")["runs"]) == sorted(prefixes)
+    pg.uncheck(".run-on[data-prefix='sweep/run-1']")
+    pg.wait_for_function("() => window.__mlDash.charts.find(c => c.id === 'train/loss').runs.length === 3")
+    assert "sweep/run-1" not in page.chart("train/loss")["runs"]
+    assert "off=sweep/run-1" in pg.url
+    pg.select_option("#group-by", "opt")
+    pg.wait_for_function(f"() => {CHART}.data.runs.length === 2 && {CHART}.data.runs.every(r => r.members)")
+    members = pg.evaluate(f"() => Object.fromEntries({CHART}.data.runs.map(r => [r.prefix, r.members]))")
+    assert members == {"opt=sgd": ["sweep/run-0", "sweep/run-2"], "opt=adam": ["sweep/run-3"]}
+    pg.check(".run-on[data-prefix='sweep/run-1']")
+    pg.wait_for_function(f"() => {CHART}.data.runs.some(r => r.prefix === 'opt=adam' && r.members.length === 2)")
+    assert "off=" not in pg.url
+    # the state lives in the URL: a reload shows the same runs switched off
+    pg.uncheck(".run-on[data-prefix='sweep/run-0']")
+    pg.wait_for_function(f"() => {CHART}.data.runs.some(r => r.prefix === 'opt=sgd' && r.members.length === 1)")
+    pg.reload()
+    _ready(page)
+    pg.wait_for_function(f"() => {CHART} && {CHART}.data && {CHART}.data.runs.length === 2")
+    assert not pg.is_checked(".run-on[data-prefix='sweep/run-0']")
+    members = pg.evaluate(f"() => Object.fromEntries({CHART}.data.runs.map(r => [r.prefix, r.members]))")
+    assert members["opt=sgd"] == ["sweep/run-2"]
+    assert not page.errors, page.errors
+
+
+def _series(url: str, **q: str) -> dict:
+    from urllib.parse import urlencode
+
+    with urllib.request.urlopen(url + "/api/view/series?" + urlencode(q), timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_log_x_axis_buckets_evenly_on_the_log_scale(tmp_path: Path, start_viewer, page) -> None:
+    root = tmp_path / ".dash"
+    with Experiment("proj/logx", dash_root=root) as e:
+        m = e.metrics("train")
+        for i in range(20_000):
+            m.log(step=i, loss=1.0 / (i + 1) + (3.0 if i == 7 else 0.0))
+    v = start_viewer(root)
+    d = _series(v.url, run="proj/logx", stream="train", field="loss", n="200", xlog="1")
+    assert d["mode"] == "buckets" and d["xlog"] is True
+    xs = d["x"]
+    assert xs[0] > 0  # step 0 has no place on a log axis
+    ratios = [b / a for a, b in zip(xs[len(xs) // 2:], xs[len(xs) // 2 + 1:], strict=False)]
+    assert max(ratios) / min(ratios) < 1.01  # equal widths on the log scale (every bucket is filled there)
+    assert max(v for v in d["runs"][0]["hi"] if v is not None) > 3.0  # the spike at step 7 is kept
+    assert math.isclose(min(v for v in d["runs"][0]["lo"] if v is not None), 1 / 20_000)
+    pg = page.page
+    pg.goto(v.url + "/run/proj/logx")
+    _ready(page)
+    page.chart("train/loss")
+    pg.check("#log-x")
+    pg.wait_for_function(f"() => {CHART}.u && {CHART}.u.scales.x.distr === 3 && {CHART}.data.xlog")
+    assert "logx=1" in pg.url
+    assert page.chart("train/loss")["yMax"] > 3.0
+    assert not page.errors, page.errors
+
+
+def test_a_run_with_500_metrics_draws_only_the_charts_in_view(tmp_path: Path, start_viewer, page) -> None:
+    root = tmp_path / ".dash"
+    fields = [f"m{k:03d}" for k in range(500)]
+    with Experiment("proj/wide", dash_root=root) as e:
+        m = e.metrics("train")
+        for i in range(20):
+            m.log(step=i, **{f: i * 0.5 + k for k, f in enumerate(fields)})
+    v = start_viewer(root)
+    pg = page.page
+    pg.goto(v.url + "/run/proj/wide")
+    _ready(page)
+    page.chart("train/m000")
+    pg.wait_for_timeout(500)  # let anything that would load eagerly load
+    assert pg.evaluate("() => document.querySelectorAll('[data-chart]').length") == 500
+    drawn = len(page.charts())
+    assert 0 < drawn <= 40, f"{drawn} charts drawn with a few in view"
+    pg.eval_on_selector("[data-chart='train/m499']", "e => e.scrollIntoView()")
+    page.chart("train/m499")
+    drawn2 = len(page.charts())
+    assert drawn2 <= drawn + 40, f"scrolling to the end drew {drawn2 - drawn} more charts: the ones passed too"
+    assert not page.errors, page.errors
