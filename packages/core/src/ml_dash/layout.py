@@ -778,15 +778,45 @@ def stream_key(kind: str, name: str | None = None) -> str:
     return kind if kind == LOGS_DIR else f"{kind}/{name}"
 
 
+def is_run_folder(rel: str, names: list[str]) -> bool:
+    """Whether the folder ``rel`` (relative to the root, '/'-separated), holding entries ``names``, is a run."""
+    return "/" in rel and EXPERIMENT_JSON in names
+
+
+def may_hold_runs(name: str, in_run: bool) -> bool:
+    """Whether a listing of runs searches the subfolder ``name`` (of a run, when ``in_run``): never a hidden or
+    private folder (no prefix segment starts with '.'), nor a run's own folders; other subfolders of a run may hold
+    runs nested under its prefix."""
+    return not name.startswith(".") and not (in_run and name in RUN_DIRS)
+
+
 def list_runs(root: str | os.PathLike[str]) -> list[str]:
-    """Prefixes of every run under a root."""
-    base = Path(root)
-    real_root = os.path.realpath(base).rstrip(os.sep) + os.sep
-    out = []
-    for p in base.rglob(EXPERIMENT_JSON):
-        if PRIVATE in p.parts or not p.is_file() or not os.path.realpath(p).startswith(real_root):
-            continue  # private state, a folder of that name, or reached through a link out of the root
-        out.append(str(p.parent.relative_to(base)).replace(os.sep, "/"))
+    """Prefixes of every run under a root: folders at least two levels down holding experiment.json. Hidden and
+    private folders and a run's own folders are not searched (other subfolders of a run are: runs nest under a
+    run's prefix); links are never followed, so nothing outside the root is listed."""
+    out: list[str] = []
+
+    def walk(d: str, rel: str, depth: int) -> None:
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except OSError:
+            return
+        is_run = is_run_folder(rel, [e.name for e in entries])
+        if is_run:
+            out.append(rel)
+        if depth > 32:
+            return
+        for e in entries:
+            if not may_hold_runs(e.name, is_run):
+                continue
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    walk(e.path, f"{rel}/{e.name}" if rel else e.name, depth + 1)
+            except OSError:
+                continue
+
+    walk(os.fspath(root), "", 0)
     return sorted(out)
 
 

@@ -97,7 +97,8 @@ def login_page(next_path: str, error: str = "") -> str:
 class ViewerGate:
     """In front of the server: viewer paths go to the viewer (signed in by cookie), everything else to ``api``."""
 
-    def __init__(self, api: Any, root: str | Path, tokens: list[str]) -> None:
+    def __init__(self, api: Any, root: str | Path | Any, tokens: list[str]) -> None:
+        """``root``: the `.dash` folder the viewer reads, or any `data.Source`."""
         from .app import SecurityHeaders, error_handlers, routes
 
         self.api = api
