@@ -374,13 +374,33 @@ class ExperimentDir:
             if not parts or not rows:
                 return
             s.write(b"".join(parts))
-            s.next_index = n
-            meta_path = meta_file(s.path)
-            if created or s.meta is None:
-                m = read_json(meta_path)
-                s.meta = m if isinstance(m, dict) else metric_meta(name)
-            count_metric(s.meta, n)
-            self._meta_changed(meta_path, s)
+            self._counted(s, name, created, n)
+
+    def append_metric_pieces(self, name: str | None, pieces: list[bytes]) -> None:
+        """`append_metrics` for rows given as their JSON text less the outer braces (``dumpb(row)[1:-1]``): the
+        same bytes on disk, put together without a Python step per row."""
+        if not pieces:
+            return
+        s = self._stream("metrics", name)
+        with self.locked("metrics/" + str(name)):
+            created = s.sync_tail() or s.meta is None
+            n = s.next_index
+            k = len(pieces)
+            args: list[Any] = [None] * (2 * k)  # index, row, index, row, ...: one %-format for all k lines
+            args[0::2] = range(n, n + k)
+            args[1::2] = pieces
+            line = b'{"index":%%d,"data":{%%b},"createdAt":"%b"}\n' % now_iso().encode()
+            s.write((line * k) % tuple(args))
+            self._counted(s, name, created, n + k)
+
+    def _counted(self, s: Stream, name: str | None, created: bool, n: int) -> None:
+        s.next_index = n
+        meta_path = meta_file(s.path)
+        if created or s.meta is None:
+            m = read_json(meta_path)
+            s.meta = m if isinstance(m, dict) else metric_meta(name)
+        count_metric(s.meta, n)
+        self._meta_changed(meta_path, s)
 
     def append_tracks(self, topic: str, entries: list[dict[str, Any]]) -> None:
         """Entries are {"timestamp": t, fields...}; consecutive entries with one timestamp are merged."""
