@@ -382,7 +382,7 @@ class ExperimentDir:
         if not pieces:
             return
         s = self._stream("metrics", name)
-        with self.locked("metrics/" + str(name)):
+        with self.locked(stream_key(METRICS, name)):
             created = s.sync_tail() or s.meta is None
             n = s.next_index
             k = len(pieces)
