@@ -19,6 +19,7 @@ class FolderBackend(Backend):
     def __init__(self, root: str | Path, fsync: bool = True) -> None:
         self.store = ServerRoot(root, fsync=fsync)
         self.root = self.store.root
+        self._settled: set[str] = set()
 
     # ---- writes -------------------------------------------------------------------------------------------
     def open_experiment(self, prefix: str, info: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
@@ -144,10 +145,26 @@ class FolderBackend(Backend):
         return None
 
     # ---- summaries and columns: the same functions `ml-dash ls/show/export` use on a local folder ----------
+    def _settle(self, prefix: str) -> None:
+        """Once per run and process: cut what a crash of an earlier process left past the committed sizes, for the
+        routes that read the files as they are (within this process a failed append is cut at once)."""
+        if prefix in self._settled:
+            return
+        try:
+            d = self._existing(prefix)
+        except BadRequest:
+            return
+        if d is not None:
+            self.store.settle(d)
+        self._settled.add(prefix)
+
     def summaries(self, last: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
         from ..runs import find_runs, summary
 
-        return [summary(self.root, p, last) for p in find_runs(self.root)]
+        runs = find_runs(self.root)
+        for p in runs:
+            self._settle(p)
+        return [summary(self.root, p, last) for p in runs]
 
     def show(self, prefix: str) -> dict[str, Any] | None:
         from ..reader import load
@@ -155,6 +172,7 @@ class FolderBackend(Backend):
 
         if self.info(prefix) is None:
             return None
+        self._settle(prefix)
         return show(load(prefix, self.root))
 
     def columns(self, prefix: str, kind: str, name: str | None, fields: Any = None) -> Any:
