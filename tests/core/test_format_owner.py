@@ -128,3 +128,15 @@ def test_listings_builders_and_staging(tmp_path):
     assert layout.effective_status({"status": "RUNNING", "heartbeatAt": "2000-01-01T00:00:00.000000Z"}) == "CRASHED"
     assert layout.merge_tracks([{"timestamp": 1, "a": 1}, {"timestamp": 1, "b": 2}]) == [{"timestamp": 1, "a": 1,
                                                                                             "b": 2}]
+
+
+def test_list_runs_walks_only_where_runs_can_be(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    for rel in ("p/a", "p/a/sub", "p/a/metrics/m", "p/.hidden/r", "single", "p/deep/x/y/z"):
+        (root / rel).mkdir(parents=True)
+        (root / rel / layout.EXPERIMENT_JSON).write_text("{}")
+    (outside / "p" / "b").mkdir(parents=True)
+    (outside / "p" / "b" / layout.EXPERIMENT_JSON).write_text("{}")
+    (root / "q").symlink_to(outside / "p")  # a link out of the root is never followed
+    # a run nested under a run's prefix is listed; a run's own folders, hidden folders and one-segment prefixes not
+    assert layout.list_runs(root) == ["p/a", "p/a/sub", "p/deep/x/y/z"]

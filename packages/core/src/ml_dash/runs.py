@@ -44,11 +44,10 @@ def find_runs(root: str | os.PathLike[str], cache: ListingCache | None = None) -
                 entries = list(it)
         except OSError:
             return None
-        names = {e.name for e in entries}
-        is_run = layout.EXPERIMENT_JSON in names and "/" in rel
+        is_run = layout.is_run_folder(rel, [e.name for e in entries])
         subs = []
         for e in entries:
-            if e.name.startswith(".") or is_run and e.name in layout.RUN_DIRS:
+            if not layout.may_hold_runs(e.name, is_run):
                 continue
             try:
                 if e.is_dir(follow_symlinks=False):
