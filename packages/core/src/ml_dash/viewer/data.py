@@ -338,13 +338,7 @@ class Root:
         return sorted({str(p.parent.relative_to(base)).replace(os.sep, "/") for p in files})
 
     def topics(self, run: Path) -> dict[str, Path]:
-        base = layout.tracks_dir(run)
-        out: dict[str, Path] = {}
-        for folder in sorted(base.iterdir()) if base.is_dir() else []:
-            meta = read_json(folder / layout.META)
-            if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
-                out[meta["topic"]] = folder
-        return out
+        return dict(layout.topic_folders(layout.tracks_dir(run)))
 
     def files(self, run: Path) -> list[dict[str, Any]]:
         entries = layout.index_entries(read_json(layout.files_index_file(run)))
