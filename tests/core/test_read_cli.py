@@ -176,3 +176,36 @@ def test_export_parquet_without_pyarrow_says_so(root: Path, tmp_path: Path) -> N
                           "parquet", "-o", str(tmp_path / "x.parquet")], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert "needs pyarrow" in res.stderr and "pip install pyarrow" in res.stderr
+
+
+def test_ls_listing_cache(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm ls answers a finished run from the listing cache (no stream folder listed, no metadata read) while
+    its experiment.json and parameters.json are unchanged; a change, a new or a removed run shows at once."""
+    from ml_dash import read_cli, runs
+
+    monkeypatch.setenv("ML_DASH_CACHE_DIR", str(tmp_path / "cache"))
+    old = time.time() - 100  # settled: changes within the last 2 seconds are not kept
+    for dirpath, _, files in os.walk(root):
+        for name in files + [""]:
+            os.utime(os.path.join(dirpath, name), (old, old))
+    listed: list[str] = []
+    real = runs._streams
+    monkeypatch.setattr(runs, "_streams", lambda base, *a: listed.append(base) or real(base, *a))
+    first = read_cli.Local(str(root)).runs([])
+    assert listed and (tmp_path / "cache" / "listings").is_dir()
+    listed.clear()
+    again = read_cli.Local(str(root)).runs([("train", "loss")])
+    by = {r["prefix"]: r for r in again}
+    # runs without a final status (RUNNING, here CRASHED; none, as the reference SDK writes) are read again
+    assert sorted({os.path.basename(os.path.dirname(b)) for b in listed}) == ["crashed", "plain"]
+    assert [dict(r, last=None) for r in again] == [dict(r, last=None) for r in first]
+    assert by["ref/plain"]["last"] == {"train:loss": 0.02}
+    # a changed parameters.json, a new run, a removed run
+    (root / "ref/plain/parameters.json").write_text(json.dumps({"version": 1, "data": {"lr": 0.5}}))
+    reference_run(root, "ref/new", [{"loss": 1.0}], status="COMPLETED")
+    import shutil
+
+    shutil.rmtree(root / "ref/huge")
+    now = {r["prefix"]: r for r in read_cli.Local(str(root)).runs([])}
+    assert sorted(now) == ["proj/sweep/a", "ref/crashed", "ref/new", "ref/plain"]
+    assert now["ref/plain"]["params"] == {"lr": 0.5} and now["ref/new"]["metrics"] == {"train": 1}

@@ -76,8 +76,7 @@ def test_any_names_never_5xx_and_every_acknowledged_row_reads_back(server: Any, 
             assert len(rows) >= n and [r["index"] for r in rows] == list(range(len(rows)))
 
 
-@FOLDER
-def test_layout_file_names_in_a_prefix_never_break_later_requests(server: Any) -> None:
+def test_layout_file_names_in_a_prefix_never_break_later_requests(server: Any, engine: str) -> None:
     with server.client() as c:
         assert c.post("/api/v1/experiments", json={"prefix": "p/a", "info": {}}).status_code == 201
         for tail in ("experiment.json", "parameters.json", "logs/logs.jsonl", "metrics", "files", ".ml_dash",
@@ -88,6 +87,8 @@ def test_layout_file_names_in_a_prefix_never_break_later_requests(server: Any) -
             assert _post_rows(c, "p/a", name, 1).status_code == 400
         assert c.get("/api/v1/experiments").json()["experiments"][0]["prefix"] == "p/a"
         assert c.get(_e("p/a")).status_code == 200
+    if engine != "folder":
+        return
     # a folder named like a layout file left in the root (by hand, or by an older version) breaks nothing
     (server.root / "q" / "experiment.json").mkdir(parents=True)
     (server.root / "p" / "a" / "parameters.json.d").mkdir()

@@ -38,6 +38,10 @@ def test_deep_nesting_huge_integers_long_names_and_bad_utf8_are_4xx(server: Any)
         ("POST", f"{E}/metrics/train", json.dumps({"records": [{"index": 10**30, "data": {}}]}).encode(), "'index'"),
         ("POST", f"{E}/logs", json.dumps({"records": [{"sequenceNumber": -1, "level": "info", "message": "m"}]}).encode(),
          "'sequenceNumber'"),
+        # the largest 64-bit position: the source's next position would not fit (PostgreSQL's bigint overflowed)
+        ("POST", f"{E}/logs", json.dumps({"records": [{"sequenceNumber": 2**63 - 1, "level": "info",
+                                                       "message": "m"}]}).encode(), "'sequenceNumber'"),
+        ("POST", f"{E}/metrics/train", json.dumps({"records": [{"index": 2**63 - 1, "data": {}}]}).encode(), "'index'"),
         ("POST", f"{E}/tracks/t", json.dumps({"entries": [{"timestamp": 1.0}], "offset": 10**40}).encode(), "'offset'"),
         ("PUT", f"{E}/parameters", json.dumps({"data": {"a": 1}, "version": 10**25}).encode(), "'version'"),
         ("POST", f"{E}/metrics/train", b'{"records": [{"index": 0, "data": {"a": "\xff\xfe"}}]}', "UTF-8"),
@@ -56,6 +60,9 @@ def test_deep_nesting_huge_integers_long_names_and_bad_utf8_are_4xx(server: Any)
         assert _rows(c) == []
         assert c.get("/api/v1/experiments").status_code == 200
         assert c.get(f"{E}/parameters").json()["data"] == {}
+        r = c.post(f"{E}/metrics/big", json={"records": [{"index": 2**63 - 2, "data": {"a": 1}}]})
+        assert r.status_code == 200 and r.json()["stored"] == 1, r.text  # the largest position still taken
+        assert _rows(c, "big")[0]["data"]["a"] == 1
 
 
 def _multipart(entry: dict[str, Any], content: bytes, *, close: bool = True) -> tuple[bytes, str]:

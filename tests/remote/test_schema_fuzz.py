@@ -13,13 +13,20 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import status_code_conformance  # noqa: E402
-from serverproc import TOKEN, Server  # noqa: E402
+from serverproc import TOKEN, PgServer, Server  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=["folder", "postgres"])
+def fuzz_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    server = Server(tmp / "root", tmp / "server.log").start()
+    server: Server
+    if request.param == "postgres":
+        cluster, s3 = request.getfixturevalue("pg_cluster"), request.getfixturevalue("s3")
+        server = PgServer(tmp / "root", tmp / "server.log", token=TOKEN, database=cluster.new_database(),
+                          files=f"s3://{s3.bucket('fuzz')}/runs", env=s3.env)
+    else:
+        server = Server(tmp / "root", tmp / "server.log")
+    server.start()
     with server.client() as c:  # something to find: a run with rows, a track and a file
         c.post("/api/v1/experiments", json={"prefix": "proj/exp", "info": {"description": "seed"}})
         c.post("/api/v1/experiments/proj%2Fexp/metrics/train", json={"records": [{"index": 0, "data": {"a": 1}}]})

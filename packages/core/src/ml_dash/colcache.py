@@ -21,27 +21,17 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .columns import Batch, Template, parse
+from .config import cache_root
 
 VERSION = 2
 TAIL = 64  # bytes before the parsed end that must not change
 MEMORY_BUDGET = 512 << 20  # bytes of columns kept in memory across streams
 MAX_READ = 64 << 20  # bytes read and parsed at a time
-
-
-def cache_root() -> Path:
-    """Where the disk cache lives (it may not exist or be writable)."""
-    env = os.environ.get("ML_DASH_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "ml-dash"
 
 
 class StreamColumns:
@@ -390,7 +380,7 @@ class DiskEntry:
             head = json.loads(os.pread(fd, hl, pos + 16))
             if head.get("gen") != s.gen or head.get("rows") != old_n or head.get("offset") != old_offset:
                 # another process saved since: as much or more (keep its file), or an older state (rewrite)
-                return head.get("gen") == s.gen and head.get("offset", 0) >= s.offset
+                return bool(head.get("gen") == s.gen and head.get("offset", 0) >= s.offset)
             os.pwrite(fd, self._block(s, old_n, size, int(head.get("index", 0)) + 1), size)
             s.blocks += 1
             return True

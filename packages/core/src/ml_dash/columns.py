@@ -17,7 +17,6 @@ columns between reads and processes, so that a stream is parsed once and afterwa
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -25,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+
+from .jsonio import iso_seconds, parse_line
 
 _loads: Callable[[Any], Any]
 try:
@@ -72,19 +73,6 @@ def _track_fields(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def iso_seconds(text: Any) -> Any:
-    """ISO-8601 (``...Z``) as unix seconds; anything else unchanged."""
-    if not isinstance(text, str):
-        return text
-    try:
-        t = _dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        return text
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=_dt.timezone.utc)
-    return t.timestamp()
-
-
 def _log_fields(obj: dict[str, Any]) -> dict[str, Any]:
     out = dict(obj)
     if "timestamp" in out:
@@ -94,18 +82,6 @@ def _log_fields(obj: dict[str, Any]) -> dict[str, Any]:
 
 ROW_FIELDS = {"metrics": _metric_fields, "tracks": _track_fields, "logs": _log_fields}
 _NUMERIC = (float, int, bool)
-
-
-def parse_line(line: bytes) -> dict[str, Any] | None:
-    """One JSONL line as a dict (None for a blank, corrupt or non-object line), as Python's json reads it."""
-    try:
-        obj = _loads(line)
-    except ValueError:
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            return None
-    return obj if isinstance(obj, dict) else None
 
 
 class Batch:
@@ -581,10 +557,10 @@ def _uniform(a: np.ndarray, tpl: Template) -> Batch | None:
     is_nl = a == 10
     m = int(np.count_nonzero(is_nl))
     marks = is_nl | (a == 34)
-    anchors = np.flatnonzero(marks)
-    if not m or len(anchors) != m * (nq + 1):
+    found = np.flatnonzero(marks)
+    if not m or len(found) != m * (nq + 1):
         return None
-    anchors = anchors.reshape(m, nq + 1)
+    anchors = found.reshape(m, nq + 1)
     nl = anchors[:, nq]
     if not is_nl[nl].all():  # then each row holds one line's quotes and its newline: nq quotes on every line
         return None
@@ -731,8 +707,11 @@ def parse(buf: bytes, kind: str, templates: list[Template] | None = None) -> Bat
         return _parse_span(buf, span, kind, mine), mine
 
     # numpy releases the GIL in its passes, so chunks overlap (the orjson calls do not)
-    with ThreadPoolExecutor(workers, thread_name_prefix="ml-dash-parse") as pool:
-        done = list(pool.map(one, spans[1:]))
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="ml-dash-parse") as pool:
+            done = list(pool.map(one, spans[1:]))
+    except RuntimeError:  # no new threads (interpreter shutting down): one chunk after the other
+        return concat([first] + [_parse_span(buf, span, kind, templates) for span in spans[1:]])
     known = {id(t) for t in templates}
     for _, mine in done:
         for t in mine:

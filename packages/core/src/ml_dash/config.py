@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -109,3 +110,15 @@ DEFAULT_ROOT = ".dash"
 def default_root() -> str:
     """Where runs are stored when no ``dash_root`` is given: ``ML_DASH_ROOT``, else ``.dash``."""
     return os.environ.get("ML_DASH_ROOT") or DEFAULT_ROOT
+
+
+def cache_root() -> Path:
+    """Where caches of what was read live (the column cache, ``ml-dash ls``'s listing cache): never inside
+    ``.dash``, never required to exist or be writable. ``$ML_DASH_CACHE_DIR``, else ``$XDG_CACHE_HOME/ml-dash``,
+    else ``~/.cache/ml-dash``."""
+    env = os.environ.get("ML_DASH_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "ml-dash"

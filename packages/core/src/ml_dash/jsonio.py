@@ -6,6 +6,7 @@ Nothing here knows the `.dash` layout; that is `layout`.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import random
@@ -41,6 +42,33 @@ try:  # orjson formats a row ~10x faster than the standard encoder (whose float 
     OPT_LINE = _OPT | _orjson.OPT_APPEND_NEWLINE
 except ImportError:  # pragma: no cover - orjson is a dependency; the standard encoder still works without it
     _orjson = None
+    _loads = json.loads  # type: ignore[assignment]
+
+
+def parse_line(line: bytes) -> dict[str, Any] | None:
+    """One JSONL line as a dict (None for a blank, corrupt or non-object line), as Python's json reads it: orjson
+    first, the standard parser for what orjson refuses (the bare ``NaN`` / ``Infinity`` tokens)."""
+    try:
+        obj = _loads(line)
+    except ValueError:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            return None
+    return obj if isinstance(obj, dict) else None
+
+
+def iso_seconds(text: Any) -> Any:
+    """ISO-8601 (``...Z``) as unix seconds; anything else unchanged."""
+    if not isinstance(text, str):
+        return text
+    try:
+        t = _dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return text
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return t.timestamp()
 
 
 def dumpb(o: Any) -> bytes:

@@ -19,10 +19,21 @@ import re
 
 MAX_SEGMENT = 200
 MAX_NAME = 1000
-RUN_FILES = ("experiment.json", "parameters.json")
-RUN_FOLDERS = ("logs", "metrics", "tracks", "files")
-STREAM_FILES = ("data.jsonl", "metadata.json")
-FILES_INDEX = ".files_metadata"
+# The layout's own names, spelled once, here, below `ml_dash.layout` (which builds every path from them; docs/layout.md)
+# because the rules below refuse them as names
+EXPERIMENT_JSON = "experiment.json"
+PARAMETERS_JSON = "parameters.json"
+LOGS_DIR = "logs"
+METRICS = "metrics"
+TRACKS = "tracks"
+FILES = "files"
+DATA = "data.jsonl"
+META = "metadata.json"
+FILES_INDEX_STEM = ".files_metadata"  # the files index, its temporary and corrupt copies
+PRIVATE = ".ml_dash"
+RUN_FILES = (EXPERIMENT_JSON, PARAMETERS_JSON)
+RUN_FOLDERS = (LOGS_DIR, METRICS, TRACKS, FILES)
+STREAM_FILES = (DATA, META)
 
 
 def _check_segment(seg: str, what: str, full: str) -> None:
@@ -101,7 +112,7 @@ def logical_dir(path: object) -> str:
         return "/"
     segs = split_path(stripped, "files folder")
     for seg in segs:
-        if seg.startswith(FILES_INDEX):
+        if seg.startswith(FILES_INDEX_STEM):
             raise _reserved("files folder", path, seg, "the files index")
     return "/" + "/".join(segs)
 

@@ -41,9 +41,12 @@ class Local:
         return find_runs(self.root)
 
     def runs(self, last: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        from .runs import summary
+        from .runs import ListingCache, find_runs, summary
 
-        return [summary(self.root, p, last) for p in self.prefixes()]
+        cache = ListingCache(self.root)
+        out = [summary(self.root, p, last, cache) for p in find_runs(self.root, cache)]
+        cache.save()
+        return out
 
     def _view(self, prefix: str) -> Any:
         from .reader import load

@@ -10,45 +10,123 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from . import layout
-from .columns import iso_seconds, parse_line
+from .jsonio import iso_seconds, parse_line
 from .reader import effective_status
 
 TAIL_BYTES = 65536
 
 
-def find_runs(root: str | os.PathLike[str]) -> list[str]:
+def find_runs(root: str | os.PathLike[str], cache: ListingCache | None = None) -> list[str]:
     """Prefixes of every run under ``root``: folders holding ``experiment.json`` (their layout folders are not
-    searched; other subfolders are, for runs nested under a run's prefix)."""
+    searched; other subfolders are, for runs nested under a run's prefix). With ``cache``, a folder whose mtime
+    has not changed since it was listed is not listed again (creating, removing or replacing an entry changes it)."""
     base = os.fspath(root)
     out: list[str] = []
+    seen: dict[str, Any] = {}
 
-    def walk(d: str, rel: str, depth: int) -> None:
+    def listing(d: str, rel: str) -> tuple[bool, list[str]] | None:
+        if cache is not None:
+            try:
+                mtime = os.stat(d).st_mtime_ns
+            except OSError:
+                return None
+            got = cache.dirs.get(rel)
+            if got is not None and got[0] == mtime:
+                seen[rel] = got
+                return got[1], got[2]
         try:
             with os.scandir(d) as it:
                 entries = list(it)
         except OSError:
+            return None
+        is_run = layout.is_run_folder(rel, [e.name for e in entries])
+        subs = []
+        for e in entries:
+            if not layout.may_hold_runs(e.name, is_run):
+                continue
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    subs.append(e.name)
+            except OSError:
+                continue
+        if cache is not None and cache.settled(mtime):
+            seen[rel] = [mtime, is_run, subs]
+        return is_run, subs
+
+    def walk(d: str, rel: str, depth: int) -> None:
+        got = listing(d, rel)
+        if got is None:
             return
-        names = {e.name for e in entries}
-        is_run = layout.EXPERIMENT_JSON in names and "/" in rel
+        is_run, subs = got
         if is_run:
             out.append(rel)
         if depth > 32:
             return
-        for e in entries:
-            if e.name.startswith(".") or is_run and e.name in layout.RUN_DIRS:
-                continue
-            try:
-                if e.is_dir(follow_symlinks=False):
-                    walk(e.path, f"{rel}/{e.name}" if rel else e.name, depth + 1)
-            except OSError:
-                continue
+        for name in subs:
+            walk(os.path.join(d, name), f"{rel}/{name}" if rel else name, depth + 1)
 
     walk(base, "", 0)
+    if cache is not None:
+        cache.changed |= seen.keys() != cache.dirs.keys() or any(cache.dirs[k] is not v for k, v in seen.items())
+        cache.dirs = seen
     return sorted(out)
+
+
+class ListingCache:
+    """What ``ml-dash ls`` learnt about a root, kept between runs beside the column cache (never inside ``.dash``;
+    never required): each folder's mtime, whether it is a run and its subfolders to search; the summary of each
+    finished run (status other than RUNNING), keyed by its experiment.json's and parameters.json's (mtime, size,
+    inode). A warm listing of 10,000 runs is then a few stats per run. Anything changed within the last 2 seconds
+    is not kept (a change in the same clock tick would not show in the mtime)."""
+
+    VERSION = 1
+    SETTLE_NS = 2_000_000_000
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        import hashlib
+
+        from .config import cache_root
+
+        key = hashlib.sha1(os.path.abspath(os.fspath(root)).encode()).hexdigest()[:24]
+        self.file = cache_root() / "listings" / f"{key}.json"
+        data = _read(self.file)
+        ok = isinstance(data, dict) and data.get("v") == self.VERSION
+        self.dirs: dict[str, Any] = data.get("dirs", {}) if ok else {}
+        self.runs: dict[str, Any] = data.get("runs", {}) if ok else {}
+        self.used: dict[str, Any] = {}
+        self.changed = False
+        self.now = time.time_ns()
+
+    def settled(self, mtime_ns: int) -> bool:
+        return self.now - mtime_ns > self.SETTLE_NS
+
+    def save(self) -> None:
+        if not self.changed and self.used.keys() == self.runs.keys():
+            return
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"v": self.VERSION, "dirs": self.dirs, "runs": self.used}))
+            os.replace(tmp, self.file)
+        except (OSError, ValueError, TypeError):
+            pass
+
+
+def _stat_key(*paths: str | os.PathLike[str]) -> list[Any]:
+    out: list[Any] = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            out.append(None)
+            continue
+        out.append([st.st_mtime_ns, st.st_size, st.st_ino])
+    return out
 
 
 def _read(path: str | os.PathLike[str]) -> Any:
@@ -89,15 +167,30 @@ def _streams(base: str, meta_key: str, name_key: str | None) -> dict[str, int | 
     return dict(sorted(out.items()))
 
 
-def summary(root: str | os.PathLike[str], prefix: str, last: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+def summary(root: str | os.PathLike[str], prefix: str, last: list[tuple[str, str]] | None = None,
+            cache: ListingCache | None = None) -> dict[str, Any]:
     """One run: prefix, status (CRASHED for a RUNNING run whose heartbeat stopped), start and end (ISO), duration
     (seconds), tags, params, rows per metric stream and entries per track; ``last``: the last value of each
-    (stream, field) asked for, from the stream's last line."""
+    (stream, field) asked for, from the stream's last line. With ``cache``, a finished run's summary is reused
+    while its experiment.json and parameters.json are unchanged."""
     run = os.path.join(os.fspath(root), *prefix.split("/"))
-    folder = Path(run)
-    out = make_summary(prefix, _read(layout.info_file(folder)), _read(layout.params_file(folder)),
-                       _streams(str(layout.metrics_dir(folder)), layout.COUNT_KEY["metrics"], None),
-                       _streams(str(layout.tracks_dir(folder)), layout.COUNT_KEY["tracks"], "topic"))
+    out: dict[str, Any] | None = None
+    if cache is not None:
+        key = _stat_key(run + os.sep + layout.EXPERIMENT_JSON, run + os.sep + layout.PARAMETERS_JSON)
+        got = cache.runs.get(prefix)
+        if got is not None and got[0] == key:
+            cache.used[prefix] = got
+            out = dict(got[1])
+    if out is None:
+        folder = Path(run)
+        info = _read(layout.info_file(folder))
+        out = make_summary(prefix, info, _read(layout.params_file(folder)),
+                           _streams(str(layout.metrics_dir(folder)), layout.COUNT_KEY["metrics"], None),
+                           _streams(str(layout.tracks_dir(folder)), layout.COUNT_KEY["tracks"], layout.TOPIC_KEY))
+        if cache is not None and isinstance(info, dict) and info.get("status") not in (None, "RUNNING") \
+                and key[0] is not None and all(k is None or cache.settled(k[0]) for k in key):
+            cache.used[prefix] = [key, dict(out)]
+            cache.changed = True
     if last:
         out["last"] = {f"{s}:{f}": last_value(Path(run), s, f, out["metrics"]) for s, f in last}
     return out

@@ -160,9 +160,9 @@ def check_kind(kind: str, name: str | None) -> None:
 def check_records(records: Any, field: str) -> list[dict[str, Any]]:
     if not isinstance(records, list):
         raise BadRequest("'records' must be a list")
-    for r in records:
-        if not isinstance(r, dict) or not is_count(r.get(field)):
-            raise BadRequest(f"every record needs a non-negative integer {field!r}")
+    for r in records:  # below MAX_POSITION: the source's mark (its next position) must fit in 64 bits too
+        if not isinstance(r, dict) or not is_count(r.get(field)) or r[field] >= MAX_POSITION:
+            raise BadRequest(f"every record needs an integer {field!r} from 0 to {MAX_POSITION - 1}")
     return records
 
 

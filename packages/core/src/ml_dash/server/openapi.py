@@ -7,6 +7,7 @@ from typing import Any
 _OBJ: dict[str, Any] = {"type": "object"}
 _SEG = r"[A-Za-z0-9_-][A-Za-z0-9_.~ -]{0,63}"  # what names look like in practice (the server accepts more)
 _POS = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+_REC = {"type": "integer", "minimum": 0, "maximum": 2**63 - 2}  # a record's position: the next one must fit too
 _SOURCE = {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,100}$",
            "description": "Stable id of the client's .dash folder; positions are deduplicated per source"}
 _TEXT = {"type": "string", "maxLength": 10_000}
@@ -52,9 +53,9 @@ PREFIX = _p("prefix", "Experiment prefix 'project/.../name' as ONE percent-encod
                       "for names: docs/names.md", f"^{_SEG}(/{_SEG}){{1,3}}$", "proj/exp")
 _NAME = f"^{_SEG}(/{_SEG}){{0,2}}$"
 _LOG = {"type": "object", "required": ["sequenceNumber", "level", "message"], "properties": {
-    "sequenceNumber": _POS, "timestamp": _TIME, "level": {"enum": ["info", "warn", "error", "debug", "fatal"]},
+    "sequenceNumber": _REC, "timestamp": _TIME, "level": {"enum": ["info", "warn", "error", "debug", "fatal"]},
     "message": _TEXT, "metadata": {"anyOf": [_DATA, {"type": "null"}]}}}
-_ROW = {"type": "object", "required": ["index", "data"], "properties": {"index": _POS, "data": _DATA,
+_ROW = {"type": "object", "required": ["index", "data"], "properties": {"index": _REC, "data": _DATA,
                                                                       "createdAt": _TIME}}
 _ENTRY = {"type": "object", "required": ["timestamp"], "maxProperties": 50,
           "properties": {"timestamp": {"type": "number"}}}

@@ -33,13 +33,12 @@ def export_html(prefixes: list[str], root: str | os.PathLike[str], out: str | os
     data: dict[str, Any] = {"runs": [], "index": {}, "run": {}, "series": {}, "logs": {}, "tracks": {}}
     for i, prefix in enumerate(prefixes):
         info = run_info(r, prefix)  # raises NotFound with a clear message for an unknown prefix
-        run = r.run_dir(prefix)
         data["index"][prefix] = i
         data["runs"].append(r.summary(prefix))
         info["files"] = 0
         data["run"][prefix] = info
         for stream, sinfo in info["streams"].items():
-            cols = r.columns(r.metric_path(run, stream))
+            cols = r.stream_columns(prefix, stream)
             for field in sinfo["fields"]:
                 res = reduce([(prefix, cols)], field, "step", points)
                 one = res["runs"][0]
@@ -49,7 +48,7 @@ def export_html(prefixes: list[str], root: str | os.PathLike[str], out: str | os
                 if res["mode"] == "buckets":
                     keep.update(lo=_round(one["lo"]), hi=_round(one["hi"]))
                 data["series"][f"{prefix}\0{stream}\0{field}"] = {"mode": res["mode"], "x": res["x"], "runs": [keep]}
-        lg = r.logs(run)
+        lg = r.run_logs(prefix)
         n = len(lg.message)
         data["logs"][prefix] = {"total": n, "rows": [log_row(lg, k) for k in range(max(0, n - LOG_LINES), n)]}
         data["tracks"][prefix] = {t: track_data(r, prefix, t) for t in info["topics"]}
