@@ -46,6 +46,8 @@ def literals(path: Path) -> set[str]:
             found.update(f"path {_str(side)!r}" for side in (node.left, node.right) if _folder(side))
         if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in JOINS:
             found.update(f"path {_str(a)!r}" for a in node.args if _folder(a))
+        if isinstance(node, ast.JoinedStr) and node.values and _folder(node.values[0]):
+            found.add(f"path f{_str(node.values[0])!r}")  # f"metrics/{name}"
         if isinstance(node, ast.Dict):
             found.update(f"shape {k}" for k in map(_str, node.keys) if k in KEYS)
         if isinstance(node, ast.Tuple) and node.elts and all(isinstance(e, ast.Tuple) and len(e.elts) == 2
@@ -72,11 +74,12 @@ def test_the_check_sees_each_way_of_spelling_the_format(tmp_path):
         'p = run.joinpath("metrics", name, x)': "path 'metrics'",
         'p = run / "tracks" / folder': "path 'tracks'",
         'lock = "metrics/" + name': "path 'metrics/'",
+        'key = f"tracks/{topic}"': "path f'tracks/'",
         'p = os.path.join(run, "files")': "path 'files'",
         'info = {"name": n, "write_protected": False}': "shape write_protected",
         'for k, v in (("bindrs", []), ("tags", [])): e.setdefault(k, v)': "shape bindrs",
     }
-    harmless = ['if kind == "metrics": pass', 'route = e + "/metrics"', 'x = {"rows": 1}',
+    harmless = ['if kind == "metrics": pass', 'route = e + "/metrics"', 'url = f"{e}/metrics/{name}"', 'x = {"rows": 1}',
                 'warn("could not write experiment.json")', 'ok = k in ("uploadedAt", "updatedAt")']
     for i, (code, want) in enumerate(cases.items()):
         f = tmp_path / f"c{i}.py"

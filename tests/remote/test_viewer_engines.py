@@ -209,3 +209,23 @@ def test_run_page_in_a_browser(server: Any, tmp_path: Path) -> None:
             browser.close()
     assert not errors, errors
     assert not external, external
+
+
+def test_a_viewer_session_holds_on_every_server_process(make_server: Any, tmp_path: Path) -> None:
+    """Behind a load balancer each request may reach another process: a session one issued opens the others
+    (same tokens), survives a restart, and a forged or tampered cookie opens none."""
+    a, b = make_server(), make_server()
+    ok = httpx.post(a.url + "/login", data={"token": TOKEN, "next": "/"}, timeout=60)
+    assert ok.status_code == 303
+    jar = {"ml_dash_session": ok.cookies["ml_dash_session"]}
+    for s in (a, b):
+        assert httpx.get(s.url + "/api/view/runs", cookies=jar, timeout=60).status_code == 200
+    b.stop()
+    b.start()
+    assert httpx.get(b.url + "/api/view/runs", cookies=jar, timeout=60).status_code == 200
+    exp, nonce, sig = jar["ml_dash_session"].split(".")
+    for forged in (f"{int(exp) + 999}.{nonce}.{sig}", f"{exp}.{nonce}.{'0' * len(sig)}", "x", "1.2", ""):
+        r = httpx.get(b.url + "/api/view/runs", cookies={"ml_dash_session": forged}, timeout=60)
+        assert r.status_code == 401, forged
+    other = make_server(token="another-token")  # a server with other tokens refuses it
+    assert httpx.get(other.url + "/api/view/runs", cookies=jar, timeout=60).status_code == 401

@@ -243,11 +243,13 @@ class ExperimentDir:
     def open_info(self, description: str | None, tags: list[str] | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
         self.path.mkdir(parents=True, exist_ok=True)
         with self.locked(EXPERIMENT_JSON):
-            info = read_json(self.path / EXPERIMENT_JSON)
+            raw = read_json(self.path / EXPERIMENT_JSON)
             now = now_iso()
-            if not isinstance(info, dict):
+            info: dict[str, Any]
+            if not isinstance(raw, dict):
                 info = new_info(self.name, self.project, self.prefix, description, tags, metadata, now)
             else:
+                info = raw
                 if description is not None:
                     info["description"] = description
                 if tags is not None:
@@ -263,9 +265,9 @@ class ExperimentDir:
 
     def update_info(self, **changes: Any) -> dict[str, Any]:
         with self.locked(EXPERIMENT_JSON):
-            info = read_json(self.path / EXPERIMENT_JSON)
-            if not isinstance(info, dict):
-                info = new_info(self.name, self.project, self.prefix, None, None, None, now_iso())
+            raw = read_json(self.path / EXPERIMENT_JSON)
+            info: dict[str, Any] = raw if isinstance(raw, dict) else new_info(
+                self.name, self.project, self.prefix, None, None, None, now_iso())
             for k, v in changes.items():
                 if v is None:
                     info.pop(k, None)
@@ -321,7 +323,7 @@ class ExperimentDir:
                 folder = base if n == 1 else f"{base}~{n}"
                 meta_path = tracks / folder / META
                 meta = read_json(meta_path)
-                if isinstance(meta, dict) and meta.get("topic") == topic:
+                if meta_topic(meta) == topic:
                     break
                 if meta is None and not self.inside(tracks / folder / DATA).exists():
                     # claim it now so a concurrent writer of another topic goes on to the next folder
@@ -380,7 +382,7 @@ class ExperimentDir:
         if not pieces:
             return
         s = self._stream("metrics", name)
-        with self.locked("metrics/" + str(name)):
+        with self.locked(stream_key(METRICS, name)):
             created = s.sync_tail() or s.meta is None
             n = s.next_index
             k = len(pieces)
@@ -592,17 +594,7 @@ class ExperimentDir:
 
     def topic_files(self) -> list[tuple[str, Path]]:
         """(topic, its data file) for every track folder whose metadata.json names its topic, in folder order."""
-        base = self.path / TRACKS
-        if not base.is_dir():
-            return []
-        out = []
-        for folder in sorted(base.iterdir()):
-            if folder.is_symlink():  # never followed: it could lead out of the root
-                continue
-            meta = read_json(folder / META)
-            if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
-                out.append((meta["topic"], folder / DATA))
-        return out
+        return [(topic, folder / DATA) for topic, folder in topic_folders(self.path / TRACKS)]
 
     def track_file(self, topic: str) -> Path:
         """The data file a writer appends ``topic``'s entries to (claiming its folder if it has none yet)."""
@@ -760,6 +752,32 @@ def file_parts(entry: dict[str, Any]) -> tuple[str, ...]:
     segs = [p for p in str(entry.get("path", "/")).split("/") if p]
     split_path("/".join(segs + [str(entry["id"]), str(entry["filename"])]), "file path")
     return (FILES, *segs, str(entry["id"]), str(entry["filename"]))
+
+
+TOPIC_KEY = "topic"  # in a track folder's metadata.json: the topic it holds (never the folder's name)
+
+
+def meta_topic(meta: Any) -> str | None:
+    """The topic a track folder's parsed metadata.json names (None: not a topic's folder)."""
+    topic = meta.get(TOPIC_KEY) if isinstance(meta, dict) else None
+    return topic if isinstance(topic, str) else None
+
+
+def topic_folders(tracks: Path, read: Any = read_json) -> list[tuple[str, Path]]:
+    """(topic, folder) of every folder under ``tracks`` whose metadata.json (read with ``read``) names its topic,
+    in folder order; a folder that is a symbolic link is never followed (it could lead out of the root)."""
+    try:
+        folders = sorted(tracks.iterdir())
+    except OSError:  # no tracks (or not a folder)
+        return []
+    out = []
+    for folder in folders:
+        if folder.is_symlink():
+            continue
+        topic = meta_topic(read(folder / META))
+        if topic is not None:
+            out.append((topic, folder))
+    return out
 
 
 def data_file(folder: Path) -> Path:

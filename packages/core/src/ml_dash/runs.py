@@ -186,7 +186,7 @@ def summary(root: str | os.PathLike[str], prefix: str, last: list[tuple[str, str
         info = _read(layout.info_file(folder))
         out = make_summary(prefix, info, _read(layout.params_file(folder)),
                            _streams(str(layout.metrics_dir(folder)), layout.COUNT_KEY["metrics"], None),
-                           _streams(str(layout.tracks_dir(folder)), layout.COUNT_KEY["tracks"], "topic"))
+                           _streams(str(layout.tracks_dir(folder)), layout.COUNT_KEY["tracks"], layout.TOPIC_KEY))
         if cache is not None and isinstance(info, dict) and info.get("status") not in (None, "RUNNING") \
                 and key[0] is not None and all(k is None or cache.settled(k[0]) for k in key):
             cache.used[prefix] = [key, dict(out)]

@@ -85,12 +85,9 @@ class FolderBackend(Backend):
 
     def _topics(self, d: ExperimentDir) -> dict[str, Path]:
         base = layout.tracks_dir(d.path)
-        out = {}
-        for folder in sorted(base.iterdir()) if self._in(d, base) is not None and base.is_dir() else []:
-            meta = self._read_json(d, folder / layout.META)
-            if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
-                out[meta["topic"]] = folder
-        return out
+        if self._in(d, base) is None:
+            return {}
+        return dict(layout.topic_folders(base, lambda p: self._read_json(d, p)))
 
     def names(self, prefix: str, kind: str) -> list[str]:
         d = self._existing(prefix)

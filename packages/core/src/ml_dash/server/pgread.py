@@ -88,7 +88,7 @@ class Reads:
         for exp_id, kind, name, meta in rows:
             m = json.loads(meta) if meta else None
             count = m.get(layout.COUNT_KEY[kind]) if isinstance(m, dict) else None
-            label = m.get("topic") if kind == "tracks" and isinstance(m, dict) else None
+            label = layout.meta_topic(m) if kind == "tracks" else None
             per = out.setdefault(exp_id, {"metrics": {}, "tracks": {}})
             per[kind][label if isinstance(label, str) else name] = count if isinstance(count, int) else None
         return out

@@ -213,6 +213,7 @@ class Root:
         self._lock = threading.Lock()
         self._exact: set[Path] = set()  # streams read in full at least once by this process
         self._pending: dict[Path, Any] = {}  # streams whose first full read is under way
+        self._previews: dict[Path, Columns] = {}  # their sampled previews meanwhile
         self._rings: dict[Path, RingRows] = {}  # per run folder: what dead writers left in their spill rings
 
     # ---- names ---------------------------------------------------------------------------------------------
@@ -338,13 +339,7 @@ class Root:
         return sorted({str(p.parent.relative_to(base)).replace(os.sep, "/") for p in files})
 
     def topics(self, run: Path) -> dict[str, Path]:
-        base = layout.tracks_dir(run)
-        out: dict[str, Path] = {}
-        for folder in sorted(base.iterdir()) if base.is_dir() else []:
-            meta = read_json(folder / layout.META)
-            if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
-                out[meta["topic"]] = folder
-        return out
+        return dict(layout.topic_folders(layout.tracks_dir(run)))
 
     def files(self, run: Path) -> list[dict[str, Any]]:
         entries = layout.index_entries(read_json(layout.files_index_file(run)))
@@ -469,11 +464,15 @@ class Root:
         task = self._pending.get(path)
         if task is None:
             task = self._pending[path] = asyncio.ensure_future(run_in_threadpool(self.columns, path))
-            task.add_done_callback(lambda _t: (self._exact.add(path), self._pending.pop(path, None)))
+            task.add_done_callback(lambda _t: (self._exact.add(path), self._pending.pop(path, None),
+                                               self._previews.pop(path, None)))
         try:
             return await asyncio.wait_for(asyncio.shield(task), PREVIEW_WAIT), False
         except asyncio.TimeoutError:
-            return await run_in_threadpool(preview_columns, path), True
+            pre = self._previews.get(path)
+            if pre is None:  # one preview per stream while its exact read goes on (the run page and its charts)
+                pre = self._previews[path] = await run_in_threadpool(preview_columns, path)
+            return pre, True
 
     def logs(self, run: Path) -> Logs:
         path = layout.logs_file(run)
