@@ -4,12 +4,12 @@
 
 The peers are installed once into their own virtual environment, ``bench/.peers-venv`` (git-ignored; PyPI's
 ``ml-dash`` 0.11 imports as ``ml_dash`` too, so it can never share an environment with this project): wandb
-(offline), MLflow (a file store in a temporary folder), trackio, tensorboardX and ``ml-dash==0.11.*``, installed
+(offline), MLflow (asynchronous logging into SQLite in a temporary folder; 3.x no longer writes a file store), trackio, tensorboardX and ``ml-dash==0.11.*``, installed
 with ``pip -c constraints.txt``. A peer that cannot be installed or imported is reported and skipped. This
 project runs in the interpreter that runs the bench, from the source tree.
 
-Workload per tracker, in a fresh process: N metric rows ``{step, loss, acc}`` (default 100,000; MLflow, which
-writes every call through, gets 10,000), each call timed, then the log lines (default 20,000; trackers without a
+Workload per tracker, in a fresh process: N metric rows ``{step, loss, acc}`` (default 100,000; MLflow, whose
+asynchronous queue drains into SQLite slowly, gets 5,000), each call timed, then the log lines (default 20,000; trackers without a
 log-line API skip them), then the tracker's own finish/close. Reported: the loop's wall time per row, calls over
 1 ms and over 10 ms, the process CPU for the whole workload (after the import) including the finish (plus the CPU of a helper
 process where the tracker starts one, measured while it runs), and, in separate processes, the rows on disk
@@ -39,9 +39,9 @@ PEERS = {  # name: (pip requirement, import name)
     "trackio": ("trackio", "trackio"),
     "tensorboardX": ("tensorboardX", "tensorboardX"),
     "wandb (offline)": ("wandb", "wandb"),
-    "mlflow (file store)": ("mlflow", "mlflow"),
+    "mlflow (async, SQLite)": ("mlflow", "mlflow"),
 }
-MLFLOW_ROWS = 10_000
+MLFLOW_ROWS = 5_000
 BURST = 2_000
 ENV = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true", "WANDB_CONSOLE": "off",
        "ML_DASH_NO_VERSION_CHECK": "1", "MLFLOW_ENABLE_ASYNC_LOGGING": "false", "GIT_PYTHON_REFRESH": "quiet",
@@ -96,9 +96,15 @@ def _wandb(root: str):
 def _mlflow(root: str):
     import mlflow
 
-    mlflow.set_tracking_uri("file:" + os.path.join(root, "mlruns"))
+    mlflow.set_tracking_uri("sqlite:///" + os.path.join(root, "mlflow.db"))  # its file store is frozen in 3.x
     mlflow.start_run()
-    return (lambda i, loss, acc: mlflow.log_metrics({"loss": loss, "acc": acc}, step=i)), None, mlflow.end_run
+
+    def finish():
+        mlflow.flush_async_logging()
+        mlflow.end_run()
+
+    return (lambda i, loss, acc: mlflow.log_metrics({"loss": loss, "acc": acc}, step=i, synchronous=False)), \
+        None, finish
 
 
 def _floor(root: str):
@@ -109,7 +115,7 @@ def _floor(root: str):
 
 
 OPEN = {"this project": _this, "ml-dash 0.11": _mldash011, "trackio": _trackio, "tensorboardX": _tbx,
-        "wandb (offline)": _wandb, "mlflow (file store)": _mlflow, "deque floor": _floor}
+        "wandb (offline)": _wandb, "mlflow (async, SQLite)": _mlflow, "deque floor": _floor}
 
 
 def _helpers_cpu() -> float:
@@ -128,7 +134,7 @@ def _helpers_cpu() -> float:
 
 
 IMPORTS = {"this project": "ml_dash", "ml-dash 0.11": "ml_dash", "trackio": "trackio", "tensorboardX": "tensorboardX",
-           "wandb (offline)": "wandb", "mlflow (file store)": "mlflow", "deque floor": "collections"}
+           "wandb (offline)": "wandb", "mlflow (async, SQLite)": "mlflow", "deque floor": "collections"}
 
 
 def worker_run(name: str, root: str, rows: int, logs: int) -> dict:
@@ -210,7 +216,7 @@ def count_rows(name: str, root: str) -> int:
         from wandb.proto import wandb_internal_pb2
 
         n = 0
-        for f in glob.glob(os.path.join(root, "**", "*.wandb"), recursive=True):
+        for f in {os.path.realpath(f) for f in glob.glob(os.path.join(root, "**", "*.wandb"), recursive=True)}:
             for rec in _wandb_records(open(f, "rb").read()):
                 pb = wandb_internal_pb2.Record()
                 try:
@@ -220,11 +226,16 @@ def count_rows(name: str, root: str) -> int:
                 if pb.WhichOneof("record_type") == "history":
                     n += 1
         return n
-    if name == "mlflow (file store)":
-        n = 0
-        for f in glob.glob(os.path.join(root, "mlruns", "*", "*", "metrics", "loss")):
-            n += sum(1 for ln in open(f, "rb") if ln.strip())
-        return n
+    if name.startswith("mlflow"):
+        import sqlite3
+
+        con = sqlite3.connect(os.path.join(root, "mlflow.db"))
+        try:
+            return con.execute("select count(*) from metrics where key = 'loss'").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+        finally:
+            con.close()
     return 0
 
 

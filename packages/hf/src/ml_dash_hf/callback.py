@@ -115,12 +115,31 @@ class MLDashCallback(TrainerCallback):
     def on_log(
         self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> None:
-        zero = self._is_zero = bool(getattr(state, "is_world_process_zero", True))  # _zero(), inlined: every step
+        # every step: _zero(), _pristine() and the plain case of _record(), inlined
+        zero = self._is_zero = bool(getattr(state, "is_world_process_zero", True))
         if not zero or not logs:
             return
-        row = self._pristine(logs, state)
-        self._last_log = (state.global_step, row)
-        self._record(args, state, row)
+        step = state.global_step
+        history = getattr(state, "log_history", None)
+        if history:
+            last = history[-1]
+            if type(last) is not dict or len(last) - ("step" in last) > len(logs):  # a key may have been popped
+                row = self._pristine(logs, state)
+            else:
+                row = dict(logs)
+        else:
+            row = dict(logs)
+        self._last_log = (step, row)
+        exp = self._exp
+        if "train_runtime" in row or not _plain(map(type, row.values())) or exp is None or not exp.is_open:
+            self._record(args, state, row)
+            return
+        try:
+            _router.log(row, step, row.get("epoch", state.epoch), exp)
+        except (TypeError, ValueError) as exc:  # a value the core refuses must not end training
+            self._warn("row", f"{exc}; that metric row was not recorded")
+        if not self._training:
+            self._maybe_close()
 
     def on_evaluate(
         self, args: Any, state: Any, control: Any, metrics: Mapping[str, Any] | None = None, **kwargs: Any
@@ -207,13 +226,22 @@ class MLDashCallback(TrainerCallback):
 
     def _record(self, args: Any, state: Any, row: dict[str, Any]) -> None:
         epoch = row.get("epoch", state.epoch)
-        if "train_runtime" in row:  # maybe the end-of-training summary (see `_mapping.rows`)
-            streams = rows(row, state.global_step, epoch)
-        else:  # every step: straight to the cached routing
-            streams = _router.rows(row, state.global_step, epoch)
+        exp = self._exp
+        if "train_runtime" not in row and _plain(map(type, row.values())):
+            # every step: plain values (no summary, nothing to drop), routed once per key tuple, each row handed to
+            # the core as it is built
+            if exp is None or not exp.is_open:
+                exp = self._open(args)
+            try:
+                _router.log(row, state.global_step, epoch, exp)
+            except (TypeError, ValueError) as exc:  # a value the core refuses must not end training
+                self._warn("row", f"{exc}; that metric row was not recorded")
+            if not self._training:
+                self._maybe_close()
+            return
+        streams = rows(row, state.global_step, epoch)
         if not streams:
             return
-        exp = self._exp
         if exp is None or not exp.is_open:
             exp = self._open(args)
         for stream, fields in streams.items():

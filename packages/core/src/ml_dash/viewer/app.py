@@ -254,7 +254,8 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
                 v = s["tags"] if by == "tag" else s["params"].get(by, "(none)")
                 key_of[p] = f"{by}={','.join(v) if isinstance(v, list) else v}"
             # the same question about the same bytes gets the same answer: a reload or a second tab costs nothing
-            key = None if approximate or notes else (
+            # (only for sources that stamp their columns with the file's identity and change time)
+            key = None if approximate or notes or not all(c.stamp for _, c in cols) else (
                 tuple((p, c.rows, c.offset, c.stamp) for p, c in cols),
                 stream, field, x, n, xmin, xmax, spec, xlog, tuple(sorted(key_of.items())))
             body = memo.get(key) if key is not None else None

@@ -6,13 +6,12 @@ The folder holds the same scripts as the live viewer, and ``data.js`` with each 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from .app import STATIC, _safe, bundle, run_info, shell, track_data
+from .app import STATIC, bundle, dumps, run_info, shell, track_data
 from .data import Root, log_row
 from .series import reduce
 
@@ -56,8 +55,7 @@ def export_html(prefixes: list[str], root: str | os.PathLike[str], out: str | os
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(STATIC, dest / "static", dirs_exist_ok=True)
     (dest / "static" / "viewer.js").write_bytes(bundle()[0])
-    payload = json.dumps(_safe(data), ensure_ascii=True, separators=(",", ":"), allow_nan=False)
-    (dest / "data.js").write_text("window.__mlDashStatic = " + payload + ";\n", encoding="utf-8")
+    (dest / "data.js").write_bytes(b"window.__mlDashStatic = " + dumps(data) + b";\n")
 
     def page(name: str, kind: str, attrs: dict[str, str] | None = None) -> None:
         html = shell("static", kind, extra_scripts=["data.js"], meta_csp=True, attrs=attrs)
