@@ -498,3 +498,30 @@ def test_no_per_row_objects_kept(tmp_path: Path) -> None:
     after = len(gc.get_objects())
     assert snap.n == 100_000
     assert after - before < 1000, after - before
+
+
+# ---- hypothesis: rows of one shape with any values, whole chunks against the general parser -------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+VALUE = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(), st.none(), st.sampled_from([0, -0.0, 1e-300, 5e-324, 1.7976931348623157e308, 0.1, 1e16, 1e22]),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(VALUE, VALUE, VALUE), min_size=1, max_size=150), st.sampled_from([0, 1]))
+def test_whole_chunk_any_values(rows: list[tuple[Any, Any, Any]], style: int) -> None:
+    lines = [metric_line(i, {"a": a, "b/c": b, "d": d}, style) for i, (a, b, d) in enumerate(rows)]
+    shape = metric_line(0, {"a": 0.5, "b/c": 1, "d": 2.5}, style).encode()
+    tpl = columns.make_template(shape, "metrics")
+    assert tpl is not None
+    buf = ("\n".join(lines) + "\n").encode()
+    fast = columns.parse(buf, "metrics", [tpl])  # the whole-chunk path first, the line matcher when it refuses
+    general = columns.parse_general(buf, "metrics")
+    assert (fast.n, fast.skipped) == (general.n, general.skipped)
+    assert set(fast.num) == set(general.num)
+    for k in general.num:
+        assert np.array_equal(fast.num[k], general.num[k], equal_nan=True), k
+        assert np.array_equal(np.signbit(fast.num[k]), np.signbit(general.num[k])), k

@@ -46,6 +46,8 @@ def literals(path: Path) -> set[str]:
             found.update(f"path {_str(side)!r}" for side in (node.left, node.right) if _folder(side))
         if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in JOINS:
             found.update(f"path {_str(a)!r}" for a in node.args if _folder(a))
+        if isinstance(node, ast.JoinedStr) and node.values and _folder(node.values[0]):
+            found.add(f"path f{_str(node.values[0])!r}")  # f"metrics/{name}"
         if isinstance(node, ast.Dict):
             found.update(f"shape {k}" for k in map(_str, node.keys) if k in KEYS)
         if isinstance(node, ast.Tuple) and node.elts and all(isinstance(e, ast.Tuple) and len(e.elts) == 2
@@ -72,11 +74,12 @@ def test_the_check_sees_each_way_of_spelling_the_format(tmp_path):
         'p = run.joinpath("metrics", name, x)': "path 'metrics'",
         'p = run / "tracks" / folder': "path 'tracks'",
         'lock = "metrics/" + name': "path 'metrics/'",
+        'key = f"tracks/{topic}"': "path f'tracks/'",
         'p = os.path.join(run, "files")': "path 'files'",
         'info = {"name": n, "write_protected": False}': "shape write_protected",
         'for k, v in (("bindrs", []), ("tags", [])): e.setdefault(k, v)': "shape bindrs",
     }
-    harmless = ['if kind == "metrics": pass', 'route = e + "/metrics"', 'x = {"rows": 1}',
+    harmless = ['if kind == "metrics": pass', 'route = e + "/metrics"', 'url = f"{e}/metrics/{name}"', 'x = {"rows": 1}',
                 'warn("could not write experiment.json")', 'ok = k in ("uploadedAt", "updatedAt")']
     for i, (code, want) in enumerate(cases.items()):
         f = tmp_path / f"c{i}.py"
@@ -128,3 +131,15 @@ def test_listings_builders_and_staging(tmp_path):
     assert layout.effective_status({"status": "RUNNING", "heartbeatAt": "2000-01-01T00:00:00.000000Z"}) == "CRASHED"
     assert layout.merge_tracks([{"timestamp": 1, "a": 1}, {"timestamp": 1, "b": 2}]) == [{"timestamp": 1, "a": 1,
                                                                                             "b": 2}]
+
+
+def test_list_runs_walks_only_where_runs_can_be(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    for rel in ("p/a", "p/a/sub", "p/a/metrics/m", "p/.hidden/r", "single", "p/deep/x/y/z"):
+        (root / rel).mkdir(parents=True)
+        (root / rel / layout.EXPERIMENT_JSON).write_text("{}")
+    (outside / "p" / "b").mkdir(parents=True)
+    (outside / "p" / "b" / layout.EXPERIMENT_JSON).write_text("{}")
+    (root / "q").symlink_to(outside / "p")  # a link out of the root is never followed
+    # a run nested under a run's prefix is listed; a run's own folders, hidden folders and one-segment prefixes not
+    assert layout.list_runs(root) == ["p/a", "p/a/sub", "p/deep/x/y/z"]

@@ -9,7 +9,7 @@ from ml_dash import layout
 
 
 def test_rows_survive_an_unexpected_exception_in_the_writer(monkeypatch):
-    real = layout.ExperimentDir.append_metrics
+    real = layout.ExperimentDir.append_metric_pieces  # what the writer calls for metric rows
     calls = {"n": 0}
 
     def flaky(self, name, rows, *a, **kw):  # the store boundary: the first two writes blow up
@@ -18,7 +18,7 @@ def test_rows_survive_an_unexpected_exception_in_the_writer(monkeypatch):
             raise RuntimeError("unexpected bug in a write")
         return real(self, name, rows, *a, **kw)
 
-    monkeypatch.setattr(layout.ExperimentDir, "append_metrics", flaky)
+    monkeypatch.setattr(layout.ExperimentDir, "append_metric_pieces", flaky)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with ml_dash.Experiment("err/unexpected") as exp:

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from ml_dash.server.backend import metric_meta
 from serverproc import Server
 
 E = "/api/v1/experiments/" + quote("proj/full", safe="")
@@ -104,6 +105,8 @@ def test_reads_after_a_crash_mid_append_show_only_acknowledged_rows(tmp_path: Pa
         with open(data, "a") as f:  # what the killed append had written: whole lines, then a torn one
             f.writelines(json.dumps({"index": i, "data": {"step": i, "loss": 0.5}}) + "\n" for i in range(50, 60))
             f.write('{"index": 60, "data": {"st')
+        meta = data.parent / "metadata.json"  # and the stream's row count it wrote before the commit
+        meta.write_text(json.dumps(metric_meta(json.loads(meta.read_text()), "train", 60)))
         with open(run / "logs" / "logs.jsonl", "a") as f:
             f.write(json.dumps({"sequenceNumber": 5, "level": "info", "message": "never acknowledged"}) + "\n")
         server.start()
@@ -113,6 +116,9 @@ def test_reads_after_a_crash_mid_append_show_only_acknowledged_rows(tmp_path: Pa
             assert cols["rows"] == 50 and cols["columns"]["step"] == list(range(50))
             assert [x["message"] for x in c.get(f"{E}/logs").json()["records"]] == [f"m{i}" for i in range(5)]
             assert c.get(f"{E}/columns/logs").json()["rows"] == 5
+            summary = c.get(f"{E}/summary").json()
+            assert summary["metrics"]["train"]["rows"] == 50 and summary["logs"] == 5, summary
+            assert [r["metrics"] for r in c.get("/api/v1/runs").json()["runs"]] == [{"train": 50}]
             # the client's retry of the lost batch: stored once, the leftovers cut
             r = c.post(f"{E}/metrics/train", json=_batch(50, 20))
             assert r.status_code == 200 and r.json()["stored"] == 20

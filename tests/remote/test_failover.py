@@ -13,7 +13,7 @@ import rt
 from ml_dash import Experiment, load
 from ml_dash.buffer import BufferConfig
 from ml_dash.stores.base import PermanentError, RetryLater
-from ml_dash.stores.remote import RemoteStore, parse_urls
+from ml_dash.stores.remote import RemoteStore, default_url, parse_urls, resolve_token, save_token
 
 
 @pytest.fixture
@@ -35,6 +35,15 @@ def test_parse_urls() -> None:
     for bad in ("", " , ", "ftp://a", "http://a:1,nohost", "http://a:port"):
         with pytest.raises(ValueError, match="URL"):
             parse_urls(bad)
+
+
+def test_login_with_several_urls_stores_the_token_for_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ML_DASH_TOKEN")
+    monkeypatch.delenv("ML_DASH_API_URL", raising=False)
+    save_token("tok-1", "http://a:1, http://b:2/")
+    assert resolve_token("http://a:1") == resolve_token("http://b:2") == "tok-1"
+    assert default_url() == "http://a:1,http://b:2"
+    assert RemoteStore(default_url(), "p/r").tokens == {"http://a:1": "tok-1", "http://b:2": "tok-1"}
 
 
 def test_fails_over_on_5xx_and_unreachable_and_goes_back_round_robin(make_server: Any, tmp_path: Path) -> None:

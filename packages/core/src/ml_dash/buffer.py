@@ -13,26 +13,29 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import cycle, groupby, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from . import console
 from .config import BufferConfig
-from .jsonio import iso
+from .jsonio import dumpb, iso
 from .layout import EXPERIMENT_JSON, META, STAGED_SOURCE, ExperimentDir, unstage
-from .ring import SPILL_EVERY, Ring, decode_lines, encode_items, folder_of, split_items
+from .ring import LOG, METRIC_NONE, SPILL_EVERY, TRACK, Ring, encode_group, folder_of, journal_items, split_items
 from .values import Deferred, resolve_row
 
 __all__ = ["BufferConfig", "Buffer"]
 
 HEARTBEAT_EVERY = 5.0
 FSYNC_EVERY = 1.0
-SLICE_BYTES = 32 << 10  # ring bytes the worker turns into journal lines per slice (~400 rows, ~0.4 ms of GIL)
+SLICE_BYTES = 32 << 10  # ring bytes the worker turns into journal lines per slice (~500 rows, ~0.2 ms of GIL)
 SLICE_ITEMS = 1_000  # queued records per kind written per slice
 # far behind (the ring more than a quarter full, or records queued in memory), slices grow: each slice costs a few
-# system calls, and each of those hands the GIL to a busy training thread for a whole switch interval
-SLICE_BYTES_BEHIND = 1 << 20
-SLICE_ITEMS_BEHIND = 20_000
+# system calls, and each of those hands the GIL to a busy training thread for a whole switch interval; but a
+# slice holds the GIL throughout, so it stays well under a millisecond (a stall of the training loop otherwise)
+SLICE_BYTES_BEHIND = 128 << 10
+SLICE_ITEMS_BEHIND = 2_000
 WAKE_BYTES = 1 << 20  # the training thread wakes the worker each time this much more is in the ring
 MAX_SLICES = 64  # slices in one pass of the worker
 YIELD_S = 0.0003  # between slices the worker sleeps this long, so the training thread takes the GIL back
@@ -83,8 +86,9 @@ class Buffer:
     ============  ==========================================================  =====================================
 
     A write failure never changes the state: the records are kept (``_retry``) and retried on the next pass.
-    The producer side is not a state: the training thread appends to ``tail`` and, every ``spill_at`` records,
-    `spill` moves the tail into the ring (or onto the queues); `kick` wakes the worker early.
+    The producer side is not a state: the training thread appends to the tail of the stream (`tail_for`) and,
+    every `SPILL_EVERY` records of all streams together (when ``next(ticks)`` is true), `spill` moves the tails
+    into the ring (or onto the queues); `kick` wakes the worker early.
     """
 
     def __init__(self, jdir: ExperimentDir, config: BufferConfig) -> None:
@@ -101,11 +105,14 @@ class Buffer:
         self.written = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
         self.lost = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
         self.sync_mode = not config.buffer_enabled
-        # the training thread appends records here; every `spill_at` of them go into the ring (or, when there is
-        # no ring or it is full, onto the queues above, which then take every record until the worker empties
-        # them: so everything still in the ring is older than everything queued)
-        self.tail: deque[Any] = deque()
-        self.spill_at = 1 if self.sync_mode else SPILL_EVERY
+        # per stream, keyed (ring code, name): the training thread appends records (metric rows and track
+        # entries as dicts, log lines as (ts, level, message[, metadata])); every `SPILL_EVERY` records in all
+        # (``next(ticks)`` is true) each tail goes into the ring as one line (or, when there is no ring or it is
+        # full, onto the queues above, which then take every record until the worker empties them: so
+        # everything still in the ring is older than everything queued)
+        self.tails: dict[tuple[int, str], list[Any]] = {}
+        self.log_tail = self.tail_for(LOG, "")
+        self.ticks: Any = repeat(True) if self.sync_mode else cycle([False] * (SPILL_EVERY - 1) + [True])
         jdir.defer_meta = not self.sync_mode  # the worker rewrites metadata.json once per pass
         self.ring: Ring | None = None
         self._ring_lock = threading.Lock()
@@ -154,13 +161,14 @@ class Buffer:
             q.clear()
         for v in self._retry.values():
             v.clear()
-        self.tail.clear()
+        for t in list(self.tails.values()):
+            t.clear()
         if self.ring is not None:
             self.ring.forget()
             self.ring = None
         self._ring_lock = threading.Lock()
         self._ring_ranges = []
-        self.spill_at = 1
+        self.ticks = repeat(True)
         self.jdir.defer_meta = False
         self._io_lock = threading.RLock()
         self._wake = threading.Event()
@@ -208,37 +216,56 @@ class Buffer:
         """Records held in memory, plus one while the ring holds records the worker has not taken yet."""
         ring = self.ring
         return (len(self.logs) + len(self.metrics) + len(self.tracks) + len(self.params) + len(self.files)
-                + sum(len(v) for v in self._retry.values()) + len(self._publishing) + len(self.tail)
+                + sum(len(v) for v in self._retry.values()) + len(self._publishing)
+                + sum(len(t) for t in list(self.tails.values()))
                 + (1 if ring is not None and ring.backlog() else 0))
 
-    # ---- the spill (training thread, every `spill_at` records; the worker spills what is left) ------------------
+    # ---- the spill (training thread, every `SPILL_EVERY` records; the worker spills what is left) --------------
+    def tail_for(self, code: int, name: str) -> list[Any]:
+        """The tail of one stream (the producer keeps a reference to it and appends to it)."""
+        t = self.tails.get((code, name))
+        if t is None:
+            t = self.tails.setdefault((code, name), [])
+        return t
+
     def spill(self) -> None:
-        """Move the tail into the ring (memory the kernel keeps if the process dies), else onto the queues."""
+        """Move every stream's tail into the ring (memory the kernel keeps if the process dies), one line per
+        stream, else onto the queues."""
         wake = False
         with self._ring_lock:
-            t = self.tail
-            n = len(t)
-            if not n:
-                return
-            items = [t.popleft() for _ in range(n)]
-            ring = self.ring
-            if ring is not None and not (self.metrics or self.logs or self.tracks):
-                line = encode_items(items)
-                if line is not None and ring.put(line):
-                    pos = ring.position()
-                    if pos >= self._wake_at or pos < self._wake_at - WAKE_BYTES:
-                        self._wake_at = pos + WAKE_BYTES
-                        self._woken_at = time.perf_counter()
-                        self._wake.set()  # a hint: the worker decides when to run (see `_yield`)
-                    items = []
-            if items:  # no ring, ring full, or a device value: queued in memory, in order
-                m, tr, g = split_items(items)
-                self.metrics.extend(m)
-                self.tracks.extend(tr)
-                self.logs.extend(g)
-                wake = max(len(self.metrics), len(self.logs), len(self.tracks)) >= self.trigger
+            for (code, name), t in list(self.tails.items()):
+                if t:
+                    wake |= self._spill_tail(code, name, t)
         if wake:
             self.kick()
+
+    def _spill_tail(self, code: int, name: str, t: list[Any]) -> bool:
+        """Under ``_ring_lock``. True when the queues reached the size that wakes the worker."""
+        n = len(t)
+        items = t[:n]
+        del t[:n]
+        ring = self.ring
+        if ring is not None and not (self.metrics or self.logs or self.tracks):
+            line = encode_group(code, name, items)
+            if line is not None and ring.put(line):
+                pos = ring.position()
+                if pos >= self._wake_at or pos < self._wake_at - WAKE_BYTES:
+                    self._wake_at = pos + WAKE_BYTES
+                    self._woken_at = time.perf_counter()
+                    self._wake.set()  # a hint: the worker decides when to run (see `_yield`)
+                return False
+        # no ring, ring full, or a device value: queued in memory, in order
+        if code == LOG:
+            self.logs.extend((p[0], p[1], p[2], p[3] if len(p) > 3 else None) for p in items)
+            q: deque[Any] = self.logs
+        elif code == TRACK:
+            self.tracks.extend((name, e) for e in items)
+            q = self.tracks
+        else:
+            key = None if code == METRIC_NONE else name
+            self.metrics.extend((key, d) for d in items)
+            q = self.metrics
+        return len(q) >= self.trigger
 
     def state(self) -> str:
         """The worker's state, as in the table of the class docstring."""
@@ -426,7 +453,8 @@ class Buffer:
 
     def _has_work(self) -> bool:
         ring = self.ring
-        return bool(self.metrics or self.tracks or self.logs or self.tail or (ring is not None and ring.backlog()))
+        return bool(self.metrics or self.tracks or self.logs or any(list(self.tails.values()))
+                    or (ring is not None and ring.backlog()))
 
     def _yield(self) -> None:
         """Between slices: let the training thread run. When it is busy (it kept the GIL until the interpreter's
@@ -485,13 +513,15 @@ class Buffer:
                         fresh[kind] = [q.popleft() for _ in range(n)]
                         more |= bool(q)
             plain = bool(chunk)  # decoded JSON holds no device values to convert
-            if chunk:
-                m, t, g = split_items(decode_lines(chunk))
-                fresh = {"metrics": m, "tracks": t, "logs": g}
+            runs: list[tuple[str | None, list[bytes]]] = []
+            if chunk:  # metric rows come as runs of journal-ready pieces (see `ring.journal_items`)
+                runs, fresh["tracks"], fresh["logs"] = journal_items(chunk)
             wrote = False
             wrote |= self._drain_kind("logs", fresh["logs"], self.jdir.append_logs)
-            wrote |= self._drain_kind("metrics", fresh["metrics"], self._write_plain_metrics if plain
-                                      else self._write_metrics)
+            if runs:
+                self.taken["metrics"] += _count_runs(runs)
+                wrote |= self._write_kind("metrics", runs, self._write_metric_runs, _count_runs, _rows_of_runs)
+            wrote |= self._drain_kind("metrics", fresh["metrics"], self._write_metrics)
             wrote |= self._drain_kind("tracks", fresh["tracks"], self._write_plain_tracks if plain
                                       else self._write_tracks)
             if ring is not None and self._ring_ranges and not any(self._retry[k] for k in fresh):
@@ -526,23 +556,27 @@ class Buffer:
             self.taken[kind] += len(fresh)
         return self._write_kind(kind, fresh, write) or wrote
 
-    def _write_kind(self, kind: str, items: list[Any], write: Callable[[list[Any]], None]) -> bool:
+    def _write_kind(self, kind: str, items: list[Any], write: Callable[[list[Any]], None],
+                    count: Callable[[list[Any]], int] = len,
+                    rows_of: Callable[[list[Any]], list[Any]] | None = None) -> bool:
+        """Write ``items``; on failure keep the records (``rows_of(items)``, one per record) for retry. ``count``
+        gives the number of records in ``items``."""
         try:
             write(items)
         except PartialWrite as e:  # some streams were written, others failed: retry only the failed ones
             self._retry[kind] = e.items
-            done = len(items) - len(e.items)
+            done = count(items) - len(e.items)
             self.written[kind] += done
             self._note_error(kind if kind != "metrics" else "metric rows", e.error)
             if done:
                 self.progress += 1
             return done > 0
         except Exception as e:  # I/O, bad data, or a bug: the records are kept and retried, never dropped
-            self._retry[kind] = items
+            self._retry[kind] = items if rows_of is None else rows_of(items)
             self._note_error(kind if kind != "metrics" else "metric rows", e)
             return False
         if kind != "params":
-            self.written[kind] += len(items)
+            self.written[kind] += count(items)
         if self._error is not None and kind != "params":
             console.warn(f"writing {self.jdir.prefix} works again; {len(items)} delayed {kind} record(s) written")
             self._error = None
@@ -557,14 +591,43 @@ class Buffer:
             merged.update(d)
         self.jdir.set_params(merged)
 
-    def _write_metrics(self, items: list[tuple[str | None, dict[str, Any]]]) -> None:
-        _write_streams(items, self.jdir.append_metrics, True)
+    def _write_metric_runs(self, runs: list[tuple[str | None, list[bytes]]]) -> None:
+        """Metric rows from the ring: one run of pieces per stream (see `ring.journal_items`)."""
+        failed: list[tuple[str | None, Any]] = []
+        error: BaseException | None = None
+        for key, pieces in runs:
+            try:
+                self.jdir.append_metric_pieces(key, pieces)
+            except (OSError, ValueError, TypeError) as e:
+                error = e
+                failed.extend(zip(repeat(key), pieces))
+        if error is not None:
+            raise PartialWrite(failed, error)
+
+    def _write_metrics(self, items: list[tuple[str | None, Any]]) -> None:
+        """Metric rows, each a dict (queued in memory) or the bytes of its JSON less the braces (from the ring),
+        appended per stream in order; a stream that fails does not stop the others (PartialWrite)."""
+        groups: dict[str | None, list[Any]] = {}
+        for key, run in groupby(items, _key):
+            g = groups.get(key)
+            if g is None:
+                groups[key] = g = []
+            g.extend(map(_row, run))
+        failed: list[tuple[str | None, Any]] = []
+        error: BaseException | None = None
+        for key, rows in groups.items():
+            try:
+                if set(map(type, rows)) != {bytes}:
+                    rows = [r if type(r) is bytes else _piece(r) for r in rows]
+                self.jdir.append_metric_pieces(key, rows)
+            except (OSError, ValueError, TypeError) as e:
+                error = e
+                failed.extend((key, r) for r in rows)
+        if error is not None:
+            raise PartialWrite(failed, error)
 
     def _write_tracks(self, items: list[tuple[str, dict[str, Any]]]) -> None:
         _write_streams(items, self.jdir.append_tracks, True)
-
-    def _write_plain_metrics(self, items: list[tuple[str | None, dict[str, Any]]]) -> None:
-        _write_streams(items, self.jdir.append_metrics, False)
 
     def _write_plain_tracks(self, items: list[tuple[str, dict[str, Any]]]) -> None:
         _write_streams(items, self.jdir.append_tracks, False)
@@ -729,6 +792,27 @@ def _write_streams(items: list[tuple[Any, dict[str, Any]]], append: Callable[[An
             failed.extend((key, r) for r in rows)
     if error is not None:
         raise PartialWrite(failed, error)
+
+
+_key = itemgetter(0)
+_row = itemgetter(1)
+
+
+def _count_runs(runs: list[tuple[Any, list[bytes]]]) -> int:
+    return sum(len(p) for _, p in runs)
+
+
+def _rows_of_runs(runs: list[tuple[Any, list[bytes]]]) -> list[tuple[Any, bytes]]:
+    return [(key, p) for key, pieces in runs for p in pieces]
+
+
+def _piece(row: dict[str, Any]) -> bytes:
+    """A metric row as `ExperimentDir.append_metric_pieces` takes it (device values read here, on the worker)."""
+    for v in row.values():
+        if type(v) is Deferred:
+            resolve_row(row)
+            break
+    return dumpb(row)[1:-1]
 
 
 def _prepare_file(staged: Path, entry: dict[str, Any]) -> Path:

@@ -707,8 +707,11 @@ def parse(buf: bytes, kind: str, templates: list[Template] | None = None) -> Bat
         return _parse_span(buf, span, kind, mine), mine
 
     # numpy releases the GIL in its passes, so chunks overlap (the orjson calls do not)
-    with ThreadPoolExecutor(workers, thread_name_prefix="ml-dash-parse") as pool:
-        done = list(pool.map(one, spans[1:]))
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="ml-dash-parse") as pool:
+            done = list(pool.map(one, spans[1:]))
+    except RuntimeError:  # no new threads (interpreter shutting down): one chunk after the other
+        return concat([first] + [_parse_span(buf, span, kind, templates) for span in spans[1:]])
     known = {id(t) for t in templates}
     for _, mine in done:
         for t in mine:

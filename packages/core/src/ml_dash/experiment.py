@@ -19,12 +19,13 @@ from .config import BufferConfig, default_root, env_flag
 from .layout import STAGED_SOURCE, ExperimentDir, file_entry, stage_entry
 from .names import file_name, logical_dir, metric_segments, topic_folder
 from .reader import FilesView, LogsView, MetricsView, ParamsView, TracksView
-from .ring import LOG, LOG_META, METRIC, METRIC_NONE, TRACK
+from .ring import LOG, METRIC, METRIC_NONE, TRACK
 from .session import Session
 from .values import MAX_STR, NUMERIC, convert, convert_fields, flatten
 
 LEVELS = ("info", "warn", "error", "debug", "fatal")
 _time = time.time
+_numeric = NUMERIC.issuperset
 
 
 class Experiment:
@@ -212,11 +213,11 @@ class Experiment:
         else:
             meta = None
         buf = self._buf or self._writer()
-        q = buf.tail
-        q.append((LOG, level, (_time(), message)) if meta is None else (LOG_META, level, (_time(), message, meta)))
+        q = buf.log_tail
+        q.append((_time(), level, message) if meta is None else (_time(), level, message, meta))
         if self.echo:
             console.say(f"[{level.upper()}] {message}")
-        if len(q) >= buf.spill_at:
+        if next(buf.ticks):
             buf.spill()
 
     def __enter__(self) -> Experiment:
@@ -323,18 +324,24 @@ class Params:
 class MetricStream:
     """``exp.metrics("train")``: ``log(**fields)`` one row; ``read()`` the rows back."""
 
-    __slots__ = ("_exp", "_name", "_code", "_key")
+    __slots__ = ("_exp", "_name", "_code", "_key", "_buf", "_tail")
 
     def __init__(self, exp: Experiment, name: str | None) -> None:
         self._exp = exp
         self._name = name
         self._code, self._key = (METRIC, name) if name is not None else (METRIC_NONE, "")
+        self._buf: Buffer | bool = False  # the buffer whose tail ``_tail`` is
+        self._tail: list[Any] = []
+
+    def _bind(self) -> Buffer:
+        buf = self._exp._buf or self._exp._writer()
+        self._tail = buf.tail_for(self._code, self._key)
+        self._buf = buf
+        return buf
 
     def log(self, /, **fields: Any) -> MetricStream:
-        for v in fields.values():
-            if type(v) not in NUMERIC:
-                convert_fields(fields)
-                break
+        if not _numeric(map(type, fields.values())):
+            convert_fields(fields)
         if "_ts" not in fields:
             fields["_ts"] = _time()
         elif type(fields["_ts"]) is not float:
@@ -342,14 +349,32 @@ class MetricStream:
             if isinstance(ts, bool) or not isinstance(ts, (int, float)):
                 raise TypeError(f"_ts must be a number (unix seconds), got {ts!r}")
             fields["_ts"] = float(ts)
-        buf = self._exp._buf or self._exp._writer()
-        q = buf.tail
-        q.append((self._code, self._key, fields))
-        if len(q) >= buf.spill_at:
+        buf = self._exp._buf
+        if buf is not self._buf:
+            buf = self._bind()
+        self._tail.append(fields)
+        if next(buf.ticks):
             buf.spill()
         return self
 
     append = log
+
+    def _log_row(self, row: dict[str, Any]) -> None:
+        """`log` for a dict that becomes the row itself (not copied): the adapters' kit builds a fresh dict per
+        row and hands it over here (`integration.MetricRouter.log`)."""
+        if not _numeric(map(type, row.values())):
+            convert_fields(row)
+        if "_ts" not in row:
+            row["_ts"] = _time()
+        elif type(row["_ts"]) is not float:
+            self.log(**row)
+            return
+        buf = self._exp._buf
+        if buf is not self._buf:
+            buf = self._bind()
+        self._tail.append(row)
+        if next(buf.ticks):
+            buf.spill()
 
     def read(self) -> list[dict[str, Any]]:
         _sync(self._exp)
@@ -404,17 +429,23 @@ class Metrics:
 class TrackStream:
     """``exp.tracks(topic)``: ``append(_ts=None, **fields)``; same-timestamp appends are merged."""
 
-    __slots__ = ("_exp", "_topic")
+    __slots__ = ("_exp", "_topic", "_buf", "_tail")
 
     def __init__(self, exp: Experiment, topic: str) -> None:
         self._exp = exp
         self._topic = topic
+        self._buf: Buffer | bool = False  # the buffer whose tail ``_tail`` is
+        self._tail: list[Any] = []
+
+    def _bind(self) -> Buffer:
+        buf = self._exp._buf or self._exp._writer()
+        self._tail = buf.tail_for(TRACK, self._topic)
+        self._buf = buf
+        return buf
 
     def append(self, /, _ts: float | None = None, **fields: Any) -> TrackStream:
-        for v in fields.values():
-            if type(v) not in NUMERIC:
-                fields = _track_fields(fields)
-                break
+        if not _numeric(map(type, fields.values())):
+            fields = _track_fields(fields)
         if _ts is None:
             entry: dict[str, Any] = {"timestamp": _time()}
         elif type(_ts) is float:
@@ -426,10 +457,11 @@ class TrackStream:
         if "timestamp" in fields:
             raise ValueError("track field 'timestamp' is reserved: pass the time as _ts")
         entry.update(fields)
-        buf = self._exp._buf or self._exp._writer()
-        q = buf.tail
-        q.append((TRACK, self._topic, entry))
-        if len(q) >= buf.spill_at:
+        buf = self._exp._buf
+        if buf is not self._buf:
+            buf = self._bind()
+        self._tail.append(entry)
+        if next(buf.ticks):
             buf.spill()
         return self
 

@@ -83,18 +83,22 @@ def split_key(key: str, default: str = DEFAULT_STREAM, reserved: Iterable[str] =
 
 
 class MetricRouter:
-    """:func:`split_key` computed once per key and cached: the per-step cost is one dict lookup per key.
+    """:func:`split_key` computed once per key and cached, and the grouping of a dict's keys into rows computed
+    once per key tuple: the per-step cost is one lookup of the dict's keys plus building the rows.
 
     ``skip`` names keys that are the framework's own fields carried in the same dict (Lightning's ``epoch``):
     :meth:`rows` leaves them out."""
 
-    __slots__ = ("_cache", "_default", "_reserved")
+    __slots__ = ("_cache", "_default", "_reserved", "_plans")
+
+    MAX_PLANS = 1024  # distinct key tuples remembered (a framework logs a handful)
 
     def __init__(self, default: str = DEFAULT_STREAM, reserved: Iterable[str] = ROW_FIELDS,
                  skip: Iterable[str] = ()) -> None:
         self._default = default
         self._reserved = tuple(reserved)
         self._cache: dict[str, tuple[str, str] | None] = dict.fromkeys(skip)
+        self._plans: dict[tuple[Any, ...], tuple[tuple[str, tuple[str, ...], tuple[Any, ...]], ...]] = {}
 
     def route(self, key: str) -> tuple[str, str]:
         target = self._cache.get(key)
@@ -104,22 +108,53 @@ class MetricRouter:
                 self._cache[key] = target
         return target
 
-    def rows(self, metrics: Mapping[str, Any], step: Any, epoch: Any) -> dict[str, dict[str, Any]]:
-        """Group ``metrics`` into one row per stream, each starting with ``step`` and ``epoch``."""
-        cache = self._cache
-        rows: dict[str, dict[str, Any]] = {}
-        for key, value in metrics.items():
-            try:
-                target = cache[key]
-            except KeyError:
-                target = self.route(key)
+    def _plan(self, keys: tuple[Any, ...]) -> tuple[tuple[str, tuple[str, ...], tuple[Any, ...]], ...]:
+        """(stream, fields, source keys) per stream, streams in order of their first key."""
+        groups: dict[str, tuple[list[str], list[Any]]] = {}
+        for key in keys:
+            target = self._cache[key] if key in self._cache else self.route(key)
             if target is None:  # skipped
                 continue
-            row = rows.get(target[0])
-            if row is None:
-                row = rows[target[0]] = {"step": step, "epoch": epoch}
-            row[target[1]] = value
+            g = groups.get(target[0])
+            if g is None:
+                g = groups[target[0]] = ([], [])
+            g[0].append(target[1])
+            g[1].append(key)
+        plan = tuple((stream, tuple(f), tuple(k)) for stream, (f, k) in groups.items())
+        if len(self._plans) >= self.MAX_PLANS:
+            self._plans.clear()
+        self._plans[keys] = plan
+        return plan
+
+    def rows(self, metrics: Mapping[str, Any], step: Any, epoch: Any) -> dict[str, dict[str, Any]]:
+        """Group ``metrics`` into one row per stream, each starting with ``step`` and ``epoch``."""
+        keys = tuple(metrics)
+        plan = self._plans.get(keys)
+        if plan is None:
+            plan = self._plan(keys)
+        get = metrics.__getitem__
+        rows: dict[str, dict[str, Any]] = {}
+        for stream, fields, sources in plan:
+            row = rows[stream] = {"step": step, "epoch": epoch}
+            row.update(zip(fields, map(get, sources)))
         return rows
+
+    def log(self, metrics: Mapping[str, Any], step: Any, epoch: Any, exp: Experiment) -> int:
+        """Log `rows` straight into the metric streams of ``exp``, each row dict handed over as it is built.
+        Returns the rows logged; the core's TypeError/ValueError for a value it refuses propagates (the rows
+        before it are logged)."""
+        keys = tuple(metrics)
+        plan = self._plans.get(keys)
+        if plan is None:
+            plan = self._plan(keys)
+        get = metrics.__getitem__
+        acc = exp.metrics
+        known = acc._streams
+        for stream, fields, sources in plan:
+            row = {"step": step, "epoch": epoch}
+            row.update(zip(fields, map(get, sources)))
+            (known.get(stream) or acc(stream))._log_row(row)
+        return len(plan)
 
 
 # -- hyperparameters -----------------------------------------------------------------------------------------

@@ -177,6 +177,13 @@ class Stream:
             self.dirty = False
 
 
+class MirrorMark:
+    """How far into a source's track file a mirror holds (a byte offset)."""
+
+    def __init__(self, end: int) -> None:
+        self.end = end
+
+
 class ExperimentDir:
     """Reads and writes one experiment folder ``<root>/<prefix>/`` in the `.dash` layout."""
 
@@ -243,11 +250,13 @@ class ExperimentDir:
     def open_info(self, description: str | None, tags: list[str] | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
         self.path.mkdir(parents=True, exist_ok=True)
         with self.locked(EXPERIMENT_JSON):
-            info = read_json(self.path / EXPERIMENT_JSON)
+            raw = read_json(self.path / EXPERIMENT_JSON)
             now = now_iso()
-            if not isinstance(info, dict):
+            info: dict[str, Any]
+            if not isinstance(raw, dict):
                 info = new_info(self.name, self.project, self.prefix, description, tags, metadata, now)
             else:
+                info = raw
                 if description is not None:
                     info["description"] = description
                 if tags is not None:
@@ -263,9 +272,9 @@ class ExperimentDir:
 
     def update_info(self, **changes: Any) -> dict[str, Any]:
         with self.locked(EXPERIMENT_JSON):
-            info = read_json(self.path / EXPERIMENT_JSON)
-            if not isinstance(info, dict):
-                info = new_info(self.name, self.project, self.prefix, None, None, None, now_iso())
+            raw = read_json(self.path / EXPERIMENT_JSON)
+            info: dict[str, Any] = raw if isinstance(raw, dict) else new_info(
+                self.name, self.project, self.prefix, None, None, None, now_iso())
             for k, v in changes.items():
                 if v is None:
                     info.pop(k, None)
@@ -321,7 +330,7 @@ class ExperimentDir:
                 folder = base if n == 1 else f"{base}~{n}"
                 meta_path = tracks / folder / META
                 meta = read_json(meta_path)
-                if isinstance(meta, dict) and meta.get("topic") == topic:
+                if meta_topic(meta) == topic:
                     break
                 if meta is None and not self.inside(tracks / folder / DATA).exists():
                     # claim it now so a concurrent writer of another topic goes on to the next folder
@@ -372,13 +381,33 @@ class ExperimentDir:
             if not parts or not rows:
                 return
             s.write(b"".join(parts))
-            s.next_index = n
-            meta_path = meta_file(s.path)
-            if created or s.meta is None:
-                m = read_json(meta_path)
-                s.meta = m if isinstance(m, dict) else metric_meta(name)
-            count_metric(s.meta, n)
-            self._meta_changed(meta_path, s)
+            self._counted(s, name, created, n)
+
+    def append_metric_pieces(self, name: str | None, pieces: list[bytes]) -> None:
+        """`append_metrics` for rows given as their JSON text less the outer braces (``dumpb(row)[1:-1]``): the
+        same bytes on disk, put together without a Python step per row."""
+        if not pieces:
+            return
+        s = self._stream("metrics", name)
+        with self.locked(stream_key(METRICS, name)):
+            created = s.sync_tail() or s.meta is None
+            n = s.next_index
+            k = len(pieces)
+            args: list[Any] = [None] * (2 * k)  # index, row, index, row, ...: one %-format for all k lines
+            args[0::2] = range(n, n + k)
+            args[1::2] = pieces
+            line = b'{"index":%%d,"data":{%%b},"createdAt":"%b"}\n' % now_iso().encode()
+            s.write((line * k) % tuple(args))
+            self._counted(s, name, created, n + k)
+
+    def _counted(self, s: Stream, name: str | None, created: bool, n: int) -> None:
+        s.next_index = n
+        meta_path = meta_file(s.path)
+        if created or s.meta is None:
+            m = read_json(meta_path)
+            s.meta = m if isinstance(m, dict) else metric_meta(name)
+        count_metric(s.meta, n)
+        self._meta_changed(meta_path, s)
 
     def append_tracks(self, topic: str, entries: list[dict[str, Any]]) -> None:
         """Entries are {"timestamp": t, fields...}; consecutive entries with one timestamp are merged."""
@@ -572,17 +601,7 @@ class ExperimentDir:
 
     def topic_files(self) -> list[tuple[str, Path]]:
         """(topic, its data file) for every track folder whose metadata.json names its topic, in folder order."""
-        base = self.path / TRACKS
-        if not base.is_dir():
-            return []
-        out = []
-        for folder in sorted(base.iterdir()):
-            if folder.is_symlink():  # never followed: it could lead out of the root
-                continue
-            meta = read_json(folder / META)
-            if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
-                out.append((meta["topic"], folder / DATA))
-        return out
+        return [(topic, folder / DATA) for topic, folder in topic_folders(self.path / TRACKS)]
 
     def track_file(self, topic: str) -> Path:
         """The data file a writer appends ``topic``'s entries to (claiming its folder if it has none yet)."""
@@ -629,6 +648,21 @@ class ExperimentDir:
     def mirror_state_path(self, topic: str) -> Path:
         """A mirror's record of how far into the source's track file of ``topic`` it holds."""
         return self.private / "mirror-tracks" / (hashlib.sha1(topic.encode()).hexdigest()[:20] + ".json")
+
+    @contextmanager
+    def mirror_tracks(self, topic: str) -> Iterator[MirrorMark]:
+        """Under the mirror's lock of ``topic`` (not the topic's own lock: `append_tracks` takes that one): how far
+        into the source's track file the mirror holds (``mark.end``); a raised ``mark.end`` is saved on exit."""
+        path = self.mirror_state_path(topic)
+        with self.locked("mirror-tracks/" + topic):
+            state = read_json(path)
+            end = state.get("end") if isinstance(state, dict) else None
+            mark = MirrorMark(end if isinstance(end, int) else 0)
+            start = mark.end
+            yield mark
+            if mark.end > start:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(path, {"topic": topic, "end": mark.end})
 
     def new_stage(self, folder: str = "staging") -> Path:
         """The content path in a fresh staging folder (``.ml_dash/<folder>/<uuid>/content``; the folder exists)."""
@@ -742,6 +776,32 @@ def file_parts(entry: dict[str, Any]) -> tuple[str, ...]:
     return (FILES, *segs, str(entry["id"]), str(entry["filename"]))
 
 
+TOPIC_KEY = "topic"  # in a track folder's metadata.json: the topic it holds (never the folder's name)
+
+
+def meta_topic(meta: Any) -> str | None:
+    """The topic a track folder's parsed metadata.json names (None: not a topic's folder)."""
+    topic = meta.get(TOPIC_KEY) if isinstance(meta, dict) else None
+    return topic if isinstance(topic, str) else None
+
+
+def topic_folders(tracks: Path, read: Any = read_json) -> list[tuple[str, Path]]:
+    """(topic, folder) of every folder under ``tracks`` whose metadata.json (read with ``read``) names its topic,
+    in folder order; a folder that is a symbolic link is never followed (it could lead out of the root)."""
+    try:
+        folders = sorted(tracks.iterdir())
+    except OSError:  # no tracks (or not a folder)
+        return []
+    out = []
+    for folder in folders:
+        if folder.is_symlink():
+            continue
+        topic = meta_topic(read(folder / META))
+        if topic is not None:
+            out.append((topic, folder))
+    return out
+
+
 def data_file(folder: Path) -> Path:
     """The data file of a metric's or topic's folder."""
     return folder / DATA
@@ -758,15 +818,45 @@ def stream_key(kind: str, name: str | None = None) -> str:
     return kind if kind == LOGS_DIR else f"{kind}/{name}"
 
 
+def is_run_folder(rel: str, names: list[str]) -> bool:
+    """Whether the folder ``rel`` (relative to the root, '/'-separated), holding entries ``names``, is a run."""
+    return "/" in rel and EXPERIMENT_JSON in names
+
+
+def may_hold_runs(name: str, in_run: bool) -> bool:
+    """Whether a listing of runs searches the subfolder ``name`` (of a run, when ``in_run``): never a hidden or
+    private folder (no prefix segment starts with '.'), nor a run's own folders; other subfolders of a run may hold
+    runs nested under its prefix."""
+    return not name.startswith(".") and not (in_run and name in RUN_DIRS)
+
+
 def list_runs(root: str | os.PathLike[str]) -> list[str]:
-    """Prefixes of every run under a root."""
-    base = Path(root)
-    real_root = os.path.realpath(base).rstrip(os.sep) + os.sep
-    out = []
-    for p in base.rglob(EXPERIMENT_JSON):
-        if PRIVATE in p.parts or not p.is_file() or not os.path.realpath(p).startswith(real_root):
-            continue  # private state, a folder of that name, or reached through a link out of the root
-        out.append(str(p.parent.relative_to(base)).replace(os.sep, "/"))
+    """Prefixes of every run under a root: folders at least two levels down holding experiment.json. Hidden and
+    private folders and a run's own folders are not searched (other subfolders of a run are: runs nest under a
+    run's prefix); links are never followed, so nothing outside the root is listed."""
+    out: list[str] = []
+
+    def walk(d: str, rel: str, depth: int) -> None:
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except OSError:
+            return
+        is_run = is_run_folder(rel, [e.name for e in entries])
+        if is_run:
+            out.append(rel)
+        if depth > 32:
+            return
+        for e in entries:
+            if not may_hold_runs(e.name, is_run):
+                continue
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    walk(e.path, f"{rel}/{e.name}" if rel else e.name, depth + 1)
+            except OSError:
+                continue
+
+    walk(os.fspath(root), "", 0)
     return sorted(out)
 
 

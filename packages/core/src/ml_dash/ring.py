@@ -10,9 +10,16 @@ behind, and the next open of the run, or the next read of it (`load`, `ml-dash s
 File layout: two halves of `HALF` bytes. Each half starts with a 64-byte header (little-endian u64 fields):
 ``magic, lap, consumed, inflight``. ``lap`` orders the halves (0: unused); ``consumed`` is the offset up to which
 records are in the journal; ``[consumed, inflight)`` is being written to the journal (after a crash those records
-may be there in part: recovery skips the ones it finds). Records follow as lines, one line per spill: a JSON array
-of items ``[code, name, payload]`` (see `item_to_line`); a line that starts with a space was written by the
-standard encoder (non-finite floats, integers beyond 64 bits) and is parsed by it. Unwritten space is zero bytes.
+may be there in part: recovery skips the ones it finds). Records follow as lines, one line per spill of one
+stream: ``<code> <name as JSON>\t<the payloads as one JSON array>\n`` (see `encode_group`); ``code`` has the bit
+`STD` when the standard encoder wrote the array (non-finite floats, nulls, integers beyond 64 bits), which then
+also parses it. Lines of the first version (a JSON array of ``[code, name, payload]`` items; a leading space: the
+standard encoder's) are still read. Unwritten space is zero bytes.
+
+The writer turns metric lines into journal lines without parsing them (`journal_items`): the array of rows is cut
+into the rows' JSON texts at ``},{``. The training thread checks, when it writes the line, that the array holds
+exactly one ``},{`` less than it has rows (else a key or a value holds one, and the line gets the bit `PARSE`),
+so the cut is exact.
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ import struct
 import threading
 import uuid
 from collections.abc import Callable
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from .jsonio import encode
+from .jsonio import dumpb, encode
 from .layout import PRIVATE
 
 try:
@@ -37,6 +45,7 @@ try:
     _dumps = _orjson.dumps
     _loads = _orjson.loads
     _OPT = _orjson.OPT_PASSTHROUGH_DATACLASS | _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_APPEND_NEWLINE
+    _OPT_BODY = _orjson.OPT_PASSTHROUGH_DATACLASS | _orjson.OPT_PASSTHROUGH_DATETIME
 except ImportError:  # pragma: no cover
     _orjson = None
 
@@ -53,6 +62,9 @@ TRACK = 1  # [1, topic, entry]
 LOG = 2  # [2, level, [ts, message]]           (with metadata: code LOG_META, [ts, message, metadata])
 METRIC_NONE = 3
 LOG_META = 4
+STD = 8  # flag on a line's code: the standard encoder wrote (and parses) its array
+PARSE = 16  # flag on a metric line's code: a key or value holds "},{", so the writer parses the line
+_KIND = 7
 
 
 def folder_of(private: Path) -> Path:
@@ -60,7 +72,7 @@ def folder_of(private: Path) -> Path:
 
 
 def encode_items(items: list[Any]) -> bytes | None:
-    """One ring line for a list of items, or None when an item cannot be encoded (a device value)."""
+    """A first-version ring line for a list of ``[code, name, payload]`` items (read back by `decode_lines`)."""
     if _orjson is not None:
         try:
             b = _dumps(items, None, _OPT)
@@ -74,8 +86,143 @@ def encode_items(items: list[Any]) -> bytes | None:
         return None
 
 
+_names: dict[str, bytes] = {}
+_names_back: dict[bytes, str] = {}
+
+
+def _name_json(name: str) -> bytes:
+    b = _names.get(name)
+    if b is None:
+        b = encode(name).encode()
+        if len(_names) < 10_000:
+            _names[name] = b
+            _names_back[b] = name
+    return b
+
+
+def encode_group(code: int, name: str, payloads: list[Any]) -> bytes | None:
+    """One ring line for ``payloads`` of one stream (metric rows and track entries: dicts; log lines: tuples
+    ``(ts, level, message[, metadata])``), or None when a payload cannot be encoded (a device value)."""
+    body = None
+    if _orjson is not None:
+        try:
+            body = _dumps(payloads, None, _OPT_BODY)
+        except TypeError:
+            body = None
+        else:
+            if b"null" in body:  # NaN, Infinity or None: written the way `dumpb` writes them
+                body = None
+            elif (code == METRIC or code == METRIC_NONE) and body.count(b"},{") != len(payloads) - 1:
+                code |= PARSE  # a key or a value holds "},{": the writer parses this line
+    if body is None:
+        try:
+            body = encode(payloads).encode()
+        except (TypeError, ValueError):
+            return None
+        code |= STD
+    return b"%d %b\t%b\n" % (code, _name_json(name), body)
+
+
+def _groups(chunk: bytes) -> list[tuple[int, str, bytes]]:
+    """(code, name, array) of each complete line of ``chunk``; a torn or corrupt line is skipped."""
+    out = []
+    for line in chunk.split(b"\n"):
+        head, tab, body = line.partition(b"\t")
+        if not tab:
+            continue
+        try:
+            c, nm = head.split(b" ", 1)
+            name = _names_back.get(nm)
+            if name is None:
+                name = json.loads(nm)
+            out.append((int(c), name, body))
+        except ValueError:
+            continue
+    return out
+
+
+def _payloads(code: int, body: bytes) -> list[Any]:
+    try:
+        rows = json.loads(body) if code & STD or _orjson is None else _loads(body)
+    except ValueError:
+        return []
+    return rows if isinstance(rows, list) else []
+
+
+def _new_format(chunk: bytes) -> bool:
+    return chunk[:1].isdigit()
+
+
+def journal_items(chunk: bytes) -> tuple[list[tuple[str | None, list[bytes]]], list[tuple[str, dict[str, Any]]],
+                                         list[tuple[float, str, str, Any]]]:
+    """What the writer appends for the complete lines of ``chunk``: (metrics, tracks, logs). Metrics come as runs
+    ``(stream, pieces)``, one per stream, a piece being the bytes between the braces of a row's JSON object
+    (`dumpb` of the row less its braces), cut out of the lines without parsing them; track entries and log lines
+    are parsed."""
+    if not _new_format(chunk):
+        m, t, g = split_items(decode_lines(chunk))
+        runs: dict[str | None, list[bytes]] = {}
+        for k, d in m:
+            runs.setdefault(k, []).append(dumpb(d)[1:-1])
+        return list(runs.items()), t, g
+    head = chunk[:chunk.find(b"\t") + 1]
+    if head[:2] in (b"0 ", b"3 ") and chunk.endswith(b"}]\n") and \
+            chunk.count(b"\n" + head) == chunk.count(b"\n") - 1:  # every line is a plain line of one metric
+        code, name = _groups(head + b"[]")[0][:2]
+        inner = chunk[len(head) + 2:-3].replace(b"}]\n" + head + b"[{", b"},{")
+        return [(None if code == METRIC_NONE else name, inner.split(b"},{"))], [], []
+    by_metric: dict[str | None, list[tuple[int, bytes]]] = {}
+    tracks: list[tuple[str, dict[str, Any]]] = []
+    logs: list[tuple[float, str, str, Any]] = []
+    for code, name, body in _groups(chunk):
+        kind = code & _KIND
+        if kind == METRIC or kind == METRIC_NONE:
+            key = name if kind == METRIC else None
+            parts = by_metric.get(key)
+            if parts is None:
+                by_metric[key] = parts = []
+            parts.append((code, body))
+        elif kind == TRACK:
+            tracks.extend((name, e) for e in _payloads(code, body) if isinstance(e, dict))
+        elif kind == LOG:
+            for p in _payloads(code, body):
+                try:
+                    logs.append((p[0], p[1], p[2], p[3] if len(p) > 3 else None))
+                except (TypeError, IndexError, KeyError):
+                    continue
+    metrics: list[tuple[str | None, list[bytes]]] = []
+    for key, parts in by_metric.items():
+        pieces: list[bytes] = []
+        plain: list[bytes] = []
+        for c, b in parts:
+            if c == METRIC or c == METRIC_NONE:
+                if b.startswith(b"[{") and b.endswith(b"}]"):
+                    plain.append(b[2:-2])
+                continue
+            if plain:
+                pieces.extend(b"},{".join(plain).split(b"},{"))
+                plain = []
+            pieces.extend(dumpb(d)[1:-1] for d in _payloads(c, b) if isinstance(d, dict))
+        if plain:
+            pieces.extend(b"},{".join(plain).split(b"},{"))
+        metrics.append((key, pieces))
+    return metrics, tracks, logs
+
+
 def decode_lines(chunk: bytes) -> list[Any]:
-    """Items of the complete lines in ``chunk`` (a torn or corrupt line is skipped)."""
+    """Items ``[code, name, payload]`` of the complete lines in ``chunk`` (a torn or corrupt line is skipped)."""
+    if _new_format(chunk):
+        items: list[Any] = []
+        for code, name, body in _groups(chunk):
+            kind = code & _KIND
+            for p in _payloads(code, body):
+                if kind == LOG:
+                    if isinstance(p, list) and len(p) >= 3:
+                        items.append([LOG, p[1], [p[0], p[2]]] if len(p) == 3 or p[3] is None
+                                     else [LOG_META, p[1], [p[0], p[2], p[3]]])
+                else:
+                    items.append([kind, name, p])
+        return items
     if _orjson is not None and not chunk.startswith(b" ") and b"\n " not in chunk:
         try:
             out: list[Any] = []

@@ -44,11 +44,10 @@ def find_runs(root: str | os.PathLike[str], cache: ListingCache | None = None) -
                 entries = list(it)
         except OSError:
             return None
-        names = {e.name for e in entries}
-        is_run = layout.EXPERIMENT_JSON in names and "/" in rel
+        is_run = layout.is_run_folder(rel, [e.name for e in entries])
         subs = []
         for e in entries:
-            if e.name.startswith(".") or is_run and e.name in layout.RUN_DIRS:
+            if not layout.may_hold_runs(e.name, is_run):
                 continue
             try:
                 if e.is_dir(follow_symlinks=False):
@@ -187,7 +186,7 @@ def summary(root: str | os.PathLike[str], prefix: str, last: list[tuple[str, str
         info = _read(layout.info_file(folder))
         out = make_summary(prefix, info, _read(layout.params_file(folder)),
                            _streams(str(layout.metrics_dir(folder)), layout.COUNT_KEY["metrics"], None),
-                           _streams(str(layout.tracks_dir(folder)), layout.COUNT_KEY["tracks"], "topic"))
+                           _streams(str(layout.tracks_dir(folder)), layout.COUNT_KEY["tracks"], layout.TOPIC_KEY))
         if cache is not None and isinstance(info, dict) and info.get("status") not in (None, "RUNNING") \
                 and key[0] is not None and all(k is None or cache.settled(k[0]) for k in key):
             cache.used[prefix] = [key, dict(out)]

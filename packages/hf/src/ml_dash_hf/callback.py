@@ -14,10 +14,11 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ._compat import Experiment, integration
-from ._mapping import default_prefix, flatten, is_scalar, model_params, rows, same_value
+from ._mapping import _router, default_prefix, flatten, is_scalar, model_params, rows, same_value
 
 CHECKPOINT_MODES = ("checkpoint", "end")
 _PLAIN = frozenset({bool, int, float, str, type(None)})
+_plain = _PLAIN.issuperset
 
 
 class MLDashCallback(TrainerCallback):
@@ -114,11 +115,31 @@ class MLDashCallback(TrainerCallback):
     def on_log(
         self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> None:
-        if not self._zero(state) or not logs:
+        # every step: _zero(), _pristine() and the plain case of _record(), inlined
+        zero = self._is_zero = bool(getattr(state, "is_world_process_zero", True))
+        if not zero or not logs:
             return
-        row = self._pristine(logs, state)
-        self._last_log = (state.global_step, row)
-        self._record(args, state, row)
+        step = state.global_step
+        history = getattr(state, "log_history", None)
+        if history:
+            last = history[-1]
+            if type(last) is not dict or len(last) - ("step" in last) > len(logs):  # a key may have been popped
+                row = self._pristine(logs, state)
+            else:
+                row = dict(logs)
+        else:
+            row = dict(logs)
+        self._last_log = (step, row)
+        exp = self._exp
+        if "train_runtime" in row or not _plain(map(type, row.values())) or exp is None or not exp.is_open:
+            self._record(args, state, row)
+            return
+        try:
+            _router.log(row, step, row.get("epoch", state.epoch), exp)
+        except (TypeError, ValueError) as exc:  # a value the core refuses must not end training
+            self._warn("row", f"{exc}; that metric row was not recorded")
+        if not self._training:
+            self._maybe_close()
 
     def on_evaluate(
         self, args: Any, state: Any, control: Any, metrics: Mapping[str, Any] | None = None, **kwargs: Any
@@ -196,35 +217,50 @@ class MLDashCallback(TrainerCallback):
         history = getattr(state, "log_history", None)
         if history:
             last = history[-1]
-            if isinstance(last, Mapping) and last.get("step") == state.global_step and set(row) <= set(last):
-                for key, value in last.items():
+            if isinstance(last, Mapping) and last.get("step") == state.global_step \
+                    and len(last) - ("step" in last) > len(row) and row.keys() <= last.keys():
+                for key, value in last.items():  # only when a key is missing
                     if key != "step" and key not in row:
                         row[key] = value
         return row
 
     def _record(self, args: Any, state: Any, row: dict[str, Any]) -> None:
-        streams = rows(row, state.global_step, row.get("epoch", state.epoch))
+        epoch = row.get("epoch", state.epoch)
+        exp = self._exp
+        if "train_runtime" not in row and _plain(map(type, row.values())):
+            # every step: plain values (no summary, nothing to drop), routed once per key tuple, each row handed to
+            # the core as it is built
+            if exp is None or not exp.is_open:
+                exp = self._open(args)
+            try:
+                _router.log(row, state.global_step, epoch, exp)
+            except (TypeError, ValueError) as exc:  # a value the core refuses must not end training
+                self._warn("row", f"{exc}; that metric row was not recorded")
+            if not self._training:
+                self._maybe_close()
+            return
+        streams = rows(row, state.global_step, epoch)
         if not streams:
             return
-        exp = self._open(args)
+        if exp is None or not exp.is_open:
+            exp = self._open(args)
         for stream, fields in streams.items():
-            for value in fields.values():
-                if type(value) not in _PLAIN:  # rare: check each value, drop what is not a scalar
-                    self._drop_non_scalars(stream, fields)
-                    break
+            if not _plain(map(type, fields.values())):  # rare: check each value, drop what is not a scalar
+                self._drop_non_scalars(stream, fields)
             if len(fields) <= 2:  # only step and epoch left
                 continue
             acc = self._streams.get(stream)
             if acc is None:
                 acc = self._streams[stream] = exp.metrics(stream)
             try:
-                acc.log(**fields)
+                acc._log_row(fields)  # a fresh dict: handed over, not copied
             except (TypeError, ValueError) as exc:  # a value the core refuses must not end training
                 self._warn(f"row:{stream}", f"{exc}; recording only the plain numbers of that row")
                 plain = {k: v for k, v in fields.items() if v is None or type(v) in (bool, int, float)}
                 if len(plain) > 2:
                     acc.log(**plain)
-        self._maybe_close()
+        if not self._training:
+            self._maybe_close()
 
     def _drop_non_scalars(self, stream: str, fields: dict[str, Any]) -> None:
         for field, value in list(fields.items()):

@@ -224,7 +224,7 @@ class MLDashLoggerMixin:
         ``epoch`` in ``metrics`` is Lightning's (the Trainer adds it; a user's ``self.log("epoch", x)`` replaces
         it, as for Lightning's own loggers), so it becomes the rows' ``epoch``; a call with only ``epoch`` still
         stores a row."""
-        if _rank() != 0 or not metrics:
+        if getattr(rank_zero_only, "rank", 0) or not metrics:  # _rank(), inlined: this runs every step
             return
         exp = self._experiment
         if exp is None or not exp.is_open:
@@ -243,16 +243,9 @@ class MLDashLoggerMixin:
         if self._metric_prefix:
             p = self._metric_prefix + LOGGER_JOIN_CHAR
             metrics = {(k if k == "epoch" else p + k): v for k, v in metrics.items()}
-        rows = self._router.rows(metrics, step, epoch)
-        if not rows:
-            rows = {integration.DEFAULT_STREAM: {"step": step, "epoch": epoch}}
-        streams = self._streams
-        try:
-            for stream, row in rows.items():
-                acc = streams.get(stream)
-                if acc is None:
-                    acc = streams[stream] = exp.metrics(stream)
-                acc.log(**row)
+        try:  # each key routed once per key tuple (the kit's MetricRouter), each row handed to the core as built
+            if not self._router.log(metrics, step, epoch, exp):
+                exp.metrics(integration.DEFAULT_STREAM).log(step=step, epoch=epoch)
         except (TypeError, ValueError) as e:  # a value the core refuses: warn once, never stop training
             self._warn(f"metric:{type(e).__name__}", f"a metric row was not recorded: {e}")
 

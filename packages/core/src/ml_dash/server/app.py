@@ -254,8 +254,12 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
                                         HTTPException: http_error})
     guard = Guard(app, list(tokens or []), max_body=max_body, max_file=max_file, fault_every=fault_every,
                   stall_every=stall_every, stall_seconds=stall_seconds)
-    if not isinstance(store, FolderBackend):
-        return guard  # the viewer reads a `.dash` folder; on a database only the API is served for now
     from ..viewer.auth import ViewerGate  # the web viewer at /, signed in by cookie (docs/viewer.md)
 
-    return ViewerGate(guard, store.root, list(tokens or []))
+    if isinstance(store, FolderBackend):
+        return ViewerGate(guard, store.root, list(tokens or []))
+    from .viewsource import BackendSource  # a database: the viewer reads through the engine
+
+    describe = getattr(store, "describe", None)
+    return ViewerGate(guard, BackendSource(store, describe() if describe else type(store).__name__),
+                      list(tokens or []))

@@ -19,6 +19,7 @@ class FolderBackend(Backend):
     def __init__(self, root: str | Path, fsync: bool = True) -> None:
         self.store = ServerRoot(root, fsync=fsync)
         self.root = self.store.root
+        self._settled: set[str] = set()
 
     # ---- writes -------------------------------------------------------------------------------------------
     def open_experiment(self, prefix: str, info: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
@@ -84,12 +85,9 @@ class FolderBackend(Backend):
 
     def _topics(self, d: ExperimentDir) -> dict[str, Path]:
         base = layout.tracks_dir(d.path)
-        out = {}
-        for folder in sorted(base.iterdir()) if self._in(d, base) is not None and base.is_dir() else []:
-            meta = self._read_json(d, folder / layout.META)
-            if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
-                out[meta["topic"]] = folder
-        return out
+        if self._in(d, base) is None:
+            return {}
+        return dict(layout.topic_folders(base, lambda p: self._read_json(d, p)))
 
     def names(self, prefix: str, kind: str) -> list[str]:
         d = self._existing(prefix)
@@ -144,10 +142,26 @@ class FolderBackend(Backend):
         return None
 
     # ---- summaries and columns: the same functions `ml-dash ls/show/export` use on a local folder ----------
+    def _settle(self, prefix: str) -> None:
+        """Once per run and process: cut what a crash of an earlier process left past the committed sizes, for the
+        routes that read the files as they are (within this process a failed append is cut at once)."""
+        if prefix in self._settled:
+            return
+        try:
+            d = self._existing(prefix)
+        except BadRequest:
+            return
+        if d is not None:
+            self.store.settle(d)
+        self._settled.add(prefix)
+
     def summaries(self, last: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
         from ..runs import find_runs, summary
 
-        return [summary(self.root, p, last) for p in find_runs(self.root)]
+        runs = find_runs(self.root)
+        for p in runs:
+            self._settle(p)
+        return [summary(self.root, p, last) for p in runs]
 
     def show(self, prefix: str) -> dict[str, Any] | None:
         from ..reader import load
@@ -155,6 +169,7 @@ class FolderBackend(Backend):
 
         if self.info(prefix) is None:
             return None
+        self._settle(prefix)
         return show(load(prefix, self.root))
 
     def columns(self, prefix: str, kind: str, name: str | None, fields: Any = None) -> Any:

@@ -9,12 +9,10 @@ gap-free and never change once stored, so a second read fetches only the rows ap
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .. import layout
 from ..names import metric_segments
 from . import backend as b
 
@@ -80,27 +78,34 @@ class Reads:
 
     # ---- summaries ------------------------------------------------------------------------------------------
     def _counts(self, cur: Any, exp_ids: list[int] | None) -> dict[int, dict[str, dict[str, int | None]]]:
-        """exp id -> {"metrics": {name: rows}, "tracks": {topic: entries}}, from each stream's metadata."""
-        q = "SELECT exp_id, kind, name, meta FROM streams WHERE kind IN ('metrics', 'tracks') AND next > 0"
+        """exp id -> {"metrics": {name: rows}, "tracks": {topic: entries}}: a stream's row count is what its
+        metadata counts (``totalDataPoints``, ``totalEntries``), kept equal to ``next`` by every append."""
+        q = "SELECT exp_id, kind, name, next FROM streams WHERE kind IN ('metrics', 'tracks') AND next > 0"
         rows = cur.execute(q + " AND exp_id = ANY(%s)", (exp_ids,)).fetchall() if exp_ids is not None else \
             cur.execute(q).fetchall()
         out: dict[int, dict[str, dict[str, int | None]]] = {}
-        for exp_id, kind, name, meta in rows:
-            m = json.loads(meta) if meta else None
-            count = m.get(layout.COUNT_KEY[kind]) if isinstance(m, dict) else None
-            label = m.get("topic") if kind == "tracks" and isinstance(m, dict) else None
-            per = out.setdefault(exp_id, {"metrics": {}, "tracks": {}})
-            per[kind][label if isinstance(label, str) else name] = count if isinstance(count, int) else None
+        for exp_id, kind, name, n in rows:
+            per = out.get(exp_id)
+            if per is None:
+                per = out[exp_id] = {"metrics": {}, "tracks": {}}
+            per[kind][name] = n
         return out
 
-    def _last_rows(self, cur: Any, exp_ids: list[int], names: list[str] | None) -> dict[tuple[int, str], Any]:
-        """(exp id, metric name) -> the fields of its last row, for the named metrics (None: every metric)."""
+    def _last_rows(self, cur: Any, exp_ids: list[int] | None, names: list[str] | None) -> dict[tuple[int, str], Any]:
+        """(exp id, metric name) -> the fields of its last row, for the named metrics (None: every metric) of the
+        given runs (None: every run)."""
         from ..columns import ROW_FIELDS, parse_line
 
         q = ("SELECT s.exp_id, s.name, r.body FROM streams s JOIN stream_rows r ON r.stream_id = s.id "
-             "AND r.idx = s.next - 1 WHERE s.kind = 'metrics' AND s.next > 0 AND s.exp_id = ANY(%s)")
-        rows = cur.execute(q + " AND s.name = ANY(%s)", (exp_ids, names)).fetchall() if names is not None else \
-            cur.execute(q, (exp_ids,)).fetchall()
+             "AND r.idx = s.next - 1 WHERE s.kind = 'metrics' AND s.next > 0")
+        args: list[Any] = []
+        if exp_ids is not None:
+            q += " AND s.exp_id = ANY(%s)"
+            args.append(exp_ids)
+        if names is not None:
+            q += " AND s.name = ANY(%s)"
+            args.append(names)
+        rows = cur.execute(q, args).fetchall()
         out = {}
         for exp_id, name, body in rows:
             obj = parse_line(body.encode())
@@ -110,6 +115,7 @@ class Reads:
 
     def summaries(self, last: list[tuple[str, str]] | None = None, prefix: str | None = None) -> list[dict[str, Any]]:
         """`runs.summary` of every run (or of ``prefix`` only), by prefix: three queries whatever the count."""
+        from ..columns import parse_line  # orjson, and the standard parser for NaN tokens
         from ..runs import make_summary, pick_last
 
         with self._cur() as cur:
@@ -124,12 +130,13 @@ class Reads:
             lasts: dict[tuple[int, str], Any] = {}
             if last and exps:
                 named = None if any(not s for s, _ in last) else sorted({s for s, _ in last})
-                lasts = self._last_rows(cur, [e[0] for e in exps], named)
+                lasts = self._last_rows(cur, None if prefix is None else [e[0] for e in exps], named)
         out = []
         empty: dict[str, dict[str, int | None]] = {"metrics": {}, "tracks": {}}
         for exp_id, p, info, params in exps:
             c = counts.get(exp_id, empty)
-            s = make_summary(p, json.loads(info), json.loads(params) if params else None, c["metrics"], c["tracks"])
+            s = make_summary(p, parse_line(info.encode()), parse_line(params.encode()) if params else None,
+                             c["metrics"], c["tracks"])
             if last:
                 s["last"] = {f"{st}:{f}": pick_last(s["metrics"], st, f, lambda n, i=exp_id: lasts.get((i, n)))
                              for st, f in last}

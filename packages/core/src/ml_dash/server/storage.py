@@ -162,6 +162,29 @@ class ServerRoot:
                         raise
         return {"received": len(recs), "stored": len(rows), "next": w}
 
+    def settle(self, d: ExperimentDir) -> None:
+        """Cut what a crash left past each stream's committed size (and put a metric's row count back), so the
+        routes that read the run's files as they are (summary, show) show committed rows only. An append in flight
+        holds its stream's lock from writing to committing: waiting for it leaves nothing to cut."""
+        streams: list[tuple[str, Path, str | None]] = [(layout.stream_key(layout.LOGS_DIR), d.logs_file(), None)]
+        streams += [(layout.stream_key(layout.METRICS, n), p, n) for n, p in d.metric_files()]
+        streams += [(layout.stream_key(layout.TRACKS, t), p, None) for t, p in d.topic_files()]
+        for key, path, metric in streams:
+            size = committed_size(d, key)
+            try:
+                if size is None or path.stat().st_size <= size:
+                    continue
+            except OSError:
+                continue
+            with self.lock(f"{d.prefix}\0{key}"), d.locked(key):
+                state = _read_state(d.server_state_path(key, create=False))
+                if not is_count(state.get("size")):
+                    continue
+                _cut(path, state["size"])
+                if metric is not None and is_count(state.get("next")):
+                    meta_path = layout.meta_file(path)
+                    write_json_atomic(meta_path, metric_meta(read_json(meta_path), metric, state["next"]))
+
     # ---- tracks (byte offsets of the source's journal) -----------------------------------------------------
     def append_tracks(self, prefix: str, topic: str, entries: Any, offset: Any, end: Any, offsets: Any,
                       source: str) -> dict[str, int]:

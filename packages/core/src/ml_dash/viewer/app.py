@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import layout
 from . import live
-from .data import BadName, Columns, NotFound, Root, log_row, search_logs
+from .data import BadName, Columns, NotFound, Root, Source, log_row, search_logs
 from .series import group, reduce
 
 STATIC = Path(__file__).parent / "static"
@@ -169,8 +168,9 @@ class Memo:
                 self.size -= len(dropped)
 
 
-def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any], Root]:
-    root = Root(root_path)
+def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list[Any], Source]:
+    """The viewer's routes over ``source``: a `.dash` folder, or any `Source` (a server's database)."""
+    root: Source = Root(source) if isinstance(source, (str, Path)) else source
     memo = Memo(24 << 20)
 
     def status_of(prefix: str) -> str:
@@ -196,16 +196,15 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
                     s["metrics"] = _metric_stats(root, s["prefix"], wanted)
                 except (NotFound, BadName):
                     s["metrics"] = {}
-            return {"runs": out, "root": str(root.root)}
+            return {"runs": out, "root": root.label}
 
         return JSONSafe(await run_in_threadpool(work))
 
     async def api_run(request: Request) -> Response:
         prefix = _prefix(request)
-        run = root.run_dir(prefix)
         pre = {}  # a large stream not read yet answers with its preview's fields: the page never waits for it
-        for name in await run_in_threadpool(root.streams, run):
-            pre[name], _ = await root.columns_or_preview(root.metric_path(run, name))
+        for name in await run_in_threadpool(root.stream_names, prefix):
+            pre[name], _ = await root.stream_columns_or_preview(prefix, name)
         return JSONSafe(await run_in_threadpool(run_info, root, prefix, pre))
 
     async def api_runinfo(request: Request) -> Response:
@@ -213,10 +212,9 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
         out, notes = [], []
         for prefix in [p.replace(SEP, "/") for p in request.query_params.getlist("run")][:MAX_RUNS]:
             try:
-                run = root.run_dir(prefix)
                 pre = {}
-                for name in await run_in_threadpool(root.streams, run):
-                    pre[name], _ = await root.columns_or_preview(root.metric_path(run, name))
+                for name in await run_in_threadpool(root.stream_names, prefix):
+                    pre[name], _ = await root.stream_columns_or_preview(prefix, name)
                 out.append(await run_in_threadpool(run_info, root, prefix, pre, False))
             except (NotFound, BadName) as e:
                 notes.append(f"{prefix}: {e}")
@@ -241,11 +239,11 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
         approximate = False
         for p in prefixes:
             try:
-                run = root.run_dir(p)
+                await run_in_threadpool(root.summary, p)
             except NotFound as e:
                 notes.append(str(e))
                 continue
-            c, approx = await root.columns_or_preview(root.metric_path(run, stream))
+            c, approx = await root.stream_columns_or_preview(p, stream)
             approximate = approximate or approx
             cols.append((p, c))
 
@@ -256,7 +254,8 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
                 v = s["tags"] if by == "tag" else s["params"].get(by, "(none)")
                 key_of[p] = f"{by}={','.join(v) if isinstance(v, list) else v}"
             # the same question about the same bytes gets the same answer: a reload or a second tab costs nothing
-            key = None if approximate or notes else (
+            # (only for sources that stamp their columns with the file's identity and change time)
+            key = None if approximate or notes or not all(c.stamp for _, c in cols) else (
                 tuple((p, c.rows, c.offset, c.stamp) for p, c in cols),
                 stream, field, x, n, xmin, xmax, spec, xlog, tuple(sorted(key_of.items())))
             body = memo.get(key) if key is not None else None
@@ -284,8 +283,7 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
         at = _float(request, "at")
 
         def work() -> dict[str, Any]:
-            run = root.run_dir(prefix)
-            lg = root.logs(run)
+            lg = root.run_logs(prefix)
             idx = search_logs(lg, level, q, regex)
             total = len(idx)
             s = start
@@ -310,9 +308,8 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
 
     async def api_files(request: Request) -> Response:
         prefix = _prefix(request)
-        run = root.run_dir(prefix)
         out = []
-        for e in root.files(run):
+        for e in await run_in_threadpool(root.file_list, prefix):
             out.append({k: e.get(k) for k in ("id", "path", "filename", "sizeBytes", "contentType", "createdAt",
                                                "metadata", "description", "tags")})
         return JSONSafe({"files": out})
@@ -320,25 +317,27 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
     async def api_file(request: Request) -> Response:
         prefix = _prefix(request)
         fid = _q(request, "id") or ""
-        run = root.run_dir(prefix)
-        for e in root.files(run):
-            if str(e.get("id")) == fid:
-                path = root.file_path(run, e)
-                if not path.is_file():
-                    raise NotFound(f"file {e.get('filename')!r} is in the index but not on disk")
-                name = str(e["filename"])
-                ctype = str(e.get("contentType") or mimetypes.guess_type(name)[0] or "application/octet-stream")
-                if _q(request, "preview"):
-                    with open(path, "rb") as f:
-                        raw = f.read(PREVIEW_BYTES + 1)
-                    return JSONSafe({"filename": name, "text": raw[:PREVIEW_BYTES].decode("utf-8", "replace"),
-                                     "truncated": len(raw) > PREVIEW_BYTES, "contentType": ctype})
-                inline = ctype in SAFE_INLINE and not _q(request, "download")
-                resp = FileResponse(path, media_type=ctype if inline else "application/octet-stream",
-                                    filename=name, content_disposition_type="inline" if inline else "attachment")
-                resp.headers["content-security-policy"] = "default-src 'none'; sandbox"
-                return resp
-        raise NotFound(f"no file with id {fid!r} in run {prefix!r}")
+        e, content = await run_in_threadpool(root.file_content, prefix, fid)
+        name = str(e["filename"])
+        ctype = str(e.get("contentType") or mimetypes.guess_type(name)[0] or "application/octet-stream")
+        if _q(request, "preview"):
+            raw = await run_in_threadpool(_head, content, PREVIEW_BYTES + 1)
+            return JSONSafe({"filename": name, "text": raw[:PREVIEW_BYTES].decode("utf-8", "replace"),
+                             "truncated": len(raw) > PREVIEW_BYTES, "contentType": ctype})
+        inline = ctype in SAFE_INLINE and not _q(request, "download")
+        media = ctype if inline else "application/octet-stream"
+        resp: Response
+        if isinstance(content, Path):
+            resp = FileResponse(content, media_type=media, filename=name,
+                                content_disposition_type="inline" if inline else "attachment")
+        else:  # an object store's chunks
+            from urllib.parse import quote
+
+            disp = f"{'inline' if inline else 'attachment'}; filename*=utf-8''{quote(name)}"
+            resp = StreamingResponse(iterate_in_threadpool(content), media_type=media,
+                                     headers={"content-disposition": disp})
+        resp.headers["content-security-policy"] = "default-src 'none'; sandbox"
+        return resp
 
     async def api_live(request: Request) -> Response:
         subs = live.parse_subs(_q(request, "subs"))
@@ -366,37 +365,27 @@ def routes(root_path: str | Path, static_route: bool = True) -> tuple[list[Any],
     return r, root
 
 
-def run_info(root: Root, prefix: str, pre: dict[str, Columns] | None = None, logs: bool = True) -> dict[str, Any]:
-    """A run's summary plus its streams (numeric fields, rows, byte offset), topics, file and log counts.
+def run_info(root: Source, prefix: str, pre: dict[str, Columns] | None = None, logs: bool = True) -> dict[str, Any]:
+    """A run's summary plus its streams (numeric fields, rows, offset), topics, file and log counts.
     ``pre``: columns already at hand per stream (exact or preview)."""
-    run = root.run_dir(prefix)
     s = root.summary(prefix)
     streams = {}
-    for name in root.streams(run):
-        c = (pre or {}).get(name) or root.columns(root.metric_path(run, name))
+    for name in root.stream_names(prefix):
+        c = (pre or {}).get(name) or root.stream_columns(prefix, name)
         fields = [f for f, a in c.cols.items() if f not in ("index", "_ts") and np.isfinite(a).any()]
         streams[name] = {"fields": fields, "rows": c.rows, "invalid": c.invalid, "offset": c.offset,
                          "nonNumeric": sorted(f for f in c.non_numeric if f not in fields),
                          "someNonNumeric": sorted(f for f in c.non_numeric if f in fields)}
-    s.update(streams=streams, topics=root.topic_names(run), files=len(root.files(run)))
+    s.update(streams=streams, topics=root.topic_list(prefix), files=len(root.file_list(prefix)))
     if logs:
-        lg = root.logs(run)
+        lg = root.run_logs(prefix)
         s["logs"] = {"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid}
     return s
 
 
-def track_data(root: Root, prefix: str, topic: str) -> dict[str, Any]:
+def track_data(root: Source, prefix: str, topic: str) -> dict[str, Any]:
     """A track topic as columns (entries sharing a timestamp merged), with its numeric column names."""
-    from ..reader import merge_tracks
-    from .tail import read_from
-
-    run = root.run_dir(prefix)
-    folder = root.topics(run).get(topic)
-    ring = root.ring_tracks(run, topic)
-    if folder is None and not ring:
-        raise NotFound(f"no track topic {topic!r} in run {prefix!r}")
-    tail = read_from(root.inside(run, *layout.track_parts(folder.name)), 0)[0] if folder is not None else None
-    rows = merge_tracks((tail.rows if tail is not None else []) + ring)
+    rows, invalid = root.track_rows(prefix, topic)
     cols: dict[str, list[Any]] = {}
     for k, r in enumerate(rows):
         for key, v in r.items():
@@ -406,16 +395,31 @@ def track_data(root: Root, prefix: str, topic: str) -> dict[str, Any]:
             if len(col) < k + 1:
                 col.append(None)
     numeric = [k for k, v in cols.items() if k != "timestamp" and any(x is not None for x in v)]
-    return {"topic": topic, "rows": len(rows), "invalid": tail.invalid if tail is not None else 0, "columns": cols, "numeric": numeric}
+    return {"topic": topic, "rows": len(rows), "invalid": invalid, "columns": cols, "numeric": numeric}
 
 
-def _metric_stats(root: Root, prefix: str, wanted: list[str]) -> dict[str, Any]:
-    run = root.run_dir(prefix)
+def _head(content: Path | Any, n: int) -> bytes:
+    """The first ``n`` bytes of a file's content (a local path or an iterator of chunks)."""
+    if isinstance(content, Path):
+        with open(content, "rb") as f:
+            return f.read(n)
+    out = b""
+    for chunk in content:
+        out += chunk
+        if len(out) >= n:
+            break
+    close = getattr(content, "close", None)
+    if close is not None:
+        close()
+    return out[:n]
+
+
+def _metric_stats(root: Source, prefix: str, wanted: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for m in wanted:
         stream, _, field = m.rpartition("/")
         try:
-            col = root.columns(root.metric_path(run, stream)).cols.get(field)
+            col = root.stream_columns(prefix, stream).cols.get(field)
         except (NotFound, BadName):
             col = None
         if col is None:

@@ -7,6 +7,7 @@ write API under ``/api/v1`` still wants the bearer token, so a cookie can never 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import time
@@ -35,7 +36,10 @@ def is_viewer_path(path: str) -> bool:
 class Sessions:
     def __init__(self, tokens: list[str]) -> None:
         self.tokens = [t.encode() for t in tokens]
-        self._ids: OrderedDict[str, float] = OrderedDict()
+        # sessions are signed, not remembered: every server process holding the same tokens accepts a session any
+        # of them issued (a load balancer may send each request elsewhere), and a restart keeps it
+        self._key = hashlib.sha256(b"ml-dash viewer session\0" + b"\0".join(sorted(self.tokens))).digest()
+        self._dropped: OrderedDict[str, None] = OrderedDict()  # signed out on this process
 
     def token_ok(self, token: str) -> bool:
         ok = False
@@ -43,22 +47,27 @@ class Sessions:
             ok = hmac.compare_digest(token.encode(), t) or ok
         return ok
 
+    def _sign(self, body: str) -> str:
+        return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
+
     def new(self) -> str:
-        sid = secrets.token_urlsafe(32)
-        self._ids[sid] = time.time() + SESSION_SECONDS
-        while len(self._ids) > MAX_SESSIONS:
-            self._ids.popitem(last=False)
-        return sid
+        body = f"{int(time.time() + SESSION_SECONDS)}.{secrets.token_urlsafe(16)}"
+        return f"{body}.{self._sign(body)}"
+
+    def _session_ok(self, value: str) -> bool:
+        body, _, sig = value.rpartition(".")
+        exp = body.partition(".")[0]
+        if not body or not exp.isdigit() or not hmac.compare_digest(sig, self._sign(body)):
+            return False
+        return int(exp) > time.time() and value not in self._dropped
 
     def valid(self, scope: Any) -> bool:
         for k, v in scope.get("headers") or []:
             if k == b"cookie":
                 for part in bytes(v).decode("latin-1").split(";"):
                     name, _, value = part.strip().partition("=")
-                    if name == COOKIE:
-                        exp = self._ids.get(value)
-                        if exp is not None and exp > time.time():
-                            return True
+                    if name == COOKIE and self._session_ok(value):
+                        return True
             elif k == b"authorization":
                 scheme, _, cred = bytes(v).decode("latin-1").partition(" ")
                 if scheme.lower() == "bearer" and self.token_ok(cred.strip()):
@@ -71,7 +80,9 @@ class Sessions:
                 for part in bytes(v).decode("latin-1").split(";"):
                     name, _, value = part.strip().partition("=")
                     if name == COOKIE:
-                        self._ids.pop(value, None)
+                        self._dropped[value] = None
+                        while len(self._dropped) > MAX_SESSIONS:
+                            self._dropped.popitem(last=False)
 
 
 def _safe_next(target: str | None) -> str:
@@ -97,7 +108,8 @@ def login_page(next_path: str, error: str = "") -> str:
 class ViewerGate:
     """In front of the server: viewer paths go to the viewer (signed in by cookie), everything else to ``api``."""
 
-    def __init__(self, api: Any, root: str | Path, tokens: list[str]) -> None:
+    def __init__(self, api: Any, root: str | Path | Any, tokens: list[str]) -> None:
+        """``root``: the `.dash` folder the viewer reads, or any `data.Source`."""
         from .app import SecurityHeaders, error_handlers, routes
 
         self.api = api

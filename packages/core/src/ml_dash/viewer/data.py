@@ -1,4 +1,8 @@
-"""What the viewer reads from a `.dash` root: runs, their summaries, metric columns and logs, all read-only.
+"""What the viewer reads: runs, their summaries, metric columns, tracks, logs and files, all read-only.
+
+The viewer's routes (``app.py``, ``live.py``, ``export.py``) read only through the `Source` methods below, keyed
+by run prefix and stream name. `Root` implements them over a `.dash` folder; ``ml-dash serve --database`` gives
+the viewer another implementation over its storage engine (``ml_dash.server.viewsource``).
 
 Every name that arrives in a URL is checked and resolved inside the root (symlinks included) before any file is
 opened; a name that does not resolve to a run is a `NotFound`, a malformed one a `BadName`.
@@ -12,10 +16,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -138,11 +142,69 @@ def log_row(logs: Logs, i: int) -> dict[str, Any]:
     return row
 
 
+def view_summary(prefix: str, info: Any, params: Any) -> dict[str, Any]:
+    """The runs table's row of one run, from its experiment.json and parameters.json."""
+    info = info if isinstance(info, dict) else {}
+    pdata = params.get("data") if isinstance(params, dict) else None
+    start, end = (parse_time(t) for t in layout.run_span(info))
+    tags = info.get("tags") if isinstance(info.get("tags"), list) else []
+    return {"prefix": prefix, "status": effective_status(info) or "UNKNOWN", "start": start, "end": end,
+            "duration": (end - start) if start and end else None, "tags": [str(t) for t in tags],
+            "description": info.get("description") if isinstance(info.get("description"), str) else None,
+            "statusReason": info.get("statusReason") if isinstance(info.get("statusReason"), str) else None,
+            "params": {str(k): v for k, v in pdata.items()} if isinstance(pdata, dict) else {}}
+
+
+def listing_summary(s: dict[str, Any]) -> dict[str, Any]:
+    """The runs table's row from a `runs.summary` (what a server's engine lists), its status already effective."""
+    start, end = parse_time(s.get("start")), parse_time(s.get("end"))
+    return {"prefix": s["prefix"], "status": s["status"], "start": start, "end": end,
+            "duration": (end - start) if start and end else None, "tags": list(s.get("tags") or []),
+            "description": s.get("description"), "statusReason": s.get("statusReason"),
+            "params": {str(k): v for k, v in (s.get("params") or {}).items()}}
+
+
+@dataclass
+class NewRows:
+    """New rows of a metric stream or of the logs since a subscription's offset (as stored: metric rows with
+    ``index`` and ``data``, log records), the offset after them, lines that did not parse, and whether the
+    stream was replaced (start over)."""
+
+    rows: list[dict[str, Any]]
+    offset: int
+    invalid: int = 0
+    reset: bool = False
+
+
+class Source(Protocol):
+    """The viewer's data access. Offsets are opaque to the page: it gets them from ``stream_columns`` /
+    ``run_logs`` and hands them back to ``tail`` (a `.dash` folder: byte offsets; a database: row counts)."""
+
+    label: str  # what the runs page shows as the place the runs come from
+
+    def summaries(self) -> list[dict[str, Any]]: ...
+    def summary(self, prefix: str) -> dict[str, Any]: ...  # NotFound / BadName
+    def stream_names(self, prefix: str) -> list[str]: ...
+    def stream_columns(self, prefix: str, stream: str) -> Columns: ...
+    async def stream_columns_or_preview(self, prefix: str, stream: str) -> tuple[Columns, bool]: ...
+    def topic_list(self, prefix: str) -> list[str]: ...
+    def track_rows(self, prefix: str, topic: str) -> tuple[list[dict[str, Any]], int]: ...  # merged, invalid
+    def run_logs(self, prefix: str) -> Logs: ...
+    def file_list(self, prefix: str) -> list[dict[str, Any]]: ...
+    def file_content(self, prefix: str, fid: str) -> tuple[dict[str, Any], Path | Iterator[bytes]]: ...
+    def tail(self, prefix: str, kind: str, name: str, offset: int, memo: dict[str, Any], limit: int) -> NewRows | None:
+        """New rows since ``offset`` (kind: metrics or logs; ``memo``: this subscription's own state between
+        calls; ``limit``: about how many bytes to answer at most), None when there is nothing new."""
+    def status_changed(self, prefix: str, memo: dict[str, Any]) -> bool:
+        """Whether the run's status may have changed since the last call with this ``memo``."""
+
+
 class Root:
     """A `.dash` folder as the viewer sees it, with per-file caches that read only what was appended."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self.label = str(self.root)
         self.real = Path(os.path.realpath(self.root))
         self._cols: dict[Path, Columns] = {}
         self._logs: dict[Path, Logs] = {}
@@ -151,6 +213,7 @@ class Root:
         self._lock = threading.Lock()
         self._exact: set[Path] = set()  # streams read in full at least once by this process
         self._pending: dict[Path, Any] = {}  # streams whose first full read is under way
+        self._previews: dict[Path, Columns] = {}  # their sampled previews meanwhile
         self._rings: dict[Path, RingRows] = {}  # per run folder: what dead writers left in their spill rings
 
     # ---- names ---------------------------------------------------------------------------------------------
@@ -251,16 +314,7 @@ class Root:
             return dict(s, status=effective_status(info) or "UNKNOWN")  # a heartbeat ages without a write
         info = read_json(Path(base + layout.EXPERIMENT_JSON))
         info = info if isinstance(info, dict) else {}
-        status = effective_status(info) or "UNKNOWN"
-        params = read_json(Path(base + layout.PARAMETERS_JSON))
-        pdata = params.get("data") if isinstance(params, dict) else None
-        start, end = (parse_time(t) for t in layout.run_span(info))
-        tags = info.get("tags") if isinstance(info.get("tags"), list) else []
-        s = {"prefix": prefix, "status": status, "start": start, "end": end,
-             "duration": (end - start) if start and end else None, "tags": [str(t) for t in tags],
-             "description": info.get("description") if isinstance(info.get("description"), str) else None,
-             "statusReason": info.get("statusReason") if isinstance(info.get("statusReason"), str) else None,
-             "params": {str(k): v for k, v in pdata.items()} if isinstance(pdata, dict) else {}}
+        s = view_summary(prefix, info, read_json(Path(base + layout.PARAMETERS_JSON)))
         self._summ[prefix] = (tuple(key), {"info": {k: info.get(k) for k in layout.STATUS_KEYS}, "summary": s,
                                            "folder": folder_mtime})
         return dict(s)
@@ -285,13 +339,7 @@ class Root:
         return sorted({str(p.parent.relative_to(base)).replace(os.sep, "/") for p in files})
 
     def topics(self, run: Path) -> dict[str, Path]:
-        base = layout.tracks_dir(run)
-        out: dict[str, Path] = {}
-        for folder in sorted(base.iterdir()) if base.is_dir() else []:
-            meta = read_json(folder / layout.META)
-            if isinstance(meta, dict) and isinstance(meta.get("topic"), str):
-                out[meta["topic"]] = folder
-        return out
+        return dict(layout.topic_folders(layout.tracks_dir(run)))
 
     def files(self, run: Path) -> list[dict[str, Any]]:
         entries = layout.index_entries(read_json(layout.files_index_file(run)))
@@ -416,11 +464,15 @@ class Root:
         task = self._pending.get(path)
         if task is None:
             task = self._pending[path] = asyncio.ensure_future(run_in_threadpool(self.columns, path))
-            task.add_done_callback(lambda _t: (self._exact.add(path), self._pending.pop(path, None)))
+            task.add_done_callback(lambda _t: (self._exact.add(path), self._pending.pop(path, None),
+                                               self._previews.pop(path, None), release_memory()))
         try:
             return await asyncio.wait_for(asyncio.shield(task), PREVIEW_WAIT), False
         except asyncio.TimeoutError:
-            return await run_in_threadpool(preview_columns, path), True
+            pre = self._previews.get(path)
+            if pre is None:  # one preview per stream while its exact read goes on (the run page and its charts)
+                pre = self._previews[path] = await run_in_threadpool(preview_columns, path)
+            return pre, True
 
     def logs(self, run: Path) -> Logs:
         path = layout.logs_file(run)
@@ -441,6 +493,69 @@ class Root:
                     break
         rr = self._rings.get(run)
         return _with_logs(lg, rr.logs) if rr is not None and rr.logs else lg
+
+
+    # ---- the `Source` methods: by run prefix and stream name ------------------------------------------------
+    def stream_names(self, prefix: str) -> list[str]:
+        return self.streams(self.run_dir(prefix))
+
+    def stream_columns(self, prefix: str, stream: str) -> Columns:
+        return self.columns(self.metric_path(self.run_dir(prefix), stream))
+
+    async def stream_columns_or_preview(self, prefix: str, stream: str) -> tuple[Columns, bool]:
+        return await self.columns_or_preview(self.metric_path(self.run_dir(prefix), stream))
+
+    def topic_list(self, prefix: str) -> list[str]:
+        return self.topic_names(self.run_dir(prefix))
+
+    def track_rows(self, prefix: str, topic: str) -> tuple[list[dict[str, Any]], int]:
+        from ..reader import merge_tracks
+
+        run = self.run_dir(prefix)
+        folder = self.topics(run).get(topic)
+        ring = self.ring_tracks(run, topic)
+        if folder is None and not ring:
+            raise NotFound(f"no track topic {topic!r} in run {prefix!r}")
+        tail = read_from(self.inside(run, *layout.track_parts(folder.name)), 0)[0] if folder is not None else None
+        return merge_tracks((tail.rows if tail is not None else []) + ring), tail.invalid if tail is not None else 0
+
+    def run_logs(self, prefix: str) -> Logs:
+        return self.logs(self.run_dir(prefix))
+
+    def file_list(self, prefix: str) -> list[dict[str, Any]]:
+        return self.files(self.run_dir(prefix))
+
+    def file_content(self, prefix: str, fid: str) -> tuple[dict[str, Any], Path | Iterator[bytes]]:
+        run = self.run_dir(prefix)
+        for e in self.files(run):
+            if str(e.get("id")) == fid:
+                path = self.file_path(run, e)
+                if not path.is_file():
+                    raise NotFound(f"file {e.get('filename')!r} is in the index but not on disk")
+                return e, path
+        raise NotFound(f"no file with id {fid!r} in run {prefix!r}")
+
+    def tail(self, prefix: str, kind: str, name: str, offset: int, memo: dict[str, Any], limit: int) -> NewRows | None:
+        try:
+            run = self.run_dir(prefix)
+            path = self.metric_path(run, name) if kind == "metrics" else layout.logs_file(run)
+            size = os.stat(path).st_size
+        except (NotFound, BadName, OSError):
+            return None
+        if size <= offset and "ino" in memo:
+            return None
+        t, memo["ino"] = read_from(path, offset, memo.get("ino"), limit)
+        return NewRows(t.rows, t.offset, t.invalid, t.reset)
+
+    def status_changed(self, prefix: str, memo: dict[str, Any]) -> bool:
+        try:
+            m = os.stat(layout.info_file(self.run_dir(prefix))).st_mtime
+        except (NotFound, BadName, OSError):
+            return True  # gone: the status to show is DELETED
+        if m == memo.get("mtime") and time.monotonic() % 5 > 0.1:  # re-check the heartbeat age now and then
+            return False
+        memo["mtime"] = m
+        return True
 
 
 @dataclass
@@ -495,6 +610,18 @@ def _with_logs(lg: Logs, recs: list[Any]) -> Logs:
         out.level.append(str(level).lower())
         out.message.append(message if isinstance(message, str) else str(message))
     return out
+
+
+def release_memory() -> None:
+    """Hand the heap's free pages back to the system after the first read of a large stream (its parse buffers
+    are freed, but glibc keeps them, one arena per thread of the pool, which would show as ~50 MB of resident
+    memory per 1M-row stream). A no-op where the C library has no ``malloc_trim``."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def preview_columns(path: Path, lines: int = PREVIEW_LINES) -> Columns:

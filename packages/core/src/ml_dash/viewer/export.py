@@ -6,13 +6,12 @@ The folder holds the same scripts as the live viewer, and ``data.js`` with each 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from .app import STATIC, _safe, bundle, run_info, shell, track_data
+from .app import STATIC, bundle, dumps, run_info, shell, track_data
 from .data import Root, log_row
 from .series import reduce
 
@@ -34,13 +33,12 @@ def export_html(prefixes: list[str], root: str | os.PathLike[str], out: str | os
     data: dict[str, Any] = {"runs": [], "index": {}, "run": {}, "series": {}, "logs": {}, "tracks": {}}
     for i, prefix in enumerate(prefixes):
         info = run_info(r, prefix)  # raises NotFound with a clear message for an unknown prefix
-        run = r.run_dir(prefix)
         data["index"][prefix] = i
         data["runs"].append(r.summary(prefix))
         info["files"] = 0
         data["run"][prefix] = info
         for stream, sinfo in info["streams"].items():
-            cols = r.columns(r.metric_path(run, stream))
+            cols = r.stream_columns(prefix, stream)
             for field in sinfo["fields"]:
                 res = reduce([(prefix, cols)], field, "step", points)
                 one = res["runs"][0]
@@ -50,15 +48,14 @@ def export_html(prefixes: list[str], root: str | os.PathLike[str], out: str | os
                 if res["mode"] == "buckets":
                     keep.update(lo=_round(one["lo"]), hi=_round(one["hi"]))
                 data["series"][f"{prefix}\0{stream}\0{field}"] = {"mode": res["mode"], "x": res["x"], "runs": [keep]}
-        lg = r.logs(run)
+        lg = r.run_logs(prefix)
         n = len(lg.message)
         data["logs"][prefix] = {"total": n, "rows": [log_row(lg, k) for k in range(max(0, n - LOG_LINES), n)]}
         data["tracks"][prefix] = {t: track_data(r, prefix, t) for t in info["topics"]}
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(STATIC, dest / "static", dirs_exist_ok=True)
     (dest / "static" / "viewer.js").write_bytes(bundle()[0])
-    payload = json.dumps(_safe(data), ensure_ascii=True, separators=(",", ":"), allow_nan=False)
-    (dest / "data.js").write_text("window.__mlDashStatic = " + payload + ";\n", encoding="utf-8")
+    (dest / "data.js").write_bytes(b"window.__mlDashStatic = " + dumps(data) + b";\n")
 
     def page(name: str, kind: str, attrs: dict[str, str] | None = None) -> None:
         html = shell("static", kind, extra_scripts=["data.js"], meta_csp=True, attrs=attrs)

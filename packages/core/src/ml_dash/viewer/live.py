@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
-from .. import layout
-from .data import MAX_MESSAGE, BadName, NotFound, Root, parse_time
-from .tail import read_from
+from .data import MAX_MESSAGE, BadName, Source, parse_time
 
-POLL = 0.1  # seconds between checks of the subscribed files
+POLL = 0.1  # seconds between checks of the subscribed streams
 PING = 15.0  # seconds of silence before a keep-alive comment
 READ_LIMIT = 4 * 1024 * 1024  # bytes read per subscription per event; a backlog goes out as several events
 MAX_SUBS = 2000
@@ -40,19 +36,6 @@ def parse_subs(raw: str | None) -> list[list[Any]]:
             raise BadName(f"invalid subscription {s!r}: expected [prefix, 'metrics'|'logs'|'status', name, offset]")
         out.append(list(s))
     return out
-
-
-def _path(root: Root, sub: list[Any]) -> Path | None:
-    prefix, kind, name, _ = sub
-    try:
-        run = root.run_dir(prefix)
-        if kind == "metrics":
-            return root.metric_path(run, name)
-        if kind == "logs":
-            return layout.logs_file(run)
-        return layout.info_file(run)
-    except (NotFound, BadName):
-        return None
 
 
 def _metric_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -93,7 +76,7 @@ def _safe(obj: Any) -> Any:
     return obj
 
 
-async def events(root: Root, subs: list[list[Any]], last_id: str | None,
+async def events(root: Source, subs: list[list[Any]], last_id: str | None,
                  disconnected: Callable[[], Any], status_of: Callable[[str], str]) -> AsyncIterator[str]:
     if last_id:
         try:
@@ -103,8 +86,7 @@ async def events(root: Root, subs: list[list[Any]], last_id: str | None,
         if len(offs) == len(subs):
             for s, o in zip(subs, offs, strict=True):
                 s[3] = o
-    inos: list[int | None] = [None] * len(subs)
-    mtimes: list[float] = [0.0] * len(subs)
+    memos: list[dict[str, Any]] = [{} for _ in subs]
     last_status: dict[str, str] = {}
     yield "retry: 1000\n\n"
     quiet_since = time.monotonic()
@@ -113,7 +95,7 @@ async def events(root: Root, subs: list[list[Any]], last_id: str | None,
             return
         sent = False
         for i in range(len(subs)):
-            event = await _poll(root, subs, i, inos, mtimes, last_status, status_of)
+            event = await _poll(root, subs, i, memos[i], last_status, status_of)
             if event is not None:
                 kind, payload = event
                 eid = ",".join(str(s[3]) for s in subs)  # every offset as of this event: resume point
@@ -127,36 +109,20 @@ async def events(root: Root, subs: list[list[Any]], last_id: str | None,
         await asyncio.sleep(POLL)
 
 
-async def _poll(root: Root, subs: list[list[Any]], i: int, inos: list[int | None], mtimes: list[float],
-                last_status: dict[str, str], status_of: Callable[[str], str]) -> tuple[str, dict[str, Any]] | None:
+async def _poll(root: Source, subs: list[list[Any]], i: int, memo: dict[str, Any], last_status: dict[str, str],
+                status_of: Callable[[str], str]) -> tuple[str, dict[str, Any]] | None:
     sub = subs[i]
-    path = _path(root, sub)
-    if path is None:
-        if sub[1] == "status" and last_status.get(sub[0]) != "DELETED":
-            last_status[sub[0]] = "DELETED"
-            return "status", {"k": i, "prefix": sub[0], "status": "DELETED"}
-        return None
     if sub[1] == "status":
-        try:
-            m = os.stat(path).st_mtime
-        except OSError:
+        if not await asyncio.to_thread(root.status_changed, sub[0], memo):
             return None
-        if m == mtimes[i] and time.monotonic() % 5 > POLL:  # re-check the heartbeat age now and then
-            return None
-        mtimes[i] = m
-        st = status_of(sub[0])
+        st = await asyncio.to_thread(status_of, sub[0])
         if st == last_status.get(sub[0]):
             return None
         last_status[sub[0]] = st
         return "status", {"k": i, "prefix": sub[0], "status": st}
-    try:
-        size = os.stat(path).st_size
-    except OSError:
+    tail = await asyncio.to_thread(root.tail, sub[0], sub[1], sub[2], sub[3], memo, READ_LIMIT)
+    if tail is None:
         return None
-    if size <= sub[3] and inos[i] is not None:
-        return None
-    tail, ino = await asyncio.to_thread(read_from, path, sub[3], inos[i], READ_LIMIT)
-    inos[i] = ino
     if not tail.rows and not tail.reset and not tail.invalid:
         sub[3] = tail.offset
         return None

@@ -1,0 +1,89 @@
+"""The writer turns ring lines into journal lines without parsing metric rows: the bytes it writes must be the
+bytes the row-by-row formatter writes, whatever the rows hold (keys or strings with "},{", nested values,
+non-finite floats, None, big integers), for one stream and for streams, logs and tracks interleaved."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ml_dash.layout import ExperimentDir
+from ml_dash.ring import LOG, METRIC, METRIC_NONE, TRACK, decode_lines, encode_group, journal_items, split_items
+
+ROWS = [
+    {"step": 0, "loss": 0.5, "_ts": 1.5},
+    {"step": 1, "a},{b": 2, "_ts": 1.6},  # a key that holds the cut
+    {"step": 2, "note": "x},{y", "_ts": 1.7},  # a string value that holds it
+    {"step": 3, "hist": [{"a": 1}, {"b": 2}], "_ts": 1.8},  # nested dicts in a list: "},{" inside the row
+    {"step": 4, "loss": float("nan"), "hi": float("inf"), "_ts": 1.9},
+    {"step": 5, "none": None, "big": 2**70, "_ts": 2.0},
+    {},
+    {"step": 7, "text": "caf\u00e9 \t\n\"q\"", "_ts": 2.1},
+]
+
+
+def _journal(path: Path) -> list[str]:
+    return [re.sub(r'"createdAt":"[^"]*"', '"createdAt":"T"', ln) for ln in path.read_text().splitlines()]
+
+
+def _expected(tmp: Path, streams: dict[str | None, list[dict]]) -> dict[str | None, list[str]]:
+    d = ExperimentDir(tmp / "expected", "p/r")
+    for name, rows in streams.items():
+        for r in rows:  # row by row: the formatter the fast path must match
+            d.append_metrics(name, [dict(r)])
+    return {name: _journal(d.stream_path("metrics", name)) for name in streams}
+
+
+def _written(tmp: Path, chunk: bytes) -> tuple[ExperimentDir, list, list]:
+    d = ExperimentDir(tmp / "written", "p/r")
+    runs, tracks, logs = journal_items(chunk)
+    for name, pieces in runs:
+        d.append_metric_pieces(name, pieces)
+    return d, tracks, logs
+
+
+def test_one_stream_plain_rows_are_cut_without_parsing(tmp_path: Path) -> None:
+    rows = [{"step": i, "loss": 1 / (i + 1), "acc": 0.5, "_ts": 1.7e9 + i} for i in range(100)]
+    chunk = b"".join(encode_group(METRIC, "train", rows[i:i + 8]) for i in range(0, 100, 8))
+    d, _, _ = _written(tmp_path, chunk)
+    assert _journal(d.stream_path("metrics", "train")) == _expected(tmp_path, {"train": rows})["train"]
+
+
+def test_every_kind_of_row_gives_the_same_bytes(tmp_path: Path) -> None:
+    lines = [encode_group(METRIC, "train", ROWS[i:i + 3]) for i in range(0, len(ROWS), 3)]
+    lines += [encode_group(METRIC, "train", [r]) for r in ROWS]
+    d, _, _ = _written(tmp_path, b"".join(lines))
+    assert _journal(d.stream_path("metrics", "train")) == _expected(tmp_path, {"train": ROWS + ROWS})["train"]
+
+
+def test_interleaved_streams_logs_and_tracks(tmp_path: Path) -> None:
+    val = [{"step": i, "loss": 0.25, "_ts": 3.0 + i} for i in range(5)]
+    plain = [{"x": i, "_ts": 4.0 + i} for i in range(4)]
+    lines = [
+        encode_group(METRIC, "train", ROWS[:4]),
+        encode_group(LOG, "", [(1.0, "info", "a"), (1.1, "warn", "b},{", {"k": 1})]),
+        encode_group(METRIC, "val", val[:2]),
+        encode_group(METRIC_NONE, "", plain[:2]),
+        encode_group(TRACK, "robot/pos", [{"timestamp": 1.0, "x": 1}, {"timestamp": 2.0, "x": 2}]),
+        encode_group(METRIC, "train", ROWS[4:]),
+        encode_group(METRIC, "val", val[2:]),
+        encode_group(METRIC_NONE, "", plain[2:]),
+    ]
+    chunk = b"".join(lines)
+    d, tracks, logs = _written(tmp_path, chunk)
+    want = _expected(tmp_path, {"train": ROWS, "val": val, None: plain})
+    for name in ("train", "val", None):
+        assert _journal(d.stream_path("metrics", name)) == want[name], name
+    assert logs == [(1.0, "info", "a", None), (1.1, "warn", "b},{", {"k": 1})]
+    assert tracks == [("robot/pos", {"timestamp": 1.0, "x": 1}), ("robot/pos", {"timestamp": 2.0, "x": 2})]
+    # readers of the ring (recovery, counting) see the same records as items
+    m, t, g = split_items(decode_lines(chunk))
+    assert [k for k, _ in m] == ["train"] * 4 + ["val"] * 2 + [None] * 2 + ["train"] * 4 + ["val"] * 3 + [None] * 2
+    assert [e for _, e in t] == [e for _, e in tracks] and [x[2] for x in g] == ["a", "b},{"]
+
+
+def test_a_torn_last_line_is_left_out(tmp_path: Path) -> None:
+    good = encode_group(METRIC, "train", ROWS[:2])
+    torn = encode_group(METRIC, "train", ROWS[2:4])[:-9]
+    d, _, _ = _written(tmp_path, good + torn)
+    assert len(_journal(d.stream_path("metrics", "train"))) == 2
