@@ -287,6 +287,8 @@ def merge_info(cur: dict[str, Any], info: Any, last: str | None) -> str | None:
     if not isinstance(info, dict):
         raise BadRequest("'info' must be an object")
     stamp = _str(info.get("updated_at")) or ""
+    if len(stamp) > 64 or not stamp.isprintable():  # it is kept as this source's mark (PostgreSQL: a text column)
+        raise BadRequest("'updated_at' must be an ISO-8601 time string (at most 64 printable characters)")
     applied = None
     if last is None or stamp >= str(last):
         for k in INFO_KEYS:
