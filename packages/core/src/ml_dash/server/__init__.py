@@ -63,8 +63,9 @@ def open_backend(root: str, database: str | None = None, files: str | None = Non
     ``s3://bucket/prefix``; default: ``root``), else the `.dash` folder ``root``. Its ``spec`` rebuilds it in a
     worker process (`work`)."""
     backend = _open_backend(root, database, files, fsync, pool_size)
-    # a worker handles one request at a time; the schema was migrated here
-    backend.spec = (_open_backend, (root, database, files, fsync, 2, False))
+    # the schema was migrated here; a worker handles one request at a time, but its pool may grow past the 2
+    # connections it keeps, so that a request after a database restart gets a new one at once
+    backend.spec = (_open_backend, (root, database, files, fsync, 8, False))
     return backend
 
 
