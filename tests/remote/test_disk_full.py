@@ -100,6 +100,8 @@ def test_reads_after_a_crash_mid_append_show_only_acknowledged_rows(tmp_path: Pa
             logs = {"source": "s1", "records": [{"sequenceNumber": i, "level": "info", "message": f"m{i}"}
                                                 for i in range(5)]}
             assert c.post(f"{E}/logs", json=logs).json()["stored"] == 5
+            track = {"source": "s1", "entries": [{"timestamp": float(i), "x": i} for i in range(3)], "offset": 0}
+            assert c.post(f"{E}/tracks/pose", json=track).status_code == 200
         server.kill()
         run = server.root / "proj" / "full"
         data = next(run.rglob("metrics/**/data.jsonl"))
@@ -110,6 +112,8 @@ def test_reads_after_a_crash_mid_append_show_only_acknowledged_rows(tmp_path: Pa
         meta.write_text(json.dumps(metric_meta(json.loads(meta.read_text()), "train", 60)))
         with open(run / "logs" / "logs.jsonl", "a") as f:
             f.write(json.dumps({"sequenceNumber": 5, "level": "info", "message": "never acknowledged"}) + "\n")
+        with open(next(run.rglob("tracks/**/data.jsonl")), "a") as f:
+            f.write(json.dumps({"timestamp": 3.0, "x": 3}) + "\n")
         server.start()
         with server.client() as c:
             _viewer_shows_only_acknowledged_rows(c, server.url)  # first: the summary routes below cut the files
@@ -141,6 +145,8 @@ def _viewer_shows_only_acknowledged_rows(c: httpx.Client, url: str) -> None:
     assert [r["rows"] for r in series["runs"]] == [50] and len(series["x"]) == 50, series
     logs = c.get("/api/view/logs", params={**view, "limit": 100}).json()
     assert [r["message"] for r in logs["rows"]] == [f"m{i}" for i in range(5)], logs
+    track = c.get("/api/view/track", params={**view, "topic": "pose"}).json()
+    assert track["rows"] == 3 and track["columns"]["x"] == [0, 1, 2], track
     # the live stream from the start: every committed row, then nothing more
     subs = json.dumps([["proj/full", "metrics", "train", 0], ["proj/full", "logs", "", 0]])
     got: dict[str, list[Any]] = {"metrics": [], "logs": []}
