@@ -177,6 +177,13 @@ class Stream:
             self.dirty = False
 
 
+class MirrorMark:
+    """How far into a source's track file a mirror holds (a byte offset)."""
+
+    def __init__(self, end: int) -> None:
+        self.end = end
+
+
 class ExperimentDir:
     """Reads and writes one experiment folder ``<root>/<prefix>/`` in the `.dash` layout."""
 
@@ -641,6 +648,21 @@ class ExperimentDir:
     def mirror_state_path(self, topic: str) -> Path:
         """A mirror's record of how far into the source's track file of ``topic`` it holds."""
         return self.private / "mirror-tracks" / (hashlib.sha1(topic.encode()).hexdigest()[:20] + ".json")
+
+    @contextmanager
+    def mirror_tracks(self, topic: str) -> Iterator[MirrorMark]:
+        """Under the mirror's lock of ``topic`` (not the topic's own lock: `append_tracks` takes that one): how far
+        into the source's track file the mirror holds (``mark.end``); a raised ``mark.end`` is saved on exit."""
+        path = self.mirror_state_path(topic)
+        with self.locked("mirror-tracks/" + topic):
+            state = read_json(path)
+            end = state.get("end") if isinstance(state, dict) else None
+            mark = MirrorMark(end if isinstance(end, int) else 0)
+            start = mark.end
+            yield mark
+            if mark.end > start:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(path, {"topic": topic, "end": mark.end})
 
     def new_stage(self, folder: str = "staging") -> Path:
         """The content path in a fresh staging folder (``.ml_dash/<folder>/<uuid>/content``; the folder exists)."""

@@ -377,6 +377,8 @@ class PgBackend(Backend):
                 return 0, []
             sid, total = row
             stop = total if limit is None else min(total, start + limit)
+            if stop <= start:  # nothing past ``start``: a live poll's usual answer, one query
+                return int(total), []
             bodies = cur.execute("SELECT body FROM stream_rows WHERE stream_id = %s AND idx >= %s AND idx < %s "
                                  "ORDER BY idx", (sid, start, stop)).fetchall()
         return int(total), [r[0] for r in bodies]

@@ -24,6 +24,7 @@ from .backend import Backend, BadRequest
 
 TAIL_ROWS = 20_000  # rows answered per live poll at most; a backlog goes out as several events
 STATUS_EVERY = 1.0  # seconds between status checks of one subscribed run
+TAIL_EVERY = 0.25  # seconds between checks of one subscribed stream for new rows
 
 
 class BackendSource:
@@ -118,6 +119,10 @@ class BackendSource:
 
     # ---- live -----------------------------------------------------------------------------------------------
     def tail(self, prefix: str, kind: str, name: str, offset: int, memo: dict[str, Any], limit: int) -> NewRows | None:
+        now = time.monotonic()
+        if now - memo.get("at", -TAIL_EVERY) < TAIL_EVERY:  # one query per subscription per TAIL_EVERY at most
+            return None
+        memo["at"] = now
         try:
             p = self._check(prefix)
             total, texts = self.backend.rows_json(p, kind, name if kind == "metrics" else None, offset, TAIL_ROWS)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..jsonio import read_json, write_json_atomic
 from ..layout import ExperimentDir, unstage
 from .base import PermanentError, Store
 
@@ -72,17 +71,11 @@ class MirrorStore(Store):
             end = offset + len(records)
         if end is None:
             end = offsets[-1] + 1 if offsets else offset
-        state_path = self.dir.mirror_state_path(topic)
-        with self.dir.locked("mirror-tracks/" + topic):  # not "tracks/...": append_tracks takes that one
-            state = read_json(state_path)
-            done = state.get("end") if isinstance(state, dict) else None
-            done = done if isinstance(done, int) else 0
-            todo = [dict(r) for r, pos in zip(records, offsets, strict=False) if pos >= done]
+        with self.dir.mirror_tracks(topic) as mark:
+            todo = [dict(r) for r, pos in zip(records, offsets, strict=False) if pos >= mark.end]
             if todo:
                 self.dir.append_tracks(topic, todo)
-            if end > done:
-                state_path.parent.mkdir(parents=True, exist_ok=True)
-                write_json_atomic(state_path, {"topic": topic, "end": end})
+            mark.end = max(mark.end, end)
 
     def write_file(self, entry: dict[str, Any], path: str) -> None:
         if any(e.get("id") == entry.get("id") for e in self.dir.files_index()):

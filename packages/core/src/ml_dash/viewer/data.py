@@ -262,7 +262,6 @@ class Root:
         modification time is unchanged since the last walk is not listed again: its entries are the same."""
         out: list[str] = []
         seen: set[str] = set()
-        exp = layout.EXPERIMENT_JSON
 
         def walk(d: str, rel: str, depth: int) -> None:
             try:
@@ -277,10 +276,10 @@ class Root:
                         entries = list(it)
                 except OSError:
                     return
-                is_run = bool(rel) and "/" in rel and any(e.name == exp for e in entries)
+                is_run = layout.is_run_folder(rel, [e.name for e in entries])
                 subs = []
-                for e in entries if not is_run else []:
-                    if e.name == layout.PRIVATE or e.name.startswith(".ml-dash"):
+                for e in entries:
+                    if not layout.may_hold_runs(e.name, is_run):
                         continue
                     try:
                         if e.is_dir(follow_symlinks=False):
@@ -289,9 +288,8 @@ class Root:
                         continue
                 cached = self._dirs[d] = (mtime, is_run, subs)
             if cached[1]:
-                out.append(rel)
-                return
-            if depth > 12:
+                out.append(rel)  # and go on: runs may nest under a run's prefix (layout.list_runs's rule)
+            if depth > 32:
                 return
             for name in cached[2]:
                 walk(d + os.sep + name, f"{rel}/{name}" if rel else name, depth + 1)
