@@ -320,7 +320,7 @@ def measure(name: str, peers_py: Path | None, rows: int, logs: int, trials: int)
     if name == "deque floor":
         return out
     kept = []
-    for t in range(trials):
+    for _t in range(trials):
         with tempfile.TemporaryDirectory(prefix="peer-kill-") as root:
             kenv = dict(env, TRACKIO_DIR=os.path.join(root, "trackio"), HOME=root)
             p = subprocess.Popen(cmd + [__file__, "--worker", "burst", "--name", name, "--root", root], env=kenv,

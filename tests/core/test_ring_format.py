@@ -8,7 +8,16 @@ import re
 from pathlib import Path
 
 from ml_dash.layout import ExperimentDir
-from ml_dash.ring import LOG, METRIC, METRIC_NONE, TRACK, decode_lines, encode_group, journal_items, split_items
+from ml_dash.ring import (
+    LOG,
+    METRIC,
+    METRIC_NONE,
+    TRACK,
+    decode_lines,
+    encode_group,
+    journal_items,
+    split_items,
+)
 
 ROWS = [
     {"step": 0, "loss": 0.5, "_ts": 1.5},

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 from ml_dash.server.backend import metric_meta
 from serverproc import Server
@@ -99,6 +100,8 @@ def test_reads_after_a_crash_mid_append_show_only_acknowledged_rows(tmp_path: Pa
             logs = {"source": "s1", "records": [{"sequenceNumber": i, "level": "info", "message": f"m{i}"}
                                                 for i in range(5)]}
             assert c.post(f"{E}/logs", json=logs).json()["stored"] == 5
+            track = {"source": "s1", "entries": [{"timestamp": float(i), "x": i} for i in range(3)], "offset": 0}
+            assert c.post(f"{E}/tracks/pose", json=track).status_code == 200
         server.kill()
         run = server.root / "proj" / "full"
         data = next(run.rglob("metrics/**/data.jsonl"))
@@ -109,8 +112,11 @@ def test_reads_after_a_crash_mid_append_show_only_acknowledged_rows(tmp_path: Pa
         meta.write_text(json.dumps(metric_meta(json.loads(meta.read_text()), "train", 60)))
         with open(run / "logs" / "logs.jsonl", "a") as f:
             f.write(json.dumps({"sequenceNumber": 5, "level": "info", "message": "never acknowledged"}) + "\n")
+        with open(next(run.rglob("tracks/**/data.jsonl")), "a") as f:
+            f.write(json.dumps({"timestamp": 3.0, "x": 3}) + "\n")
         server.start()
         with server.client() as c:
+            _viewer_shows_only_acknowledged_rows(c, server.url)  # first: the summary routes below cut the files
             assert [x["index"] for x in c.get(f"{E}/metrics/train").json()["records"]] == list(range(50))
             cols = c.get(f"{E}/columns/metrics/train").json()
             assert cols["rows"] == 50 and cols["columns"]["step"] == list(range(50))
@@ -128,6 +134,34 @@ def test_reads_after_a_crash_mid_append_show_only_acknowledged_rows(tmp_path: Pa
             assert c.get(f"{E}/columns/metrics/train").json()["columns"]["step"] == list(range(70))
     finally:
         server.stop()
+
+
+def _viewer_shows_only_acknowledged_rows(c: httpx.Client, url: str) -> None:
+    """The web viewer at / reads the folder's files itself: each stream only up to its committed size too."""
+    view = {"run": "proj/full"}
+    info = c.get("/api/view/run", params=view).json()
+    assert info["streams"]["train"]["rows"] == 50 and info["logs"]["total"] == 5, info
+    series = c.get("/api/view/series", params={**view, "stream": "train", "field": "loss", "n": 1000}).json()
+    assert [r["rows"] for r in series["runs"]] == [50] and len(series["x"]) == 50, series
+    logs = c.get("/api/view/logs", params={**view, "limit": 100}).json()
+    assert [r["message"] for r in logs["rows"]] == [f"m{i}" for i in range(5)], logs
+    track = c.get("/api/view/track", params={**view, "topic": "pose"}).json()
+    assert track["rows"] == 3 and track["columns"]["x"] == [0, 1, 2], track
+    # the live stream from the start: every committed row, then nothing more
+    subs = json.dumps([["proj/full", "metrics", "train", 0], ["proj/full", "logs", "", 0]])
+    got: dict[str, list[Any]] = {"metrics": [], "logs": []}
+    deadline = time.monotonic() + 3
+    with c.stream("GET", "/api/view/live", params={"subs": subs}, timeout=30) as r:
+        event = ""
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event in ("metrics", "logs"):
+                got[event] += json.loads(line[6:])["rows"]
+            if time.monotonic() > deadline:
+                break
+    assert [x["index"] for x in got["metrics"]] == list(range(50)), got["metrics"][-3:]
+    assert [x["message"] for x in got["logs"]] == [f"m{i}" for i in range(5)], got["logs"]
 
 
 @pytest.mark.parametrize("engine", ["postgres"])

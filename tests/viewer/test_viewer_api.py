@@ -21,11 +21,13 @@ def get(url: str, **kw) -> httpx.Response:
 
 def test_view_prints_url_and_lists_runs(tmp_path: Path, start_viewer) -> None:
     small_runs(tmp_path / ".dash", count=3)
+    with Experiment("sweep/run-0/child", dash_root=tmp_path / ".dash").run as nested:  # nests under a run's prefix
+        nested.metrics("train").log(loss=1.0)
     v = start_viewer(tmp_path / ".dash")
     assert v.url.startswith("http://127.0.0.1:")
     r = get(v.url + "/api/view/runs", params={"metrics": "train/loss"})
     runs = {x["prefix"]: x for x in r.json()["runs"]}
-    assert set(runs) == {"sweep/run-0", "sweep/run-1", "sweep/run-2"}
+    assert set(runs) == {"sweep/run-0", "sweep/run-1", "sweep/run-2", "sweep/run-0/child"}
     assert runs["sweep/run-1"]["status"] == "COMPLETED" and runs["sweep/run-1"]["tags"] == ["ablation"]
     assert runs["sweep/run-0"]["params"]["lr"] == 0.1
     assert runs["sweep/run-0"]["metrics"]["train/loss"] == {"last": 1 / 50, "min": 1 / 50, "max": 1.0}

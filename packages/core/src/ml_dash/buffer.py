@@ -22,7 +22,17 @@ from . import console
 from .config import BufferConfig
 from .jsonio import dumpb, iso
 from .layout import EXPERIMENT_JSON, META, STAGED_SOURCE, ExperimentDir, unstage
-from .ring import LOG, METRIC_NONE, SPILL_EVERY, TRACK, Ring, encode_group, folder_of, journal_items, split_items
+from .ring import (
+    LOG,
+    METRIC_NONE,
+    SPILL_EVERY,
+    TRACK,
+    Ring,
+    encode_group,
+    folder_of,
+    journal_items,
+    split_items,
+)
 from .values import Deferred, resolve_row
 
 __all__ = ["BufferConfig", "Buffer"]

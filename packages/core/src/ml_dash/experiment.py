@@ -19,7 +19,7 @@ from .config import BufferConfig, default_root, env_flag
 from .layout import STAGED_SOURCE, ExperimentDir, file_entry, stage_entry
 from .names import file_name, logical_dir, metric_segments, topic_folder
 from .reader import FilesView, LogsView, MetricsView, ParamsView, TracksView
-from .ring import LOG, METRIC, METRIC_NONE, TRACK
+from .ring import METRIC, METRIC_NONE, TRACK
 from .session import Session
 from .values import MAX_STR, NUMERIC, convert, convert_fields, flatten
 

@@ -136,7 +136,7 @@ class MetricRouter:
         rows: dict[str, dict[str, Any]] = {}
         for stream, fields, sources in plan:
             row = rows[stream] = {"step": step, "epoch": epoch}
-            row.update(zip(fields, map(get, sources)))
+            row.update(zip(fields, map(get, sources), strict=False))
         return rows
 
     def log(self, metrics: Mapping[str, Any], step: Any, epoch: Any, exp: Experiment) -> int:
@@ -152,7 +152,7 @@ class MetricRouter:
         known = acc._streams
         for stream, fields, sources in plan:
             row = {"step": step, "epoch": epoch}
-            row.update(zip(fields, map(get, sources)))
+            row.update(zip(fields, map(get, sources), strict=False))
             (known.get(stream) or acc(stream))._log_row(row)
         return len(plan)
 

@@ -32,7 +32,6 @@ import struct
 import threading
 import uuid
 from collections.abc import Callable
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 

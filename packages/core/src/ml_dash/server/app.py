@@ -256,8 +256,10 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
                   stall_every=stall_every, stall_seconds=stall_seconds)
     from ..viewer.auth import ViewerGate  # the web viewer at /, signed in by cookie (docs/viewer.md)
 
-    if isinstance(store, FolderBackend):
-        return ViewerGate(guard, store.root, list(tokens or []))
+    if isinstance(store, FolderBackend):  # the folder's files, each stream up to its committed size
+        from ..viewer.data import Root
+
+        return ViewerGate(guard, Root(store.root, committed=store.committed), list(tokens or []))
     from .viewsource import BackendSource  # a database: the viewer reads through the engine
 
     describe = getattr(store, "describe", None)

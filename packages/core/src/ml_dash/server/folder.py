@@ -115,6 +115,15 @@ class FolderBackend(Backend):
         rows = read_jsonl(path, self._committed(d, kind, name))[0] if path is not None and d is not None else []
         return len(rows), rows[start:] if limit is None else rows[start:start + limit]
 
+    def committed(self, prefix: str, kind: str, name: str | None = None) -> int | None:
+        """Where the stream's committed rows end in its data file (bytes; None: no limit): what the viewer at ``/``
+        reads up to, as the API's reads do."""
+        try:
+            d = self._existing(prefix)
+        except BadRequest:
+            return None
+        return self._committed(d, kind, name) if d is not None else None
+
     @staticmethod
     def _committed(d: ExperimentDir, kind: str, name: str | None) -> int | None:
         """Reads show committed rows only: the stream's data file up to its committed size (storage.py)."""

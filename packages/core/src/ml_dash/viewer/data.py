@@ -1,8 +1,9 @@
 """What the viewer reads: runs, their summaries, metric columns, tracks, logs and files, all read-only.
 
 The viewer's routes (``app.py``, ``live.py``, ``export.py``) read only through the `Source` methods below, keyed
-by run prefix and stream name. `Root` implements them over a `.dash` folder; ``ml-dash serve --database`` gives
-the viewer another implementation over its storage engine (``ml_dash.server.viewsource``).
+by run prefix and stream name. `Root` implements them over a `.dash` folder (under ``ml-dash serve``, reading each
+stream only up to the server's committed size); ``ml-dash serve --database`` gives the viewer another
+implementation over its storage engine (``ml_dash.server.viewsource``).
 
 Every name that arrives in a URL is checked and resolved inside the root (symlinks included) before any file is
 opened; a name that does not resolve to a run is a `NotFound`, a malformed one a `BadName`.
@@ -16,7 +17,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -200,10 +201,16 @@ class Source(Protocol):
 
 
 class Root:
-    """A `.dash` folder as the viewer sees it, with per-file caches that read only what was appended."""
+    """A `.dash` folder as the viewer sees it, with per-file caches that read only what was appended.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    ``committed(prefix, kind, name)``: where the stream's committed rows end in its file (bytes; None: no limit);
+    ``ml-dash serve`` passes its folder engine's, so lines an append wrote but never acknowledged (a crash
+    between writing and committing) are never shown. `ml-dash view` on a plain folder has none."""
+
+    def __init__(self, root: str | os.PathLike[str],
+                 committed: Callable[[str, str, str | None], int | None] | None = None) -> None:
         self.root = Path(root)
+        self._committed = committed
         self.label = str(self.root)
         self.real = Path(os.path.realpath(self.root))
         self._cols: dict[Path, Columns] = {}
@@ -215,6 +222,10 @@ class Root:
         self._pending: dict[Path, Any] = {}  # streams whose first full read is under way
         self._previews: dict[Path, Columns] = {}  # their sampled previews meanwhile
         self._rings: dict[Path, RingRows] = {}  # per run folder: what dead writers left in their spill rings
+
+    def end(self, prefix: str, kind: str, name: str | None = None) -> int | None:
+        """Where the stream's rows to show end in its file (None: at its last complete line)."""
+        return self._committed(prefix, kind, name) if self._committed is not None else None
 
     # ---- names ---------------------------------------------------------------------------------------------
     def run_dir(self, prefix: str) -> Path:
@@ -251,7 +262,6 @@ class Root:
         modification time is unchanged since the last walk is not listed again: its entries are the same."""
         out: list[str] = []
         seen: set[str] = set()
-        exp = layout.EXPERIMENT_JSON
 
         def walk(d: str, rel: str, depth: int) -> None:
             try:
@@ -266,10 +276,10 @@ class Root:
                         entries = list(it)
                 except OSError:
                     return
-                is_run = bool(rel) and "/" in rel and any(e.name == exp for e in entries)
+                is_run = layout.is_run_folder(rel, [e.name for e in entries])
                 subs = []
-                for e in entries if not is_run else []:
-                    if e.name == layout.PRIVATE or e.name.startswith(".ml-dash"):
+                for e in entries:
+                    if not layout.may_hold_runs(e.name, is_run):
                         continue
                     try:
                         if e.is_dir(follow_symlinks=False):
@@ -278,9 +288,8 @@ class Root:
                         continue
                 cached = self._dirs[d] = (mtime, is_run, subs)
             if cached[1]:
-                out.append(rel)
-                return
-            if depth > 12:
+                out.append(rel)  # and go on: runs may nest under a run's prefix (layout.list_runs's rule)
+            if depth > 32:
                 return
             for name in cached[2]:
                 walk(d + os.sep + name, f"{rel}/{name}" if rel else name, depth + 1)
@@ -424,8 +433,9 @@ class Root:
         return rr.tracks.get(topic, []) if rr is not None else []
 
     # ---- columns and logs ----------------------------------------------------------------------------------
-    def columns(self, path: Path) -> Columns:
-        """The stream's columns through the core's incremental column cache (only appended lines are parsed).
+    def columns(self, path: Path, end: int | None = None) -> Columns:
+        """The stream's columns through the core's incremental column cache (only appended lines are parsed),
+        of its first ``end`` bytes when given.
 
         ``offset`` is taken before the read, so it never lies past the rows returned: a live stream started
         there may repeat a few rows, which the page drops by index, and never skips one."""
@@ -436,8 +446,8 @@ class Root:
             stamp: tuple[int, ...] = (st.st_dev, st.st_ino, st.st_mtime_ns)
         except OSError:
             stamp = ()
-        offset = complete_size(path)
-        snap = colcache.read(path, "metrics")
+        offset = complete_size(path) if end is None else min(complete_size(path), end)
+        snap = colcache.read(path, "metrics", limit=end)
         cols = dict(snap.num)
         if "index" not in cols:  # (not setdefault: that would build both arrays on every call)
             cols["index"] = np.arange(snap.n, dtype=np.float64)
@@ -448,7 +458,7 @@ class Root:
         extra = self.ring_metrics(path)
         return _with_rows(c, extra) if extra else c
 
-    async def columns_or_preview(self, path: Path) -> tuple[Columns, bool]:
+    async def columns_or_preview(self, path: Path, end: int | None = None) -> tuple[Columns, bool]:
         """The exact columns, or, when a large stream's first read takes longer than ``PREVIEW_WAIT``, a preview
         sampled at even byte offsets (``True``: approximate) while the exact read goes on in the background."""
         import asyncio
@@ -460,10 +470,10 @@ class Root:
         except OSError:
             small = True
         if small or path in self._exact:
-            return await run_in_threadpool(self.columns, path), False
+            return await run_in_threadpool(self.columns, path, end), False
         task = self._pending.get(path)
         if task is None:
-            task = self._pending[path] = asyncio.ensure_future(run_in_threadpool(self.columns, path))
+            task = self._pending[path] = asyncio.ensure_future(run_in_threadpool(self.columns, path, end))
             task.add_done_callback(lambda _t: (self._exact.add(path), self._pending.pop(path, None),
                                                self._previews.pop(path, None), release_memory()))
         try:
@@ -471,17 +481,17 @@ class Root:
         except asyncio.TimeoutError:
             pre = self._previews.get(path)
             if pre is None:  # one preview per stream while its exact read goes on (the run page and its charts)
-                pre = self._previews[path] = await run_in_threadpool(preview_columns, path)
+                pre = self._previews[path] = await run_in_threadpool(preview_columns, path, PREVIEW_LINES, end)
             return pre, True
 
-    def logs(self, run: Path) -> Logs:
+    def logs(self, run: Path, end: int | None = None) -> Logs:
         path = layout.logs_file(run)
         with self._lock:
             lg = self._logs.get(path)
             if lg is None:
                 lg = self._logs[path] = Logs()
             while True:
-                tail, ino = read_from(path, lg.offset, lg.ino)
+                tail, ino = read_from(path, lg.offset, lg.ino, end=end)
                 if tail.reset:
                     lg = self._logs[path] = Logs()
                 lg.ino = ino
@@ -500,10 +510,11 @@ class Root:
         return self.streams(self.run_dir(prefix))
 
     def stream_columns(self, prefix: str, stream: str) -> Columns:
-        return self.columns(self.metric_path(self.run_dir(prefix), stream))
+        return self.columns(self.metric_path(self.run_dir(prefix), stream), self.end(prefix, "metrics", stream))
 
     async def stream_columns_or_preview(self, prefix: str, stream: str) -> tuple[Columns, bool]:
-        return await self.columns_or_preview(self.metric_path(self.run_dir(prefix), stream))
+        path = self.metric_path(self.run_dir(prefix), stream)
+        return await self.columns_or_preview(path, self.end(prefix, "metrics", stream))
 
     def topic_list(self, prefix: str) -> list[str]:
         return self.topic_names(self.run_dir(prefix))
@@ -516,11 +527,12 @@ class Root:
         ring = self.ring_tracks(run, topic)
         if folder is None and not ring:
             raise NotFound(f"no track topic {topic!r} in run {prefix!r}")
-        tail = read_from(self.inside(run, *layout.track_parts(folder.name)), 0)[0] if folder is not None else None
+        tail = read_from(self.inside(run, *layout.track_parts(folder.name)), 0,
+                         end=self.end(prefix, "tracks", topic))[0] if folder is not None else None
         return merge_tracks((tail.rows if tail is not None else []) + ring), tail.invalid if tail is not None else 0
 
     def run_logs(self, prefix: str) -> Logs:
-        return self.logs(self.run_dir(prefix))
+        return self.logs(self.run_dir(prefix), self.end(prefix, "logs"))
 
     def file_list(self, prefix: str) -> list[dict[str, Any]]:
         return self.files(self.run_dir(prefix))
@@ -542,9 +554,10 @@ class Root:
             size = os.stat(path).st_size
         except (NotFound, BadName, OSError):
             return None
-        if size <= offset and "ino" in memo:
+        end = self.end(prefix, kind, name if kind == "metrics" else None)
+        if min(size, end if end is not None else size) <= offset and "ino" in memo:
             return None
-        t, memo["ino"] = read_from(path, offset, memo.get("ino"), limit)
+        t, memo["ino"] = read_from(path, offset, memo.get("ino"), limit, end)
         return NewRows(t.rows, t.offset, t.invalid, t.reset)
 
     def status_changed(self, prefix: str, memo: dict[str, Any]) -> bool:
@@ -624,12 +637,15 @@ def release_memory() -> None:
         pass
 
 
-def preview_columns(path: Path, lines: int = PREVIEW_LINES) -> Columns:
-    """Columns of ``lines`` rows read at evenly spaced byte offsets: a fast, approximate first look."""
+def preview_columns(path: Path, lines: int = PREVIEW_LINES, end: int | None = None) -> Columns:
+    """Columns of ``lines`` rows read at evenly spaced byte offsets (of the first ``end`` bytes, when given): a
+    fast, approximate first look."""
     from ..columns import parse_general
 
     offset = complete_size(path)  # taken first: never past the rows sampled
     size = os.path.getsize(path)
+    if end is not None:
+        offset, size = min(offset, end), min(size, end)
     picked: list[bytes] = []
     with open(path, "rb") as f:
         for k in range(lines):
@@ -637,6 +653,8 @@ def preview_columns(path: Path, lines: int = PREVIEW_LINES) -> Columns:
             if k:
                 f.readline()  # the rest of the line the offset fell into
             line = f.readline()
+            if f.tell() > size:
+                break
             if line.endswith(b"\n") and (not picked or picked[-1] != line):
                 picked.append(line)
     b = parse_general(b"".join(picked), "metrics")

@@ -69,8 +69,10 @@ def parse_line(line: bytes) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def read_from(path: Path, offset: int, ino: int | None = None, limit: int = MAX_READ) -> tuple[Tail, int | None]:
-    """Rows of the complete lines after ``offset``, and the file's inode (pass it back next time)."""
+def read_from(path: Path, offset: int, ino: int | None = None, limit: int = MAX_READ,
+              end: int | None = None) -> tuple[Tail, int | None]:
+    """Rows of the complete lines after ``offset`` (before ``end``, when given: the server's committed size), and
+    the file's inode (pass it back next time)."""
     out = Tail(offset=offset)
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -84,9 +86,10 @@ def read_from(path: Path, offset: int, ino: int | None = None, limit: int = MAX_
         if (ino is not None and st.st_ino != ino) or st.st_size < offset:
             out.reset = True
             offset = out.offset = 0
-        if st.st_size == offset:
+        size = st.st_size if end is None else min(st.st_size, max(end, offset))
+        if size == offset:
             return out, st.st_ino
-        raw = os.pread(fd, min(limit, st.st_size - offset), offset)
+        raw = os.pread(fd, min(limit, size - offset), offset)
     finally:
         os.close(fd)
     end = raw.rfind(b"\n")
