@@ -525,3 +525,25 @@ def test_whole_chunk_any_values(rows: list[tuple[Any, Any, Any]], style: int) ->
     for k in general.num:
         assert np.array_equal(fast.num[k], general.num[k], equal_nan=True), k
         assert np.array_equal(np.signbit(fast.num[k]), np.signbit(general.num[k])), k
+
+
+def test_disk_entry_of_blocks_with_changing_fields_reads_back_as_parsed(tmp_path: Path) -> None:
+    """Blocks appended by successive reads, each adding fields the earlier ones lacked: loaded from disk alone,
+    the columns equal a reference parse (NaN where a row has no value)."""
+    f = tmp_path / "data.jsonl"
+
+    def add(rows: list[dict[str, Any]]) -> None:
+        with open(f, "a") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+        colcache.read(f, "metrics")
+
+    add([{"index": i, "a": i * 1.0} for i in range(10)])
+    add([{"index": 10 + i, "b": -i} for i in range(5)])
+    add([{"index": 15 + i, "a": 2.0, "b": 1} for i in range(3)])
+    add([{"index": 18, "c": 5}])
+    colcache.clear_memory()
+    snap = colcache.read(f, "metrics")
+    ref = columns.parse_general(f.read_bytes(), "metrics")
+    assert snap.n == ref.n == 19 and set(snap.num) == set(ref.num) == {"index", "a", "b", "c"}
+    for k, col in ref.num.items():
+        assert np.array_equal(snap.num[k], col, equal_nan=True), k

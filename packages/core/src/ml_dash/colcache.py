@@ -268,16 +268,19 @@ class DiskEntry:
         self.file = cache_root() / "columns" / key[:2] / f"{key}.cols"
 
     @staticmethod
-    def _blocks(raw: bytes) -> Iterator[tuple[dict[str, Any], int]]:
-        """(header, data start) of each whole, consecutive block."""
+    def _blocks(fd: int, size: int) -> Iterator[tuple[dict[str, Any], int]]:
+        """(header, data start) of each whole, consecutive block; only headers and trailers are read."""
         pos, rows, gen, index = 0, 0, None, 0
-        while pos + 16 <= len(raw) and raw[pos : pos + 8] == _MAGIC:
-            hl = int.from_bytes(raw[pos + 8 : pos + 16], "little")
-            head = json.loads(raw[pos + 16 : pos + 16 + hl])
+        while pos + 16 <= size:
+            lead = os.pread(fd, 16, pos)
+            if len(lead) < 16 or lead[:8] != _MAGIC:
+                return
+            hl = int.from_bytes(lead[8:16], "little")
+            head = json.loads(os.pread(fd, hl, pos + 16))
             data = pos + 16 + hl
             end = data + (head["rows"] - head["rows_from"]) * 8 * len(head["num"])
-            if end + 16 > len(raw) or raw[end + 8 : end + 16] != _END \
-                    or int.from_bytes(raw[end : end + 8], "little") != pos:
+            trailer = os.pread(fd, 16, end) if end + 16 <= size else b""
+            if len(trailer) < 16 or trailer[8:] != _END or int.from_bytes(trailer[:8], "little") != pos:
                 return  # torn
             if head["rows_from"] != rows or head["rows"] < rows or (gen is not None and head["gen"] != gen) \
                     or head.get("index") != index:
@@ -288,12 +291,11 @@ class DiskEntry:
 
     def load(self, path: str, kind: str, st: os.stat_result) -> StreamColumns | None:
         try:
-            with open(self.file, "rb") as f:
-                raw = f.read()
+            fd = os.open(self.file, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
         try:
-            blocks = list(self._blocks(raw))
+            blocks = list(self._blocks(fd, os.fstat(fd).st_size))
             if not blocks:
                 return None
             last = blocks[-1][0]
@@ -304,16 +306,27 @@ class DiskEntry:
             s = StreamColumns(kind, path)
             n = int(last["rows"])
             s.reserve(max(n + max(n // 4, 4096), 1024))
+            covered: dict[str, list[tuple[int, int]]] = {}
             for head, data in blocks:
                 rf, rt = head["rows_from"], head["rows"]
                 for i, name in enumerate(head["num"]):
                     col = s.num.get(name)
                     if col is None:
-                        col = s.num[name] = np.full(s.cap, np.nan)
-                    at = data + i * (rt - rf) * 8
-                    col[rf:rt] = np.frombuffer(raw, np.float64, rt - rf, at)
+                        col = s.num[name] = np.empty(s.cap)
+                    if rt > rf:  # straight from the file into the column: no intermediate copy
+                        want = (rt - rf) * 8
+                        if os.preadv(fd, [memoryview(col[rf:rt]).cast("B")], data + i * want) != want:
+                            return None
+                    covered.setdefault(name, []).append((rf, rt))
                 for r, name, value in head["text"]:
                     s.text.setdefault(name, {})[r] = value
+            for name, spans in covered.items():  # NaN where no block gave the field a value, and past the end
+                col, at = s.num[name], 0
+                for rf, rt in spans:
+                    if rf > at:
+                        col[at:rf] = np.nan
+                    at = max(at, rt)
+                col[at:] = np.nan
             s.n = n
             s.gen = str(last["gen"])
             s.offset = int(last["offset"])
@@ -322,8 +335,10 @@ class DiskEntry:
             s.skipped = int(last.get("skipped", 0))
             s.blocks = len(blocks)
             return s
-        except (ValueError, KeyError, TypeError, IndexError):
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
             return None
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _block(s: StreamColumns, start: int, pos: int, index: int) -> bytes:
