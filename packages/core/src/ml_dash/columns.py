@@ -515,20 +515,7 @@ class _Matcher:
         fixes: list[tuple[np.ndarray, float]] = []
         if special.any():
             where = np.flatnonzero(special)
-            sts, ste = TS[where], TE[where]
-            matched = np.zeros(len(where), dtype=bool)
-            for word, value in _SPECIAL:
-                ci = np.flatnonzero((ste - sts) == len(word))
-                if not len(ci):
-                    continue
-                eq = (_windows(a, len(word))[sts[ci]].view(np.uint8).reshape(len(ci), len(word))
-                      == np.frombuffer(word, np.uint8)).all(1)
-                hit = ci[eq]
-                if len(hit):
-                    matched[hit] = True
-                    fixes.append((where[hit], value))
-                    zero = np.frombuffer(b"0" + b" " * (len(word) - 1), dtype=f"V{len(word)}")[0]
-                    _windows(b, len(word))[sts[hit]] = zero
+            matched = _blank_specials(a, b, TS, TE, where, 0, fixes)
             if not matched.all():
                 return None
         try:
@@ -546,6 +533,28 @@ class _Matcher:
         for where_, value in fixes:
             out[where_] = value
         return out, c0 == 110, off
+
+
+def _blank_specials(a: np.ndarray, b: np.ndarray, TS: np.ndarray, TE: np.ndarray, where: np.ndarray, front: int,
+                    fixes: list[tuple[np.ndarray, float]]) -> np.ndarray:
+    """For the tokens ``where`` (starts ``TS``, ends ``TE`` in ``a``) spelling NaN, Infinity, -Infinity or null:
+    record their values in ``fixes`` and write a '0' over them in ``b`` (``a`` shifted by ``front``), so orjson
+    decodes the rest; returns which of them matched such a word."""
+    sts, ste = TS[where], TE[where]
+    matched = np.zeros(len(where), dtype=bool)
+    for word, value in _SPECIAL:
+        ci = np.flatnonzero((ste - sts) == len(word))
+        if not len(ci):
+            continue
+        eq = (_windows(a, len(word))[sts[ci]].view(np.uint8).reshape(len(ci), len(word))
+              == np.frombuffer(word, np.uint8)).all(1)
+        hit = ci[eq]
+        if len(hit):
+            matched[hit] = True
+            fixes.append((where[hit], value))
+            zero = np.frombuffer(b"0" + b" " * (len(word) - 1), dtype=f"V{len(word)}")[0]
+            _windows(b, len(word))[sts[hit] + front] = zero
+    return matched
 
 
 def _uniform(a: np.ndarray, tpl: Template) -> Batch | None:
@@ -621,20 +630,7 @@ def _uniform(a: np.ndarray, tpl: Template) -> Batch | None:
     fixes: list[tuple[np.ndarray, float]] = []
     if special.any():
         where = np.flatnonzero(special)
-        sts, ste = TS[where], TE[where]
-        matched = np.zeros(len(where), dtype=bool)
-        for word, value in _SPECIAL:
-            ci = np.flatnonzero((ste - sts) == len(word))
-            if not len(ci):
-                continue
-            eq = (_windows(a, len(word))[sts[ci]].view(np.uint8).reshape(len(ci), len(word))
-                  == np.frombuffer(word, np.uint8)).all(1)
-            hit = ci[eq]
-            if len(hit):
-                matched[hit] = True
-                fixes.append((where[hit], value))
-                _windows(b, len(word))[sts[hit] + front] = np.frombuffer(b"0" + b" " * (len(word) - 1),
-                                                                 dtype=f"V{len(word)}")[0]
+        matched = _blank_specials(a, b, TS, TE, where, front, fixes)
         bools = (c0[where] == 116) | (c0[where] == 102)  # true / false: orjson checks them
         if not (matched | bools).all():
             return None
