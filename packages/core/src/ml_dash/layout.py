@@ -830,6 +830,27 @@ def may_hold_runs(name: str, in_run: bool) -> bool:
     return not name.startswith(".") and not (in_run and name in RUN_DIRS)
 
 
+def scan_folder(path: str, rel: str) -> tuple[bool, list[str]] | None:
+    """One folder of a listing walk: whether ``path`` (``rel`` under the root) is a run, and the names of the
+    subfolders that may hold runs (links never followed); None when it cannot be listed."""
+    try:
+        with os.scandir(path) as it:
+            entries = list(it)
+    except OSError:
+        return None
+    is_run = is_run_folder(rel, [e.name for e in entries])
+    subs = []
+    for e in entries:
+        if not may_hold_runs(e.name, is_run):
+            continue
+        try:
+            if e.is_dir(follow_symlinks=False):
+                subs.append(e.name)
+        except OSError:
+            continue
+    return is_run, subs
+
+
 def list_runs(root: str | os.PathLike[str]) -> list[str]:
     """Prefixes of every run under a root: folders at least two levels down holding experiment.json. Hidden and
     private folders and a run's own folders are not searched (other subfolders of a run are: runs nest under a
@@ -837,24 +858,16 @@ def list_runs(root: str | os.PathLike[str]) -> list[str]:
     out: list[str] = []
 
     def walk(d: str, rel: str, depth: int) -> None:
-        try:
-            with os.scandir(d) as it:
-                entries = list(it)
-        except OSError:
+        got = scan_folder(d, rel)
+        if got is None:
             return
-        is_run = is_run_folder(rel, [e.name for e in entries])
+        is_run, subs = got
         if is_run:
             out.append(rel)
         if depth > 32:
             return
-        for e in entries:
-            if not may_hold_runs(e.name, is_run):
-                continue
-            try:
-                if e.is_dir(follow_symlinks=False):
-                    walk(e.path, f"{rel}/{e.name}" if rel else e.name, depth + 1)
-            except OSError:
-                continue
+        for name in subs:
+            walk(os.path.join(d, name), f"{rel}/{name}" if rel else name, depth + 1)
 
     walk(os.fspath(root), "", 0)
     return sorted(out)

@@ -39,21 +39,10 @@ def find_runs(root: str | os.PathLike[str], cache: ListingCache | None = None) -
             if got is not None and got[0] == mtime:
                 seen[rel] = got
                 return got[1], got[2]
-        try:
-            with os.scandir(d) as it:
-                entries = list(it)
-        except OSError:
+        got = layout.scan_folder(d, rel)
+        if got is None:
             return None
-        is_run = layout.is_run_folder(rel, [e.name for e in entries])
-        subs = []
-        for e in entries:
-            if not layout.may_hold_runs(e.name, is_run):
-                continue
-            try:
-                if e.is_dir(follow_symlinks=False):
-                    subs.append(e.name)
-            except OSError:
-                continue
+        is_run, subs = got
         if cache is not None and cache.settled(mtime):
             seen[rel] = [mtime, is_run, subs]
         return is_run, subs

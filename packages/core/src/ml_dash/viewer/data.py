@@ -271,22 +271,10 @@ class Root:
             seen.add(d)
             cached = self._dirs.get(d)
             if cached is None or cached[0] != mtime:
-                try:
-                    with os.scandir(d) as it:
-                        entries = list(it)
-                except OSError:
+                got = layout.scan_folder(d, rel)
+                if got is None:
                     return
-                is_run = layout.is_run_folder(rel, [e.name for e in entries])
-                subs = []
-                for e in entries:
-                    if not layout.may_hold_runs(e.name, is_run):
-                        continue
-                    try:
-                        if e.is_dir(follow_symlinks=False):
-                            subs.append(e.name)
-                    except OSError:
-                        continue
-                cached = self._dirs[d] = (mtime, is_run, subs)
+                cached = self._dirs[d] = (mtime, *got)
             if cached[1]:
                 out.append(rel)  # and go on: runs may nest under a run's prefix (layout.list_runs's rule)
             if depth > 32:
