@@ -54,8 +54,9 @@
       this.u = null;
     }
 
-    async load() {
+    async load(waitExact) {
       this.loading = true;
+      const seq = (this.seq = (this.seq || 0) + 1);  // a later load (zoom, options) wins over one still waiting
       const s = M.state;
       const width = Math.max(200, this.plot.clientWidth || 600);
       const off = new Set(s.off ? s.off.split(",") : []);
@@ -66,13 +67,15 @@
           run: runs, stream: this.opts.stream, field: this.opts.field, x: this.opts.x || s.x,
           n: Math.round(width), xmin: s.xmin, xmax: s.xmax, smooth: s.smooth === "none" ? "" : s.smooth,
           group: this.opts.noGroup ? "" : s.group, xlog: s.logx ? "1" : "",
+          wait: waitExact ? 20 : "",  // after a preview: the server answers once its exact read is done
         });
+        if (seq !== this.seq) return;
         this.build(data);
         this.loaded = true;
       } catch (e) {
-        this.fail(e);
+        if (seq === this.seq) this.fail(e);
       } finally {
-        this.loading = false;
+        if (seq === this.seq) this.loading = false;
       }
     }
 
@@ -132,8 +135,12 @@
       this.entry.approximate = !!data.approximate;
       if (data.approximate && !M.STATIC) {  // a sampled preview: the exact data follows once the server has read it
         this.status.textContent = "preview (sampled); reading the full data…";
-        clearTimeout(this.retry);
-        this.retry = setTimeout(() => this.load(), 500);
+        // one request per stream waits for the exact read (a browser has 6 connections per server); the
+        // stream's other charts ask again once it has answered
+        const key = this.opts.stream + "\x1f" + this.opts.runs.join(",");
+        const waits = (M.exactWaits = M.exactWaits || {});
+        if (!waits[key]) waits[key] = this.load(true).finally(() => { delete waits[key]; });
+        else waits[key].then(() => this.load());
       }
       this.entry.runs = runs.map((r) => r.prefix);
       this.draw(series, bands, data);
