@@ -337,7 +337,13 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         start = _int(request, "start", -1)
         at = _float(request, "at")
 
+        tail = getattr(root, "logs_tail", None)
+
         def work() -> dict[str, Any]:
+            if tail is not None and not level and not q and at is None and start < 0:
+                got = tail(prefix, limit)  # the last screen, read from the end of the file
+                if got is not None:
+                    return got
             lg = root.run_logs(prefix)
             idx = search_logs(lg, level, q, regex)
             total = len(idx)
@@ -433,8 +439,12 @@ def run_info(root: Source, prefix: str, pre: dict[str, Columns] | None = None, l
                          "someNonNumeric": sorted(f for f in c.non_numeric if f in fields)}
     s.update(streams=streams, topics=root.topic_list(prefix), files=len(root.file_list(prefix)))
     if logs:
-        lg = root.run_logs(prefix)
-        s["logs"] = {"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid}
+        meta = getattr(root, "logs_meta", None)  # (without reading the logs whole where the source can)
+        if meta is not None:
+            s["logs"] = meta(prefix)
+        else:
+            lg = root.run_logs(prefix)
+            s["logs"] = {"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid}
     return s
 
 

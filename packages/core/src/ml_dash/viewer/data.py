@@ -30,7 +30,7 @@ from ..jsonio import read_json
 from ..names import check_prefix
 from ..reader import effective_status
 from ..ring import folder_of, split_items, unrecovered
-from .tail import complete_size, read_from
+from .tail import complete_size, last_lines, read_from
 
 MAX_MESSAGE = 10_000  # characters of one log message sent to the page; longer ones are cut with a note
 PREVIEW_BYTES = 16 * 1024 * 1024  # a stream this large, not read yet, gets a sampled preview first
@@ -582,6 +582,32 @@ class Root:
         rr = self._rings.get(run)
         return _with_logs(lg, rr.logs) if rr is not None and rr.logs else lg
 
+
+    def logs_tail(self, prefix: str, count: int) -> dict[str, Any] | None:
+        """The last ``count`` lines of a run's logs, read from the end of the file, while its logs have not been
+        read whole (None once they have: `run_logs` answers from memory). The line count is of the file's complete
+        lines; ``invalid`` counts the lines of this answer that are not JSON objects."""
+        run = self.run_dir(prefix)
+        path = layout.logs_file(run)
+        rr = self._rings.get(run)
+        if self._logs.get(path) is not None or (rr is not None and rr.logs):
+            return None
+        t, total = last_lines(path, count, self.end(prefix, "logs"))
+        lg = Logs()
+        lg.add(t.rows)
+        rows = [log_row(lg, i) for i in range(len(lg.message))]
+        return {"total": total, "matched": total, "start": max(0, total - len(rows)), "rows": rows,
+                "offset": t.offset, "invalid": t.invalid}
+
+    def logs_meta(self, prefix: str) -> dict[str, Any]:
+        """A run's log line count, where a live reader of them starts, and the lines that are not JSON objects
+        (known once the logs were read whole; before, the count is of the file's complete lines)."""
+        run = self.run_dir(prefix)
+        if self._logs.get(layout.logs_file(run)) is None:
+            t, total = last_lines(layout.logs_file(run), 0, self.end(prefix, "logs"))
+            return {"total": total, "offset": t.offset, "invalid": 0}
+        lg = self.logs(run, self.end(prefix, "logs"))
+        return {"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid}
 
     # ---- the `Source` methods: by run prefix and stream name ------------------------------------------------
     def stream_names(self, prefix: str) -> list[str]:
