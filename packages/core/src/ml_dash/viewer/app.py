@@ -36,6 +36,7 @@ SAFE_INLINE = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"
 PREVIEW_BYTES = 256 * 1024
 SEP = "\x1f"
 MAX_RUNS = 1000  # runs in one compare request
+MAX_FIELDS = 100  # charts in one multiseries request
 SCRIPTS = ("util", "chart", "runs", "run", "compare", "app")  # load order
 _background: set[Any] = set()  # tasks started by a page request (kept referenced until done)
 
@@ -264,12 +265,13 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         out = await run_in_threadpool(once, work)
         return JSONSafe({"runs": out, "notes": notes})
 
-    async def api_series(request: Request) -> Response:
+    async def series(request: Request, fields: list[str]) -> list[bytes]:
+        """The encoded chart data of each field of one stream for the runs asked (see `reduce`)."""
         prefixes = [p.replace(SEP, "/") for p in request.query_params.getlist("run")]
         if not prefixes:
             raise BadName("at least one 'run' query parameter is required")
-        stream, field = _q(request, "stream"), _q(request, "field")
-        if not stream or not field:
+        stream = _q(request, "stream")
+        if not stream or not fields or not all(fields):
             raise BadName("'stream' and 'field' are required")
         x = _q(request, "x", "step") or "step"
         n = _int(request, "n", 1000)
@@ -277,12 +279,11 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         spec = _q(request, "smooth")
         by = _q(request, "group")
         xlog = _q(request, "xlog") in ("1", "true")
-
         wait = _float(request, "wait")  # a chart that drew a preview asks again: answer once the exact read is done
         wait = None if wait is None else max(0.0, min(wait, 30.0))
         probe = getattr(root, "probe", None)
 
-        def look() -> tuple[list[str], list[str], dict[str, str], Any, list[str], bytes | None]:
+        def look() -> tuple[list[str], list[str], dict[str, str], list[Any], list[str], list[bytes | None]]:
             notes, ok = [], []
             for p in prefixes:
                 try:
@@ -300,35 +301,54 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
             # lookup, found by each stream's file identity, change time and size without reading it
             probes = [probe(p, stream) for p in ok] if probe is not None else []
             slow = [p for p, (_, large) in zip(ok, probes, strict=True) if large]
-            key = None if notes or slow or probe is None or not all(st for st, _ in probes) else (
+            base = None if notes or slow or probe is None or not all(st for st, _ in probes) else (
                 tuple(zip(ok, (st for st, _ in probes), strict=True)),
-                stream, field, x, n, xmin, xmax, spec, xlog, tuple(sorted(key_of.items())))
-            return ok, notes, key_of, key, slow, memo.get(key) if key is not None else None
+                stream, x, n, xmin, xmax, spec, xlog, tuple(sorted(key_of.items())))
+            keys = [None if base is None else (base, f) for f in fields]
+            return ok, notes, key_of, keys, slow, [memo.get(k) if k is not None else None for k in keys]
 
-        ok, notes, key_of, key, slow, body = await run_in_threadpool(once, look)
-        if body is not None:
-            return Response(body, media_type="application/json")
+        ok, notes, key_of, keys, slow, bodies = await run_in_threadpool(once, look)
+        if all(b is not None for b in bodies):
+            return bodies  # type: ignore[return-value]
         got: dict[str, Columns] = {}
         approximate = False
         for p in slow:  # large streams not read yet: their preview, unless the exact read ends within ``wait``
             got[p], approx = await root.stream_columns_or_preview(p, stream, wait)
             approximate = approximate or approx
 
-        def work() -> bytes:
+        def work() -> list[bytes]:
             cols = [(p, got[p] if p in got else root.stream_columns(p, stream)) for p in ok]
-            try:
-                res = reduce(cols, field, x, n, xmin, xmax, spec, xlog)
-            except (KeyError, ValueError) as e:
-                raise BadName(str(e).strip("'\"")) from None
-            if by:
-                res["runs"] = group(res["runs"], key_of)
-            res.update(stream=stream, field=field, xAxis=x, xlog=xlog, notes=notes, approximate=approximate)
-            body = dumps(res)
-            if key is not None and not approximate:
-                memo.put(key, body)
-            return body
+            out = []
+            for field, key, body in zip(fields, keys, bodies, strict=True):
+                if body is None:
+                    try:
+                        res = reduce(cols, field, x, n, xmin, xmax, spec, xlog)
+                    except (KeyError, ValueError) as e:
+                        if len(fields) == 1:
+                            raise BadName(str(e).strip("'\"")) from None
+                        res = {"error": str(e).strip("'\"")}  # one chart of several: its own note
+                        key = None
+                    if by and "runs" in res:
+                        res["runs"] = group(res["runs"], key_of)
+                    res.update(stream=stream, field=field, xAxis=x, xlog=xlog, notes=notes, approximate=approximate)
+                    body = dumps(res)
+                    if key is not None and not approximate:
+                        memo.put(key, body)
+                out.append(body)
+            return out
 
-        return Response(await run_in_threadpool(once, work), media_type="application/json")
+        return await run_in_threadpool(once, work)
+
+    async def api_series(request: Request) -> Response:
+        return Response((await series(request, [_q(request, "field") or ""]))[0], media_type="application/json")
+
+    async def api_multiseries(request: Request) -> Response:
+        """Several charts of one stream in one request (the charts that came into view together)."""
+        fields = request.query_params.getlist("field")
+        if len(fields) > MAX_FIELDS:
+            raise BadName(f"at most {MAX_FIELDS} fields in one request, got {len(fields)}")
+        bodies = await series(request, fields)
+        return Response(b'{"series":[' + b",".join(bodies) + b"]}", media_type="application/json")
 
     async def api_logs(request: Request) -> Response:
         prefix = _prefix(request)
@@ -415,6 +435,7 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         Route("/api/view/run", api_run, methods=["GET"]),
         Route("/api/view/runinfo", api_runinfo, methods=["GET"]),
         Route("/api/view/series", api_series, methods=["GET"]),
+        Route("/api/view/multiseries", api_multiseries, methods=["GET"]),
         Route("/api/view/logs", api_logs, methods=["GET"]),
         Route("/api/view/track", api_track, methods=["GET"]),
         Route("/api/view/files", api_files, methods=["GET"]),
