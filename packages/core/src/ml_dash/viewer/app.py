@@ -299,7 +299,7 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
                 key_of[p] = f"{by}={','.join(v) if isinstance(v, list) else v}"
             # the same question about the same bytes gets the same answer: a reload or a second tab costs a
             # lookup, found by each stream's file identity, change time and size without reading it
-            probes = [probe(p, stream) for p in ok] if probe is not None else []
+            probes = [probe(p, stream) if probe is not None else ((), False) for p in ok]
             slow = [p for p, (_, large) in zip(ok, probes, strict=True) if large]
             base = None if notes or slow or probe is None or not all(st for st, _ in probes) else (
                 tuple(zip(ok, (st for st, _ in probes), strict=True)),
