@@ -93,11 +93,12 @@ class Snapshot:
     ``ints``: the order field (a metric's ``index``, a log's ``sequenceNumber``) as int64 when every row has one;
     ``ordered``: whether that field never decreases (kept up to date incrementally, so a read stays O(appended))."""
 
-    __slots__ = ("kind", "n", "num", "text", "skipped", "ints", "ordered")
+    __slots__ = ("kind", "n", "num", "text", "skipped", "ints", "ordered", "offset")
 
     def __init__(self, s: StreamColumns) -> None:
         self.kind = s.kind
         self.n = s.n
+        self.offset = s.offset  # bytes of the file these rows come from (complete lines)
         self.num: dict[str, np.ndarray] = {}
         for k, col in s.num.items():
             v = col[: s.n]
@@ -205,9 +206,12 @@ def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True, limit: i
             return Snapshot(StreamColumns(kind, p))
         try:
             st = os.fstat(fd)
-            entry = DiskEntry(key) if disk else None
             if state is not None and not _same_file(state, st):
                 state = None
+            if state is not None and _unchanged(state, st, limit):
+                _remember(key, state)
+                return Snapshot(state)  # nothing appended: no disk entry to look at
+            entry = DiskEntry(key) if disk else None
             if state is None and entry is not None:
                 state = entry.load(p, kind, st)
                 if state is not None and not _same_file(state, st):
@@ -219,6 +223,12 @@ def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True, limit: i
             os.close(fd)
         _remember(key, state)
         return Snapshot(state)
+
+
+def _unchanged(s: StreamColumns, st: os.stat_result, limit: int | None) -> bool:
+    """Whether ``_catch_up`` would find nothing to read (its first test, without a disk entry)."""
+    size = st.st_size if limit is None else min(st.st_size, limit)
+    return s.offset > 0 and size == s.offset and (st.st_mtime_ns == s.mtime_ns or limit is not None)
 
 
 def _same_file(s: StreamColumns, st: os.stat_result) -> bool:
