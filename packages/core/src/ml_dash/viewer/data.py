@@ -459,7 +459,7 @@ class Root:
             stamp: tuple[int, ...] = (st.st_dev, st.st_ino, st.st_mtime_ns)
         except OSError:
             stamp = ()
-        snap = colcache.read(path, "metrics", limit=end)
+        snap = colcache.read(path, "metrics", limit=end, order=False)
         offset = snap.offset  # where its rows end: a live stream started there repeats none and skips none
         cols = dict(snap.num)
         if "index" not in cols:  # (not setdefault: that would build both arrays on every call)
