@@ -18,16 +18,19 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import count, islice
+from operator import eq
 from pathlib import Path
 from typing import Any
 
 from .jsonio import (
     dumpb,
     dumpb_line,
-    iso,
+    isos,
     join_lines,
     new_id,
     now_iso,
+    object_lines,
     read_json,
     read_jsonl,
     scan_tail,
@@ -341,19 +344,26 @@ class ExperimentDir:
         self._topic_dirs[topic] = folder
         return folder
 
-    def append_logs(self, entries: list[tuple[float, str, str, Any]]) -> None:
+    def append_logs(self, entries: list[Any]) -> None:
+        """Append log lines, each ``(ts, level, message[, metadata])`` (a tuple or a list; no metadata: None)."""
+        if not entries:
+            return
+        stamps = isos([e[0] for e in entries])
         s = self._stream("logs", None)
         with self.locked(stream_key(LOGS_DIR)):
             s.sync_tail()
             n = s.next_index
-            parts = []
-            for ts, level, message, meta in entries:
-                parts.append(b'{"sequenceNumber":%d,"timestamp":"%s","level":%b,"message":%b,"metadata":%b}\n'
-                             % (n, iso(ts).encode(), _LEVELS.get(level) or dumpb(level), dumpb(message),
-                                b"null" if meta is None else dumpb(meta)))
-                n += 1
-            s.write(b"".join(parts))
-            s.next_index = n
+            recs = [{"sequenceNumber": k, "timestamp": t, "level": e[1], "message": e[2],
+                     "metadata": e[3] if len(e) > 3 else None} for k, t, e in zip(count(n), stamps, entries)]
+            nulls = sum(1 for r in recs if r["metadata"] is None)
+            blob = object_lines(recs, nulls)  # one orjson call for the batch; row by row when it cannot be exact
+            if blob is None:
+                blob = b"".join([b'{"sequenceNumber":%d,"timestamp":"%s","level":%b,"message":%b,"metadata":%b}\n'
+                                 % (r["sequenceNumber"], r["timestamp"].encode(),
+                                    _LEVELS.get(r["level"]) or dumpb(r["level"]), dumpb(r["message"]),
+                                    b"null" if r["metadata"] is None else dumpb(r["metadata"])) for r in recs])
+            s.write(blob)
+            s.next_index = n + len(recs)
 
     def append_metrics(self, name: str | None, rows: list[dict[str, Any]], records: bool = False) -> None:
         """Append rows (each holding '_ts') with fresh indices; with ``records`` append stored-form records,
@@ -411,14 +421,18 @@ class ExperimentDir:
 
     def append_tracks(self, topic: str, entries: list[dict[str, Any]]) -> None:
         """Entries are {"timestamp": t, fields...}; consecutive entries with one timestamp are merged."""
-        merged: list[dict[str, Any]] = []
-        for e in entries:
-            if merged and merged[-1]["timestamp"] == e["timestamp"]:
-                merged[-1].update(e)
-            else:
-                merged.append(e)
-        if not merged:
+        if not entries:
             return
+        stamps = [e["timestamp"] for e in entries]
+        if any(map(eq, stamps, islice(stamps, 1, None))):
+            merged: list[dict[str, Any]] = []
+            for e in entries:
+                if merged and merged[-1]["timestamp"] == e["timestamp"]:
+                    merged[-1].update(e)
+                else:
+                    merged.append(e)
+        else:  # the usual case, checked without a Python step per entry
+            merged = entries
         s = self._stream("tracks", topic)
         meta_path = meta_file(s.path)
         with self.locked(stream_key(TRACKS, topic)):
@@ -430,7 +444,8 @@ class ExperimentDir:
                     rows, _ = read_jsonl(s.path)
                     track_stats(m, rows)
                 s.meta = m
-            s.write(join_lines(merged, _line))
+            blob = object_lines(merged)  # one orjson call for the batch; row by row when it cannot be exact
+            s.write(blob if blob is not None else join_lines(merged, _line))
             track_stats(s.meta, merged)
             s.meta["updatedAt"] = now_iso()
             # not deferred: a track's counts are read back from this file when another writer appended
@@ -1004,8 +1019,7 @@ def track_stats(meta: dict[str, Any], entries: list[dict[str, Any]]) -> None:
     if not entries:
         return
     cols = set(meta.get("columns") or [])
-    for e in entries:
-        cols.update(e)
+    cols.update(*entries)
     cols.discard("timestamp")
     meta["columns"] = sorted(cols)
     meta["totalEntries"] = int(meta.get("totalEntries") or 0) + len(entries)
