@@ -238,14 +238,21 @@ class Buffer:
             t = self.tails.setdefault((code, name), [])
         return t
 
-    def spill(self) -> None:
+    def spill(self, wait: bool = True) -> None:
         """Move every stream's tail into the ring (memory the kernel keeps if the process dies), one line per
-        stream, else onto the queues."""
+        stream, else onto the queues. ``wait=False`` (the training thread's tick): when the worker holds the ring
+        for a moment, leave the tails for the next tick rather than wait (waiting for a lock hands the GIL to
+        the worker, and getting it back can take the rest of the worker's slice)."""
+        lock = self._ring_lock
+        if not lock.acquire(wait or self.sync_mode):
+            return
         wake = False
-        with self._ring_lock:
+        try:
             for (code, name), t in list(self.tails.items()):
                 if t:
                     wake |= self._spill_tail(code, name, t)
+        finally:
+            lock.release()
         if wake:
             self.kick()
 
