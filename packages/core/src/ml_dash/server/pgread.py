@@ -1,10 +1,12 @@
 """The read side of the PostgreSQL engine: run summaries (``ml-dash ls``/``show`` against the server) and a stream's
 columns, giving the same answers as the `.dash` folder engine.
 
-Columns are never built row by row in Python: the rows of a stream (the JSON lines a `.dash` file would hold) come
-out of the database as one aggregated text value per page, the bytes of a JSON-lines file, and go through the
-same vectorised parser and in-memory column cache (`colcache.read_numbered`) as a local file. Rows are numbered
-gap-free and never change once stored, so a second read fetches only the rows appended since.
+Columns are never built row by row in Python. Each complete range of `pgcols.BLOCK` rows is parsed once and its
+columns kept in the database as one binary value (`pgcols`): a read fetches those. The rows after the last
+complete block (and any block not stored yet) come out of the database as one aggregated text value per range,
+the bytes of a JSON-lines file, and go through the same vectorised parser and in-memory column cache
+(`colcache.read_numbered`) as a local file. Rows are numbered gap-free and never change once stored, so a second
+read fetches only the rows appended since.
 """
 
 from __future__ import annotations
@@ -59,13 +61,15 @@ class Reads:
     def snapshot(self, prefix: str, kind: str, name: str | None) -> Any:
         """The column cache's snapshot of one stream (empty when it has no rows)."""
         from ..colcache import Snapshot, StreamColumns, read_numbered
+        from .pgcols import StreamBlocks
 
         found = self.stream(prefix, kind, name)
         if found is None:
             return Snapshot(StreamColumns(kind))
         sid, total = found
         key = f"{self.pg.url}\0{self.pg._prefix(prefix)}\0{kind}\0{name}\0{sid}"
-        return read_numbered(key, kind, total, lambda start, stop: self.lines(sid, start, stop))
+        return read_numbered(key, kind, total, lambda start, stop: self.lines(sid, start, stop),
+                             blocks=StreamBlocks(self, sid))
 
     def columns(self, prefix: str, kind: str, name: str | None, fields: Any = None) -> Any:
         """`Columns` of one stream, as ``load(prefix).metrics(name).columns(fields)`` gives them for a folder."""
