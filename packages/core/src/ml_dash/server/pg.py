@@ -86,8 +86,8 @@ MIGRATIONS: list[str] = [
                             ADD COLUMN src_pos bigint;
     ALTER TABLE stream_rows ADD CONSTRAINT stream_rows_source_pos UNIQUE (source_id, src_pos);
     """,
-    # 3: the columns of each complete block of a stream's rows, parsed once (`pgcols`); stored uncompressed (float
-    #    arrays do not compress, and the reads want them fast)
+    # 3: the columns of each complete block of a stream's rows, parsed once (`pgcols`; stored uncompressed: float
+    #    arrays do not compress, and the reads want them fast), and finished runs' summaries (`pgread`)
     """
     CREATE TABLE stream_blocks (
         stream_id bigint NOT NULL REFERENCES streams(id) ON DELETE CASCADE,
@@ -97,6 +97,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (stream_id, version, first)
     );
     ALTER TABLE stream_blocks ALTER COLUMN data SET STORAGE EXTERNAL;
+    CREATE TABLE run_summaries (
+        exp_id bigint PRIMARY KEY REFERENCES experiments(id) ON DELETE CASCADE,
+        stamp text NOT NULL,
+        body text NOT NULL
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -452,6 +457,9 @@ class PgBackend(Backend):
     # ---- summaries and columns (pgread.py) ------------------------------------------------------------------
     def summaries(self, last: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
         return self._reads.summaries(last)
+
+    def summaries_json(self, last: list[tuple[str, str]] | None = None) -> bytes:
+        return self._reads.summaries_json(last)
 
     def show(self, prefix: str) -> dict[str, Any] | None:
         return self._reads.show(prefix)

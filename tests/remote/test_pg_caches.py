@@ -1,7 +1,8 @@
-"""The PostgreSQL engine's column blocks (`ml_dash.server.pgcols`): the columns of each complete range of rows,
-parsed once and kept in the database. The column routes answer exactly what the `.dash` folder engine answers for
-the same runs: with the blocks built in the background after an upload, after rows are appended, from a second
-server process on the same database, after a restart, and with the blocks gone (rebuilt by the read)."""
+"""The PostgreSQL engine's caches in the database. Column blocks (`ml_dash.server.pgcols`: the columns of each
+complete range of rows, parsed once): the column routes answer exactly what the `.dash` folder engine answers for
+the same runs, with the blocks built in the background after an upload, after rows are appended, after a restart,
+from a second server process on the same database, and with the blocks gone (rebuilt by the read). Run summaries
+(`pgread`): the same JSON as summarising every run, whatever changed since they were kept."""
 
 from __future__ import annotations
 
@@ -166,3 +167,59 @@ def test_block_format_round_trips_every_value() -> None:
     assert back.text["v"][4] is True and math.isnan(back.text["v"][5])
     with pytest.raises(ValueError):
         unpack_batch(pack_batch(Batch(7, num, text, 0)) + b"x")
+
+
+def test_run_summaries_kept_in_the_database_follow_every_change(pg_cluster: Any, tmp_path: Path) -> None:
+    """`ml-dash ls --url` answers from summaries kept encoded in the database: the same JSON as summarising every
+    run, and a run summarised again as soon as its experiment.json, parameters or row counts change."""
+    import json
+
+    from ml_dash.server.objects import open_objects
+    from ml_dash.server.pg import PgBackend
+
+    url = pg_cluster.new_database()
+    one, two = (PgBackend(url, open_objects(str(tmp_path / "objects"))) for _ in range(2))  # two servers
+    try:
+        for k in range(3):
+            one.open_experiment(f"p/r{k}", {"status": "COMPLETED", "tags": ["a"]}, "s")
+            one.set_params(f"p/r{k}", {"lr": 0.1 * k}, 1, "s")
+            one.append_metrics(f"p/r{k}", "train", [{"index": i, "data": {"loss": 1.0 / (i + 1)}} for i in range(5)],
+                               "s")
+        one.open_experiment("p/live", {"status": "RUNNING", "heartbeatAt": "2020-01-01T00:00:00.000000Z"}, "s")
+
+        def check(backend: Any, last: Any = None) -> dict[str, Any]:
+            want = json.dumps({"runs": backend.summaries(last)}, allow_nan=True, separators=(",", ":"),
+                              default=str).encode()
+            got = backend.summaries_json(last)
+            assert got == want
+            return {r["prefix"]: r for r in json.loads(got)["runs"]}
+
+        runs = check(one)
+        assert runs["p/live"]["status"] == "CRASHED" and runs["p/r2"]["params"] == {"lr": 0.2}
+        kept = dict(_sql_url(url, "SELECT e.prefix, r.body FROM run_summaries r JOIN experiments e ON e.id = r.exp_id"))
+        assert sorted(kept) == ["p/r0", "p/r1", "p/r2"]  # a RUNNING run is summarised at every listing
+        # the kept summaries are what the other server answers from: a doctored one shows through...
+        _sql_url(url, "UPDATE run_summaries r SET body = %s FROM experiments e WHERE e.id = r.exp_id AND "
+                      "e.prefix = 'p/r1'", '{"prefix":"p/r1","doctored":true}')
+        assert json.loads(two.summaries_json())["runs"][2] == {"prefix": "p/r1", "doctored": True}
+        # ... until the run changes: parameters, rows, a new stream, its status
+        two.set_params("p/r1", {"lr": 5}, 2, "s")
+        assert check(two)["p/r1"]["params"] == {"lr": 5}
+        one.append_metrics("p/r0", "train", [{"index": 5, "data": {"loss": -1.0}}], "s")
+        one.append_metrics("p/r2", "eval", [{"index": 0, "data": {"loss": 3.0}}], "s")
+        one.open_experiment("p/r2", {"status": "FAILED"}, "s")
+        runs = check(two, [("train", "loss"), ("", "loss")])
+        assert runs["p/r0"]["metrics"] == {"train": 6} and runs["p/r0"]["last"]["train:loss"] == -1.0
+        assert runs["p/r2"]["metrics"] == {"eval": 1, "train": 5} and runs["p/r2"]["status"] == "FAILED"
+        assert check(one) == check(two)
+    finally:
+        one.close()
+        two.close()
+
+
+def _sql_url(url: str, q: str, *args: Any) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(q, args)
+        return cur.fetchall() if cur.description else []
