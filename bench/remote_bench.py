@@ -20,10 +20,13 @@ Prints:
                       Then RSS and /health answer times while --load-bodies concurrent 32 MiB bodies arrive,
                       and (PostgreSQL) the time to read one --read-rows stream back through the API.
   PostgreSQL reads    with --database URL (alone with --reads-only): one --read-rows stream's columns through
-                      GET .../columns/metrics/train?format=binary from a fresh server process (rows copied out of
-                      the database and parsed), again (the server's column cache), and in the JSON form, against
-                      np.load of the same columns; then `ml-dash ls --url` of --ls-runs runs (10,000) and its
-                      route, against `ml-dash --help` in a new process. The stream and the runs are seeded in
+                      GET .../columns/metrics/train?format=binary from a fresh server process with no column blocks
+                      stored (rows copied out of the database and parsed; the read stores the blocks), again (the
+                      server's memory), in the JSON form, and from fresh server processes once the blocks are
+                      stored (as the server builds them while rows arrive; the time to build them is shown),
+                      against np.load of the same columns; then `ml-dash ls --url` of --ls-runs runs (10,000) and
+                      its route (the first listing makes and keeps every summary), against `ml-dash --help` in a
+                      new process. The stream and the runs are seeded in
                       bulk in the shapes the engine stores; use an empty database (ls lists every run in it).
                       Wall seconds, and CPU seconds of the server process (and of the command): the CPU figures
                       hold on a loaded machine, the wall ones do not.
@@ -471,6 +474,7 @@ def bench_pg_reads(database: str, read_rows: int, ls_runs: int, reps: int = 3) -
                               _children_cpu)
                 with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=600) as c:
                     srv = lambda: _cpu(proc.pid)  # noqa: E731
+                    first = _best(lambda: c.get("/api/v1/runs").raise_for_status(), 1, srv)  # summaries made, kept
                     route = _best(lambda: c.get("/api/v1/runs").raise_for_status(), reps, srv)
                     route_last = _best(lambda: c.get("/api/v1/runs", params={"last": "train:loss"}).raise_for_status(),
                                        reps, srv)
@@ -493,6 +497,7 @@ def bench_pg_reads(database: str, read_rows: int, ls_runs: int, reps: int = 3) -
                 proc.wait(10)
             print(f"  {'(' + format(total, ',') + ' runs on the database)':<58} {'seconds':>8} {'x floor':>8} {'CPU s':>13}")
             for name, (sec, cpu) in (("`ml-dash --help` in a new process (floor)", floor),
+                                     ("GET /api/v1/runs, first (every summary made and kept)", first),
                                      ("GET /api/v1/runs (the route ls calls; server CPU)", route),
                                      ("GET /api/v1/runs?last=train:loss", route_last),
                                      ("`ml-dash ls --url` (new process; its CPU + server's)", cli_t),
