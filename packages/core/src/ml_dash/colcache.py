@@ -21,7 +21,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -441,39 +441,96 @@ class DiskEntry:
 
 
 
+class BlockStore(Protocol):
+    """Where `read_numbered` keeps the columns of complete, aligned ranges of ``size`` lines (a table beside the
+    lines): a reader takes the stored ranges instead of parsing them, and stores the ranges it had to parse."""
+
+    size: int
+
+    def load(self, start: int, stop: int) -> list[tuple[int, Batch]]:
+        """The stored ranges from line ``start`` (a multiple of ``size``) up to ``stop``, in order: (first line,
+        its columns); it may stop at the first range not stored."""
+
+    def save(self, ranges: list[tuple[int, Batch]]) -> None:
+        """Keep these ranges' columns (never raises: the store is a cache)."""
+
+
 def read_numbered(key: str, kind: str, total: int, fetch: Callable[[int, int], bytes], *,
-                  page: int = 200_000) -> Snapshot:
+                  page: int = 200_000, blocks: BlockStore | None = None) -> Snapshot:
     """The columns of a stream kept elsewhere as numbered lines that are only ever appended (a database table:
     line ``i`` never changes once it exists). ``total``: how many lines there are now; ``fetch(start, stop)``: the
     lines ``start..stop-1`` as bytes, each ending with a newline. Kept in memory under ``key`` (with the other
-    streams' columns), so a read after an append fetches and parses only the new lines. The next page is fetched
-    while the current one is parsed."""
+    streams' columns), so a read after an append fetches and parses only the new lines. The next range is fetched
+    while the current one is parsed. With ``blocks``, complete ranges of ``blocks.size`` lines come from there
+    when stored, and the ones parsed here are stored for the next reader (in this process or another)."""
     k = "numbered\0" + key
     with _key_lock(k):
         with _mem_lock:
             state = _mem.get(k)
         if state is None or state.offset > total:  # never seen, or the stream was dropped and started over
             state = StreamColumns(kind)
-        pages = [(s, min(total, s + page)) for s in range(state.offset, total, page)]  # ``offset`` counts lines
-        if len(pages) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(1, thread_name_prefix="ml-dash-fetch") as pool:
-                ahead = pool.submit(fetch, *pages[0])
-                for i, (start, stop) in enumerate(pages):
-                    data = ahead.result()
-                    if i + 1 < len(pages):
-                        ahead = pool.submit(fetch, *pages[i + 1])
-                    _append_lines(state, data, kind, start, stop)
-        elif pages:
-            _append_lines(state, fetch(*pages[0]), kind, *pages[0])
+        ranges: list[tuple[int, int, Batch | None]] = []  # (start, stop, stored columns or None: parse)
+        size = blocks.size if blocks is not None else 0
+        if blocks is None:
+            ranges = [(s, min(total, s + page), None) for s in range(state.offset, total, page)]
+        else:
+            whole = total // size * size
+            at = -(-state.offset // size) * size  # the end of a range this process read before it was complete
+            if state.offset < at:
+                ranges.append((state.offset, min(at, total), None))
+            at = max(at, state.offset)
+            stored = dict(blocks.load(at, whole)) if at < whole else {}
+            ranges += [(s, s + size, stored.get(s)) for s in range(at, whole, size)]
+            if max(at, whole) < total:
+                ranges.append((max(at, whole), total, None))
+        if not ranges:
+            _remember(k, state)
+            return Snapshot(state)
+        state.reserve(state.n + total - state.offset)
+        parsed: list[tuple[int, Batch]] = []
+        for start, stop, data in _fetched(ranges, fetch):
+            if isinstance(data, Batch):
+                state.append(data)
+                state.offset = stop
+                continue
+            b = _append_lines(state, data, kind, start, stop)
+            if size and stop - start == size and start % size == 0:
+                parsed.append((start, b))
         _remember(k, state)
+        if parsed and blocks is not None:
+            blocks.save(parsed)
         return Snapshot(state)
 
 
-def _append_lines(state: StreamColumns, data: bytes, kind: str, start: int, stop: int) -> None:
+def _fetched(ranges: list[tuple[int, int, Batch | None]], fetch: Callable[[int, int], bytes]
+             ) -> Iterator[tuple[int, int, Batch | bytes]]:
+    """The ranges in order, each with its stored columns or its fetched lines; the next lines to fetch are
+    fetched on a thread while the caller parses the current ones."""
+    todo = [(s, e) for s, e, b in ranges if b is None]
+    if len(todo) <= 1:
+        for s, e, b in ranges:
+            yield s, e, b if b is not None else fetch(s, e)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="ml-dash-fetch") as pool:
+        ahead = pool.submit(fetch, *todo[0])
+        i = 0
+        for s, e, b in ranges:
+            if b is not None:
+                yield s, e, b
+                continue
+            data = ahead.result()
+            i += 1
+            if i < len(todo):
+                ahead = pool.submit(fetch, *todo[i])
+            yield s, e, data
+
+
+def _append_lines(state: StreamColumns, data: bytes, kind: str, start: int, stop: int) -> Batch:
     b = parse(data, kind, state.templates)
     if b.n + b.skipped != stop - start:
         raise ValueError(f"expected {stop - start} {kind} lines from line {start}, got {b.n + b.skipped}")
     state.append(b)
     state.offset = stop
+    return b
