@@ -58,15 +58,24 @@ class StreamColumns:
     def nbytes(self) -> int:
         return self.cap * 8 * len(self.num) + 64 * sum(len(t) for t in self.text.values())
 
-    def reserve(self, need: int) -> None:
+    def reserve(self, need: int, spare: bool = True) -> None:
         if need <= self.cap:
             return
-        cap = max(need + need // 4, self.cap * 2, 1024)  # room for the appends that follow
+        cap = max(need + need // 4 if spare else need, 1024)  # room for the appends that follow (a quarter more)
         for k, col in self.num.items():
             new = np.empty(cap)
             new[: self.n] = col[: self.n]
             new[self.n :] = np.nan
             self.num[k] = new
+        self.cap = cap
+
+    def fit(self) -> None:
+        """Drop the room for appends beyond a little (after a large first read; appends grow it again)."""
+        cap = self.n + max(1024, self.n // 64)
+        if self.cap <= cap:
+            return
+        for k, col in self.num.items():
+            self.num[k] = col[:cap].copy()
         self.cap = cap
 
     def append(self, b: Batch) -> None:
@@ -93,11 +102,12 @@ class Snapshot:
     ``ints``: the order field (a metric's ``index``, a log's ``sequenceNumber``) as int64 when every row has one;
     ``ordered``: whether that field never decreases (kept up to date incrementally, so a read stays O(appended))."""
 
-    __slots__ = ("kind", "n", "num", "text", "skipped", "ints", "ordered")
+    __slots__ = ("kind", "n", "num", "text", "skipped", "ints", "ordered", "offset")
 
-    def __init__(self, s: StreamColumns) -> None:
+    def __init__(self, s: StreamColumns, order: bool = True) -> None:
         self.kind = s.kind
         self.n = s.n
+        self.offset = s.offset  # bytes of the file these rows come from (complete lines)
         self.num: dict[str, np.ndarray] = {}
         for k, col in s.num.items():
             v = col[: s.n]
@@ -109,7 +119,7 @@ class Snapshot:
         self.ordered = True
         key = ORDER_FIELD[s.kind]
         found = s.num.get(key)
-        if found is None or not s.n:
+        if found is None or not s.n or not order:  # (not asked: no int64 copy of the order field is kept)
             return
         col = found
         d = s.derived
@@ -190,9 +200,11 @@ def clear_memory() -> None:
         _mem_total = 0
 
 
-def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True, limit: int | None = None) -> Snapshot:
+def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True, limit: int | None = None,
+         order: bool = True) -> Snapshot:
     """The columns of the complete lines of a stream file (of its first ``limit`` bytes: the server's committed
-    size), parsing only what was appended since the last read."""
+    size), parsing only what was appended since the last read. ``order=False``: without ``ints`` and
+    ``ordered`` (left empty and True), for a reader that needs neither."""
     p = os.path.abspath(os.fspath(path))
     key = hashlib.sha1(f"{VERSION}\0{kind}\0{p}".encode()).hexdigest()
     with _key_lock(key):
@@ -205,9 +217,12 @@ def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True, limit: i
             return Snapshot(StreamColumns(kind, p))
         try:
             st = os.fstat(fd)
-            entry = DiskEntry(key) if disk else None
             if state is not None and not _same_file(state, st):
                 state = None
+            if state is not None and _unchanged(state, st, limit):
+                _remember(key, state)
+                return Snapshot(state, order)  # nothing appended: no disk entry to look at
+            entry = DiskEntry(key) if disk else None
             if state is None and entry is not None:
                 state = entry.load(p, kind, st)
                 if state is not None and not _same_file(state, st):
@@ -218,7 +233,13 @@ def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True, limit: i
         finally:
             os.close(fd)
         _remember(key, state)
-        return Snapshot(state)
+        return Snapshot(state, order)
+
+
+def _unchanged(s: StreamColumns, st: os.stat_result, limit: int | None) -> bool:
+    """Whether ``_catch_up`` would find nothing to read (its first test, without a disk entry)."""
+    size = st.st_size if limit is None else min(st.st_size, limit)
+    return s.offset > 0 and size == s.offset and (st.st_mtime_ns == s.mtime_ns or limit is not None)
 
 
 def _same_file(s: StreamColumns, st: os.stat_result) -> bool:
@@ -261,6 +282,8 @@ def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entr
         state.tail = whole[-TAIL:] if end >= TAIL else (state.tail + whole)[-TAIL:]
         state.offset += end
     state.mtime_ns = st.st_mtime_ns
+    if saved_n == 0 and state.n > 100_000:
+        state.fit()  # a large file read whole: its columns without a quarter of room to spare
     if entry is not None and state.offset != saved_offset:
         entry.save(state, saved_n, saved_offset)
     return state
@@ -319,7 +342,7 @@ class DiskEntry:
                 return None
             s = StreamColumns(kind, path)
             n = int(last["rows"])
-            s.reserve(max(n + max(n // 4, 4096), 1024))
+            s.reserve(n + max(n // 64, 4096), spare=False)  # (appends grow it by a quarter when they need to)
             covered: dict[str, list[tuple[int, int]]] = {}
             for head, data in blocks:
                 rf, rt = head["rows_from"], head["rows"]
