@@ -215,7 +215,7 @@ def check_tracks(topic: Any, entries: Any, offset: Any, end: Any, offsets: Any) 
         ts = e.get("timestamp")
         if isinstance(ts, bool) or not isinstance(ts, (int, float)):
             raise BadRequest("every track entry needs a numeric 'timestamp'")
-    if not is_count(offset):
+    if not is_count(offset) or offset >= MAX_POSITION:  # the source's mark (offset + 1) must fit in 64 bits too
         raise BadRequest("'offset' must be the journal byte offset of the first entry")
     if end is not None and not is_count(end):
         raise BadRequest("'end' must be an integer")

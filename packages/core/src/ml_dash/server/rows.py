@@ -14,19 +14,16 @@ from collections.abc import Iterator
 from operator import itemgetter, methodcaller
 from typing import Any
 
+from orjson import OPT_PASSTHROUGH_DATACLASS, OPT_PASSTHROUGH_DATETIME
+from orjson import dumps as _dumps
+
 from ..jsonio import iso, join_lines, now_iso
 from ..layout import METRIC_LINE
 from .backend import renumber
 
 CHUNK = 4096  # rows formatted at a time: one pass each, and a large body's text never held whole
 
-try:
-    from orjson import OPT_PASSTHROUGH_DATACLASS, OPT_PASSTHROUGH_DATETIME
-    from orjson import dumps as _dumps
-
-    _OPT = OPT_PASSTHROUGH_DATACLASS | OPT_PASSTHROUGH_DATETIME  # as `jsonio.join_lines` writes a row
-except ImportError:  # pragma: no cover - orjson is a dependency of the core
-    _dumps = None
+_OPT = OPT_PASSTHROUGH_DATACLASS | OPT_PASSTHROUGH_DATETIME  # as `jsonio.join_lines` writes a row
 
 _INDEX = itemgetter("index")
 _DATA = itemgetter("data")
@@ -58,13 +55,11 @@ class _Rows(Kept):
     def chunks(self, head: bytes = b"") -> Iterator[bytes]:
         for k in range(0, len(self.rows), CHUNK):
             part = self.rows[k:k + CHUNK]
-            if head:  # renumber numbers the kept rows from ``first`` on
-                def line(j: int, text: bytes, part: list[tuple[int, dict[str, Any]]] = part,
-                         base: int = self.first + k) -> bytes:
-                    return head % (base + j, part[j][0]) + text + b"\n"
-            else:
-                def line(j: int, text: bytes) -> bytes:
-                    return text + b"\n"
+
+            def line(j: int, text: bytes, part: list[tuple[int, dict[str, Any]]] = part,
+                     base: int = self.first + k) -> bytes:  # renumber numbers the kept rows from ``first`` on
+                return (head % (base + j, part[j][0]) if head else b"") + text + b"\n"
+
             yield join_lines([r for _, r in part], line)
 
 
@@ -111,8 +106,8 @@ class _Run(Kept):
             cols += [range(first, first + m), data, *stamps]
             w = len(cols)
             args: list[Any] = [None] * (w * m)
-            for c, col in enumerate(cols):
-                args[c::w] = col
+            for i, col in enumerate(cols):
+                args[i::w] = col
             yield ((head + line + b"\n") * m) % tuple(args)
 
 
@@ -143,8 +138,6 @@ def _data(part: list[dict[str, Any]]) -> list[bytes] | None:
     """Each row's data object as JSON text less its braces, cut out of one orjson pass; None when orjson would
     write something else than `jsonio.join_lines` does (NaN as null, values it refuses) or when a brace inside a
     value makes the cuts unsafe (nested objects, braces in strings)."""
-    if _dumps is None:  # pragma: no cover
-        return None
     m = len(part)
     try:
         data = _dumps(list(map(_DATA, part)), None, _OPT)
@@ -158,7 +151,7 @@ def _data(part: list[dict[str, Any]]) -> list[bytes] | None:
 def _texts(created: list[Any]) -> list[list[bytes]] | None:
     """The createdAt strings as JSON text less their quotes, cut out of one orjson pass (None: not all strings,
     or one holds a quote or something orjson refuses)."""
-    if _dumps is None or set(map(type, created)) != {str}:
+    if set(map(type, created)) != {str}:
         return None
     try:
         text = _dumps(created, None, _OPT)
