@@ -139,6 +139,8 @@ class Snapshot:
 
 _mem: OrderedDict[str, StreamColumns] = OrderedDict()
 _mem_lock = threading.Lock()
+_mem_sizes: dict[str, int] = {}  # bytes of each entry of ``_mem`` when it was last remembered
+_mem_total = 0
 _key_locks: dict[str, threading.Lock] = {}
 
 
@@ -160,19 +162,32 @@ def _key_lock(key: str) -> threading.Lock:
 
 
 def _remember(key: str, state: StreamColumns) -> None:
+    global _mem_total
     with _mem_lock:
         _mem[key] = state
         _mem.move_to_end(key)
-        total = sum(s.nbytes() for s in _mem.values())
-        while len(_mem) > 1 and total > MEMORY_BUDGET:
-            _, old = _mem.popitem(last=False)
-            total -= old.nbytes()
+        size = state.nbytes()  # the sizes as last remembered: no pass over every entry per read
+        _mem_total += size - _mem_sizes.get(key, 0)
+        _mem_sizes[key] = size
+        while len(_mem) > 1 and _mem_total > MEMORY_BUDGET:
+            old, _ = _mem.popitem(last=False)
+            _mem_total -= _mem_sizes.pop(old, 0)
+
+
+def _forget(key: str) -> None:
+    global _mem_total
+    with _mem_lock:
+        _mem.pop(key, None)
+        _mem_total -= _mem_sizes.pop(key, 0)
 
 
 def clear_memory() -> None:
     """Forget the columns kept in this process (the disk cache stays)."""
+    global _mem_total
     with _mem_lock:
         _mem.clear()
+        _mem_sizes.clear()
+        _mem_total = 0
 
 
 def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True, limit: int | None = None) -> Snapshot:
@@ -186,8 +201,7 @@ def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True, limit: i
         try:
             fd = os.open(p, os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
-            with _mem_lock:
-                _mem.pop(key, None)
+            _forget(key)
             return Snapshot(StreamColumns(kind, p))
         try:
             st = os.fstat(fd)
