@@ -59,7 +59,7 @@ def test_first_schema_migrates_to_current_keeping_data_and_marks(url: str, tmp_p
 
 
 def test_deleting_an_experiment_deletes_its_rows(url: str, tmp_path: Path) -> None:
-    """stream_rows has no foreign keys (schema 3: ingest speed); a trigger still takes a deleted stream's rows."""
+    """stream_rows has no foreign keys (schema 4: ingest speed); a trigger still takes a deleted stream's rows."""
     import psycopg
 
     backend = PgBackend(url, DirObjects(tmp_path / "files"))
