@@ -42,6 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy  # noqa: F401  (as in a training script: the writer formats log timestamps with it once imported)
 from ml_dash import Experiment
 from ml_dash.buffer import BufferConfig
 
