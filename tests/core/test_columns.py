@@ -207,21 +207,25 @@ def test_whole_chunk_path_equals_reference(tmp_path: Path, monkeypatch: pytest.M
 
 
 class _Spy:
-    """Counts the chunks the whole-chunk path took and refused."""
+    """Counts the chunks the whole-chunk path took and refused (in its check, or in decoding the numbers)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.took = self.refused = 0
-        real = columns._uniform
+        prepare, finish = columns._prepare, columns._finish
 
-        def spy(a: np.ndarray, tpl: columns.Template) -> columns.Batch | None:
-            got = real(a, tpl)
-            if got is None:
-                self.refused += 1
-            else:
-                self.took += 1
+        def spy_prepare(*args: Any) -> Any:
+            got = prepare(*args)
+            self.refused += got is None
             return got
 
-        monkeypatch.setattr(columns, "_uniform", spy)
+        def spy_finish(p: Any) -> Any:
+            got = finish(p)
+            self.took += got is not None
+            self.refused += got is None
+            return got
+
+        monkeypatch.setattr(columns, "_prepare", spy_prepare)
+        monkeypatch.setattr(columns, "_finish", spy_finish)
 
 
 def test_whole_chunk_path_null_and_special_columns() -> None:
