@@ -370,9 +370,9 @@ import ml_dash
 from ml_dash import colcache
 parsed = []
 real = colcache.parse
-def spy(buf, kind, templates=None):
-    parsed.append(len(buf))
-    return real(buf, kind, templates)
+def spy(buf, kind, templates=None, end=None):
+    parsed.append(len(buf) if end is None else end)
+    return real(buf, kind, templates, end=end)
 colcache.parse = spy
 c = ml_dash.load("p/e", sys.argv[1]).metrics("train").columns()
 print(json.dumps({"bytes": sum(parsed), "rows": c.rows, "last": float(c["loss"][-1])}))
@@ -459,7 +459,8 @@ def test_disk_entry_blocks_torn_and_compacted(tmp_path: Path, cache_dir: Path, m
     colcache.clear_memory()
     parsed: list[int] = []
     real = colcache.parse
-    monkeypatch.setattr(colcache, "parse", lambda buf, kind, t=None: parsed.append(len(buf)) or real(buf, kind, t))
+    monkeypatch.setattr(colcache, "parse", lambda buf, kind, t=None, end=None: parsed.append(end or len(buf))
+                        or real(buf, kind, t, end=end))
     snap = colcache.read(path, "metrics")
     assert snap.n == 200 and snap.num["loss"].tolist() == [float(i) for i in range(200)]
     assert np.isnan(snap.num["acc"][:100]).all() and (snap.num["acc"][100:] == 1.0).all()

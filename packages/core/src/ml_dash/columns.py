@@ -650,18 +650,31 @@ def _prepare(base: np.ndarray, s: int, e: int, tpl: Template) -> _Prepared | Non
     k = len(tok)
     if not k:
         return _Prepared(m, [], [], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8), [], None)
-    # the numbers, token by token of a line: decoded in numpy where their shape allows (decimals)
-    cols: list[np.ndarray | None] = []
+    # the numbers, token by token of a line: decoded in numpy where their shape allows (decimals), the tokens
+    # whose first value has the same shape (the length of its integer part) in one call
+    cols: list[np.ndarray | None] = [None] * k
     done = np.zeros((m, k), dtype=bool)
+    groups: dict[int, list[int]] = {}
+    spans = []
     for t, i in enumerate(tok):
-        start = rp[i] + int(plan.run_len[i])
-        got_ = decimals.decode_field(base, start + s, rp[i + 1] + s)
-        took = 0 if got_ is None else int(np.count_nonzero(got_[1]))
-        if not took or took < m // 2:
-            cols.append(None)  # not the shapes decimals reads: all through orjson
-            continue
-        cols.append(got_[0])
-        done[:, t] = got_[1]
+        st, en = rp[i] + (int(plan.run_len[i]) + s), rp[i + 1] + s
+        spans.append((st, en))
+        first = bytes(base[int(st[0]) : int(en[0])]).lstrip(b"-")
+        groups.setdefault(first.find(b"."), []).append(t)
+    for ts_ in groups.values():
+        if len(ts_) == 1:
+            got_ = decimals.decode_field(base, *spans[ts_[0]])
+        else:
+            got_ = decimals.decode_field(base, np.concatenate([spans[t][0] for t in ts_]),
+                                         np.concatenate([spans[t][1] for t in ts_]))
+        if got_ is None:
+            continue  # not the shapes decimals reads: all through orjson
+        for g, t in enumerate(ts_):
+            ok = got_[1][g * m : (g + 1) * m]
+            took = int(np.count_nonzero(ok))
+            if took and took >= m // 2:
+                cols[t] = got_[0][g * m : (g + 1) * m]
+                done[:, t] = ok
     left = np.flatnonzero(~done.reshape(-1))  # the rest, in byte order
     if not len(left):
         return _Prepared(m, fields, cols, left, np.zeros(0, dtype=np.uint8), [], None)
@@ -782,24 +795,32 @@ class _Partial(Batch):
         self.remaining = remaining
 
 
-def parse(buf: bytes, kind: str, templates: list[Template] | None = None) -> Batch:
-    """Columns of the complete lines in ``buf`` (which ends with a newline), fast where the lines allow.
+def parse(buf: bytes, kind: str, templates: list[Template] | None = None, *, end: int | None = None) -> Batch:
+    """Columns of the complete lines in ``buf`` (which ends with a newline), fast where the lines allow; with
+    ``end``, of ``buf[:end]`` (which ends with a newline; no copy of a large read).
 
     ``templates`` carries the line shapes found so far from one call to the next (for incremental reads)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if end is not None and end != len(buf):
+        if end <= 0:
+            return parse_general(b"", kind)
+        if kind == "logs":
+            buf = buf[:end]
+    else:
+        end = len(buf)
     if kind == "logs" or not buf:
         return parse_general(buf, kind)
     if templates is None:
         templates = []
-    spans = list(_chunks(buf))
+    spans = list(_chunks(buf, end))
     if not templates and spans[0][1] > HEAD * 2:  # find the line shapes on a few hundred lines only
         head = buf.rfind(b"\n", 0, HEAD) + 1
         if head:
             spans[0:1] = [(0, head), (head, spans[0][1])]
     if not templates:  # the shape that took the last stream's start: streams of one writer share it
         templates.extend(_RECENT.get(kind, ()))
-    base = np.frombuffer(buf, np.uint8)
+    base = np.frombuffer(buf, np.uint8, count=end)
     first = _parse_span(buf, base, spans[0], kind, templates)  # finds the line shapes the other chunks reuse
     if templates:
         _RECENT[kind] = [templates[0]]  # (hits are moved to the front)
@@ -833,9 +854,8 @@ def parse(buf: bytes, kind: str, templates: list[Template] | None = None) -> Bat
     return concat(out)
 
 
-def _chunks(buf: bytes) -> Iterator[tuple[int, int]]:
+def _chunks(buf: bytes, n: int) -> Iterator[tuple[int, int]]:
     start = 0
-    n = len(buf)
     while start < n:
         end = n if n - start <= CHUNK * 3 // 2 else buf.rfind(b"\n", start, start + CHUNK) + 1
         if end <= start:
