@@ -20,10 +20,13 @@ Prints:
                       Then RSS and /health answer times while --load-bodies concurrent 32 MiB bodies arrive,
                       and (PostgreSQL) the time to read one --read-rows stream back through the API.
   PostgreSQL reads    with --database URL (alone with --reads-only): one --read-rows stream's columns through
-                      GET .../columns/metrics/train?format=binary from a fresh server process (rows copied out of
-                      the database and parsed), again (the server's column cache), and in the JSON form, against
-                      np.load of the same columns; then `ml-dash ls --url` of --ls-runs runs (10,000) and its
-                      route, against `ml-dash --help` in a new process. The stream and the runs are seeded in
+                      GET .../columns/metrics/train?format=binary from a fresh server process with no column blocks
+                      stored (rows copied out of the database and parsed; the read stores the blocks), again (the
+                      server's memory), in the JSON form, and from fresh server processes once the blocks are
+                      stored (as the server builds them while rows arrive; the time to build them is shown),
+                      against np.load of the same columns; then `ml-dash ls --url` of --ls-runs runs (10,000) and
+                      its route (the first listing makes and keeps every summary), against `ml-dash --help` in a
+                      new process. The stream and the runs are seeded in
                       bulk in the shapes the engine stores; use an empty database (ls lists every run in it).
                       Wall seconds, and CPU seconds of the server process (and of the command): the CPU figures
                       hold on a loaded machine, the wall ones do not.
@@ -368,6 +371,28 @@ def _seed_runs(database: str, tag: str, runs: int) -> None:
                                                       "createdAt": "2026-01-01T00:00:00.000000Z"})))
 
 
+def _build_blocks(database: str, prefix: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) to build every block of one stream, as an append that completes
+    blocks has the server do, after dropping the ones a read stored."""
+    import psycopg
+    from ml_dash.server import pgcols
+    from ml_dash.server.objects import open_objects
+    from ml_dash.server.pg import PgBackend
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        (sid,) = conn.execute("SELECT s.id FROM streams s JOIN experiments e ON e.id = s.exp_id WHERE e.prefix = %s "
+                              "AND s.kind = 'metrics' AND s.name = 'train'", (prefix,)).fetchone()
+        conn.execute("DELETE FROM stream_blocks WHERE stream_id = %s", (sid,))
+    with tempfile.TemporaryDirectory() as d:
+        pgb = PgBackend(database, open_objects(d), migrate=False)
+        try:
+            c, t = time.process_time(), time.perf_counter()
+            pgcols.build(pgb._reads, sid, "metrics")
+            return time.perf_counter() - t, time.process_time() - c
+        finally:
+            pgb.close()
+
+
 def bench_pg_reads(database: str, read_rows: int, ls_runs: int, reps: int = 3) -> None:
     """Reading one ``read_rows`` stream's columns, and ``ml-dash ls --url`` of ``ls_runs`` runs, from a server
     on ``database``, next to floors measured in the same run."""
@@ -384,34 +409,55 @@ def bench_pg_reads(database: str, read_rows: int, ls_runs: int, reps: int = 3) -
             t = time.perf_counter()
             _seed_stream(database, prefix, read_rows)
             print(f"one metric stream of {read_rows:,} rows (4 fields), seeded in {time.perf_counter() - t:.1f} s")
-            port = free_port()
-            proc = start_server(tmp / "objects", port, "--database", database)  # a fresh process: nothing cached
-            url = f"http://127.0.0.1:{port}"
             path = "/api/v1/experiments/" + prefix.replace("/", "%2F") + "/columns/metrics/train"
+            got: list[Any] = []
+
+            def fresh_server() -> tuple[subprocess.Popen[bytes], httpx.Client]:
+                port = free_port()
+                proc = start_server(tmp / "objects", port, "--database", database)  # a fresh process: no memory
+                return proc, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600,
+                                          headers={"Authorization": f"Bearer {TOKEN}"})
+
+            def read(c: httpx.Client) -> None:
+                got.append(unpack(c.get(path, params={"format": "binary"}).content))
+
+            proc, c = fresh_server()
             try:
-                with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=600) as c:
-                    got: list[Any] = []
-
-                    def read() -> None:
-                        got.append(unpack(c.get(path, params={"format": "binary"}).content))
-
-                    srv = lambda: _cpu(proc.pid)  # noqa: E731
-                    cold = _best(read, 1, srv)
-                    warm = _best(read, reps, srv)
-                    assert got[-1].rows == read_rows, got[-1]
-                    as_json = _best(lambda: c.get(path).raise_for_status(), 1, srv)
+                srv = lambda: _cpu(proc.pid)  # noqa: E731
+                cold = _best(lambda: read(c), 1, srv)  # no blocks stored yet: every row parsed (and blocks stored)
+                warm = _best(lambda: read(c), reps, srv)
+                assert got[-1].rows == read_rows, got[-1]
+                as_json = _best(lambda: c.get(path).raise_for_status(), 1, srv)
             finally:
+                c.close()
                 proc.terminate()
                 proc.wait(10)
+            parsed = got[-1]
+            build = _build_blocks(database, prefix)  # what the server does in the background as rows arrive
+            blocks = (math.inf, math.inf)
+            for _ in range(reps):  # each a fresh server process: nothing in its memory, the blocks in the database
+                proc, c = fresh_server()
+                try:
+                    blocks = min(blocks, _best(lambda: read(c), 1, lambda: _cpu(proc.pid)))  # noqa: B023
+                finally:
+                    c.close()
+                    proc.terminate()
+                    proc.wait(10)
+            assert list(got[-1]) == list(parsed) and all(
+                got[-1][k].tobytes() == parsed[k].tobytes() for k in parsed), "blocks differ from the parsed rows"
             cols = got[-1]
             np.save(tmp / "floor.npy", np.stack([cols[k].astype(np.float64) for k in cols]))
             floor = min(_timed(lambda: np.load(tmp / "floor.npy")) for _ in range(reps))
             print(f"  {'read through the API':<58} {'seconds':>8} {'x floor':>8} {'server CPU s':>13}")
             print(f"  {f'np.load of the same {len(cols)} columns (floor)':<58} {floor:>8.3f} {1:>8.1f} {'':>13}")
-            for name, (sec, cpu) in (("columns, binary, fresh server (rows copied out and parsed)", cold),
-                                     ("columns, binary, again (server's column cache)", warm),
-                                     ("columns, JSON form, cached", as_json)):
+            for name, (sec, cpu) in (("columns, binary, fresh server, column blocks stored", blocks),
+                                     ("columns, binary, fresh server, no blocks (rows parsed)", cold),
+                                     ("columns, binary, again (server's memory)", warm),
+                                     ("columns, JSON form, again", as_json)):
                 print(f"  {name:<58} {sec:>8.3f} {sec / floor:>8.1f} {cpu:>13.2f}")
+            sec, cpu = build
+            print(f"  building the blocks of {read_rows:,} rows (done in the background as rows arrive): {sec:.2f} s, "
+                  f"{cpu:.2f} CPU s in the building process ({cpu / read_rows * 1e6:.2f} us per row)")
         if ls_runs:
             tag = f"ls{stamp}"
             t = time.perf_counter()
@@ -428,6 +474,7 @@ def bench_pg_reads(database: str, read_rows: int, ls_runs: int, reps: int = 3) -
                               _children_cpu)
                 with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=600) as c:
                     srv = lambda: _cpu(proc.pid)  # noqa: E731
+                    first = _best(lambda: c.get("/api/v1/runs").raise_for_status(), 1, srv)  # summaries made, kept
                     route = _best(lambda: c.get("/api/v1/runs").raise_for_status(), reps, srv)
                     route_last = _best(lambda: c.get("/api/v1/runs", params={"last": "train:loss"}).raise_for_status(),
                                        reps, srv)
@@ -450,6 +497,7 @@ def bench_pg_reads(database: str, read_rows: int, ls_runs: int, reps: int = 3) -
                 proc.wait(10)
             print(f"  {'(' + format(total, ',') + ' runs on the database)':<58} {'seconds':>8} {'x floor':>8} {'CPU s':>13}")
             for name, (sec, cpu) in (("`ml-dash --help` in a new process (floor)", floor),
+                                     ("GET /api/v1/runs, first (every summary made and kept)", first),
                                      ("GET /api/v1/runs (the route ls calls; server CPU)", route),
                                      ("GET /api/v1/runs?last=train:loss", route_last),
                                      ("`ml-dash ls --url` (new process; its CPU + server's)", cli_t),

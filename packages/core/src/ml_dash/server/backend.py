@@ -119,6 +119,11 @@ class Backend(ABC):
     def summaries(self, last: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
         """`runs.summary` of every run, by prefix (``last``: (stream, field) pairs whose last values to add)."""
 
+    def summaries_json(self, last: list[tuple[str, str]] | None = None) -> bytes:
+        """``{"runs": summaries(last)}`` as the JSON the read routes answer (an engine may keep it encoded)."""
+        body = json.dumps({"runs": self.summaries(last)}, allow_nan=True, separators=(",", ":"), default=str)
+        return body.encode()
+
     @abstractmethod
     def show(self, prefix: str) -> dict[str, Any] | None:
         """`runs.show` of one run (summary plus per-metric statistics), None when there is no such run."""

@@ -86,6 +86,23 @@ MIGRATIONS: list[str] = [
                             ADD COLUMN src_pos bigint;
     ALTER TABLE stream_rows ADD CONSTRAINT stream_rows_source_pos UNIQUE (source_id, src_pos);
     """,
+    # 3: the columns of each complete block of a stream's rows, parsed once (`pgcols`; stored uncompressed: float
+    #    arrays do not compress, and the reads want them fast), and finished runs' summaries (`pgread`)
+    """
+    CREATE TABLE stream_blocks (
+        stream_id bigint NOT NULL REFERENCES streams(id) ON DELETE CASCADE,
+        version integer NOT NULL,
+        first bigint NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY (stream_id, version, first)
+    );
+    ALTER TABLE stream_blocks ALTER COLUMN data SET STORAGE EXTERNAL;
+    CREATE TABLE run_summaries (
+        exp_id bigint PRIMARY KEY REFERENCES experiments(id) ON DELETE CASCADE,
+        stamp text NOT NULL,
+        body text NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _LOCK = 0x6D6C64617368  # pg_advisory_xact_lock key: one migrating process at a time
@@ -167,11 +184,14 @@ class PgBackend(Backend):
         self.pool = ConnectionPool(url, min_size=2, max_size=pool_size, open=True, timeout=8,
                                    kwargs={"connect_timeout": 5}, check=ConnectionPool.check_connection)
         self._staging = Path(tempfile.mkdtemp(prefix="ml-dash-incoming-"))
+        from .pgcols import Builder
         from .pgread import Reads
 
         self._reads = Reads(self)
+        self._blocks = Builder(self._reads)
 
     def close(self) -> None:
+        self._blocks.close()
         self.pool.close()
         for p in self._staging.glob("*"):
             p.unlink(missing_ok=True)
@@ -181,10 +201,11 @@ class PgBackend(Backend):
         return f"{redact(self.url)} (files: {self.objects.describe()})"
 
     @contextmanager
-    def _tx(self) -> Iterator[Any]:
-        """A cursor in one transaction; a lost connection or a deadlock becomes `Unavailable` (HTTP 503)."""
+    def _tx(self, binary: bool = False) -> Iterator[Any]:
+        """A cursor in one transaction (``binary``: values in PostgreSQL's binary format, bytea as bytes); a lost
+        connection or a deadlock becomes `Unavailable` (HTTP 503)."""
         try:
-            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            with self.pool.connection() as conn, conn.transaction(), conn.cursor(binary=binary) as cur:
                 yield cur
         except self._errors as e:
             raise b.Unavailable(f"database unavailable: {type(e).__name__}: {e}") from None
@@ -297,6 +318,13 @@ class PgBackend(Backend):
             raise RuntimeError(f"a row already stored past this source's mark ({e.diag.message_primary}); "
                                "the batch is refused whole") from None
 
+    def _completed(self, sid: int, kind: str, before: int, after: int) -> None:
+        """After a commit: when the append completed a block of rows, its columns are built in the background."""
+        from .pgcols import BLOCK
+
+        if after // BLOCK > before // BLOCK:
+            self._blocks.due(sid, kind)
+
     def _append_indexed(self, prefix: str, kind: str, name: str, field: str, recs: list[dict[str, Any]],
                         source: str) -> dict[str, int]:
         p = self._prefix(prefix)
@@ -309,6 +337,8 @@ class PgBackend(Backend):
                 self._insert_rows(cur, sid, nxt, src_id, [(s, r) for s, r in rows])
                 self._commit_stream(cur, sid, n, _encode(b.metric_meta(meta, name, n)) if metric else None, src_id,
                                     new_mark)
+        if rows:
+            self._completed(sid, kind, nxt, n)
         return {"received": len(recs), "stored": len(rows), "next": new_mark if rows else mark}
 
     def append_logs(self, prefix: str, records: Any, source: str) -> dict[str, int]:
@@ -331,6 +361,7 @@ class PgBackend(Backend):
                 meta = b.track_meta(meta, topic, [e for _, e in keep])
             self._commit_stream(cur, sid, nxt + len(keep), _encode(meta) if meta is not None else None, src_id,
                                 new_mark)
+        self._completed(sid, "tracks", nxt, nxt + len(keep))
         return {"received": len(entries), "stored": len(keep), "next": new_mark}
 
     # ---- files ----------------------------------------------------------------------------------------------
@@ -426,6 +457,9 @@ class PgBackend(Backend):
     # ---- summaries and columns (pgread.py) ------------------------------------------------------------------
     def summaries(self, last: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
         return self._reads.summaries(last)
+
+    def summaries_json(self, last: list[tuple[str, str]] | None = None) -> bytes:
+        return self._reads.summaries_json(last)
 
     def show(self, prefix: str) -> dict[str, Any] | None:
         return self._reads.show(prefix)
