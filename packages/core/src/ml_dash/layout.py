@@ -67,6 +67,8 @@ RUN_DIRS = frozenset({LOGS_DIR, METRICS, TRACKS, FILES, PRIVATE})  # a run's own
 STALE_AFTER = 60.0  # a RUNNING run whose heartbeat is older than this reads back as CRASHED
 STATUS_KEYS = ("status", "heartbeatAt", "updated_at")  # the fields of experiment.json `effective_status` reads
 COUNT_KEY = {"metrics": "totalDataPoints", "tracks": "totalEntries"}  # a stream's row count in its metadata.json
+# one metric row's stored line (less its newline): index, the data object's text less its braces, createdAt's text
+METRIC_LINE = b'{"index":%d,"data":{%b},"createdAt":"%b"}'
 _LEVELS = {lv: b'"%s"' % lv.encode() for lv in ("info", "warn", "error", "debug", "fatal")}
 
 
@@ -499,7 +501,7 @@ class ExperimentDir:
             args: list[Any] = [None] * (2 * k)  # index, row, index, row, ...: one %-format for all k lines
             args[0::2] = range(n, n + k)
             args[1::2] = pieces
-            line = b'{"index":%%d,"data":{%%b},"createdAt":"%b"}\n' % now_iso().encode()
+            line = METRIC_LINE.replace(b'"%b"}', b'"%b"}' % now_iso().encode()) + b"\n"
             s.write((line * k) % tuple(args))
             self._counted(s, name, created, n + k)
 

@@ -227,6 +227,7 @@ class Root:
         self._pending: dict[Path, Any] = {}  # streams whose first full read is under way
         self._previews: dict[Path, Columns] = {}  # their sampled previews meanwhile
         self._rings: dict[Path, RingRows] = {}  # per run folder: what dead writers left in their spill rings
+        self._prefetched: set[str] = set()  # runs whose streams a page request started reading
         self._local = threading.local()  # the run folders resolved by the current request (`batch`)
 
     def end(self, prefix: str, kind: str, name: str | None = None) -> int | None:
@@ -449,8 +450,8 @@ class Root:
         """The stream's columns through the core's incremental column cache (only appended lines are parsed),
         of its first ``end`` bytes when given.
 
-        ``offset`` is taken before the read, so it never lies past the rows returned: a live stream started
-        there may repeat a few rows, which the page drops by index, and never skips one."""
+        ``offset`` is where the rows returned end in the file: a live stream started there neither repeats nor
+        skips a row."""
         from .. import colcache
 
         try:
@@ -458,8 +459,8 @@ class Root:
             stamp: tuple[int, ...] = (st.st_dev, st.st_ino, st.st_mtime_ns)
         except OSError:
             stamp = ()
-        offset = complete_size(path) if end is None else min(complete_size(path), end)
-        snap = colcache.read(path, "metrics", limit=end)
+        snap = colcache.read(path, "metrics", limit=end, order=False)
+        offset = snap.offset  # where its rows end: a live stream started there repeats none and skips none
         cols = dict(snap.num)
         if "index" not in cols:  # (not setdefault: that would build both arrays on every call)
             cols["index"] = np.arange(snap.n, dtype=np.float64)
@@ -539,6 +540,11 @@ class Root:
         def find() -> list[tuple[Path, int | None, bool]]:
             out = []
             for p in prefixes:
+                if p in self._prefetched:  # a head start once per run: later its pages read what was appended
+                    continue
+                if len(self._prefetched) > 100_000:
+                    self._prefetched.clear()
+                self._prefetched.add(p)
                 try:
                     run = self.run_dir(p)
                     for name in self.streams(run):
