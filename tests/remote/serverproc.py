@@ -105,7 +105,8 @@ class Server:
 
     def client(self, token: str | None = TOKEN) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+        # generous: a freshly started server's first requests import and connect (seconds), more on a loaded machine
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
 
 class PgServer(Server):
