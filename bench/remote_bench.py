@@ -20,10 +20,13 @@ Prints:
                       Then RSS and /health answer times while --load-bodies concurrent 32 MiB bodies arrive,
                       and (PostgreSQL) the time to read one --read-rows stream back through the API.
   PostgreSQL reads    with --database URL (alone with --reads-only): one --read-rows stream's columns through
-                      GET .../columns/metrics/train?format=binary from a fresh server process (rows copied out of
-                      the database and parsed), again (the server's column cache), and in the JSON form, against
-                      np.load of the same columns; then `ml-dash ls --url` of --ls-runs runs (10,000) and its
-                      route, against `ml-dash --help` in a new process. The stream and the runs are seeded in
+                      GET .../columns/metrics/train?format=binary from a fresh server process with no column blocks
+                      stored (rows copied out of the database and parsed; the read stores the blocks), again (the
+                      server's memory), in the JSON form, and from fresh server processes once the blocks are
+                      stored (as the server builds them while rows arrive; the time to build them is shown),
+                      against np.load of the same columns; then `ml-dash ls --url` of --ls-runs runs (10,000) and
+                      its route (the first listing makes and keeps every summary), against `ml-dash --help` in a
+                      new process. The stream and the runs are seeded in
                       bulk in the shapes the engine stores; use an empty database (ls lists every run in it).
                       Wall seconds, and CPU seconds of the server process (and of the command): the CPU figures
                       hold on a loaded machine, the wall ones do not.
@@ -160,6 +163,19 @@ def ingest(urls: list[str], pids: list[int], writers: int, rows: int, batch: int
     return sum(acked) / dt, cpu / sum(acked) * 1e6
 
 
+def _database_pid(url: str) -> int | None:
+    """The PostgreSQL server's main process (the parent of a connection's backend) when it runs on this machine."""
+    import psutil
+    import psycopg
+
+    try:
+        with psycopg.connect(url) as conn:
+            (backend,) = conn.execute("SELECT pg_backend_pid()").fetchone()  # type: ignore[misc]
+        return int(psutil.Process(backend).ppid())
+    except (psycopg.Error, psutil.Error):
+        return None
+
+
 def floor_cpu(rows: int, batch: int) -> float:
     """CPU microseconds per row of the least any server storing these rows as JSON lines does, in this process:
     orjson parses the same bodies and formats every row again (no HTTP, no checks, no disk)."""
@@ -270,16 +286,22 @@ def bench_servers(database: str | None, servers: int, writers: int, rows: int, b
             stamp = time.time_ns()  # fresh runs: on a database kept between benches nothing is deduplicated
             print(f"server ingest ({rows:,} metric rows, {writers} writers, batches of {batch}; "
                   f"{'no fsync' if '--no-fsync' in extra else 'durable before ack'}; load {os.getloadavg()[0]:.2f})")
+            db = _database_pid(database) if database else None
             print(f"  {'engine':<44} {'rows/s':>10} {'server CPU/row':>15} {'rows/s per core':>16} "
-                  f"{'x floor':>8}")
+                  f"{'x floor':>8}{'  database CPU/row' if db else ''}")
             for k, (name, urls, pids) in enumerate(engines):
                 ingest(urls, pids, writers, min(rows, writers * batch), batch, f"warm{k}-{stamp}")  # workers up
                 floor = floor_cpu(min(rows, 100_000), batch)
+                on_db = db is not None and "PostgreSQL" in name
+                db0 = cpu_seconds([db]) if on_db else 0.0  # type: ignore[list-item]
                 rate, cpu = ingest(urls, pids, writers, rows, batch, f"e{k}-{stamp}")
+                dbcpu = f"{(cpu_seconds([db]) - db0) / rows * 1e6:>15.1f} us" if on_db else ""  # type: ignore[list-item]
                 floor = min(floor, floor_cpu(min(rows, 100_000), batch))
-                print(f"  {name:<44} {rate:>10,.0f} {cpu:>12.1f} us {1e6 / cpu:>16,.0f} {cpu / floor:>8.1f}")
+                print(f"  {name:<44} {rate:>10,.0f} {cpu:>12.1f} us {1e6 / cpu:>16,.0f} {cpu / floor:>8.1f}{dbcpu}")
             print("  (x floor: server CPU per row / the CPU per row of orjson parsing the same bodies and "
                   "formatting each row, in this process, measured next to each engine)")
+            if db:
+                print("  (database CPU: the PostgreSQL server's processes, when it runs on this machine)")
             if load_bodies:
                 size = 32 * 2**20 - 4096
                 print(f"\nserver under {load_bodies} concurrent 32 MiB bodies (the default --max-body-mb)")
@@ -368,6 +390,28 @@ def _seed_runs(database: str, tag: str, runs: int) -> None:
                                                       "createdAt": "2026-01-01T00:00:00.000000Z"})))
 
 
+def _build_blocks(database: str, prefix: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) to build every block of one stream, as an append that completes
+    blocks has the server do, after dropping the ones a read stored."""
+    import psycopg
+    from ml_dash.server import pgcols
+    from ml_dash.server.objects import open_objects
+    from ml_dash.server.pg import PgBackend
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        (sid,) = conn.execute("SELECT s.id FROM streams s JOIN experiments e ON e.id = s.exp_id WHERE e.prefix = %s "
+                              "AND s.kind = 'metrics' AND s.name = 'train'", (prefix,)).fetchone()
+        conn.execute("DELETE FROM stream_blocks WHERE stream_id = %s", (sid,))
+    with tempfile.TemporaryDirectory() as d:
+        pgb = PgBackend(database, open_objects(d), migrate=False)
+        try:
+            c, t = time.process_time(), time.perf_counter()
+            pgcols.build(pgb._reads, sid, "metrics")
+            return time.perf_counter() - t, time.process_time() - c
+        finally:
+            pgb.close()
+
+
 def bench_pg_reads(database: str, read_rows: int, ls_runs: int, reps: int = 3) -> None:
     """Reading one ``read_rows`` stream's columns, and ``ml-dash ls --url`` of ``ls_runs`` runs, from a server
     on ``database``, next to floors measured in the same run."""
@@ -384,34 +428,55 @@ def bench_pg_reads(database: str, read_rows: int, ls_runs: int, reps: int = 3) -
             t = time.perf_counter()
             _seed_stream(database, prefix, read_rows)
             print(f"one metric stream of {read_rows:,} rows (4 fields), seeded in {time.perf_counter() - t:.1f} s")
-            port = free_port()
-            proc = start_server(tmp / "objects", port, "--database", database)  # a fresh process: nothing cached
-            url = f"http://127.0.0.1:{port}"
             path = "/api/v1/experiments/" + prefix.replace("/", "%2F") + "/columns/metrics/train"
+            got: list[Any] = []
+
+            def fresh_server() -> tuple[subprocess.Popen[bytes], httpx.Client]:
+                port = free_port()
+                proc = start_server(tmp / "objects", port, "--database", database)  # a fresh process: no memory
+                return proc, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600,
+                                          headers={"Authorization": f"Bearer {TOKEN}"})
+
+            def read(c: httpx.Client) -> None:
+                got.append(unpack(c.get(path, params={"format": "binary"}).content))
+
+            proc, c = fresh_server()
             try:
-                with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=600) as c:
-                    got: list[Any] = []
-
-                    def read() -> None:
-                        got.append(unpack(c.get(path, params={"format": "binary"}).content))
-
-                    srv = lambda: _cpu(proc.pid)  # noqa: E731
-                    cold = _best(read, 1, srv)
-                    warm = _best(read, reps, srv)
-                    assert got[-1].rows == read_rows, got[-1]
-                    as_json = _best(lambda: c.get(path).raise_for_status(), 1, srv)
+                srv = lambda: _cpu(proc.pid)  # noqa: E731
+                cold = _best(lambda: read(c), 1, srv)  # no blocks stored yet: every row parsed (and blocks stored)
+                warm = _best(lambda: read(c), reps, srv)
+                assert got[-1].rows == read_rows, got[-1]
+                as_json = _best(lambda: c.get(path).raise_for_status(), 1, srv)
             finally:
+                c.close()
                 proc.terminate()
                 proc.wait(10)
+            parsed = got[-1]
+            build = _build_blocks(database, prefix)  # what the server does in the background as rows arrive
+            blocks = (math.inf, math.inf)
+            for _ in range(reps):  # each a fresh server process: nothing in its memory, the blocks in the database
+                proc, c = fresh_server()
+                try:
+                    blocks = min(blocks, _best(lambda: read(c), 1, lambda: _cpu(proc.pid)))  # noqa: B023
+                finally:
+                    c.close()
+                    proc.terminate()
+                    proc.wait(10)
+            assert list(got[-1]) == list(parsed) and all(
+                got[-1][k].tobytes() == parsed[k].tobytes() for k in parsed), "blocks differ from the parsed rows"
             cols = got[-1]
             np.save(tmp / "floor.npy", np.stack([cols[k].astype(np.float64) for k in cols]))
             floor = min(_timed(lambda: np.load(tmp / "floor.npy")) for _ in range(reps))
             print(f"  {'read through the API':<58} {'seconds':>8} {'x floor':>8} {'server CPU s':>13}")
             print(f"  {f'np.load of the same {len(cols)} columns (floor)':<58} {floor:>8.3f} {1:>8.1f} {'':>13}")
-            for name, (sec, cpu) in (("columns, binary, fresh server (rows copied out and parsed)", cold),
-                                     ("columns, binary, again (server's column cache)", warm),
-                                     ("columns, JSON form, cached", as_json)):
+            for name, (sec, cpu) in (("columns, binary, fresh server, column blocks stored", blocks),
+                                     ("columns, binary, fresh server, no blocks (rows parsed)", cold),
+                                     ("columns, binary, again (server's memory)", warm),
+                                     ("columns, JSON form, again", as_json)):
                 print(f"  {name:<58} {sec:>8.3f} {sec / floor:>8.1f} {cpu:>13.2f}")
+            sec, cpu = build
+            print(f"  building the blocks of {read_rows:,} rows (done in the background as rows arrive): {sec:.2f} s, "
+                  f"{cpu:.2f} CPU s in the building process ({cpu / read_rows * 1e6:.2f} us per row)")
         if ls_runs:
             tag = f"ls{stamp}"
             t = time.perf_counter()
@@ -428,6 +493,7 @@ def bench_pg_reads(database: str, read_rows: int, ls_runs: int, reps: int = 3) -
                               _children_cpu)
                 with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=600) as c:
                     srv = lambda: _cpu(proc.pid)  # noqa: E731
+                    first = _best(lambda: c.get("/api/v1/runs").raise_for_status(), 1, srv)  # summaries made, kept
                     route = _best(lambda: c.get("/api/v1/runs").raise_for_status(), reps, srv)
                     route_last = _best(lambda: c.get("/api/v1/runs", params={"last": "train:loss"}).raise_for_status(),
                                        reps, srv)
@@ -450,6 +516,7 @@ def bench_pg_reads(database: str, read_rows: int, ls_runs: int, reps: int = 3) -
                 proc.wait(10)
             print(f"  {'(' + format(total, ',') + ' runs on the database)':<58} {'seconds':>8} {'x floor':>8} {'CPU s':>13}")
             for name, (sec, cpu) in (("`ml-dash --help` in a new process (floor)", floor),
+                                     ("GET /api/v1/runs, first (every summary made and kept)", first),
                                      ("GET /api/v1/runs (the route ls calls; server CPU)", route),
                                      ("GET /api/v1/runs?last=train:loss", route_last),
                                      ("`ml-dash ls --url` (new process; its CPU + server's)", cli_t),

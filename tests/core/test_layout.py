@@ -168,3 +168,28 @@ def test_reading_a_live_experiment_sees_everything_logged_before(tmp_path):
         exp.metrics("m").log(i=i)
     assert [r["data"]["i"] for r in exp.metrics("m").read()] == list(range(10))
     exp.run.complete()
+
+
+def test_track_metadata_counts_every_writer_though_each_rewrites_it_once_per_pass(tmp_path):
+    """A writer thread rewrites a topic's metadata.json once per pass (not per batch): another writer's entries
+    are counted from the bytes it appended, and a file whose metadata.json lags behind is counted again."""
+    from ml_dash.layout import ExperimentDir, meta_file
+
+    a, b = ExperimentDir(tmp_path, "p/r"), ExperimentDir(tmp_path, "p/r")
+    a.defer_meta = b.defer_meta = True
+    a.append_tracks("pos", [{"timestamp": 1.0, "x": 1}, {"timestamp": 2.0, "x": 2}])
+    b.append_tracks("pos", [{"timestamp": 3.0, "y": 3}])  # a's counts are not in metadata.json yet
+    a.append_tracks("pos", [{"timestamp": 4.0, "x": 4}])
+    b.write_metas()
+    a.write_metas()  # written last: must count b's entry too
+    path = meta_file(a.stream_path("tracks", "pos"))
+    meta = json.loads(path.read_text())
+    assert (meta["totalEntries"], meta["columns"], meta["firstTimestamp"], meta["lastTimestamp"]) == \
+        (4, ["x", "y"], 1.0, 4.0)
+    b.write_metas()  # nothing new for b: unchanged
+    a.append_tracks("pos", [{"timestamp": 5.0, "z": 5}])  # a process killed before its pass: metadata.json lags
+    c = ExperimentDir(tmp_path, "p/r")
+    c.append_tracks("pos", [{"timestamp": 6.0, "x": 6}])  # not deferred: written now, after counting the file
+    meta = json.loads(path.read_text())
+    assert (meta["totalEntries"], meta["columns"], meta["lastTimestamp"]) == (6, ["x", "y", "z"], 6.0)
+    assert [e["timestamp"] for e in _lines(a.stream_path("tracks", "pos"))] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]

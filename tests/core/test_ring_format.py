@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ml_dash.jsonio import dumpb, iso
 from ml_dash.layout import ExperimentDir
 from ml_dash.ring import (
     LOG,
@@ -83,12 +84,12 @@ def test_interleaved_streams_logs_and_tracks(tmp_path: Path) -> None:
     want = _expected(tmp_path, {"train": ROWS, "val": val, None: plain})
     for name in ("train", "val", None):
         assert _journal(d.stream_path("metrics", name)) == want[name], name
-    assert logs == [(1.0, "info", "a", None), (1.1, "warn", "b},{", {"k": 1})]
-    assert tracks == [("robot/pos", {"timestamp": 1.0, "x": 1}), ("robot/pos", {"timestamp": 2.0, "x": 2})]
+    assert logs == [[1.0, "info", "a"], [1.1, "warn", "b},{", {"k": 1}]]
+    assert tracks == [("robot/pos", [{"timestamp": 1.0, "x": 1}, {"timestamp": 2.0, "x": 2}])]
     # readers of the ring (recovery, counting) see the same records as items
     m, t, g = split_items(decode_lines(chunk))
     assert [k for k, _ in m] == ["train"] * 4 + ["val"] * 2 + [None] * 2 + ["train"] * 4 + ["val"] * 3 + [None] * 2
-    assert [e for _, e in t] == [e for _, e in tracks] and [x[2] for x in g] == ["a", "b},{"]
+    assert [e for _, e in t] == tracks[0][1] and [x[2] for x in g] == ["a", "b},{"]
 
 
 def test_a_torn_last_line_is_left_out(tmp_path: Path) -> None:
@@ -96,3 +97,51 @@ def test_a_torn_last_line_is_left_out(tmp_path: Path) -> None:
     torn = encode_group(METRIC, "train", ROWS[2:4])[:-9]
     d, _, _ = _written(tmp_path, good + torn)
     assert len(_journal(d.stream_path("metrics", "train"))) == 2
+
+
+LOG_LINES = [
+    (1.5, "info", "plain", None),
+    (1.5000004, "warn", 'a "quoted", comma', {"k": 1}),
+    (2.25, "error", "null here", None),  # the text "null": the standard encoder writes this line
+    (3.0, "debug", "x},{y", None),  # the cut inside a message
+    (4.0, "info", "caf\u00e9 \t\n", {"nan": float("nan")}),
+    (5.0, "fatal", "nested", {"l": [{"a": 1}, {"b": 2}]}),
+    (1.7e9 + 0.123456, "info", "ends with a backslash \\", None),
+]
+TRACK_ENTRIES = [
+    {"timestamp": 1.0, "x": 1},
+    {"timestamp": 1.0, "y": 2},  # same timestamp: merged into the entry before
+    {"timestamp": 2.0, "s": "a},{b"},
+    {"timestamp": 3.0, "v": float("inf")},
+    {"timestamp": 4.0, "z": None},
+    {"timestamp": 5.0, "t": "caf\u00e9"},
+]
+
+
+def _log_line(n: int, ts: float, level: str, message: str, meta: object) -> bytes:
+    """The row-by-row formatter of a log line (what the journal held before lines were formatted in batches)."""
+    return (b'{"sequenceNumber":%d,"timestamp":"%s","level":%b,"message":%b,"metadata":%b}\n'
+            % (n, iso(ts).encode(), dumpb(level), dumpb(message), b"null" if meta is None else dumpb(meta)))
+
+
+def test_log_lines_in_a_batch_are_the_bytes_of_the_row_by_row_formatter(tmp_path: Path) -> None:
+    for k, lines in enumerate([LOG_LINES, LOG_LINES[:2], [LOG_LINES[0]] * 3, LOG_LINES[2:3]]):
+        d = ExperimentDir(tmp_path / str(k), "p/r")
+        d.append_logs(list(lines))
+        d.append_logs([list(x[:3]) if x[3] is None else list(x) for x in lines])  # as the ring gives them
+        want = b"".join(_log_line(n, *x) for n, x in enumerate(list(lines) * 2))
+        assert d.stream_path("logs", None).read_bytes() == want
+
+
+def test_track_entries_in_a_batch_are_the_bytes_of_the_row_by_row_formatter(tmp_path: Path) -> None:
+    for k, entries in enumerate([TRACK_ENTRIES, TRACK_ENTRIES[2:3], TRACK_ENTRIES[4:], TRACK_ENTRIES[5:]]):
+        d = ExperimentDir(tmp_path / str(k), "p/r")
+        d.append_tracks("robot/pos", [dict(e) for e in entries])
+        merged: list[dict] = []
+        for e in entries:
+            if merged and merged[-1]["timestamp"] == e["timestamp"]:
+                merged[-1] = {**merged[-1], **e}
+            else:
+                merged.append(dict(e))
+        want = b"".join(dumpb(e) + b"\n" for e in merged)
+        assert d.stream_path("tracks", "robot/pos").read_bytes() == want

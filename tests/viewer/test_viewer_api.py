@@ -241,3 +241,30 @@ def test_a_running_run_whose_heartbeat_stopped_shows_crashed(tmp_path: Path, sta
     runs = get(v.url + "/api/view/runs").json()["runs"]
     assert runs[0]["status"] == "CRASHED"
     assert get(v.url + "/api/view/run", params={"run": "sweep/run-0"}).json()["status"] == "CRASHED"
+
+
+def test_the_last_screen_of_a_long_log_is_read_from_its_end(tmp_path: Path, start_viewer) -> None:
+    root = tmp_path / ".dash"
+    with Experiment("logs/long", dash_root=root) as e:
+        e.logs.info("first")
+    path = root / "logs" / "long" / "logs" / "logs.jsonl"
+    with open(path, "a") as f:
+        f.write("not json\n")  # early in the file: the last screen never reads it
+        for i in range(1, 30_000):
+            f.write(json.dumps({"sequenceNumber": i, "timestamp": "2026-01-01T00:00:00.000000Z",
+                                "level": "warn" if i % 7 == 0 else "info", "message": f"line {i}"}) + "\n")
+        f.write('{"sequenceNumber": 30000, "message": "torn')  # no newline yet: not shown
+    lines = path.read_bytes().count(b"\n")
+    v = start_viewer(root)
+    info = get(v.url + "/api/view/run", params={"run": "logs/long"}).json()
+    assert info["logs"]["offset"] == path.read_bytes().rfind(b"\n") + 1  # live lines start after the last whole one
+    last = get(v.url + "/api/view/logs", params={"run": "logs/long", "limit": 50}).json()
+    assert [r["message"] for r in last["rows"]] == [f"line {i}" for i in range(29_950, 30_000)]
+    assert last["total"] == lines and last["start"] == lines - 50 and last["offset"] == info["logs"]["offset"]
+    assert [r["level"] for r in last["rows"]] == ["warn" if i % 7 == 0 else "info" for i in range(29_950, 30_000)]
+    assert last["rows"][-1]["seq"] == 29_999
+    found = get(v.url + "/api/view/logs", params={"run": "logs/long", "q": "line 29999"}).json()  # reads them all
+    assert found["matched"] == 1 and found["rows"][0]["seq"] == 29_999
+    again = get(v.url + "/api/view/logs", params={"run": "logs/long", "limit": 50}).json()
+    assert again["rows"] == last["rows"] and again["total"] == lines - 1  # now counted exactly: one invalid line
+    assert again["invalid"] == 1

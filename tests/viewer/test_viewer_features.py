@@ -98,6 +98,12 @@ def test_a_run_with_500_metrics_draws_only_the_charts_in_view(tmp_path: Path, st
     assert pg.evaluate("() => document.querySelectorAll('[data-chart]').length") == 500
     drawn = len(page.charts())
     assert 0 < drawn <= 40, f"{drawn} charts drawn with a few in view"
+    asked = pg.evaluate("() => performance.getEntriesByType('resource').map(r => r.name)"
+                        ".filter(n => n.includes('/api/view/series') || n.includes('/api/view/multiseries'))")
+    # the charts that came into view together share one request (two if the browser reported them in two turns)
+    assert len(asked) <= 2 and "multiseries" in asked[0], asked
+    for c in page.charts():
+        assert c["points"] == 20 and c["yMin"] == float(fields.index(c["id"].split("/")[1])), c  # each its own field
     pg.eval_on_selector("[data-chart='train/m499']", "e => e.scrollIntoView()")
     page.chart("train/m499")
     drawn2 = len(page.charts())

@@ -238,14 +238,21 @@ class Buffer:
             t = self.tails.setdefault((code, name), [])
         return t
 
-    def spill(self) -> None:
+    def spill(self, wait: bool = True) -> None:
         """Move every stream's tail into the ring (memory the kernel keeps if the process dies), one line per
-        stream, else onto the queues."""
+        stream, else onto the queues. ``wait=False`` (the training thread's tick): when the worker holds the ring
+        for a moment, leave the tails for the next tick rather than wait (waiting for a lock hands the GIL to
+        the worker, and getting it back can take the rest of the worker's slice)."""
+        lock = self._ring_lock
+        if not lock.acquire(wait or self.sync_mode):
+            return
         wake = False
-        with self._ring_lock:
+        try:
             for (code, name), t in list(self.tails.items()):
                 if t:
                     wake |= self._spill_tail(code, name, t)
+        finally:
+            lock.release()
         if wake:
             self.kick()
 
@@ -522,18 +529,20 @@ class Buffer:
                         n = min(len(q), SLICE_ITEMS_BEHIND if behind else SLICE_ITEMS)
                         fresh[kind] = [q.popleft() for _ in range(n)]
                         more |= bool(q)
-            plain = bool(chunk)  # decoded JSON holds no device values to convert
             runs: list[tuple[str | None, list[bytes]]] = []
-            if chunk:  # metric rows come as runs of journal-ready pieces (see `ring.journal_items`)
-                runs, fresh["tracks"], fresh["logs"] = journal_items(chunk)
+            track_runs: list[tuple[str, list[dict[str, Any]]]] = []
+            if chunk:  # metric rows come as runs of journal-ready pieces, track entries as runs of parsed entries
+                runs, track_runs, fresh["logs"] = journal_items(chunk)  # (see `ring.journal_items`)
             wrote = False
             wrote |= self._drain_kind("logs", fresh["logs"], self.jdir.append_logs)
             if runs:
                 self.taken["metrics"] += _count_runs(runs)
                 wrote |= self._write_kind("metrics", runs, self._write_metric_runs, _count_runs, _rows_of_runs)
             wrote |= self._drain_kind("metrics", fresh["metrics"], self._write_metrics)
-            wrote |= self._drain_kind("tracks", fresh["tracks"], self._write_plain_tracks if plain
-                                      else self._write_tracks)
+            if track_runs:
+                self.taken["tracks"] += _count_runs(track_runs)
+                wrote |= self._write_kind("tracks", track_runs, self._write_track_runs, _count_runs, _rows_of_runs)
+            wrote |= self._drain_kind("tracks", fresh["tracks"], self._write_tracks)
             if ring is not None and self._ring_ranges and not any(self._retry[k] for k in fresh):
                 with self._ring_lock:
                     done = ring.commit(self._ring_ranges)
@@ -639,8 +648,26 @@ class Buffer:
     def _write_tracks(self, items: list[tuple[str, dict[str, Any]]]) -> None:
         _write_streams(items, self.jdir.append_tracks, True)
 
-    def _write_plain_tracks(self, items: list[tuple[str, dict[str, Any]]]) -> None:
-        _write_streams(items, self.jdir.append_tracks, False)
+    def _write_track_runs(self, runs: list[tuple[str, list[dict[str, Any]]]]) -> None:
+        """Track entries from the ring (parsed JSON: no device values), one run per ring line, appended per topic
+        in order; a topic that fails does not stop the others (PartialWrite)."""
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for topic, entries in runs:
+            g = groups.get(topic)
+            if g is None:
+                groups[topic] = list(entries)
+            else:
+                g.extend(entries)
+        failed: list[tuple[str, dict[str, Any]]] = []
+        error: BaseException | None = None
+        for topic, entries in groups.items():
+            try:
+                self.jdir.append_tracks(topic, entries)
+            except (OSError, ValueError, TypeError) as e:
+                error = e
+                failed.extend(zip(repeat(topic), entries))
+        if error is not None:
+            raise PartialWrite(failed, error)
 
     # ---- files ------------------------------------------------------------------------------------------------
     def _start_files(self) -> None:
@@ -808,11 +835,11 @@ _key = itemgetter(0)
 _row = itemgetter(1)
 
 
-def _count_runs(runs: list[tuple[Any, list[bytes]]]) -> int:
+def _count_runs(runs: list[tuple[Any, list[Any]]]) -> int:
     return sum(len(p) for _, p in runs)
 
 
-def _rows_of_runs(runs: list[tuple[Any, list[bytes]]]) -> list[tuple[Any, bytes]]:
+def _rows_of_runs(runs: list[tuple[Any, list[Any]]]) -> list[tuple[Any, Any]]:
     return [(key, p) for key, pieces in runs for p in pieces]
 
 

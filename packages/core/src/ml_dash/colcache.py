@@ -21,7 +21,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -58,15 +58,24 @@ class StreamColumns:
     def nbytes(self) -> int:
         return self.cap * 8 * len(self.num) + 64 * sum(len(t) for t in self.text.values())
 
-    def reserve(self, need: int) -> None:
+    def reserve(self, need: int, spare: bool = True) -> None:
         if need <= self.cap:
             return
-        cap = max(need + need // 4, self.cap * 2, 1024)  # room for the appends that follow
+        cap = max(need + need // 4 if spare else need, 1024)  # room for the appends that follow (a quarter more)
         for k, col in self.num.items():
             new = np.empty(cap)
             new[: self.n] = col[: self.n]
             new[self.n :] = np.nan
             self.num[k] = new
+        self.cap = cap
+
+    def fit(self) -> None:
+        """Drop the room for appends beyond a little (after a large first read; appends grow it again)."""
+        cap = self.n + max(1024, self.n // 64)
+        if self.cap <= cap:
+            return
+        for k, col in self.num.items():
+            self.num[k] = col[:cap].copy()
         self.cap = cap
 
     def append(self, b: Batch) -> None:
@@ -93,11 +102,12 @@ class Snapshot:
     ``ints``: the order field (a metric's ``index``, a log's ``sequenceNumber``) as int64 when every row has one;
     ``ordered``: whether that field never decreases (kept up to date incrementally, so a read stays O(appended))."""
 
-    __slots__ = ("kind", "n", "num", "text", "skipped", "ints", "ordered")
+    __slots__ = ("kind", "n", "num", "text", "skipped", "ints", "ordered", "offset")
 
-    def __init__(self, s: StreamColumns) -> None:
+    def __init__(self, s: StreamColumns, order: bool = True) -> None:
         self.kind = s.kind
         self.n = s.n
+        self.offset = s.offset  # bytes of the file these rows come from (complete lines)
         self.num: dict[str, np.ndarray] = {}
         for k, col in s.num.items():
             v = col[: s.n]
@@ -109,7 +119,7 @@ class Snapshot:
         self.ordered = True
         key = ORDER_FIELD[s.kind]
         found = s.num.get(key)
-        if found is None or not s.n:
+        if found is None or not s.n or not order:  # (not asked: no int64 copy of the order field is kept)
             return
         col = found
         d = s.derived
@@ -139,6 +149,8 @@ class Snapshot:
 
 _mem: OrderedDict[str, StreamColumns] = OrderedDict()
 _mem_lock = threading.Lock()
+_mem_sizes: dict[str, int] = {}  # bytes of each entry of ``_mem`` when it was last remembered
+_mem_total = 0
 _key_locks: dict[str, threading.Lock] = {}
 
 
@@ -160,24 +172,39 @@ def _key_lock(key: str) -> threading.Lock:
 
 
 def _remember(key: str, state: StreamColumns) -> None:
+    global _mem_total
     with _mem_lock:
         _mem[key] = state
         _mem.move_to_end(key)
-        total = sum(s.nbytes() for s in _mem.values())
-        while len(_mem) > 1 and total > MEMORY_BUDGET:
-            _, old = _mem.popitem(last=False)
-            total -= old.nbytes()
+        size = state.nbytes()  # the sizes as last remembered: no pass over every entry per read
+        _mem_total += size - _mem_sizes.get(key, 0)
+        _mem_sizes[key] = size
+        while len(_mem) > 1 and _mem_total > MEMORY_BUDGET:
+            old, _ = _mem.popitem(last=False)
+            _mem_total -= _mem_sizes.pop(old, 0)
+
+
+def _forget(key: str) -> None:
+    global _mem_total
+    with _mem_lock:
+        _mem.pop(key, None)
+        _mem_total -= _mem_sizes.pop(key, 0)
 
 
 def clear_memory() -> None:
     """Forget the columns kept in this process (the disk cache stays)."""
+    global _mem_total
     with _mem_lock:
         _mem.clear()
+        _mem_sizes.clear()
+        _mem_total = 0
 
 
-def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True, limit: int | None = None) -> Snapshot:
+def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True, limit: int | None = None,
+         order: bool = True) -> Snapshot:
     """The columns of the complete lines of a stream file (of its first ``limit`` bytes: the server's committed
-    size), parsing only what was appended since the last read."""
+    size), parsing only what was appended since the last read. ``order=False``: without ``ints`` and
+    ``ordered`` (left empty and True), for a reader that needs neither."""
     p = os.path.abspath(os.fspath(path))
     key = hashlib.sha1(f"{VERSION}\0{kind}\0{p}".encode()).hexdigest()
     with _key_lock(key):
@@ -186,14 +213,16 @@ def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True, limit: i
         try:
             fd = os.open(p, os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
-            with _mem_lock:
-                _mem.pop(key, None)
+            _forget(key)
             return Snapshot(StreamColumns(kind, p))
         try:
             st = os.fstat(fd)
-            entry = DiskEntry(key) if disk else None
             if state is not None and not _same_file(state, st):
                 state = None
+            if state is not None and _unchanged(state, st, limit):
+                _remember(key, state)
+                return Snapshot(state, order)  # nothing appended: no disk entry to look at
+            entry = DiskEntry(key) if disk else None
             if state is None and entry is not None:
                 state = entry.load(p, kind, st)
                 if state is not None and not _same_file(state, st):
@@ -204,7 +233,13 @@ def read(path: str | os.PathLike[str], kind: str, *, disk: bool = True, limit: i
         finally:
             os.close(fd)
         _remember(key, state)
-        return Snapshot(state)
+        return Snapshot(state, order)
+
+
+def _unchanged(s: StreamColumns, st: os.stat_result, limit: int | None) -> bool:
+    """Whether ``_catch_up`` would find nothing to read (its first test, without a disk entry)."""
+    size = st.st_size if limit is None else min(st.st_size, limit)
+    return s.offset > 0 and size == s.offset and (st.st_mtime_ns == s.mtime_ns or limit is not None)
 
 
 def _same_file(s: StreamColumns, st: os.stat_result) -> bool:
@@ -247,6 +282,8 @@ def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entr
         state.tail = whole[-TAIL:] if end >= TAIL else (state.tail + whole)[-TAIL:]
         state.offset += end
     state.mtime_ns = st.st_mtime_ns
+    if saved_n == 0 and state.n > 100_000:
+        state.fit()  # a large file read whole: its columns without a quarter of room to spare
     if entry is not None and state.offset != saved_offset:
         entry.save(state, saved_n, saved_offset)
     return state
@@ -305,7 +342,7 @@ class DiskEntry:
                 return None
             s = StreamColumns(kind, path)
             n = int(last["rows"])
-            s.reserve(max(n + max(n // 4, 4096), 1024))
+            s.reserve(n + max(n // 64, 4096), spare=False)  # (appends grow it by a quarter when they need to)
             covered: dict[str, list[tuple[int, int]]] = {}
             for head, data in blocks:
                 rf, rt = head["rows_from"], head["rows"]
@@ -404,39 +441,96 @@ class DiskEntry:
 
 
 
+class BlockStore(Protocol):
+    """Where `read_numbered` keeps the columns of complete, aligned ranges of ``size`` lines (a table beside the
+    lines): a reader takes the stored ranges instead of parsing them, and stores the ranges it had to parse."""
+
+    size: int
+
+    def load(self, start: int, stop: int) -> list[tuple[int, Batch]]:
+        """The stored ranges from line ``start`` (a multiple of ``size``) up to ``stop``, in order: (first line,
+        its columns); it may stop at the first range not stored."""
+
+    def save(self, ranges: list[tuple[int, Batch]]) -> None:
+        """Keep these ranges' columns (never raises: the store is a cache)."""
+
+
 def read_numbered(key: str, kind: str, total: int, fetch: Callable[[int, int], bytes], *,
-                  page: int = 200_000) -> Snapshot:
+                  page: int = 200_000, blocks: BlockStore | None = None) -> Snapshot:
     """The columns of a stream kept elsewhere as numbered lines that are only ever appended (a database table:
     line ``i`` never changes once it exists). ``total``: how many lines there are now; ``fetch(start, stop)``: the
     lines ``start..stop-1`` as bytes, each ending with a newline. Kept in memory under ``key`` (with the other
-    streams' columns), so a read after an append fetches and parses only the new lines. The next page is fetched
-    while the current one is parsed."""
+    streams' columns), so a read after an append fetches and parses only the new lines. The next range is fetched
+    while the current one is parsed. With ``blocks``, complete ranges of ``blocks.size`` lines come from there
+    when stored, and the ones parsed here are stored for the next reader (in this process or another)."""
     k = "numbered\0" + key
     with _key_lock(k):
         with _mem_lock:
             state = _mem.get(k)
         if state is None or state.offset > total:  # never seen, or the stream was dropped and started over
             state = StreamColumns(kind)
-        pages = [(s, min(total, s + page)) for s in range(state.offset, total, page)]  # ``offset`` counts lines
-        if len(pages) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(1, thread_name_prefix="ml-dash-fetch") as pool:
-                ahead = pool.submit(fetch, *pages[0])
-                for i, (start, stop) in enumerate(pages):
-                    data = ahead.result()
-                    if i + 1 < len(pages):
-                        ahead = pool.submit(fetch, *pages[i + 1])
-                    _append_lines(state, data, kind, start, stop)
-        elif pages:
-            _append_lines(state, fetch(*pages[0]), kind, *pages[0])
+        ranges: list[tuple[int, int, Batch | None]] = []  # (start, stop, stored columns or None: parse)
+        size = blocks.size if blocks is not None else 0
+        if blocks is None:
+            ranges = [(s, min(total, s + page), None) for s in range(state.offset, total, page)]
+        else:
+            whole = total // size * size
+            at = -(-state.offset // size) * size  # the end of a range this process read before it was complete
+            if state.offset < at:
+                ranges.append((state.offset, min(at, total), None))
+            at = max(at, state.offset)
+            stored = dict(blocks.load(at, whole)) if at < whole else {}
+            ranges += [(s, s + size, stored.get(s)) for s in range(at, whole, size)]
+            if max(at, whole) < total:
+                ranges.append((max(at, whole), total, None))
+        if not ranges:
+            _remember(k, state)
+            return Snapshot(state)
+        state.reserve(state.n + total - state.offset)
+        parsed: list[tuple[int, Batch]] = []
+        for start, stop, data in _fetched(ranges, fetch):
+            if isinstance(data, Batch):
+                state.append(data)
+                state.offset = stop
+                continue
+            b = _append_lines(state, data, kind, start, stop)
+            if size and stop - start == size and start % size == 0:
+                parsed.append((start, b))
         _remember(k, state)
+        if parsed and blocks is not None:
+            blocks.save(parsed)
         return Snapshot(state)
 
 
-def _append_lines(state: StreamColumns, data: bytes, kind: str, start: int, stop: int) -> None:
+def _fetched(ranges: list[tuple[int, int, Batch | None]], fetch: Callable[[int, int], bytes]
+             ) -> Iterator[tuple[int, int, Batch | bytes]]:
+    """The ranges in order, each with its stored columns or its fetched lines; the next lines to fetch are
+    fetched on a thread while the caller parses the current ones."""
+    todo = [(s, e) for s, e, b in ranges if b is None]
+    if len(todo) <= 1:
+        for s, e, b in ranges:
+            yield s, e, b if b is not None else fetch(s, e)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="ml-dash-fetch") as pool:
+        ahead = pool.submit(fetch, *todo[0])
+        i = 0
+        for s, e, b in ranges:
+            if b is not None:
+                yield s, e, b
+                continue
+            data = ahead.result()
+            i += 1
+            if i < len(todo):
+                ahead = pool.submit(fetch, *todo[i])
+            yield s, e, data
+
+
+def _append_lines(state: StreamColumns, data: bytes, kind: str, start: int, stop: int) -> Batch:
     b = parse(data, kind, state.templates)
     if b.n + b.skipped != stop - start:
         raise ValueError(f"expected {stop - start} {kind} lines from line {start}, got {b.n + b.skipped}")
     state.append(b)
     state.offset = stop
+    return b

@@ -218,7 +218,7 @@ class Experiment:
         if self.echo:
             console.say(f"[{level.upper()}] {message}")
         if next(buf.ticks):
-            buf.spill()
+            buf.spill(False)
 
     def __enter__(self) -> Experiment:
         return self.run.__enter__()
@@ -354,7 +354,7 @@ class MetricStream:
             buf = self._bind()
         self._tail.append(fields)
         if next(buf.ticks):
-            buf.spill()
+            buf.spill(False)
         return self
 
     append = log
@@ -374,7 +374,7 @@ class MetricStream:
             buf = self._bind()
         self._tail.append(row)
         if next(buf.ticks):
-            buf.spill()
+            buf.spill(False)
 
     def read(self) -> list[dict[str, Any]]:
         _sync(self._exp)
@@ -462,7 +462,7 @@ class TrackStream:
             buf = self._bind()
         self._tail.append(entry)
         if next(buf.ticks):
-            buf.spill()
+            buf.spill(False)
         return self
 
     log = append

@@ -101,6 +101,24 @@ def join_lines(objs: list[Any], line: Callable[[int, bytes], bytes]) -> bytes:
     return b"".join([line(k, dumpb(o)) for k, o in enumerate(objs)])
 
 
+def object_lines(objs: list[Any], nulls: int = 0) -> bytes | None:
+    """The JSONL of a list of dicts, from one orjson call over the whole list: the array is cut into lines at
+    ``},{``. None (the caller formats row by row) unless the cut is exact and the text holds exactly ``nulls``
+    ``null`` tokens (those the caller put there: any other is a non-finite float or text the standard encoder
+    writes differently). A ``},{`` inside a row (in a string, or between nested objects) adds to the count of
+    cuts, and two occurrences cannot overlap, so a count of one less than the rows means every cut is a row's
+    end."""
+    if _orjson is None or not objs:
+        return None
+    try:
+        b = _dumps(objs, None, _OPT)
+    except TypeError:
+        return None
+    if b.count(b"null") != nulls or b.count(b"},{") != len(objs) - 1 or not b.startswith(b"[{"):
+        return None
+    return b[1:-1].replace(b"},{", b"}\n{") + b"\n"
+
+
 def dumpb_line(o: Any) -> bytes:
     """`dumpb` plus a trailing newline: one JSONL line."""
     if _orjson is not None:
@@ -131,6 +149,21 @@ def iso(ts: float) -> str:
         cached = (s, "%s%02d:%02d:%02d" % (_day_cache[1], hour, *divmod(sec, 60)))
         _iso_cache = cached
     return "%s.%06dZ" % (cached[1], int((ts - s) * 1_000_000))
+
+
+def isos(stamps: list[float]) -> list[str]:
+    """`iso` of each of ``stamps`` (the per-second cache inlined: a batch of log lines shares a few seconds)."""
+    out: list[str] = []
+    add = out.append
+    last = -1
+    fmt = ""
+    for ts in stamps:
+        s = int(ts)
+        if s != last:
+            fmt = iso(float(s))[:-7] + "%06dZ"  # "%d" of a float truncates, as `iso`'s int() does
+            last = s
+        add(fmt % ((ts - s) * 1_000_000))
+    return out
 
 
 def now_iso() -> str:

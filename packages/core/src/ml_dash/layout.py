@@ -18,16 +18,20 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import count, islice
+from operator import eq
 from pathlib import Path
 from typing import Any
 
 from .jsonio import (
     dumpb,
     dumpb_line,
-    iso,
+    isos,
     join_lines,
     new_id,
     now_iso,
+    object_lines,
+    parse_line,
     read_json,
     read_jsonl,
     scan_tail,
@@ -61,11 +65,60 @@ RUN_DIRS = frozenset({LOGS_DIR, METRICS, TRACKS, FILES, PRIVATE})  # a run's own
 STALE_AFTER = 60.0  # a RUNNING run whose heartbeat is older than this reads back as CRASHED
 STATUS_KEYS = ("status", "heartbeatAt", "updated_at")  # the fields of experiment.json `effective_status` reads
 COUNT_KEY = {"metrics": "totalDataPoints", "tracks": "totalEntries"}  # a stream's row count in its metadata.json
+# one metric row's stored line (less its newline): index, the data object's text less its braces, createdAt's text
+METRIC_LINE = b'{"index":%d,"data":{%b},"createdAt":"%b"}'
 _LEVELS = {lv: b'"%s"' % lv.encode() for lv in ("info", "warn", "error", "debug", "fatal")}
 
 
 def _line(_k: int, b: bytes) -> bytes:
     return b + b"\n"
+
+
+def _track_catch_up(s: Stream, topic: str, meta_path: Path) -> dict[str, Any]:
+    """Under the topic's lock: ``s.meta`` counting every entry in the topic's file. Entries another process
+    appended since this one last looked are counted from the bytes they added (a writer rewrites metadata.json
+    once per pass, so that file may lag behind its data); on the first look, metadata.json is trusted when it
+    counts as many entries as the file has lines, else the file is counted again."""
+    before = s.known_size
+    changed = s.sync_tail()
+    meta = s.meta
+    if meta is not None and before >= 0:
+        if changed and s.known_size > before:
+            track_stats(meta, _lines_between(s, before, s.known_size))
+        elif changed:  # the file shrank under us (cut, or replaced): count it again
+            meta = None
+        if meta is not None:
+            return meta
+    m = read_json(meta_path)
+    size = s.known_size
+    if not isinstance(m, dict) or m.get("totalEntries") != (_count_lines(s, size) if size > 0 else 0):
+        fresh = track_meta(topic)
+        if isinstance(m, dict) and isinstance(m.get("trackId"), str):  # keep the topic's identity
+            fresh["trackId"], fresh["createdAt"] = m["trackId"], m.get("createdAt", fresh["createdAt"])
+        m = fresh
+        if size > 0:
+            rows, _ = read_jsonl(s.path, size)
+            track_stats(m, rows)
+    s.meta = m
+    return m
+
+
+def _lines_between(s: Stream, start: int, end: int) -> list[dict[str, Any]]:
+    assert s.fd is not None
+    data = os.pread(s.fd, end - start, start)
+    return [d for d in map(parse_line, data.split(b"\n")) if d is not None]
+
+
+def _count_lines(s: Stream, size: int) -> int:
+    assert s.fd is not None
+    n = off = 0
+    while off < size:
+        chunk = os.pread(s.fd, min(1 << 22, size - off), off)
+        if not chunk:
+            break
+        n += chunk.count(b"\n")
+        off += len(chunk)
+    return n
 
 
 def _warn(message: str) -> None:
@@ -108,6 +161,7 @@ class Stream:
         self.meta: dict[str, Any] | None = None
         self.meta_dirty = False
         self.lock_name = ""
+        self.topic: str | None = None  # a track topic's stream: its topic
 
     def _open(self) -> int:
         if self.fd is None:
@@ -309,6 +363,7 @@ class ExperimentDir:
             else:
                 assert name is not None
                 s = Stream(self.path.joinpath(*track_parts(self.track_folder(name))), None)
+                s.topic = name
             self.inside(s.path)
             self._streams[key] = s
         return s
@@ -341,19 +396,26 @@ class ExperimentDir:
         self._topic_dirs[topic] = folder
         return folder
 
-    def append_logs(self, entries: list[tuple[float, str, str, Any]]) -> None:
+    def append_logs(self, entries: list[Any]) -> None:
+        """Append log lines, each ``(ts, level, message[, metadata])`` (a tuple or a list; no metadata: None)."""
+        if not entries:
+            return
+        stamps = isos([e[0] for e in entries])
         s = self._stream("logs", None)
         with self.locked(stream_key(LOGS_DIR)):
             s.sync_tail()
             n = s.next_index
-            parts = []
-            for ts, level, message, meta in entries:
-                parts.append(b'{"sequenceNumber":%d,"timestamp":"%s","level":%b,"message":%b,"metadata":%b}\n'
-                             % (n, iso(ts).encode(), _LEVELS.get(level) or dumpb(level), dumpb(message),
-                                b"null" if meta is None else dumpb(meta)))
-                n += 1
-            s.write(b"".join(parts))
-            s.next_index = n
+            recs = [{"sequenceNumber": k, "timestamp": t, "level": e[1], "message": e[2],
+                     "metadata": e[3] if len(e) > 3 else None} for k, t, e in zip(count(n), stamps, entries)]
+            nulls = sum(1 for r in recs if r["metadata"] is None)
+            blob = object_lines(recs, nulls)  # one orjson call for the batch; row by row when it cannot be exact
+            if blob is None:
+                blob = b"".join([b'{"sequenceNumber":%d,"timestamp":"%s","level":%b,"message":%b,"metadata":%b}\n'
+                                 % (r["sequenceNumber"], r["timestamp"].encode(),
+                                    _LEVELS.get(r["level"]) or dumpb(r["level"]), dumpb(r["message"]),
+                                    b"null" if r["metadata"] is None else dumpb(r["metadata"])) for r in recs])
+            s.write(blob)
+            s.next_index = n + len(recs)
 
     def append_metrics(self, name: str | None, rows: list[dict[str, Any]], records: bool = False) -> None:
         """Append rows (each holding '_ts') with fresh indices; with ``records`` append stored-form records,
@@ -396,7 +458,7 @@ class ExperimentDir:
             args: list[Any] = [None] * (2 * k)  # index, row, index, row, ...: one %-format for all k lines
             args[0::2] = range(n, n + k)
             args[1::2] = pieces
-            line = b'{"index":%%d,"data":{%%b},"createdAt":"%b"}\n' % now_iso().encode()
+            line = METRIC_LINE.replace(b'"%b"}', b'"%b"}' % now_iso().encode()) + b"\n"
             s.write((line * k) % tuple(args))
             self._counted(s, name, created, n + k)
 
@@ -411,30 +473,27 @@ class ExperimentDir:
 
     def append_tracks(self, topic: str, entries: list[dict[str, Any]]) -> None:
         """Entries are {"timestamp": t, fields...}; consecutive entries with one timestamp are merged."""
-        merged: list[dict[str, Any]] = []
-        for e in entries:
-            if merged and merged[-1]["timestamp"] == e["timestamp"]:
-                merged[-1].update(e)
-            else:
-                merged.append(e)
-        if not merged:
+        if not entries:
             return
+        stamps = [e["timestamp"] for e in entries]
+        if any(map(eq, stamps, islice(stamps, 1, None))):
+            merged: list[dict[str, Any]] = []
+            for e in entries:
+                if merged and merged[-1]["timestamp"] == e["timestamp"]:
+                    merged[-1].update(e)
+                else:
+                    merged.append(e)
+        else:  # the usual case, checked without a Python step per entry
+            merged = entries
         s = self._stream("tracks", topic)
         meta_path = meta_file(s.path)
         with self.locked(stream_key(TRACKS, topic)):
-            changed = s.sync_tail()
-            if changed or s.meta is None:
-                m = read_json(meta_path)
-                if not isinstance(m, dict) or "totalEntries" not in m or changed and s.known_size and not m.get("totalEntries"):
-                    m = track_meta(topic)
-                    rows, _ = read_jsonl(s.path)
-                    track_stats(m, rows)
-                s.meta = m
-            s.write(join_lines(merged, _line))
-            track_stats(s.meta, merged)
-            s.meta["updatedAt"] = now_iso()
-            # not deferred: a track's counts are read back from this file when another writer appended
-            _write_meta(meta_path, s)
+            meta = _track_catch_up(s, topic, meta_path)
+            blob = object_lines(merged)  # one orjson call for the batch; row by row when it cannot be exact
+            s.write(blob if blob is not None else join_lines(merged, _line))
+            track_stats(meta, merged)
+            meta["updatedAt"] = now_iso()
+            self._meta_changed(meta_path, s)  # with a writer thread: once per pass (`write_metas`)
 
     def _meta_changed(self, path: Path, s: Stream) -> None:
         if self.defer_meta:
@@ -445,7 +504,12 @@ class ExperimentDir:
     def write_metas(self) -> None:
         """Rewrite the metadata.json of every stream appended to since the last call (see ``defer_meta``)."""
         for s in list(self._streams.values()):
-            if s.meta_dirty and s.meta is not None:
+            if s.meta_dirty and s.meta is not None and s.topic is not None:
+                with self.locked(stream_key(TRACKS, s.topic)):
+                    if s.meta_dirty and s.meta is not None:
+                        _track_catch_up(s, s.topic, meta_file(s.path))  # entries another process appended since
+                        _write_meta(meta_file(s.path), s)
+            elif s.meta_dirty and s.meta is not None:
                 with self.locked(stream_key(METRICS, s.lock_name)):
                     if s.meta_dirty and s.meta is not None:
                         s.sync_tail()  # another process may have appended since: count its rows too
@@ -1004,8 +1068,7 @@ def track_stats(meta: dict[str, Any], entries: list[dict[str, Any]]) -> None:
     if not entries:
         return
     cols = set(meta.get("columns") or [])
-    for e in entries:
-        cols.update(e)
+    cols.update(*entries)
     cols.discard("timestamp")
     meta["columns"] = sorted(cols)
     meta["totalEntries"] = int(meta.get("totalEntries") or 0) + len(entries)

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from orjson import loads as _fast_loads
+
 FORMATS = ("csv", "parquet", "jsonl")
 
 
@@ -69,40 +71,54 @@ class Local:
 
 
 class Remote:
+    """The read routes of an ``ml-dash serve``, through the standard library's HTTP client (a command that lists
+    runs does not pay for importing httpx; proxies from the environment are honoured as with httpx)."""
+
     def __init__(self, url: str) -> None:
-        try:
-            import httpx
-        except ImportError:
-            raise ReadError("reading from a server needs httpx: pip install './packages/core[remote]'") from None
         from .stores.remote import resolve_token
 
         self.url = url.rstrip("/")
         token = resolve_token(self.url)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=120)
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def where(self) -> str:
         return self.url
 
     def _get(self, path: str, raw: bool = False, **params: Any) -> Any:
-        import httpx
+        """The JSON answer (``raw``: (content type, body bytes)); any failure is a `ReadError` naming it."""
+        import http.client
+        import urllib.error
+        import urllib.request
+        from urllib.parse import urlencode
 
+        query = urlencode({k: v for k, v in params.items() if v is not None})
         try:
-            r = self._http.get(path, params={k: v for k, v in params.items() if v is not None})
-        except httpx.HTTPError as e:
-            raise ReadError(f"{self.url}: {type(e).__name__}: {e}") from None
-        if r.status_code == 401:
+            req = urllib.request.Request(self.url + path + ("?" + query if query else ""), headers=self._headers)
+            try:
+                with urllib.request.urlopen(req, timeout=120) as r:
+                    status, ctype, body = r.status, r.headers.get("content-type", ""), r.read()
+            except urllib.error.HTTPError as e:
+                status, ctype, body = e.code, e.headers.get("content-type", ""), e.read()
+        except (OSError, ValueError, http.client.HTTPException) as e:  # (URLError is an OSError)
+            reason = getattr(e, "reason", e)
+            raise ReadError(f"{self.url}: {type(reason).__name__}: {reason}") from None
+        if status == 401:
             raise ReadError(f"{self.url} refused the token: `ml-dash login --token TOKEN --url {self.url}` or set "
                             "ML_DASH_TOKEN")
-        if r.status_code == 404 and "no such route" in r.text:
+        if status == 404 and b"no such route" in body:
             raise ReadError(f"{self.url} has no read routes: the server is an older ml-dash")
-        if r.status_code >= 400:
+        if status >= 400:
             try:
-                detail = r.json().get("detail")
-            except ValueError:
-                detail = r.text[:200]
-            raise ReadError(f"{self.url}: HTTP {r.status_code}: {detail}")
-        return r if raw else json.loads(r.content)  # NaN and Infinity come as bare tokens
+                detail = json.loads(body).get("detail")
+            except (ValueError, AttributeError):
+                detail = body[:200].decode(errors="replace")
+            raise ReadError(f"{self.url}: HTTP {status}: {detail}")
+        if raw:
+            return ctype, body
+        try:
+            return _fast_loads(body)
+        except ValueError:
+            return json.loads(body)  # NaN and Infinity come as bare tokens, which orjson refuses
 
     def prefixes(self) -> list[str]:
         return [r["prefix"] for r in self._get("/api/v1/runs")["runs"]]
@@ -123,12 +139,13 @@ class Remote:
     def columns(self, prefix: str, stream: str) -> Any:
         from .colview import BINARY_TYPE, Columns, unpack
 
-        r = self._get(self._exp(prefix) + "/columns/metrics/" + quote(stream, safe=""), raw=True, format="binary")
-        if r.headers.get("content-type", "").startswith(BINARY_TYPE):
-            return unpack(r.content)
+        ctype, content = self._get(self._exp(prefix) + "/columns/metrics/" + quote(stream, safe=""), raw=True,
+                                   format="binary")
+        if ctype.startswith(BINARY_TYPE):
+            return unpack(content)
         import numpy as np  # an older server: the JSON form
 
-        body = json.loads(r.content)
+        body = json.loads(content)
         data = {}
         for k, v in body["columns"].items():
             arr = np.array([math.nan if x is None else x for x in v], dtype=np.float64)

@@ -148,22 +148,27 @@ def _payloads(code: int, body: bytes) -> list[Any]:
     return rows if isinstance(rows, list) else []
 
 
+_DICT = {dict}
+_LIST = {list}
+
+
 def _new_format(chunk: bytes) -> bool:
     return chunk[:1].isdigit()
 
 
-def journal_items(chunk: bytes) -> tuple[list[tuple[str | None, list[bytes]]], list[tuple[str, dict[str, Any]]],
-                                         list[tuple[float, str, str, Any]]]:
+def journal_items(chunk: bytes) -> tuple[list[tuple[str | None, list[bytes]]], list[tuple[str, list[dict[str, Any]]]],
+                                         list[Any]]:
     """What the writer appends for the complete lines of ``chunk``: (metrics, tracks, logs). Metrics come as runs
     ``(stream, pieces)``, one per stream, a piece being the bytes between the braces of a row's JSON object
-    (`dumpb` of the row less its braces), cut out of the lines without parsing them; track entries and log lines
-    are parsed."""
+    (`dumpb` of the row less its braces), cut out of the lines without parsing them; track entries come as runs
+    ``(topic, entries)``, one per line, and log lines as ``[ts, level, message(, metadata)]`` (as
+    `ExperimentDir.append_logs` takes them), both parsed with one call per line."""
     if not _new_format(chunk):
         m, t, g = split_items(decode_lines(chunk))
         runs: dict[str | None, list[bytes]] = {}
         for k, d in m:
             runs.setdefault(k, []).append(dumpb(d)[1:-1])
-        return list(runs.items()), t, g
+        return list(runs.items()), [(topic, [e]) for topic, e in t], list(g)
     head = chunk[:chunk.find(b"\t") + 1]
     if head[:2] in (b"0 ", b"3 ") and chunk.endswith(b"}]\n") and \
             chunk.count(b"\n" + head) == chunk.count(b"\n") - 1:  # every line is a plain line of one metric
@@ -171,8 +176,8 @@ def journal_items(chunk: bytes) -> tuple[list[tuple[str | None, list[bytes]]], l
         inner = chunk[len(head) + 2:-3].replace(b"}]\n" + head + b"[{", b"},{")
         return [(None if code == METRIC_NONE else name, inner.split(b"},{"))], [], []
     by_metric: dict[str | None, list[tuple[int, bytes]]] = {}
-    tracks: list[tuple[str, dict[str, Any]]] = []
-    logs: list[tuple[float, str, str, Any]] = []
+    tracks: list[tuple[str, list[dict[str, Any]]]] = []
+    logs: list[Any] = []
     for code, name, body in _groups(chunk):
         kind = code & _KIND
         if kind == METRIC or kind == METRIC_NONE:
@@ -182,13 +187,17 @@ def journal_items(chunk: bytes) -> tuple[list[tuple[str | None, list[bytes]]], l
                 by_metric[key] = parts = []
             parts.append((code, body))
         elif kind == TRACK:
-            tracks.extend((name, e) for e in _payloads(code, body) if isinstance(e, dict))
+            entries = _payloads(code, body)
+            if entries and set(map(type, entries)) != _DICT:  # a corrupt line: keep its entries that are entries
+                entries = [e for e in entries if isinstance(e, dict)]
+            if entries:
+                tracks.append((name, entries))
         elif kind == LOG:
-            for p in _payloads(code, body):
-                try:
-                    logs.append((p[0], p[1], p[2], p[3] if len(p) > 3 else None))
-                except (TypeError, IndexError, KeyError):
-                    continue
+            lines = _payloads(code, body)
+            if lines and set(map(type, lines)) == _LIST and min(map(len, lines)) >= 3:
+                logs.extend(lines)
+            else:  # a corrupt line: keep its log lines that are log lines
+                logs.extend(p for p in lines if isinstance(p, (list, tuple)) and len(p) >= 3)
     metrics: list[tuple[str | None, list[bytes]]] = []
     for key, parts in by_metric.items():
         pieces: list[bytes] = []

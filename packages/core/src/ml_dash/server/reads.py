@@ -64,7 +64,8 @@ def routes(store: Backend) -> list[Route]:
             last = [parse_selector(s) for s in (request.query_params.get("last") or "").split(",") if s]
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
-        return _json({"runs": await run_in_threadpool(store.summaries, last)})
+        body = await run_in_threadpool(store.summaries_json, last)
+        return Response(body, 200, media_type="application/json")
 
     async def run_summary(request: Request) -> Response:
         prefix = check(_param(request, "prefix"))

@@ -70,7 +70,8 @@ class BackendSource:
         out.setdefault("_ts", np.full(n, np.nan))
         return Columns(cols=out, rows=n, offset=n, invalid=0, non_numeric=set(cols.other), missing=n == 0)
 
-    async def stream_columns_or_preview(self, prefix: str, stream: str) -> tuple[Columns, bool]:
+    async def stream_columns_or_preview(self, prefix: str, stream: str,
+                                        wait: float | None = None) -> tuple[Columns, bool]:
         from starlette.concurrency import run_in_threadpool
 
         return await run_in_threadpool(self.stream_columns, prefix, stream), False

@@ -36,7 +36,9 @@ SAFE_INLINE = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"
 PREVIEW_BYTES = 256 * 1024
 SEP = "\x1f"
 MAX_RUNS = 1000  # runs in one compare request
+MAX_FIELDS = 100  # charts in one multiseries request
 SCRIPTS = ("util", "chart", "runs", "run", "compare", "app")  # load order
+_background: set[Any] = set()  # tasks started by a page request (kept referenced until done)
 
 
 _bundle: dict[str, Any] = {}
@@ -172,6 +174,14 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
     """The viewer's routes over ``source``: a `.dash` folder, or any `Source` (a server's database)."""
     root: Source = Root(source) if isinstance(source, (str, Path)) else source
     memo = Memo(24 << 20)
+    batch = getattr(root, "batch", None)
+
+    def once(fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` resolving each run's folder once (a request's work runs on one thread)."""
+        if batch is None:
+            return fn(*args)
+        with batch():
+            return fn(*args)
 
     def status_of(prefix: str) -> str:
         try:
@@ -180,6 +190,16 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
             return "DELETED"
 
     async def page(request: Request) -> Response:
+        # the page will ask for these runs' streams once its scripts have loaded: start reading them now
+        prefetch = getattr(root, "prefetch", None)
+        if prefetch is not None:
+            wanted = ([request.path_params["prefix"]] if "prefix" in request.path_params else
+                      [p for p in (_q(request, "runs") or "").split(",") if p][:MAX_RUNS])
+            if wanted:
+                import asyncio
+
+                _background.add(task := asyncio.ensure_future(prefetch(wanted)))
+                task.add_done_callback(_background.discard)
         return Response(shell(), media_type="text/html; charset=utf-8")
 
     async def viewer_js(request: Request) -> Response:
@@ -200,32 +220,58 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
 
         return JSONSafe(await run_in_threadpool(work))
 
+    async def previews(prefixes: list[str]) -> tuple[dict[str, dict[str, Columns]], list[str]]:
+        """The streams of these runs whose first full read is long and under way, as their sampled previews (a
+        page never waits for them: its charts ask again), and the runs that could not be found."""
+        probe = getattr(root, "probe", None)
+
+        def slow() -> tuple[list[tuple[str, str]], list[str]]:
+            out, notes = [], []
+            for p in prefixes:
+                try:
+                    out += [(p, n) for n in root.stream_names(p) if probe is not None and probe(p, n)[1]]
+                except (NotFound, BadName) as e:
+                    notes.append(f"{p}: {e}")
+            return out, notes
+
+        todo, notes = await run_in_threadpool(once, slow)
+        pre: dict[str, dict[str, Columns]] = {}
+        for p, n in todo:
+            pre.setdefault(p, {})[n], _ = await root.stream_columns_or_preview(p, n, 0.0)
+        return pre, notes
+
     async def api_run(request: Request) -> Response:
         prefix = _prefix(request)
-        pre = {}  # a large stream not read yet answers with its preview's fields: the page never waits for it
-        for name in await run_in_threadpool(root.stream_names, prefix):
-            pre[name], _ = await root.stream_columns_or_preview(prefix, name)
-        return JSONSafe(await run_in_threadpool(run_info, root, prefix, pre))
+        pre, notes = await previews([prefix])
+        if notes:
+            await run_in_threadpool(root.stream_names, prefix)  # raises the NotFound / BadName
+        return JSONSafe(await run_in_threadpool(once, run_info, root, prefix, pre.get(prefix)))
 
     async def api_runinfo(request: Request) -> Response:
         """Several runs' info in one request (the compare page); logs are not counted here."""
-        out, notes = [], []
-        for prefix in [p.replace(SEP, "/") for p in request.query_params.getlist("run")][:MAX_RUNS]:
-            try:
-                pre = {}
-                for name in await run_in_threadpool(root.stream_names, prefix):
-                    pre[name], _ = await root.stream_columns_or_preview(prefix, name)
-                out.append(await run_in_threadpool(run_info, root, prefix, pre, False))
-            except (NotFound, BadName) as e:
-                notes.append(f"{prefix}: {e}")
+        prefixes = [p.replace(SEP, "/") for p in request.query_params.getlist("run")][:MAX_RUNS]
+        pre, notes = await previews(prefixes)
+
+        def work() -> list[dict[str, Any]]:
+            out = []
+            for prefix in prefixes:
+                try:
+                    out.append(run_info(root, prefix, pre.get(prefix), False))
+                except (NotFound, BadName) as e:
+                    if not any(n.startswith(f"{prefix}: ") for n in notes):
+                        notes.append(f"{prefix}: {e}")
+            return out
+
+        out = await run_in_threadpool(once, work)
         return JSONSafe({"runs": out, "notes": notes})
 
-    async def api_series(request: Request) -> Response:
+    async def series(request: Request, fields: list[str]) -> list[bytes]:
+        """The encoded chart data of each field of one stream for the runs asked (see `reduce`)."""
         prefixes = [p.replace(SEP, "/") for p in request.query_params.getlist("run")]
         if not prefixes:
             raise BadName("at least one 'run' query parameter is required")
-        stream, field = _q(request, "stream"), _q(request, "field")
-        if not stream or not field:
+        stream = _q(request, "stream")
+        if not stream or not fields or not all(fields):
             raise BadName("'stream' and 'field' are required")
         x = _q(request, "x", "step") or "step"
         n = _int(request, "n", 1000)
@@ -233,47 +279,76 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         spec = _q(request, "smooth")
         by = _q(request, "group")
         xlog = _q(request, "xlog") in ("1", "true")
+        wait = _float(request, "wait")  # a chart that drew a preview asks again: answer once the exact read is done
+        wait = None if wait is None else max(0.0, min(wait, 30.0))
+        probe = getattr(root, "probe", None)
 
-        cols = []
-        notes = []
-        approximate = False
-        for p in prefixes:
-            try:
-                await run_in_threadpool(root.summary, p)
-            except NotFound as e:
-                notes.append(str(e))
-                continue
-            c, approx = await root.stream_columns_or_preview(p, stream)
-            approximate = approximate or approx
-            cols.append((p, c))
-
-        def work() -> bytes:
+        def look() -> tuple[list[str], list[str], dict[str, str], list[Any], list[str], list[bytes | None]]:
+            notes, ok = [], []
+            for p in prefixes:
+                try:
+                    root.summary(p)
+                except NotFound as e:
+                    notes.append(str(e))
+                    continue
+                ok.append(p)
             key_of = {}
-            for p, _ in cols if by else []:
+            for p in ok if by else []:
                 s = root.summary(p)
                 v = s["tags"] if by == "tag" else s["params"].get(by, "(none)")
                 key_of[p] = f"{by}={','.join(v) if isinstance(v, list) else v}"
-            # the same question about the same bytes gets the same answer: a reload or a second tab costs nothing
-            # (only for sources that stamp their columns with the file's identity and change time)
-            key = None if approximate or notes or not all(c.stamp for _, c in cols) else (
-                tuple((p, c.rows, c.offset, c.stamp) for p, c in cols),
-                stream, field, x, n, xmin, xmax, spec, xlog, tuple(sorted(key_of.items())))
-            body = memo.get(key) if key is not None else None
-            if body is not None:
-                return body
-            try:
-                res = reduce(cols, field, x, n, xmin, xmax, spec, xlog)
-            except (KeyError, ValueError) as e:
-                raise BadName(str(e).strip("'\"")) from None
-            if by:
-                res["runs"] = group(res["runs"], key_of)
-            res.update(stream=stream, field=field, xAxis=x, xlog=xlog, notes=notes, approximate=approximate)
-            body = dumps(res)
-            if key is not None:
-                memo.put(key, body)
-            return body
+            # the same question about the same bytes gets the same answer: a reload or a second tab costs a
+            # lookup, found by each stream's file identity, change time and size without reading it
+            probes = [probe(p, stream) if probe is not None else ((), False) for p in ok]
+            slow = [p for p, (_, large) in zip(ok, probes, strict=True) if large]
+            base = None if notes or slow or probe is None or not all(st for st, _ in probes) else (
+                tuple(zip(ok, (st for st, _ in probes), strict=True)),
+                stream, x, n, xmin, xmax, spec, xlog, tuple(sorted(key_of.items())))
+            keys = [None if base is None else (base, f) for f in fields]
+            return ok, notes, key_of, keys, slow, [memo.get(k) if k is not None else None for k in keys]
 
-        return Response(await run_in_threadpool(work), media_type="application/json")
+        ok, notes, key_of, keys, slow, bodies = await run_in_threadpool(once, look)
+        if all(b is not None for b in bodies):
+            return bodies  # type: ignore[return-value]
+        got: dict[str, Columns] = {}
+        approximate = False
+        for p in slow:  # large streams not read yet: their preview, unless the exact read ends within ``wait``
+            got[p], approx = await root.stream_columns_or_preview(p, stream, wait)
+            approximate = approximate or approx
+
+        def work() -> list[bytes]:
+            cols = [(p, got[p] if p in got else root.stream_columns(p, stream)) for p in ok]
+            out = []
+            for field, key, body in zip(fields, keys, bodies, strict=True):
+                if body is None:
+                    try:
+                        res = reduce(cols, field, x, n, xmin, xmax, spec, xlog)
+                    except (KeyError, ValueError) as e:
+                        if len(fields) == 1:
+                            raise BadName(str(e).strip("'\"")) from None
+                        res = {"error": str(e).strip("'\"")}  # one chart of several: its own note
+                        key = None
+                    if by and "runs" in res:
+                        res["runs"] = group(res["runs"], key_of)
+                    res.update(stream=stream, field=field, xAxis=x, xlog=xlog, notes=notes, approximate=approximate)
+                    body = dumps(res)
+                    if key is not None and not approximate:
+                        memo.put(key, body)
+                out.append(body)
+            return out
+
+        return await run_in_threadpool(once, work)
+
+    async def api_series(request: Request) -> Response:
+        return Response((await series(request, [_q(request, "field") or ""]))[0], media_type="application/json")
+
+    async def api_multiseries(request: Request) -> Response:
+        """Several charts of one stream in one request (the charts that came into view together)."""
+        fields = request.query_params.getlist("field")
+        if len(fields) > MAX_FIELDS:
+            raise BadName(f"at most {MAX_FIELDS} fields in one request, got {len(fields)}")
+        bodies = await series(request, fields)
+        return Response(b'{"series":[' + b",".join(bodies) + b"]}", media_type="application/json")
 
     async def api_logs(request: Request) -> Response:
         prefix = _prefix(request)
@@ -282,7 +357,13 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         start = _int(request, "start", -1)
         at = _float(request, "at")
 
+        tail = getattr(root, "logs_tail", None)
+
         def work() -> dict[str, Any]:
+            if tail is not None and not level and not q and at is None and start < 0:
+                got = tail(prefix, limit)  # the last screen, read from the end of the file
+                if got is not None:
+                    return got
             lg = root.run_logs(prefix)
             idx = search_logs(lg, level, q, regex)
             total = len(idx)
@@ -354,6 +435,7 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         Route("/api/view/run", api_run, methods=["GET"]),
         Route("/api/view/runinfo", api_runinfo, methods=["GET"]),
         Route("/api/view/series", api_series, methods=["GET"]),
+        Route("/api/view/multiseries", api_multiseries, methods=["GET"]),
         Route("/api/view/logs", api_logs, methods=["GET"]),
         Route("/api/view/track", api_track, methods=["GET"]),
         Route("/api/view/files", api_files, methods=["GET"]),
@@ -378,8 +460,12 @@ def run_info(root: Source, prefix: str, pre: dict[str, Columns] | None = None, l
                          "someNonNumeric": sorted(f for f in c.non_numeric if f in fields)}
     s.update(streams=streams, topics=root.topic_list(prefix), files=len(root.file_list(prefix)))
     if logs:
-        lg = root.run_logs(prefix)
-        s["logs"] = {"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid}
+        meta = getattr(root, "logs_meta", None)  # (without reading the logs whole where the source can)
+        if meta is not None:
+            s["logs"] = meta(prefix)
+        else:
+            lg = root.run_logs(prefix)
+            s["logs"] = {"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid}
     return s
 
 

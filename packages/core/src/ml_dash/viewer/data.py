@@ -11,6 +11,7 @@ opened; a name that does not resolve to a run is a `NotFound`, a malformed one a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
@@ -29,12 +30,15 @@ from ..jsonio import read_json
 from ..names import check_prefix
 from ..reader import effective_status
 from ..ring import folder_of, split_items, unrecovered
-from .tail import complete_size, read_from
+from .tail import complete_size, last_lines, read_from
 
 MAX_MESSAGE = 10_000  # characters of one log message sent to the page; longer ones are cut with a note
 PREVIEW_BYTES = 16 * 1024 * 1024  # a stream this large, not read yet, gets a sampled preview first
 PREVIEW_WAIT = 0.3  # seconds the exact read may take before the preview is sent instead
 PREVIEW_LINES = 4000
+PREVIEW_WINDOWS = 1000  # byte windows the preview reads (PREVIEW_LINES / PREVIEW_WINDOWS consecutive rows each)
+PREVIEW_WINDOW = 4096  # bytes per window (more for rows this long)
+PREVIEW_WINDOW_MAX = 1 << 20
 
 
 class NotFound(Exception):
@@ -187,7 +191,8 @@ class Source(Protocol):
     def summary(self, prefix: str) -> dict[str, Any]: ...  # NotFound / BadName
     def stream_names(self, prefix: str) -> list[str]: ...
     def stream_columns(self, prefix: str, stream: str) -> Columns: ...
-    async def stream_columns_or_preview(self, prefix: str, stream: str) -> tuple[Columns, bool]: ...
+    async def stream_columns_or_preview(self, prefix: str, stream: str,
+                                        wait: float | None = None) -> tuple[Columns, bool]: ...
     def topic_list(self, prefix: str) -> list[str]: ...
     def track_rows(self, prefix: str, topic: str) -> tuple[list[dict[str, Any]], int]: ...  # merged, invalid
     def run_logs(self, prefix: str) -> Logs: ...
@@ -222,13 +227,33 @@ class Root:
         self._pending: dict[Path, Any] = {}  # streams whose first full read is under way
         self._previews: dict[Path, Columns] = {}  # their sampled previews meanwhile
         self._rings: dict[Path, RingRows] = {}  # per run folder: what dead writers left in their spill rings
+        self._prefetched: set[str] = set()  # runs whose streams a page request started reading
+        self._local = threading.local()  # the run folders resolved by the current request (`batch`)
 
     def end(self, prefix: str, kind: str, name: str | None = None) -> int | None:
         """Where the stream's rows to show end in its file (None: at its last complete line)."""
         return self._committed(prefix, kind, name) if self._committed is not None else None
 
     # ---- names ---------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Within it (one request's work, on one thread) each run's folder is resolved and checked once."""
+        self._local.dirs = {}
+        try:
+            yield
+        finally:
+            self._local.dirs = None
+
     def run_dir(self, prefix: str) -> Path:
+        memo = getattr(self._local, "dirs", None)
+        if memo is not None and prefix in memo:
+            return memo[prefix]
+        real = self._run_dir(prefix)
+        if memo is not None:
+            memo[prefix] = real
+        return real
+
+    def _run_dir(self, prefix: str) -> Path:
         try:
             segs = check_prefix(prefix)
         except (ValueError, TypeError) as e:
@@ -425,8 +450,8 @@ class Root:
         """The stream's columns through the core's incremental column cache (only appended lines are parsed),
         of its first ``end`` bytes when given.
 
-        ``offset`` is taken before the read, so it never lies past the rows returned: a live stream started
-        there may repeat a few rows, which the page drops by index, and never skips one."""
+        ``offset`` is where the rows returned end in the file: a live stream started there neither repeats nor
+        skips a row."""
         from .. import colcache
 
         try:
@@ -434,8 +459,8 @@ class Root:
             stamp: tuple[int, ...] = (st.st_dev, st.st_ino, st.st_mtime_ns)
         except OSError:
             stamp = ()
-        offset = complete_size(path) if end is None else min(complete_size(path), end)
-        snap = colcache.read(path, "metrics", limit=end)
+        snap = colcache.read(path, "metrics", limit=end, order=False)
+        offset = snap.offset  # where its rows end: a live stream started there repeats none and skips none
         cols = dict(snap.num)
         if "index" not in cols:  # (not setdefault: that would build both arrays on every call)
             cols["index"] = np.arange(snap.n, dtype=np.float64)
@@ -443,34 +468,105 @@ class Root:
             cols["_ts"] = np.full(snap.n, np.nan)
         c = Columns(cols=cols, rows=snap.n, offset=offset, invalid=snap.skipped,
                     non_numeric=set(snap.text), missing=not stamp, stamp=stamp)
+        self._exact.add(path)
         extra = self.ring_metrics(path)
         return _with_rows(c, extra) if extra else c
 
-    async def columns_or_preview(self, path: Path, end: int | None = None) -> tuple[Columns, bool]:
-        """The exact columns, or, when a large stream's first read takes longer than ``PREVIEW_WAIT``, a preview
-        sampled at even byte offsets (``True``: approximate) while the exact read goes on in the background."""
+    def _large_unread(self, path: Path) -> bool:
+        """A stream whose first full read takes long enough that the page gets a sampled preview meanwhile."""
+        if path in self._exact:
+            return False
+        try:
+            return os.path.getsize(path) >= PREVIEW_BYTES
+        except OSError:
+            return False
+
+    def _start_exact(self, path: Path, end: int | None) -> Any:
+        """The background task of the stream's first full read (started here unless one is under way)."""
         import asyncio
 
         from starlette.concurrency import run_in_threadpool
 
-        try:
-            small = os.path.getsize(path) < PREVIEW_BYTES
-        except OSError:
-            small = True
-        if small or path in self._exact:
-            return await run_in_threadpool(self.columns, path, end), False
         task = self._pending.get(path)
         if task is None:
             task = self._pending[path] = asyncio.ensure_future(run_in_threadpool(self.columns, path, end))
             task.add_done_callback(lambda _t: (self._exact.add(path), self._pending.pop(path, None),
                                                self._previews.pop(path, None), release_memory()))
+        return task
+
+    async def columns_or_preview(self, path: Path, end: int | None = None,
+                                 wait: float | None = None) -> tuple[Columns, bool]:
+        """The exact columns, or, while a large stream's first read is under way, a preview sampled at even byte
+        offsets (``True``: approximate). ``wait``: seconds to wait for the exact read first (None: up to
+        ``PREVIEW_WAIT`` the first time, not at all once a preview was answered)."""
+        import asyncio
+
+        from starlette.concurrency import run_in_threadpool
+
+        if not self._large_unread(path):
+            return await run_in_threadpool(self.columns, path, end), False
+        task = self._start_exact(path, end)
+        pre = self._previews.get(path)
+        if wait is None:
+            wait = 0.0 if pre is not None else PREVIEW_WAIT
         try:
-            return await asyncio.wait_for(asyncio.shield(task), PREVIEW_WAIT), False
+            if task.done() or wait > 0:
+                return await asyncio.wait_for(asyncio.shield(task), wait), False
         except asyncio.TimeoutError:
-            pre = self._previews.get(path)
-            if pre is None:  # one preview per stream while its exact read goes on (the run page and its charts)
-                pre = self._previews[path] = await run_in_threadpool(preview_columns, path, PREVIEW_LINES, end)
-            return pre, True
+            pass
+        if task.done():  # (finished meanwhile)
+            return task.result(), False
+        pre = self._previews.get(path)
+        if pre is None:  # one preview per stream while its exact read goes on (the run page and its charts)
+            pre = self._previews[path] = await run_in_threadpool(preview_columns, path, PREVIEW_LINES, end)
+        return pre, True
+
+    def probe(self, prefix: str, stream: str) -> tuple[tuple[Any, ...], bool]:
+        """Without reading the stream: what identifies its rows to show now (file identity, change time, size,
+        committed end, rows from a spill ring), and whether its first full read is still to come and long."""
+        path = self.metric_path(self.run_dir(prefix), stream)
+        try:
+            st = os.stat(path)
+            stamp: tuple[Any, ...] = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            return (), False
+        return (*stamp, self.end(prefix, "metrics", stream), len(self.ring_metrics(path))), self._large_unread(path)
+
+    async def prefetch(self, prefixes: Sequence[str]) -> None:
+        """Start reading the metric streams of runs whose page was just asked for: the page's own requests for
+        them come after its scripts have loaded, and find the columns read or their first read under way."""
+        from starlette.concurrency import run_in_threadpool
+
+        def find() -> list[tuple[Path, int | None, bool]]:
+            out = []
+            for p in prefixes:
+                if p in self._prefetched:  # a head start once per run: later its pages read what was appended
+                    continue
+                if len(self._prefetched) > 100_000:
+                    self._prefetched.clear()
+                self._prefetched.add(p)
+                try:
+                    run = self.run_dir(p)
+                    for name in self.streams(run):
+                        path = self.metric_path(run, name)
+                        out.append((path, self.end(p, "metrics", name), self._large_unread(path)))
+                except (NotFound, BadName, OSError, ValueError):
+                    continue
+            return out
+
+        try:
+            found = await run_in_threadpool(find)
+            for path, end, large in found:
+                if large:
+                    self._start_exact(path, end)
+            for path, end, large in found:
+                if large and path not in self._previews and path in self._pending:
+                    self._previews[path] = await run_in_threadpool(preview_columns, path, PREVIEW_LINES, end)
+            small = [(path, end) for path, end, large in found if not large and path not in self._exact]
+            if small:
+                await run_in_threadpool(lambda: [self.columns(path, end) for path, end in small])
+        except Exception:  # noqa: BLE001 - a head start only: the page's own requests report what fails
+            pass
 
     def logs(self, run: Path, end: int | None = None) -> Logs:
         path = layout.logs_file(run)
@@ -493,6 +589,32 @@ class Root:
         return _with_logs(lg, rr.logs) if rr is not None and rr.logs else lg
 
 
+    def logs_tail(self, prefix: str, count: int) -> dict[str, Any] | None:
+        """The last ``count`` lines of a run's logs, read from the end of the file, while its logs have not been
+        read whole (None once they have: `run_logs` answers from memory). The line count is of the file's complete
+        lines; ``invalid`` counts the lines of this answer that are not JSON objects."""
+        run = self.run_dir(prefix)
+        path = layout.logs_file(run)
+        rr = self._rings.get(run)
+        if self._logs.get(path) is not None or (rr is not None and rr.logs):
+            return None
+        t, total = last_lines(path, count, self.end(prefix, "logs"))
+        lg = Logs()
+        lg.add(t.rows)
+        rows = [log_row(lg, i) for i in range(len(lg.message))]
+        return {"total": total, "matched": total, "start": max(0, total - len(rows)), "rows": rows,
+                "offset": t.offset, "invalid": t.invalid}
+
+    def logs_meta(self, prefix: str) -> dict[str, Any]:
+        """A run's log line count, where a live reader of them starts, and the lines that are not JSON objects
+        (known once the logs were read whole; before, the count is of the file's complete lines)."""
+        run = self.run_dir(prefix)
+        if self._logs.get(layout.logs_file(run)) is None:
+            t, total = last_lines(layout.logs_file(run), 0, self.end(prefix, "logs"))
+            return {"total": total, "offset": t.offset, "invalid": 0}
+        lg = self.logs(run, self.end(prefix, "logs"))
+        return {"total": len(lg.message), "offset": lg.offset, "invalid": lg.invalid}
+
     # ---- the `Source` methods: by run prefix and stream name ------------------------------------------------
     def stream_names(self, prefix: str) -> list[str]:
         return self.streams(self.run_dir(prefix))
@@ -500,9 +622,10 @@ class Root:
     def stream_columns(self, prefix: str, stream: str) -> Columns:
         return self.columns(self.metric_path(self.run_dir(prefix), stream), self.end(prefix, "metrics", stream))
 
-    async def stream_columns_or_preview(self, prefix: str, stream: str) -> tuple[Columns, bool]:
+    async def stream_columns_or_preview(self, prefix: str, stream: str,
+                                        wait: float | None = None) -> tuple[Columns, bool]:
         path = self.metric_path(self.run_dir(prefix), stream)
-        return await self.columns_or_preview(path, self.end(prefix, "metrics", stream))
+        return await self.columns_or_preview(path, self.end(prefix, "metrics", stream), wait)
 
     def topic_list(self, prefix: str) -> list[str]:
         return self.topic_names(self.run_dir(prefix))
@@ -626,26 +749,41 @@ def release_memory() -> None:
 
 
 def preview_columns(path: Path, lines: int = PREVIEW_LINES, end: int | None = None) -> Columns:
-    """Columns of ``lines`` rows read at evenly spaced byte offsets (of the first ``end`` bytes, when given): a
-    fast, approximate first look."""
-    from ..columns import parse_general
+    """Columns of about ``lines`` rows read in evenly spaced byte windows of the file (of its first ``end``
+    bytes, when given), a few consecutive rows from each: a fast, approximate first look that reads a few MB at
+    most, whatever the file's size."""
+    from ..columns import parse
 
     offset = complete_size(path)  # taken first: never past the rows sampled
     size = os.path.getsize(path)
     if end is not None:
         offset, size = min(offset, end), min(size, end)
+    windows = max(1, min(PREVIEW_WINDOWS, lines))
+    per = max(1, lines // windows)
     picked: list[bytes] = []
-    with open(path, "rb") as f:
-        for k in range(lines):
-            f.seek(k * size // lines)
-            if k:
-                f.readline()  # the rest of the line the offset fell into
-            line = f.readline()
-            if f.tell() > size:
-                break
-            if line.endswith(b"\n") and (not picked or picked[-1] != line):
-                picked.append(line)
-    b = parse_general(b"".join(picked), "metrics")
+    last = -1  # where the last line taken ends: windows never take a line twice
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for k in range(windows):
+            at = k * size // windows
+            if at < last:
+                continue
+            start = max(0, at - 1)  # from the byte before: a window starting on a line's first byte keeps it
+            want = PREVIEW_WINDOW
+            while True:  # wide rows: the window grows until it holds ``per`` lines (or reaches the end)
+                buf = os.pread(fd, min(want, size - start), start)
+                first = 0 if start == 0 else buf.find(b"\n") + 1
+                got = buf[first:].split(b"\n")[:-1][:per] if first or not start else []  # complete lines only
+                if len(got) >= per or start + len(buf) >= size or want >= PREVIEW_WINDOW_MAX:
+                    break
+                want *= 4
+            if got:
+                chunk = b"\n".join(got) + b"\n"
+                picked.append(chunk)
+                last = start + first + len(chunk)
+    finally:
+        os.close(fd)
+    b = parse(b"".join(picked), "metrics")
     cols = dict(b.num)
     cols.setdefault("index", np.arange(b.n, dtype=np.float64))
     cols.setdefault("_ts", np.full(b.n, np.nan))

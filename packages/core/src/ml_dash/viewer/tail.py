@@ -123,3 +123,61 @@ def complete_size(path: Path) -> int:
         return complete_end(path)[1]
     except OSError:
         return 0
+
+
+def last_lines(path: Path, count: int, end: int | None = None) -> tuple[Tail, int]:
+    """The rows of the last ``count`` complete lines (before ``end``, when given), read backwards from the end of
+    the file, and how many complete lines the file holds (newlines counted in large blocks: no parse). The
+    Tail's ``offset`` is where its lines end (where a live reader goes on)."""
+    out = Tail()
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError):
+        out.missing = True
+        return out, 0
+    try:
+        size = os.fstat(fd).st_size if end is None else min(os.fstat(fd).st_size, end)
+        buf = b""
+        pos = size
+        while pos > 0 and buf.count(b"\n") <= count:
+            step = min(max(65536, len(buf)), pos)  # doubling: a few reads whatever the lines' length
+            pos -= step
+            buf = os.pread(fd, step, pos) + buf
+        stop = buf.rfind(b"\n") + 1  # a torn last line waits for the next read
+        lines = buf[:stop].split(b"\n")[:-1]
+        if pos > 0:
+            lines = lines[1:]  # the first may be the end of a line that starts before ``pos``
+        lines = lines[-count:] if count else []
+        out.rows, out.invalid = parse_lines(lines)
+        out.offset = pos + stop
+        total = buf.count(b"\n", 0, stop) + newlines(fd, pos)  # (the lines before the part read)
+    finally:
+        os.close(fd)
+    return out, total
+
+
+_counted: dict[tuple[int, int], tuple[int, int]] = {}  # (device, inode) -> (bytes counted, newlines in them)
+
+
+def newlines(fd: int, size: int) -> int:
+    """The newlines among the first ``size`` bytes of an append-only file, counted with numpy (vectorised) and
+    remembered: a later call counts only what was appended since."""
+    st = os.fstat(fd)
+    key = (st.st_dev, st.st_ino)
+    at, total = _counted.get(key, (0, 0))
+    if at > size:
+        at, total = 0, 0
+    if size > at:
+        import numpy as np
+
+        while at < size:  # (read, not memory-mapped: a file truncated meanwhile must not crash the server)
+            chunk = os.pread(fd, min(1 << 24, size - at), at)
+            if not chunk:
+                break
+            total += int(np.count_nonzero(np.frombuffer(chunk, dtype=np.uint8) == 10))
+            at += len(chunk)
+        size = at
+        if len(_counted) > 1000:
+            _counted.clear()
+        _counted[key] = (size, total)
+    return total

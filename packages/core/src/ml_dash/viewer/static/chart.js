@@ -15,6 +15,43 @@
   }, { rootMargin: "200px" });
   M.allCharts = [];
 
+  /* a CSS variable of the theme, read once per theme (reading a computed style after the previous chart was
+     inserted would make the browser recompute the whole page's style, once per chart) */
+  const themeVars = {};
+  M.cssVar = function (name, fallback) {
+    const k = (document.body.classList.contains("dark") ? "dark:" : "light:") + name;
+    if (!(k in themeVars)) themeVars[k] = getComputedStyle(document.body).getPropertyValue(name) || fallback;
+    return themeVars[k];
+  };
+
+  /* a chart's data; the charts that ask in the same tick (those that came into view together) share one request
+     per stream and options */
+  const batches = new Map();
+  M.series = function (params) {
+    if (M.STATIC) return M.api("series", params);
+    const { field, ...rest } = params;
+    const key = JSON.stringify(rest);
+    let b = batches.get(key);
+    if (!b) {
+      b = { rest, fields: [], waiters: [] };
+      batches.set(key, b);
+      setTimeout(() => { batches.delete(key); flush(b); }, 0);
+    }
+    return new Promise((resolve, reject) => { b.fields.push(field); b.waiters.push([resolve, reject]); });
+  };
+  async function flush(b) {
+    for (let i = 0; i < b.fields.length; i += 50) {
+      const fields = b.fields.slice(i, i + 50), waiters = b.waiters.slice(i, i + 50);
+      try {
+        if (fields.length === 1) { waiters[0][0](await M.api("series", { ...b.rest, field: fields[0] })); continue; }
+        const d = await M.api("multiseries", { ...b.rest, field: fields });
+        d.series.forEach((r, k) => (r.error ? waiters[k][1](new Error(r.error)) : waiters[k][0](r)));
+      } catch (e) {
+        for (const w of waiters) w[1](e);
+      }
+    }
+  }
+
   M.resetCharts = function () {
     for (const c of M.allCharts) c.destroy();
     M.allCharts = [];
@@ -54,25 +91,28 @@
       this.u = null;
     }
 
-    async load() {
+    async load(waitExact) {
       this.loading = true;
+      const seq = (this.seq = (this.seq || 0) + 1);  // a later load (zoom, options) wins over one still waiting
       const s = M.state;
-      const width = Math.max(200, this.plot.clientWidth || 600);
+      const width = (this.width = Math.max(200, this.plot.clientWidth || 600));  // (read before any chart draws)
       const off = new Set(s.off ? s.off.split(",") : []);
       const runs = this.opts.runs.filter((p) => !off.has(p));  // runs switched off in the compare legend
       try {
         if (!runs.length) throw new Error("every run of this chart is switched off in the legend");
-        const data = await M.api("series", {
+        const data = await M.series({
           run: runs, stream: this.opts.stream, field: this.opts.field, x: this.opts.x || s.x,
           n: Math.round(width), xmin: s.xmin, xmax: s.xmax, smooth: s.smooth === "none" ? "" : s.smooth,
           group: this.opts.noGroup ? "" : s.group, xlog: s.logx ? "1" : "",
+          wait: waitExact ? 20 : "",  // after a preview: the server answers once its exact read is done
         });
+        if (seq !== this.seq) return;
         this.build(data);
         this.loaded = true;
       } catch (e) {
-        this.fail(e);
+        if (seq === this.seq) this.fail(e);
       } finally {
-        this.loading = false;
+        if (seq === this.seq) this.loading = false;
       }
     }
 
@@ -132,8 +172,12 @@
       this.entry.approximate = !!data.approximate;
       if (data.approximate && !M.STATIC) {  // a sampled preview: the exact data follows once the server has read it
         this.status.textContent = "preview (sampled); reading the full data…";
-        clearTimeout(this.retry);
-        this.retry = setTimeout(() => this.load(), 500);
+        // one request per stream waits for the exact read (a browser has 6 connections per server); the
+        // stream's other charts ask again once it has answered
+        const key = this.opts.stream + "\x1f" + this.opts.runs.join(",");
+        const waits = (M.exactWaits = M.exactWaits || {});
+        if (!waits[key]) waits[key] = this.load(true).finally(() => { delete waits[key]; });
+        else waits[key].then(() => this.load());
       }
       this.entry.runs = runs.map((r) => r.prefix);
       this.draw(series, bands, data);
@@ -141,7 +185,7 @@
 
     draw(series, bands, data) {
       const s = M.state;
-      const width = Math.max(200, this.plot.clientWidth || 600);
+      const width = this.width || Math.max(200, this.plot.clientWidth || 600);  // no layout between two charts
       const self = this;
       const yScale = { distr: s.log ? 3 : 1 };
       if (s.outliers && data.q && data.q[0] !== null) {
@@ -154,8 +198,8 @@
         width, height: 220,
         series, bands,
         scales: { x: { time: s.x === "wall" && !this.opts.x && !s.logx, distr: s.logx ? 3 : 1 }, y: yScale },
-        axes: [{ stroke: getComputedStyle(document.body).getPropertyValue("--fg") || "#222", grid: { stroke: "rgba(128,128,128,0.15)" } },
-          { stroke: getComputedStyle(document.body).getPropertyValue("--fg") || "#222", grid: { stroke: "rgba(128,128,128,0.15)" }, size: 60 }],
+        axes: [{ stroke: M.cssVar("--fg", "#222"), grid: { stroke: "rgba(128,128,128,0.15)" } },
+          { stroke: M.cssVar("--fg", "#222"), grid: { stroke: "rgba(128,128,128,0.15)" }, size: 60 }],
         legend: { show: series.length <= 13 },
         cursor: { sync: { key: "mld-" + (s.x || "step") }, drag: { x: true, y: false, setScale: false } },
         hooks: {
@@ -287,7 +331,7 @@
       const c = document.createElement("canvas");
       c.width = src.width; c.height = src.height;
       const ctx = c.getContext("2d");
-      ctx.fillStyle = getComputedStyle(document.body).getPropertyValue("--bg") || "#fff";
+      ctx.fillStyle = M.cssVar("--bg", "#fff");
       ctx.fillRect(0, 0, c.width, c.height);
       ctx.drawImage(src, 0, 0);
       c.toBlob((b) => M.download(this.id.replace(/[^\w.-]+/g, "_") + ".png", b), "image/png");
