@@ -163,6 +163,19 @@ def ingest(urls: list[str], pids: list[int], writers: int, rows: int, batch: int
     return sum(acked) / dt, cpu / sum(acked) * 1e6
 
 
+def _database_pid(url: str) -> int | None:
+    """The PostgreSQL server's main process (the parent of a connection's backend) when it runs on this machine."""
+    import psutil
+    import psycopg
+
+    try:
+        with psycopg.connect(url) as conn:
+            (backend,) = conn.execute("SELECT pg_backend_pid()").fetchone()  # type: ignore[misc]
+        return int(psutil.Process(backend).ppid())
+    except (psycopg.Error, psutil.Error):
+        return None
+
+
 def floor_cpu(rows: int, batch: int) -> float:
     """CPU microseconds per row of the least any server storing these rows as JSON lines does, in this process:
     orjson parses the same bodies and formats every row again (no HTTP, no checks, no disk)."""
@@ -273,16 +286,22 @@ def bench_servers(database: str | None, servers: int, writers: int, rows: int, b
             stamp = time.time_ns()  # fresh runs: on a database kept between benches nothing is deduplicated
             print(f"server ingest ({rows:,} metric rows, {writers} writers, batches of {batch}; "
                   f"{'no fsync' if '--no-fsync' in extra else 'durable before ack'}; load {os.getloadavg()[0]:.2f})")
+            db = _database_pid(database) if database else None
             print(f"  {'engine':<44} {'rows/s':>10} {'server CPU/row':>15} {'rows/s per core':>16} "
-                  f"{'x floor':>8}")
+                  f"{'x floor':>8}{'  database CPU/row' if db else ''}")
             for k, (name, urls, pids) in enumerate(engines):
                 ingest(urls, pids, writers, min(rows, writers * batch), batch, f"warm{k}-{stamp}")  # workers up
                 floor = floor_cpu(min(rows, 100_000), batch)
+                on_db = db is not None and "PostgreSQL" in name
+                db0 = cpu_seconds([db]) if on_db else 0.0  # type: ignore[list-item]
                 rate, cpu = ingest(urls, pids, writers, rows, batch, f"e{k}-{stamp}")
+                dbcpu = f"{(cpu_seconds([db]) - db0) / rows * 1e6:>15.1f} us" if on_db else ""  # type: ignore[list-item]
                 floor = min(floor, floor_cpu(min(rows, 100_000), batch))
-                print(f"  {name:<44} {rate:>10,.0f} {cpu:>12.1f} us {1e6 / cpu:>16,.0f} {cpu / floor:>8.1f}")
+                print(f"  {name:<44} {rate:>10,.0f} {cpu:>12.1f} us {1e6 / cpu:>16,.0f} {cpu / floor:>8.1f}{dbcpu}")
             print("  (x floor: server CPU per row / the CPU per row of orjson parsing the same bodies and "
                   "formatting each row, in this process, measured next to each engine)")
+            if db:
+                print("  (database CPU: the PostgreSQL server's processes, when it runs on this machine)")
             if load_bodies:
                 size = 32 * 2**20 - 4096
                 print(f"\nserver under {load_bodies} concurrent 32 MiB bodies (the default --max-body-mb)")

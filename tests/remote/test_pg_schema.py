@@ -58,6 +58,26 @@ def test_first_schema_migrates_to_current_keeping_data_and_marks(url: str, tmp_p
         assert migrate(conn) == (SCHEMA_VERSION, SCHEMA_VERSION)
 
 
+def test_deleting_an_experiment_deletes_its_rows(url: str, tmp_path: Path) -> None:
+    """stream_rows has no foreign keys (schema 4: ingest speed); a trigger still takes a deleted stream's rows."""
+    import psycopg
+
+    backend = PgBackend(url, DirObjects(tmp_path / "files"))
+    try:
+        for prefix in ("p/x", "p/y"):
+            backend.append_metrics(prefix, "train", _rows(0, 5), "src")
+            backend.append_logs(prefix, [{"sequenceNumber": 0, "level": "info", "message": "m"}], "src")
+    finally:
+        backend.close()
+    with psycopg.connect(url) as conn:
+        conn.execute("DELETE FROM experiments WHERE prefix = 'p/x'")
+        conn.commit()
+        left = conn.execute("SELECT e.prefix, count(*) FROM stream_rows r JOIN streams s ON s.id = r.stream_id "
+                            "JOIN experiments e ON e.id = s.exp_id GROUP BY e.prefix").fetchall()
+        (total,) = conn.execute("SELECT count(*) FROM stream_rows").fetchone()
+    assert left == [("p/y", 6)] and total == 6
+
+
 def test_server_refuses_a_newer_schema(url: str, tmp_path: Path) -> None:
     import psycopg
 

@@ -189,21 +189,23 @@ def test_run_page_in_a_browser(server: Any, tmp_path: Path) -> None:
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=LAUNCH_ARGS)
         try:
-            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+            ctx.set_default_timeout(90_000)  # waits end when their condition holds; test machines are slow at times
+            page = ctx.new_page()
             page.route("**/*", route)
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(server.url + "/run/proj/run1")
             page.wait_for_selector("#token")
             page.fill("#token", TOKEN)
             page.click("#sign-in")
-            page.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=60_000)
+            page.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=90_000)
             page.wait_for_function("() => (window.__mlDash.charts || []).some(c => c.id === 'train/loss')",
-                                   timeout=60_000)
+                                   timeout=90_000)
             chart = page.evaluate("() => Object.assign({}, window.__mlDash.charts.find(c => c.id === 'train/loss'))")
             assert chart["runs"] == ["proj/run1"]
-            page.wait_for_function("() => window.__mlDash.live && window.__mlDash.live.connected", timeout=30_000)
+            page.wait_for_function("() => window.__mlDash.live && window.__mlDash.live.connected", timeout=90_000)
             page.goto(server.url + "/")
-            page.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=60_000)
+            page.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=90_000)
             assert "proj/run0" in page.content() and "proj/run1" in page.content()
         finally:
             browser.close()

@@ -78,6 +78,7 @@ class Page:
 
     def __init__(self, browser: Any) -> None:
         self.ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        self.ctx.set_default_timeout(90_000)  # waits end when their condition holds; test machines are slow at times
         self.page = self.ctx.new_page()
         self.external: list[str] = []
         self.errors: list[str] = []
@@ -96,7 +97,7 @@ class Page:
     def charts(self) -> list[dict[str, Any]]:
         return self.page.evaluate("() => window.__mlDash.charts.map(c => Object.assign({}, c))")
 
-    def chart(self, cid: str, timeout: float = 20_000) -> dict[str, Any]:
+    def chart(self, cid: str, timeout: float = 90_000) -> dict[str, Any]:
         self.page.wait_for_function(f"() => (window.__mlDash.charts || []).some(c => c.id === {cid!r})",
                                     timeout=timeout)
         return next(c for c in self.charts() if c["id"] == cid)

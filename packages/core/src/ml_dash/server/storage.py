@@ -34,10 +34,10 @@ from .backend import (  # noqa: F401  (BadRequest and check_source re-exported)
     merge_info,
     metric_meta,
     new_info,
-    renumber,
     track_keep,
     track_meta,
 )
+from .rows import keep_indexed
 
 
 class ServerRoot:
@@ -146,11 +146,12 @@ class ServerRoot:
                 state_path = d.server_state_path(key)
                 state = _recover(path, _read_state(state_path), field)
                 w = int(state["sources"].get(source, 0))
-                rows, w, n = renumber(recs, field, w, int(state["next"]), metric is not None)
-                if rows:
+                kept = keep_indexed(recs, field, w, int(state["next"]), metric is not None)
+                w, n = kept.mark, kept.next
+                if kept.count:
                     committed = state["size"]
                     try:
-                        state["size"] = _append(path, _lines([rec for _, rec in rows]), self.fsync)
+                        state["size"] = _append(path, kept.chunks(), self.fsync)
                         state["next"] = n
                         if metric is not None:
                             meta_path = layout.meta_file(path)
@@ -160,7 +161,7 @@ class ServerRoot:
                     except OSError:
                         _cut(path, committed)  # readers see only committed rows, also while the disk is full
                         raise
-        return {"received": len(recs), "stored": len(rows), "next": w}
+        return {"received": len(recs), "stored": kept.count, "next": w}
 
     def settle(self, d: ExperimentDir) -> None:
         """Cut what a crash left past each stream's committed size (and put a metric's row count back), so the

@@ -9,7 +9,9 @@ too); one that waits longer than `WAIT` seconds is answered 503 with ``Retry-Aft
 `Work`: the bodies are parsed and stored in worker processes (``workers`` > 0: each rebuilds the engine from
 ``backend.spec``), so neither parsing megabytes of JSON nor formatting rows ever holds the event loop that answers
 ``/health``, and the server uses more than one core; without workers (or for an engine built in-process without a
-``spec``) on threads of the server process. The engines guard every stream with locks that hold across
+``spec``) on threads of the server process. `Workers`: each worker process has a socket pair to the event loop,
+which sends it one request at a time (its operation, then the body's bytes as received, not pickled) and reads
+back the pickled answer; no executor threads, no copy of the body but the kernel's. The engines guard every stream with locks that hold across
 processes (POSIX record locks for the folder engine, row locks for PostgreSQL), so any number of workers append to
 one store safely.
 """
@@ -20,10 +22,11 @@ import asyncio
 import json
 import multiprocessing
 import os
+import pickle
 import signal
+import socket
+import struct
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -117,6 +120,10 @@ def _init_worker(spec: tuple[Callable[..., Backend], tuple[Any, ...]], parent: i
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops its workers
     _worker_spec = spec
+    try:  # open the engine now, before this worker takes a request: the first requests do not wait for it (on a
+        _store()  # loaded machine, connecting and importing take longer than a client's timeout)
+    except Exception:  # the database is down: the first request opens it (a 503 until then), as before
+        pass
 
 
 def _store() -> Backend:
@@ -160,8 +167,149 @@ trim = _libc_trim()
 keeps the space (and raises its mmap threshold, so the next large body lands on the heap too)."""
 
 
-def _ping() -> int:
-    return os.getpid()
+_HEAD = struct.Struct("<IQ")  # a request to a worker: the pickled (op, args)'s length, the body's length
+_LEN = struct.Struct("<Q")  # an answer: the pickled ("ok", result) or ("err", exception)'s length
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytearray | None:
+    """``n`` bytes from the socket, or None when the server closed it (it is stopping)."""
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if not k:
+            return None
+        got += k
+    return buf
+
+
+def _worker_main(sock: socket.socket, spec: tuple[Callable[..., Backend], tuple[Any, ...]], parent: int) -> None:
+    """A worker process: runs the requests the server sends on ``sock``, one at a time, until it closes it."""
+    _init_worker(spec, parent)
+    while True:
+        head = _recv_exact(sock, _HEAD.size)
+        if head is None:
+            return
+        mlen, blen = _HEAD.unpack(head)
+        meta = _recv_exact(sock, mlen)
+        body = _recv_exact(sock, blen)
+        if meta is None or body is None:
+            return
+        try:
+            op, args = pickle.loads(meta)
+            answer: tuple[str, Any] = ("ok", _in_worker(op, args, body))
+        except BaseException as e:  # noqa: BLE001 - handed to the server, which raises it for the request
+            answer = ("err", e)
+        del body
+        try:
+            out = pickle.dumps(answer)
+        except Exception:  # noqa: BLE001 - an exception that does not pickle: its text
+            out = pickle.dumps(("err", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
+        sock.sendall(_LEN.pack(len(out)) + out)
+
+
+class WorkerDied(RuntimeError):
+    pass
+
+
+class Workers:
+    """``n`` worker processes, each with its socket to this event loop; a request takes an idle one (or waits for
+    one), sends its operation and body, and reads the answer. A worker that dies (out of memory, killed) is
+    replaced, and its request answered 503."""
+
+    def __init__(self, n: int, spec: tuple[Callable[..., Backend], tuple[Any, ...]]) -> None:
+        self.n, self.spec = n, spec
+        self._ctx = multiprocessing.get_context("spawn")
+        self._idle: asyncio.Queue[tuple[Any, socket.socket]] | None = None
+        self._all: list[tuple[Any, socket.socket]] = []
+        self._closed = False
+
+    def _spawn(self) -> tuple[Any, socket.socket]:
+        ours, theirs = socket.socketpair()
+        proc = self._ctx.Process(target=_worker_main, args=(theirs, self.spec, os.getpid()), daemon=True)
+        proc.start()
+        theirs.close()
+        ours.setblocking(False)
+        w = (proc, ours)
+        self._all.append(w)
+        return w
+
+    def start(self) -> None:
+        """Start the worker processes (in the background: they import and open the engine meanwhile)."""
+        if self._idle is None:
+            self._idle = asyncio.Queue()
+            for _ in range(self.n):
+                self._idle.put_nowait(self._spawn())
+
+    async def call(self, op: str, args: tuple[str, ...], body: bytes | bytearray) -> Any:
+        if self._idle is None:
+            self.start()
+        assert self._idle is not None
+        w = await self._idle.get()
+        # shielded: a request cancelled midway still reads its answer, so the worker's socket stays in step
+        kind, value = await asyncio.shield(self._exchange(w, op, args, body))
+        if kind == "ok":
+            return value
+        raise value
+
+    async def _exchange(self, w: tuple[Any, socket.socket], op: str, args: tuple[str, ...],
+                        body: bytes | bytearray) -> tuple[str, Any]:
+        assert self._idle is not None
+        proc, sock = w
+        loop = asyncio.get_running_loop()
+        try:
+            meta = pickle.dumps((op, args))
+            await loop.sock_sendall(sock, _HEAD.pack(len(meta), len(body)) + meta)
+            await loop.sock_sendall(sock, memoryview(body))
+            head = await self._read(loop, sock, _LEN.size)
+            out = await self._read(loop, sock, _LEN.unpack(head)[0])
+        except (OSError, EOFError, WorkerDied):
+            await loop.run_in_executor(None, self._bury, w)
+            if not self._closed:
+                self._idle.put_nowait(await loop.run_in_executor(None, self._spawn))
+            return "err", Unavailable("a worker process of the server stopped (out of memory?) while storing this "
+                                      "request; retry it (what was committed is not stored twice)")
+        self._idle.put_nowait(w)
+        try:
+            return pickle.loads(out)  # type: ignore[no-any-return]
+        except Exception as e:  # noqa: BLE001 - an exception that does not unpickle here: its text
+            return "err", RuntimeError(f"the worker's answer could not be read: {type(e).__name__}: {e}")
+
+    @staticmethod
+    async def _read(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytearray:
+        buf = bytearray(n)
+        view, got = memoryview(buf), 0
+        while got < n:
+            k = await loop.sock_recv_into(sock, view[got:])
+            if not k:
+                raise WorkerDied
+            got += k
+        return buf
+
+    def _bury(self, w: tuple[Any, socket.socket]) -> None:
+        proc, sock = w
+        if w in self._all:
+            self._all.remove(w)
+        sock.close()
+        if proc.is_alive():
+            proc.kill()
+        proc.join(1)
+
+    def close(self) -> None:
+        """Stop the workers: each sees its socket close, finishes its request and exits."""
+        self._closed = True
+        workers, self._all = self._all, []
+        for _, sock in workers:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for proc, sock in workers:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1)
+            sock.close()
 
 
 class Budget:
@@ -207,28 +355,17 @@ class Work:
         self.budget = Budget(max_inflight or max_body, wait)
         spec = getattr(store, "spec", None)
         self.workers = workers if spec is not None else 0
-        self._spec = spec
-        self._pool: ProcessPoolExecutor | None = None
-
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            init: Any = _init_worker  # (typeshed wants an initializer without arguments)
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=init, initargs=(self._spec, os.getpid()))
-        return self._pool
+        self._pool = Workers(self.workers, spec) if self.workers and spec is not None else None
 
     def start(self) -> None:
         """Start the worker processes now, in the background (the server answers meanwhile; a request that comes
         first waits for them)."""
-        if self.workers:
-            pool = self._executor()
-            for _ in range(self.workers):
-                pool.submit(_ping)
+        if self._pool is not None:
+            self._pool.start()
 
     def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.close()
 
     async def __call__(self, request: Request, op: str, *args: str) -> Any:
         limit = int(request.scope.get("state", {}).get("ml_dash_limit") or self.max_body)
@@ -243,16 +380,9 @@ class Work:
                 if len(body) > limit:
                     raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
             try:
-                if not self.workers:
+                if self._pool is None:
                     return await run_in_threadpool(run, self.store, op, args, body)
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self._executor(), _in_worker, op, args, body)
-            except BrokenProcessPool:
-                pool, self._pool = self._pool, None
-                if pool is not None:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                raise Unavailable("a worker process of the server stopped (out of memory?) while storing this "
-                                  "request; retry it (what was committed is not stored twice)") from None
+                return await self._pool.call(op, args, body)
             finally:
                 if len(body) > TRIM_OVER:
                     del body
