@@ -4,7 +4,6 @@ records any request that would leave the machine."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -52,25 +51,6 @@ def start_viewer() -> Iterator[Any]:
     yield start
     for v in started:
         v.close()
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    exe = browser_path()
-    if exe is None:
-        if os.environ.get("CI") or os.environ.get("ML_DASH_REQUIRE_BROWSER"):
-            pytest.fail("no chromium-headless-shell in CI (.ci/run installs it with apt-get)")
-        pytest.skip("no chromium-headless-shell on this machine (apt-get install chromium-headless-shell)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if os.environ.get("CI") or os.environ.get("ML_DASH_REQUIRE_BROWSER"):
-            raise
-        pytest.skip("the playwright package is not installed (pip install playwright; no `playwright install`)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=LAUNCH_ARGS)
-        yield b
-        b.close()
 
 
 class Page:
