@@ -224,6 +224,9 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         """The streams of these runs whose first full read is long and under way, as their sampled previews (a
         page never waits for them: its charts ask again), and the runs that could not be found."""
         probe = getattr(root, "probe", None)
+        settle = getattr(root, "settle", None)
+        if settle is not None:
+            await settle(prefixes)
 
         def slow() -> tuple[list[tuple[str, str]], list[str]]:
             out, notes = [], []

@@ -228,6 +228,7 @@ class Root:
         self._previews: dict[Path, Columns] = {}  # their sampled previews meanwhile
         self._rings: dict[Path, RingRows] = {}  # per run folder: what dead writers left in their spill rings
         self._prefetched: set[str] = set()  # runs whose streams a page request started reading
+        self._prefetching: dict[str, Any] = {}  # run -> the future done when its prefetch has ended
         self._local = threading.local()  # the run folders resolved by the current request (`batch`)
 
     def end(self, prefix: str, kind: str, name: str | None = None) -> int | None:
@@ -554,6 +555,12 @@ class Root:
                     continue
             return out
 
+        import asyncio
+
+        done = asyncio.get_running_loop().create_future()
+        mine = [p for p in prefixes if p not in self._prefetched and p not in self._prefetching]
+        for p in mine:
+            self._prefetching[p] = done
         try:
             found = await run_in_threadpool(find)
             for path, end, large in found:
@@ -569,6 +576,20 @@ class Root:
                     release_memory()  # (parse buffers of two threads at once: hand the free pages back)
         except Exception:  # noqa: BLE001 - a head start only: the page's own requests report what fails
             pass
+        finally:
+            for p in mine:
+                self._prefetching.pop(p, None)
+            done.set_result(None)
+
+    async def settle(self, prefixes: Sequence[str]) -> None:
+        """Wait for the prefetch of these runs, if one is under way: the page's request then finds their columns
+        read, instead of parsing the same files on a second thread at once (two threads' parse buffers stay in
+        the process, one heap arena each)."""
+        import asyncio
+
+        waits = {id(f): f for f in (self._prefetching.get(p) for p in prefixes) if f is not None}
+        if waits:
+            await asyncio.gather(*(asyncio.shield(f) for f in waits.values()))
 
     def logs(self, run: Path, end: int | None = None) -> Logs:
         path = layout.logs_file(run)
