@@ -13,7 +13,9 @@ For each: median, p99 and p99.9 of the call and how many calls took over 1 ms (t
 perf_counter_ns, while the worker writes in the background), the loop's mean per call, the end-to-end time per
 row (loop plus the flush() that makes every row durable, written and fsync'd, which includes the worker's
 encoding and I/O: they hold the GIL too) and the process CPU per row over the same span, minus the deque floor's
-CPU per row ("CPU-floor"). "durable after loop" is how long flush() took after the last call.
+CPU per row ("CPU-floor"). "durable after loop" is how long flush() took after the last call. The "writer:"
+rows give the writer's own CPU per record (the turning of the ring into the journal), measured alone: the records
+are logged with the worker held off, then drained on the main thread (thread CPU, so other jobs' time is left out).
 
 ``--compare REV...`` runs this same script (this file, so every version is measured the same way) against the
 sources of each git revision (extracted with ``git archive`` into a temporary folder) and of the working tree,
@@ -40,6 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy  # noqa: F401  (as in a training script: the writer formats log timestamps with it once imported)
 from ml_dash import Experiment
 from ml_dash.buffer import BufferConfig
 
@@ -229,6 +232,34 @@ def main() -> None:
     run("log(...)", args.logs, lambda e: (lambda i: e.log("step %d" % i)))
     run("log(...) untimed", args.logs, lambda e: (lambda i: e.log("step %d" % i)), timed=False)
     run("tracks(...).append", n, lambda e: (lambda i, t=e.tracks: t("robot/pos").append(x=0.5, y=0.25)))
+
+    def writer(label, count, body):
+        """The writer's CPU per record, alone: the records are logged with the worker held off, then one drain
+        on this thread turns them into the journal (thread CPU: other jobs' time is not counted)."""
+        import ml_dash.buffer as buffer_mod
+
+        wake = getattr(buffer_mod, "WAKE_BYTES", None)
+        if wake is not None:
+            buffer_mod.WAKE_BYTES = 1 << 50  # the training thread does not wake the worker
+        exp = Experiment(f"bench/writer-{label.split()[1]}", dash_root=root,
+                         buffer_config=BufferConfig(quiet=True, write_interval=1000.0, flush_interval=1000.0)).run.start()
+        fn = body(exp)
+        fn(0)
+        exp.flush()
+        for i in range(count):
+            fn(i)
+        buf = exp._buf
+        c0 = time.thread_time()
+        buf.drain()
+        cpu = (time.thread_time() - c0) / count * 1e6
+        exp.run.complete()
+        if wake is not None:
+            buffer_mod.WAKE_BYTES = wake
+        rows.append((label, None, None, None, None, None, None, cpu, None))
+
+    writer("writer: metric rows", n, lambda e: (lambda i, m=e.metrics: m("train").log(step=i, loss=0.5, acc=0.25)))
+    writer("writer: log lines", args.logs, lambda e: (lambda i: e.log("step %d" % i)))
+    writer("writer: track entries", n, lambda e: (lambda i, t=e.tracks: t("robot/pos").append(x=0.5, y=0.25)))
     if args.json:
         import ml_dash
 
@@ -247,7 +278,7 @@ def main() -> None:
         ratio = med / floor if med is not None else None
         extra = cpu - floor_cpu if cpu is not None and e2e is not None else None
         print(f"{label:26} {cell(med, 9, '.2f')} {cell(p99, 7, '.2f')} {cell(p999, 8, '.1f')} {cell(slow, 5, 'd')} "
-              f"{cell(ratio, 6, '.1f')} {mean:8.2f} {cell(e2e, 10, '.2f')} {cell(cpu, 10, '.2f')} "
+              f"{cell(ratio, 6, '.1f')} {cell(mean, 8, '.2f')} {cell(e2e, 10, '.2f')} {cell(cpu, 10, '.2f')} "
               f"{cell(extra, 9, '.2f')} {cell(durable, 11, '.3f')} s")
     print()
     print(f"journal formatting of {n:,} metric rows {{step, loss, acc, _ts}}, CPU per row, best of 3:")

@@ -207,21 +207,25 @@ def test_whole_chunk_path_equals_reference(tmp_path: Path, monkeypatch: pytest.M
 
 
 class _Spy:
-    """Counts the chunks the whole-chunk path took and refused."""
+    """Counts the chunks the whole-chunk path took and refused (in its check, or in decoding the numbers)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.took = self.refused = 0
-        real = columns._uniform
+        prepare, finish = columns._prepare, columns._finish
 
-        def spy(a: np.ndarray, tpl: columns.Template) -> columns.Batch | None:
-            got = real(a, tpl)
-            if got is None:
-                self.refused += 1
-            else:
-                self.took += 1
+        def spy_prepare(*args: Any) -> Any:
+            got = prepare(*args)
+            self.refused += got is None
             return got
 
-        monkeypatch.setattr(columns, "_uniform", spy)
+        def spy_finish(p: Any) -> Any:
+            got = finish(p)
+            self.took += got is not None
+            self.refused += got is None
+            return got
+
+        monkeypatch.setattr(columns, "_prepare", spy_prepare)
+        monkeypatch.setattr(columns, "_finish", spy_finish)
 
 
 def test_whole_chunk_path_null_and_special_columns() -> None:
@@ -366,9 +370,9 @@ import ml_dash
 from ml_dash import colcache
 parsed = []
 real = colcache.parse
-def spy(buf, kind, templates=None):
-    parsed.append(len(buf))
-    return real(buf, kind, templates)
+def spy(buf, kind, templates=None, end=None):
+    parsed.append(len(buf) if end is None else end)
+    return real(buf, kind, templates, end=end)
 colcache.parse = spy
 c = ml_dash.load("p/e", sys.argv[1]).metrics("train").columns()
 print(json.dumps({"bytes": sum(parsed), "rows": c.rows, "last": float(c["loss"][-1])}))
@@ -455,7 +459,8 @@ def test_disk_entry_blocks_torn_and_compacted(tmp_path: Path, cache_dir: Path, m
     colcache.clear_memory()
     parsed: list[int] = []
     real = colcache.parse
-    monkeypatch.setattr(colcache, "parse", lambda buf, kind, t=None: parsed.append(len(buf)) or real(buf, kind, t))
+    monkeypatch.setattr(colcache, "parse", lambda buf, kind, t=None, end=None: parsed.append(end or len(buf))
+                        or real(buf, kind, t, end=end))
     snap = colcache.read(path, "metrics")
     assert snap.n == 200 and snap.num["loss"].tolist() == [float(i) for i in range(200)]
     assert np.isnan(snap.num["acc"][:100]).all() and (snap.num["acc"][100:] == 1.0).all()

@@ -212,7 +212,7 @@ for k in range(40):
         exp.metrics("train").log(k=k, i=-1, child=True)
         os._exit(0)
     kids.append(pid)
-deadline = time.monotonic() + 15
+deadline = time.monotonic() + 60  # a deadlock never ends; a loaded machine may be slow to run 40 children
 for pid in kids:
     while True:
         done, _ = os.waitpid(pid, os.WNOHANG)
@@ -229,7 +229,7 @@ print("STUCK", stuck, flush=True)
 
 
 def test_fork_while_writer_is_busy_never_deadlocks(tmp_path: Path) -> None:
-    r = dt.run_py(tmp_path, FORK_STORM, timeout=120)
+    r = dt.run_py(tmp_path, FORK_STORM, timeout=240)
     assert r.returncode == 0, r.stderr
     assert "STUCK 0" in r.stdout, (r.stdout, r.stderr[-2000:])
     rows = load(PREFIX, dash_root=tmp_path / ".dash").metrics("train").read()
@@ -278,6 +278,7 @@ from ml_dash.buffer import BufferConfig
 tag = sys.argv[1]
 exp = Experiment("proj/run", buffer_config=BufferConfig(write_interval=0.001, quiet=True))
 exp.run.start()
+print("READY", flush=True)
 while not Path("go").exists():
     time.sleep(0.005)
 for i in range(3000):
@@ -293,9 +294,11 @@ exp.run.complete()
 
 def test_two_processes_append_to_one_prefix(tmp_path: Path) -> None:
     procs = [dt.start_py(tmp_path, WRITER, name="writer.py", args=[tag]) for tag in ("a", "b")]
+    for p in procs:  # both have the run open before either writes: their appends overlap, however slow the start
+        dt.wait_line(p, "READY", timeout=120)
     (tmp_path / "go").touch()
     for p in procs:
-        _, err = p.communicate(timeout=120)
+        _, err = p.communicate(timeout=240)
         assert p.returncode == 0, err
     v = load(PREFIX, dash_root=tmp_path / ".dash")
     rows = v.metrics("train").read()

@@ -209,3 +209,14 @@ def test_ls_listing_cache(root: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     now = {r["prefix"]: r for r in read_cli.Local(str(root)).runs([])}
     assert sorted(now) == ["proj/sweep/a", "ref/crashed", "ref/new", "ref/plain"]
     assert now["ref/plain"]["params"] == {"lr": 0.5} and now["ref/new"]["metrics"] == {"train": 1}
+
+
+def test_url_with_nothing_listening_or_not_http_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, not listening: refused
+        for args in (["ls", "--url", url], ["show", "p/x", "--url", url], ["ls", "--url", "ftp-nope://x"]):
+            r = cli(*args, env={"ML_DASH_TOKEN": "t", "HOME": str(tmp_path)})
+            assert r.returncode == 2 and args[-1] in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)

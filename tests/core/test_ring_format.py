@@ -145,3 +145,22 @@ def test_track_entries_in_a_batch_are_the_bytes_of_the_row_by_row_formatter(tmp_
                 merged.append(dict(e))
         want = b"".join(dumpb(e) + b"\n" for e in merged)
         assert d.stream_path("tracks", "robot/pos").read_bytes() == want
+
+
+def test_plain_log_lines_put_together_without_a_step_per_line_are_the_same_bytes(tmp_path: Path) -> None:
+    import numpy  # noqa: F401  (the timestamps of a batch are formatted by numpy once it is imported)
+
+    messages = ["plain", "caf\u00e9 \t\n", "x},{y", "a/b\\\\c", "", "\u2603 snow", "ends with \\\\", "tab\there"]
+    cases = {
+        "plain": [(1.7e9 + k * 0.0137, "info", messages[k % len(messages)]) for k in range(40)],
+        "levels": [(1.7e9 + k, ("info", "warn", "error", "debug", "fatal")[k % 5], f"line {k}") for k in range(20)],
+        "a quote": [(1.5 + k, "info", f'say "{k}"') for k in range(20)],  # the cut could be wrong: row by row
+        "null": [(1.5 + k, "info", "null" if k == 3 else "x") for k in range(20)],  # `dumpb` writes it otherwise
+        "metadata": [(1.5 + k, "info", "m", {"k": k} if k == 5 else None) for k in range(20)],
+        "before 1970": [(-1.5 - k, "info", "m") for k in range(20)],
+    }
+    for name, lines in cases.items():
+        d = ExperimentDir(tmp_path / name.replace(" ", "-"), "p/r")
+        d.append_logs([list(x) for x in lines])
+        want = b"".join(_log_line(n, *(tuple(x) + (None,))[:4]) for n, x in enumerate(lines))
+        assert d.stream_path("logs", None).read_bytes() == want, name

@@ -75,6 +75,7 @@ def test_train_wrapper_needs_the_callback(tmp_path):
         ml_dash_hf.train(trainer)
 
 
+@pytest.mark.timeout(300)  # a fresh interpreter imports torch and transformers: minutes on a loaded machine
 def test_unguarded_exception_is_marked_failed_by_the_exit_hook(tmp_path, dash_root):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ML_DASH_QUIET": "1"}
     proc = subprocess.run(

@@ -55,7 +55,7 @@ class Cluster:
         self._dbs = itertools.count()
 
     def _run(self, *cmd: str) -> None:
-        r = subprocess.run([*self.as_user, *cmd], capture_output=True, text=True, timeout=120)
+        r = subprocess.run([*self.as_user, *cmd], capture_output=True, text=True, timeout=240)
         if r.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed: {r.stdout}{r.stderr}")
 
@@ -65,7 +65,7 @@ class Cluster:
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.tmp} -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.tmp / "log"), "-o", opts,
-                  "-w", "-t", "60", "start")
+                  "-w", "-t", "120", "start")
         return self
 
     def url(self, db: str = "postgres") -> str:
@@ -109,7 +109,7 @@ class MotoS3:
                     "AWS_DEFAULT_REGION": "us-east-1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                                      stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # generous: test machines are small and shared
         import httpx
 
         while time.monotonic() < deadline:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +13,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
-import pytest
 from ml_dash import Experiment
 from serverproc import TOKEN
 
@@ -164,16 +161,7 @@ def test_live_rows_resume_without_gaps_or_duplicates(server: Any, tmp_path: Path
     assert any(ev.get("event") == "status" and ev["data"]["status"] == "RUNNING" for ev in first)
 
 
-def test_run_page_in_a_browser(server: Any, tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "viewer"))
-    from viewer_env import LAUNCH_ARGS, browser_path
-
-    exe = browser_path()
-    if exe is None:
-        if os.environ.get("CI") or os.environ.get("ML_DASH_REQUIRE_BROWSER"):
-            pytest.fail("no chromium-headless-shell in CI (.ci/run installs it with apt-get)")
-        pytest.skip("no chromium-headless-shell on this machine")
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_run_page_in_a_browser(server: Any, tmp_path: Path, browser: Any) -> None:
     _runs(server, tmp_path / "local")
     external: list[str] = []
     errors: list[str] = []
@@ -186,27 +174,27 @@ def test_run_page_in_a_browser(server: Any, tmp_path: Path) -> None:
             external.append(r.request.url)
             r.abort()
 
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=LAUNCH_ARGS)
-        try:
-            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-            page.route("**/*", route)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(server.url + "/run/proj/run1")
-            page.wait_for_selector("#token")
-            page.fill("#token", TOKEN)
-            page.click("#sign-in")
-            page.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=60_000)
-            page.wait_for_function("() => (window.__mlDash.charts || []).some(c => c.id === 'train/loss')",
-                                   timeout=60_000)
-            chart = page.evaluate("() => Object.assign({}, window.__mlDash.charts.find(c => c.id === 'train/loss'))")
-            assert chart["runs"] == ["proj/run1"]
-            page.wait_for_function("() => window.__mlDash.live && window.__mlDash.live.connected", timeout=30_000)
-            page.goto(server.url + "/")
-            page.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=60_000)
-            assert "proj/run0" in page.content() and "proj/run1" in page.content()
-        finally:
-            browser.close()
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})  # the session's browser (tests/conftest.py)
+    try:
+        ctx.set_default_timeout(90_000)  # waits end when their condition holds; test machines are slow at times
+        page = ctx.new_page()
+        page.route("**/*", route)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server.url + "/run/proj/run1")
+        page.wait_for_selector("#token")
+        page.fill("#token", TOKEN)
+        page.click("#sign-in")
+        page.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=90_000)
+        page.wait_for_function("() => (window.__mlDash.charts || []).some(c => c.id === 'train/loss')",
+                               timeout=90_000)
+        chart = page.evaluate("() => Object.assign({}, window.__mlDash.charts.find(c => c.id === 'train/loss'))")
+        assert chart["runs"] == ["proj/run1"]
+        page.wait_for_function("() => window.__mlDash.live && window.__mlDash.live.connected", timeout=90_000)
+        page.goto(server.url + "/")
+        page.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=90_000)
+        assert "proj/run0" in page.content() and "proj/run1" in page.content()
+    finally:
+        ctx.close()
     assert not errors, errors
     assert not external, external
 

@@ -4,7 +4,6 @@ records any request that would leave the machine."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -54,30 +53,12 @@ def start_viewer() -> Iterator[Any]:
         v.close()
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    exe = browser_path()
-    if exe is None:
-        if os.environ.get("CI") or os.environ.get("ML_DASH_REQUIRE_BROWSER"):
-            pytest.fail("no chromium-headless-shell in CI (.ci/run installs it with apt-get)")
-        pytest.skip("no chromium-headless-shell on this machine (apt-get install chromium-headless-shell)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if os.environ.get("CI") or os.environ.get("ML_DASH_REQUIRE_BROWSER"):
-            raise
-        pytest.skip("the playwright package is not installed (pip install playwright; no `playwright install`)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=LAUNCH_ARGS)
-        yield b
-        b.close()
-
-
 class Page:
     """A browser page that refuses every request not to loopback or file://, and remembers them."""
 
     def __init__(self, browser: Any) -> None:
         self.ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        self.ctx.set_default_timeout(90_000)  # waits end when their condition holds; test machines are slow at times
         self.page = self.ctx.new_page()
         self.external: list[str] = []
         self.errors: list[str] = []
@@ -96,7 +77,7 @@ class Page:
     def charts(self) -> list[dict[str, Any]]:
         return self.page.evaluate("() => window.__mlDash.charts.map(c => Object.assign({}, c))")
 
-    def chart(self, cid: str, timeout: float = 20_000) -> dict[str, Any]:
+    def chart(self, cid: str, timeout: float = 90_000) -> dict[str, Any]:
         self.page.wait_for_function(f"() => (window.__mlDash.charts || []).some(c => c.id === {cid!r})",
                                     timeout=timeout)
         return next(c for c in self.charts() if c["id"] == cid)

@@ -15,7 +15,7 @@ from viewer_runs import XSS_LOG, XSS_PARAM, small_runs, spiky_run
 
 
 def _ready(p) -> None:
-    p.page.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=30_000)
+    p.page.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=90_000)
 
 
 def test_runs_table_filter_sort_and_untrusted_text(tmp_path: Path, start_viewer, page) -> None:
@@ -134,7 +134,7 @@ def test_live_rows_are_pushed_over_one_stream(tmp_path: Path, start_viewer, page
         w.stdin.write("go\n")
         w.stdin.flush()
         page.page.wait_for_function(
-            "() => window.__mlDash.charts.find(c => c.id === 'train/loss').points === 60", timeout=30_000)
+            "() => window.__mlDash.charts.find(c => c.id === 'train/loss').points === 60", timeout=90_000)
         page.page.wait_for_function("() => document.querySelectorAll('#log-lines .log').length === 50")
         streams = page.page.evaluate(
             "() => performance.getEntriesByType('resource').filter(r => r.name.includes('/api/view/live')).length")
@@ -143,7 +143,7 @@ def test_live_rows_are_pushed_over_one_stream(tmp_path: Path, start_viewer, page
         w.stdin.flush()
         w.wait(30)
         page.page.wait_for_function("() => document.querySelector('#run-status').textContent === 'COMPLETED'",
-                                    timeout=30_000)
+                                    timeout=90_000)
     finally:
         w.kill()
     assert not page.errors, page.errors

@@ -23,7 +23,7 @@ def test_export_html_opens_offline_from_file_url(tmp_path: Path, page) -> None:
     assert size < 5 * 1024 * 1024
     pg = page.page
     pg.goto((out / "index.html").as_uri())
-    pg.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=30_000)
+    pg.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=90_000)
     assert pg.inner_text("#run-count") == "3 of 3 runs"
     pg.click("a.run-link:has-text('proj/spiky')")
     pg.wait_for_function("() => window.__mlDash && window.__mlDash.ready && window.__mlDash.page === 'run'")

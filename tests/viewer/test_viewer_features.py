@@ -15,7 +15,7 @@ CHART = "MLD.allCharts.find(c => c.id === 'train/loss')"
 
 
 def _ready(p) -> None:
-    p.page.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=30_000)
+    p.page.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=90_000)
 
 
 def test_compare_switches_single_runs_off_and_on_in_groups_too(tmp_path: Path, start_viewer, page) -> None:

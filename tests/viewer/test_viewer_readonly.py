@@ -67,9 +67,9 @@ def test_a_killed_run_is_shown_with_its_ring_rows_and_nothing_is_written(tmp_pat
     v = start_viewer(root)
     pg = page.page
     pg.goto(v.url + "/")
-    pg.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=30_000)
+    pg.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=90_000)
     pg.goto(v.url + "/run/proj/killed")
-    pg.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=30_000)
+    pg.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=90_000)
     c = page.chart("train/loss")
     info = _get(v.url + "/api/view/run?run=proj/killed")
     shown = info["streams"]["train"]["rows"]

@@ -62,7 +62,7 @@ def test_serve_viewer_needs_sign_in_and_never_writes(tmp_path: Path, page) -> No
         page.page.wait_for_selector("#token")
         page.page.fill("#token", "s3cret")
         page.page.click("#sign-in")
-        page.page.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=30_000)
+        page.page.wait_for_function("() => window.__mlDash && window.__mlDash.ready", timeout=90_000)
         assert page.page.url.endswith("/run/sweep/run-1")
         assert page.chart("train/loss")["runs"] == ["sweep/run-1"]
         page.page.wait_for_function("() => window.__mlDash.live && window.__mlDash.live.connected")

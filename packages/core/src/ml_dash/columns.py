@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from . import decimals
 from .jsonio import iso_seconds, parse_line
 
 _loads: Callable[[Any], Any]
@@ -36,7 +38,8 @@ except ImportError:  # pragma: no cover - orjson is a dependency; the stdlib par
 KINDS = ("metrics", "tracks", "logs")
 CHUNK = 1 << 20  # bytes parsed per vectorised pass: big enough to amortise the calls, small enough for the caches
 MAX_TEMPLATES = 32  # distinct line shapes tried on the fast path per stream; more go to the general parser
-MAX_THREADS = 4  # chunks parsed at once
+MAX_THREADS = 4  # chunks prepared at once
+BATCH = 16  # chunks prepared (in parallel) before their numbers are decoded (one after the other)
 HEAD = 64 << 10  # bytes whose lines give the line shapes of a stream read from its start
 MIN_LINES = 64  # fewer lines of one shape than this are cheaper through the general parser
 _STRUCT = b' \t\r:,{}"'
@@ -557,101 +560,222 @@ def _blank_specials(a: np.ndarray, b: np.ndarray, TS: np.ndarray, TE: np.ndarray
     return matched
 
 
-def _uniform(a: np.ndarray, tpl: Template) -> Batch | None:
-    """Columns of a chunk whose every line has the shape ``tpl`` (the common case: one writer, one set of keys),
-    in whole-chunk passes without assigning lines to templates; None when any line differs (then the caller
-    matches line by line). ``a`` holds complete lines without backslashes or brackets."""
+class _Prepared:
+    """A chunk of one line shape, checked, its numbers decoded where ``decimals`` can (``cols``, one per token of a
+    line; None: decode all of that token's values with orjson) and the rest (``left``: indices in the chunk's
+    tokens, line by line) laid out for one orjson call (``text``), for ``_finish``."""
+
+    __slots__ = ("m", "fields", "cols", "left", "text", "fixes", "nulls")
+
+    def __init__(self, m: int, fields: list[str | None], cols: list[np.ndarray | None], left: np.ndarray,
+                 text: np.ndarray, fixes: list[tuple[np.ndarray, float]], nulls: np.ndarray | None) -> None:
+        self.m = m
+        self.fields = fields
+        self.cols = cols
+        self.left = left
+        self.text = text
+        self.fixes = fixes
+        self.nulls = nulls
+
+
+_U8 = np.uint64(8)
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_SPACES = np.uint64(0x2020202020202020)
+_LOW7 = np.uint64(0x00FFFFFFFFFFFFFF)
+_COMMA = np.uint64(0x2C << 56)
+FRONT = 32  # bytes before a chunk that its passes may read (a copy supplies them for the buffer's first chunk)
+
+
+def _gather_rows(a: np.ndarray, starts: np.ndarray, width: int, out: np.ndarray) -> None:
+    """``out[i]`` (a row of ``width`` bytes) = the ``width`` bytes of ``a`` from ``starts[i]`` (ascending), zero
+    past the end of ``a``."""
+    full = int(np.searchsorted(starts, len(a) - width, side="right"))
+    rows = out.view(np.dtype(f"V{width}")).reshape(-1)
+    rows[:full] = _windows(a, width)[starts[:full]]  # (fancy indexing: np.take of void rows is far slower)
+    if full < len(starts):
+        s0 = int(starts[full])
+        pad = np.zeros(len(a) - s0 + width, dtype=np.uint8)
+        pad[: len(a) - s0] = a[s0:]
+        rows[full:] = _windows(pad, width)[starts[full:] - s0]
+
+
+def _prepare(base: np.ndarray, s: int, e: int, tpl: Template) -> _Prepared | None:
+    """Check that every line of ``base[s:e]`` (complete lines without backslashes or brackets) has the shape
+    ``tpl``, decode its numbers where ``decimals`` can and lay the rest out for ``_finish``; None when any line
+    differs. numpy passes only (they release the GIL: chunks are prepared on several threads)."""
     nq = tpl.nq
     plan = tpl.plan()
-    is_nl = a == 10
-    m = int(np.count_nonzero(is_nl))
-    marks = is_nl | (a == 34)
+    if s < FRONT or e + 8 > len(base):  # room around the chunk for the words read across its edges
+        pad = np.zeros(e - s + FRONT + 8, dtype=np.uint8)
+        pad[FRONT : FRONT + e - s] = base[s:e]
+        base, s, e = pad, FRONT, e - s + FRONT
+    a = base[s:e]
+    marks = a == 34
+    marks |= a == 10
     found = np.flatnonzero(marks)
-    if not m or len(found) != m * (nq + 1):
+    per = nq + 1
+    if not len(found) or len(found) % per:
         return None
-    anchors = found.reshape(m, nq + 1)
+    m = len(found) // per
+    anchors = found.reshape(m, per)
     nl = anchors[:, nq]
-    if not is_nl[nl].all():  # then each row holds one line's quotes and its newline: nq quotes on every line
+    if not (a[nl] == 10).all():  # then each row holds one line's quotes and its newline
         return None
     lstart = np.empty(m, dtype=np.int64)
     lstart[0] = 0
     lstart[1:] = nl[:-1] + 1
-    cols = [anchors[:, j] for j in range(nq)] + [lstart, nl]
-    rpos = [cols[int(plan.anchor[r])] + int(plan.offset[r]) for r in range(len(tpl.runs))]
-    if int(rpos[0].min()) < 0 or int((rpos[-1] + int(plan.run_len[-1])).max()) > len(a):
+    nruns = len(tpl.runs)
+    rp = np.empty((nruns, m), dtype=np.int64)  # each run's start, run by run (positions in a)
+    for r in range(nruns):
+        j = int(plan.anchor[r])
+        rp[r] = anchors[:, j] if j < nq else lstart if j == nq else nl
+    rp += plan.offset[:, None]
+    if int(rp[0].min()) < -8 or int((rp[-1] + int(plan.run_len[-1])).max()) > len(a):
         return None
-    # a zero-padded copy: every word compared lies inside it; later it becomes the text handed to orjson
-    front = int(plan.run_len.max()) + 16
-    b = np.zeros(len(a) + 2 * front, dtype=np.uint8)
-    b[front : front + len(a)] = a
-    words = np.ndarray(shape=(len(b) - 7,), dtype="<u8", buffer=b, strides=(1,))  # the 8 bytes at each byte
-    bad = np.zeros(m, dtype=np.uint64)
-    for w in range(len(plan.word_run)):
-        bad |= (words[rpos[int(plan.word_run[w])] + (int(plan.word_at[w]) + front)] & plan.word_mask[w]) \
-            ^ plan.word_const[w]
-    if bad.any():
+    # every constant run, as 8-byte words read at their byte positions, in one gather
+    wp = rp[plan.word_run]
+    wp += (plan.word_at + s)[:, None]
+    words = np.ndarray(shape=(len(base) - 7,), dtype="<u8", buffer=base, strides=(1,))
+    got = words[wp]
+    got &= plan.word_mask[:, None]
+    if (got != plan.word_const[:, None]).any():
         return None
-    for r in range(1, len(rpos)):  # every item non-empty, runs in order
-        if not (rpos[r] > rpos[r - 1] + int(plan.run_len[r - 1])).all():
-            return None
+    if not (rp[1:] > rp[:-1] + plan.run_len[:-1, None]).all():  # every item non-empty
+        return None
     for i in plan.strings:
-        st, en = rpos[i] + int(plan.run_len[i]), rpos[i + 1]
+        st, en = rp[i] + int(plan.run_len[i]), rp[i + 1]
         if not ((a[st] == 34).all() and (a[en - 1] == 34).all() and (en - st >= 2).all()):
             return None
-    # decode: blank the runs and strings, a ',' after each token, one orjson call for all the numbers
-    for r, (_, _, run) in enumerate(tpl.runs):
-        _windows(b, len(run))[rpos[r] + front] = np.frombuffer(b" " * len(run), dtype=f"V{len(run)}")[0]
-    k = tpl.tokens
-    fields: list[str | None] = []
-    ts_list, te_list = [], []
-    for i, field in enumerate(tpl.items):
-        start, end = rpos[i] + int(plan.run_len[i]), rpos[i + 1]
-        if field is _STR:
-            lengths = end - start
-            lo, hi = int(lengths.min()), int(lengths.max())
-            for wl in (lo,) if lo == hi else np.unique(lengths).tolist():
-                at = start + front if lo == hi else start[lengths == wl] + front
-                _windows(b, wl)[at] = np.frombuffer(b" " * wl, dtype=f"V{wl}")[0]
-        else:
-            fields.append(field)
-            ts_list.append(start)
-            te_list.append(end)
-    num: dict[str, np.ndarray] = {}
+    tok = [i for i, f in enumerate(tpl.items) if f is not _STR]
+    fields = [tpl.items[i] for i in tok]
+    k = len(tok)
     if not k:
-        return Batch(m, num, {}, 0)
-    TS = np.stack(ts_list, axis=1).reshape(-1)  # (m * k,) in byte order
-    TE = np.stack(te_list, axis=1).reshape(-1)
-    b[TE + front] = 44  # ','
-    begin, stop = int(TS[0]) - 1 + front, int(TE[-1]) + front
-    b[begin] = 91  # '['
-    b[stop] = 93  # ']'
-    c0 = a[TS]
-    special = (c0 >= 73) & (c0 != 101) | (c0 == 45) & (a[TS + 1] == 73)  # N, I, n, -I; t/f are JSON bools
+        return _Prepared(m, [], [], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8), [], None)
+    # the numbers, token by token of a line: decoded in numpy where their shape allows (decimals), the tokens
+    # whose first value has the same shape (the length of its integer part) in one call
+    cols: list[np.ndarray | None] = [None] * k
+    done = np.zeros((m, k), dtype=bool)
+    groups: dict[int, list[int]] = {}
+    spans = []
+    for t, i in enumerate(tok):
+        st, en = rp[i] + (int(plan.run_len[i]) + s), rp[i + 1] + s
+        spans.append((st, en))
+        first = bytes(base[int(st[0]) : int(en[0])]).lstrip(b"-")
+        groups.setdefault(first.find(b"."), []).append(t)
+    for ts_ in groups.values():
+        if len(ts_) == 1:
+            got_ = decimals.decode_field(base, *spans[ts_[0]])
+        else:
+            got_ = decimals.decode_field(base, np.concatenate([spans[t][0] for t in ts_]),
+                                         np.concatenate([spans[t][1] for t in ts_]))
+        if got_ is None:
+            continue  # not the shapes decimals reads: all through orjson
+        for g, t in enumerate(ts_):
+            ok = got_[1][g * m : (g + 1) * m]
+            took = int(np.count_nonzero(ok))
+            if took and took >= m // 2:
+                cols[t] = got_[0][g * m : (g + 1) * m]
+                done[:, t] = ok
+    left = np.flatnonzero(~done.reshape(-1))  # the rest, in byte order
+    if not len(left):
+        return _Prepared(m, fields, cols, left, np.zeros(0, dtype=np.uint8), [], None)
+    ti = np.asarray(tok)
+    ts = (rp[ti] + plan.run_len[ti, None]).T.reshape(-1)[left]
+    length = rp[ti + 1].T.reshape(-1)[left] - ts
+    n = len(left)
+    width = (int(length.max()) + 8) // 8 * 8  # room for a ',' after the longest token
+    if width > 64:
+        return None
+    # the tokens, each in a row of ``width`` bytes: the token, spaces, a ','; a '[' row before them
+    text = np.empty((n + 1) * width, dtype=np.uint8)
+    text[:width] = 32
+    text[0] = 91  # '['
+    _gather_rows(a, ts, width, text[width:])
+    rows = text.view("<u8").reshape(n + 1, width // 8)[1:]
+    for j in range(width // 8):  # the bytes past the token: spaces (word by word: shifts, no table lookups)
+        after = np.clip(length - 8 * j, 0, 8).astype(np.uint64) * _U8
+        keep = ~(_ONES << after)  # (a shift by 64 gives 0)
+        col = rows[:, j]
+        col &= keep
+        col |= _SPACES & ~keep
+    rows[:, -1] = (rows[:, -1] & _LOW7) | _COMMA  # a ',' in each row's last byte
+    text[-1] = 93  # ']' instead of the last ','
+    c0 = text[width::width].copy()  # each token's first byte, from its row (before any is blanked)
+    special = (c0 >= 65) | (c0 == 45) & (text[width + 1 :: width] == 73)  # letters, -I
     fixes: list[tuple[np.ndarray, float]] = []
+    nulls = None
     if special.any():
         where = np.flatnonzero(special)
-        matched = _blank_specials(a, b, TS, TE, where, front, fixes)
+        matched = _blank_special_rows(a, text, ts, length, where, width, fixes)
         bools = (c0[where] == 116) | (c0[where] == 102)  # true / false: orjson checks them
         if not (matched | bools).all():
             return None
-    try:
-        values = _loads(memoryview(b[begin : stop + 1]))  # type: ignore[arg-type]
-        if not isinstance(values, list) or len(values) != m * k:
-            return None
-        out = np.fromiter(values, dtype=np.float64, count=m * k)
-    except (TypeError, ValueError):
-        return None
-    for where_, value in fixes:
-        out[where_] = value
-    grid = out.reshape(m, k)
-    nulls = (c0 == 110).reshape(m, k) if fixes else None
-    for t, field in enumerate(fields):
-        if field is None:
+        if fixes:
+            nulls = c0 == 110
+    return _Prepared(m, fields, cols, left, text, fixes, nulls)
+
+
+def _blank_special_rows(a: np.ndarray, text: np.ndarray, ts: np.ndarray, length: np.ndarray, where: np.ndarray,
+                        width: int, fixes: list[tuple[np.ndarray, float]]) -> np.ndarray:
+    """The tokens ``where`` spelling NaN, Infinity, -Infinity or null: their values into ``fixes``, a '0' in
+    their rows of ``text`` (row i + 1 holds token i); returns which of them matched such a word."""
+    matched = np.zeros(len(where), dtype=bool)
+    for word, value in _SPECIAL:
+        ci = np.flatnonzero(length[where] == len(word))
+        if not len(ci):
             continue
-        if nulls is not None and nulls[:, t].all() and field not in num:
-            continue  # null only: absent, as in the general parser
-        num[field] = grid[:, t].copy()
+        eq = (_windows(a, len(word))[ts[where[ci]]].view(np.uint8).reshape(len(ci), len(word))
+              == np.frombuffer(word, np.uint8)).all(1)
+        hit = where[ci[eq]]
+        if len(hit):
+            matched[ci[eq]] = True
+            fixes.append((hit, value))
+            text[(hit + 1) * width] = 48  # '0' (the rest of the row: spaces)
+            for c in range(1, len(word)):
+                text[(hit + 1) * width + c] = 32
+    return matched
+
+
+def _finish(p: _Prepared) -> Batch | None:
+    """The columns of a prepared chunk: one orjson call for the numbers ``decimals`` left. None when one of them
+    is not a JSON scalar (then the caller matches line by line)."""
+    m, k = p.m, len(p.fields)
+    num: dict[str, np.ndarray] = {}
+    if not k:
+        return Batch(m, num, {}, 0)
+    n = len(p.left)
+    if n:
+        try:
+            values = _loads(memoryview(p.text))  # type: ignore[arg-type]
+            if not isinstance(values, list) or len(values) != n:
+                return None
+            rest = np.fromiter(values, dtype=np.float64, count=n)
+        except (TypeError, ValueError):
+            return None
+        for where_, value in p.fixes:
+            rest[where_] = value
+        row, tok = np.divmod(p.left, k)
+    for t, field in enumerate(p.fields):
+        col = p.cols[t]
+        if n:
+            sel = tok == t
+            if p.nulls is not None and int(np.count_nonzero(p.nulls & sel)) == m:
+                continue  # null only: absent, as in the general parser
+            if col is None:
+                col = np.empty(m)
+            if sel.any():
+                col[row[sel]] = rest[sel]
+        if field is not None and col is not None:
+            num[field] = col
     return Batch(m, num, {}, 0)
+
+
+def _uniform(base: np.ndarray, s: int, e: int, tpl: Template) -> Batch | None:
+    """Columns of the chunk ``base[s:e]`` when its every line has the shape ``tpl`` (the common case: one writer,
+    one set of keys), in whole-chunk passes without assigning lines to templates; None when any line differs
+    (then the caller matches line by line)."""
+    p = _prepare(base, s, e, tpl)
+    return None if p is None else _finish(p)
 
 
 def _apply(a: np.ndarray, templates: list[Template], lstart: np.ndarray, lend: np.ndarray) -> Batch | None:
@@ -672,54 +796,111 @@ class _Partial(Batch):
         self.remaining = remaining
 
 
-def parse(buf: bytes, kind: str, templates: list[Template] | None = None) -> Batch:
-    """Columns of the complete lines in ``buf`` (which ends with a newline), fast where the lines allow.
+def parse(buf: bytes, kind: str, templates: list[Template] | None = None, *, end: int | None = None) -> Batch:
+    """Columns of the complete lines in ``buf`` (which ends with a newline), fast where the lines allow; with
+    ``end``, of ``buf[:end]`` (which ends with a newline; no copy of a large read).
 
     ``templates`` carries the line shapes found so far from one call to the next (for incremental reads)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if end is not None and end != len(buf):
+        if end <= 0:
+            return parse_general(b"", kind)
+        if kind == "logs":
+            buf = buf[:end]
+    else:
+        end = len(buf)
     if kind == "logs" or not buf:
         return parse_general(buf, kind)
     if templates is None:
         templates = []
-    spans = list(_chunks(buf))
+    spans = list(_chunks(buf, end))
     if not templates and spans[0][1] > HEAD * 2:  # find the line shapes on a few hundred lines only
         head = buf.rfind(b"\n", 0, HEAD) + 1
         if head:
             spans[0:1] = [(0, head), (head, spans[0][1])]
     if not templates:  # the shape that took the last stream's start: streams of one writer share it
         templates.extend(_RECENT.get(kind, ()))
-    first = _parse_span(buf, spans[0], kind, templates)  # finds the line shapes the other chunks reuse
+    if end >= CHUNK and not _HEAP_SET:
+        _settle_heap()
+    base = np.frombuffer(buf, np.uint8, count=end)
+    first = _parse_span(buf, base, spans[0], kind, templates)  # finds the line shapes the other chunks reuse
     if templates:
         _RECENT[kind] = [templates[0]]  # (hits are moved to the front)
-    if len(spans) == 1:
+    rest = spans[1:]
+    if not rest:
         return first
-    workers = min(len(spans) - 1, os.cpu_count() or 1, MAX_THREADS) if len(buf) >= 4 * CHUNK else 1
-    if workers <= 1:
-        return concat([first] + [_parse_span(buf, span, kind, templates) for span in spans[1:]])
+    workers = min(len(rest), os.cpu_count() or 1, MAX_THREADS)
+    if workers <= 1 or not templates:
+        return concat([first] + [_parse_span(buf, base, span, kind, templates) for span in rest])
+    tpl = templates[0]
 
-    def one(span: tuple[int, int]) -> tuple[Batch, list[Template]]:
-        mine = list(templates)  # each chunk may reorder or add shapes; merged below
-        return _parse_span(buf, span, kind, mine), mine
+    def prepare(span: tuple[int, int]) -> _Prepared | None:
+        s, e = span
+        if buf.find(b"\\", s, e) >= 0 or buf.find(b"[", s, e) >= 0:
+            return None
+        return _prepare(base, s, e, tpl)
 
-    # numpy releases the GIL in its passes, so chunks overlap (the orjson calls do not)
+    # Two phases per batch of chunks: the checks and layout on several threads (numpy releases the GIL in its
+    # passes), then the orjson calls one after the other (orjson holds the GIL: run beside the numpy passes, it
+    # would stall them)
+    out = [first]
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="ml-dash-parse") as pool:
-            done = list(pool.map(one, spans[1:]))
+        pool = _pool()
+        for b0 in range(0, len(rest), BATCH):
+            group = rest[b0 : b0 + BATCH]
+            # this thread prepares one share of the batch itself, the pool's threads the others
+            shares = [group[w::workers] for w in range(workers)]
+            futures = [pool.submit(lambda sh: [prepare(sp) for sp in sh], sh) for sh in shares[1:]]
+            done = {id(sp): p for sp, p in zip(shares[0], [prepare(sp) for sp in shares[0]])}
+            for sh, fut in zip(shares[1:], futures):
+                done.update((id(sp), p) for sp, p in zip(sh, fut.result()))
+            for span in group:
+                p = done[id(span)]
+                got = _finish(p) if p is not None else None
+                out.append(got if got is not None else _parse_chunk(buf[span[0] : span[1]], kind, templates))
     except RuntimeError:  # no new threads (interpreter shutting down): one chunk after the other
-        return concat([first] + [_parse_span(buf, span, kind, templates) for span in spans[1:]])
-    known = {id(t) for t in templates}
-    for _, mine in done:
-        for t in mine:
-            if id(t) not in known and len(templates) < MAX_TEMPLATES:
-                known.add(id(t))
-                templates.append(t)
-    return concat([first] + [b for b, _ in done])
+        return concat([first] + [_parse_span(buf, base, span, kind, templates) for span in rest])
+    return concat(out)
 
 
-def _chunks(buf: bytes) -> Iterator[tuple[int, int]]:
+_HEAP_SET: list[bool] = []
+
+
+def _settle_heap() -> None:
+    """Allocate and free one 16 MiB array, once per process. glibc's malloc serves a block above its mmap
+    threshold (128 KiB at first) with fresh pages and returns freed heap memory beyond a trim threshold to the
+    system; freeing a large mapped block raises both thresholds (to its size and twice that). Without this, the
+    few MiB of temporary arrays a chunk's passes use were given back after every small stream read and faulted in
+    again by the next (1,300 page faults per 10,000-row stream, a fifth of its CPU time); with it they stay."""
+    _HEAP_SET.append(True)
+    np.empty(16 << 17)  # 16 MiB of float64, never touched: mapped and unmapped
+
+
+_POOL: list[ThreadPoolExecutor] = []
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The threads that prepare chunks, started once per process (starting threads for every read of a small
+    stream cost more than the parallel passes saved)."""
+    with _POOL_LOCK:
+        if not _POOL:
+            _POOL.append(ThreadPoolExecutor(max(1, MAX_THREADS - 1), thread_name_prefix="ml-dash-parse"))
+        return _POOL[0]
+
+
+def _forget_pool() -> None:  # a forked child has none of the parent's threads
+    global _POOL_LOCK
+    _POOL_LOCK = threading.Lock()
+    _POOL.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _chunks(buf: bytes, n: int) -> Iterator[tuple[int, int]]:
     start = 0
-    n = len(buf)
     while start < n:
         end = n if n - start <= CHUNK * 3 // 2 else buf.rfind(b"\n", start, start + CHUNK) + 1
         if end <= start:
@@ -732,12 +913,12 @@ def _chunks(buf: bytes) -> Iterator[tuple[int, int]]:
 _RECENT: dict[str, list[Template]] = {}  # per kind: the line shape that matched first in the last parse
 
 
-def _parse_span(buf: bytes, span: tuple[int, int], kind: str, templates: list[Template]) -> Batch:
+def _parse_span(buf: bytes, base: np.ndarray, span: tuple[int, int], kind: str, templates: list[Template]) -> Batch:
     """Columns of the complete lines ``buf[span[0]:span[1]]``: in whole-chunk passes when every line has the
     shape that matched last, else line by line."""
     s, e = span
     if templates and buf.find(b"\\", s, e) < 0 and buf.find(b"[", s, e) < 0:
-        whole = _uniform(np.frombuffer(buf, np.uint8, count=e - s, offset=s), templates[0])
+        whole = _uniform(base, s, e, templates[0])
         if whole is not None:
             return whole
     return _parse_chunk(buf[s:e], kind, templates)

@@ -10,6 +10,7 @@ import datetime as _dt
 import json
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -132,8 +133,8 @@ def dumpb_line(o: Any) -> bytes:
     return (encode(o) + "\n").encode()
 
 
-_iso_cache: tuple[int, str] = (-1, "")  # (second, its text): rows logged within one second share it
-_day_cache: tuple[int, str] = (-1, "")
+_iso_cache: tuple[int | None, str] = (None, "")  # (second, its text): rows logged within one second share it
+_day_cache: tuple[int | None, str] = (None, "")
 
 
 def iso(ts: float) -> str:
@@ -155,7 +156,7 @@ def isos(stamps: list[float]) -> list[str]:
     """`iso` of each of ``stamps`` (the per-second cache inlined: a batch of log lines shares a few seconds)."""
     out: list[str] = []
     add = out.append
-    last = -1
+    last = None
     fmt = ""
     for ts in stamps:
         s = int(ts)
@@ -164,6 +165,43 @@ def isos(stamps: list[float]) -> list[str]:
             last = s
         add(fmt % ((ts - s) * 1_000_000))
     return out
+
+
+def iso_parts(stamps: list[float]) -> tuple[list[bytes], list[int]] | None:
+    """`iso` of each of ``stamps`` in two parts, the second ``b"YYYY-MM-DDTHH:MM:SS"`` and the microseconds
+    (``b"%s.%06dZ" % parts`` is `iso`), computed by numpy without a Python step per stamp; None when numpy is not
+    imported yet (it is not imported here: an import on the writer thread would hold the GIL for a long time)
+    or a stamp is negative or not finite."""
+    np = sys.modules.get("numpy")
+    if np is None or not stamps:
+        return None
+    try:
+        a = np.array(stamps, dtype=np.float64)
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 2.5e11:
+            return None
+        secs = np.trunc(a)
+        micros = ((a - secs) * 1_000_000).astype(np.int64).tolist()  # the float arithmetic of `iso`
+        uniq, where = np.unique(secs.astype(np.int64), return_inverse=True)
+        heads = np.array([iso(float(x))[:-8].encode() for x in uniq.tolist()], dtype=object)
+        return heads[where.reshape(-1)].tolist(), micros
+    except (TypeError, ValueError, AttributeError):  # pragma: no cover - an odd numpy
+        return None
+
+
+def strings_json(strings: list[str]) -> list[bytes] | None:
+    """The JSON text of each string less its quotes (`dumpb` of it), from one orjson call over the list, cut at
+    ``","``; None when that cut could be wrong (a string holds an escaped quote, so the text has ``\\"``) or
+    `dumpb` would not write orjson's text (``null`` in it)."""
+    if _orjson is None or not strings:
+        return None
+    try:
+        blob = _dumps(strings, None, _OPT)
+    except TypeError:
+        return None
+    if b'\\"' in blob or b"null" in blob:
+        return None
+    parts = blob[2:-2].split(b'","')
+    return parts if len(parts) == len(strings) else None
 
 
 def now_iso() -> str:

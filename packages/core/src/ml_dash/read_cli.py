@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from orjson import loads as _fast_loads
+
 FORMATS = ("csv", "parquet", "jsonl")
 
 
@@ -111,7 +113,12 @@ class Remote:
             except (ValueError, AttributeError):
                 detail = body[:200].decode(errors="replace")
             raise ReadError(f"{self.url}: HTTP {status}: {detail}")
-        return (ctype, body) if raw else json.loads(body)  # NaN and Infinity come as bare tokens
+        if raw:
+            return ctype, body
+        try:
+            return _fast_loads(body)
+        except ValueError:
+            return json.loads(body)  # NaN and Infinity come as bare tokens, which orjson refuses
 
     def prefixes(self) -> list[str]:
         return [r["prefix"] for r in self._get("/api/v1/runs")["runs"]]

@@ -120,6 +120,10 @@ def _init_worker(spec: tuple[Callable[..., Backend], tuple[Any, ...]], parent: i
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops its workers
     _worker_spec = spec
+    try:  # open the engine now, before this worker takes a request: the first requests do not wait for it (on a
+        _store()  # loaded machine, connecting and importing take longer than a client's timeout)
+    except Exception:  # the database is down: the first request opens it (a 503 until then), as before
+        pass
 
 
 def _store() -> Backend:

@@ -35,6 +35,11 @@ def view(root: str | Path = ".dash", host: str = "127.0.0.1", port: int = 0, ope
     sock.listen(128)  # connections wait in the backlog until the server accepts them
     real_port = sock.getsockname()[1]
     app = create_viewer_app(path)  # imported and built before the URL is printed: it answers at once
+    from .app import bundle
+
+    bundle()  # the scripts read and hashed now, not on the first page
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=2)
+    config.load()  # the protocol and event-loop modules imported now, not on the first request
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{real_port}/"
     print(f"ml-dash viewer for {path.resolve()} at {url}", flush=True)
@@ -48,6 +53,4 @@ def view(root: str | Path = ".dash", host: str = "127.0.0.1", port: int = 0, ope
             webbrowser.open(url)
         except Exception:  # noqa: BLE001 - no browser is fine
             pass
-    config = uvicorn.Config(app, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=2)
     uvicorn.Server(config).run(sockets=[sock])

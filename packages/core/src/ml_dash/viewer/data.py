@@ -565,6 +565,8 @@ class Root:
             small = [(path, end) for path, end, large in found if not large and path not in self._exact]
             if small:
                 await run_in_threadpool(lambda: [self.columns(path, end) for path, end in small])
+                if len(small) > 10:
+                    release_memory()  # (parse buffers of two threads at once: hand the free pages back)
         except Exception:  # noqa: BLE001 - a head start only: the page's own requests report what fails
             pass
 

@@ -8,6 +8,7 @@ reconnects sends them back as ``Last-Event-ID`` and the stream resumes where it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ from typing import Any
 from .data import MAX_MESSAGE, BadName, Source, parse_time
 
 POLL = 0.1  # seconds between checks of the subscribed streams
+IDLE_EVERY = 10  # a subscription quiet for long is checked once per this many polls (once a second)
 PING = 15.0  # seconds of silence before a keep-alive comment
 READ_LIMIT = 4 * 1024 * 1024  # bytes read per subscription per event; a backlog goes out as several events
 MAX_SUBS = 2000
@@ -90,17 +92,31 @@ async def events(root: Source, subs: list[list[Any]], last_id: str | None,
     last_status: dict[str, str] = {}
     yield "retry: 1000\n\n"
     quiet_since = time.monotonic()
+    batch = getattr(root, "batch", None)
+    tick = 0
+
+    def poll_all(due: list[int]) -> list[tuple[str, dict[str, Any], str]]:
+        """One tick's checks in one thread hop (each run's folder resolved once)."""
+        out = []
+        with batch() if batch is not None else contextlib.nullcontext():
+            for i in due:
+                event = _poll(root, subs, i, memos[i], last_status, status_of)
+                memos[i]["idle"] = 0 if event is not None or subs[i][1] == "status" else memos[i].get("idle", 0) + 1
+                if event is not None:  # with every offset as of this event: its resume point
+                    out.append((*event, ",".join(str(s[3]) for s in subs)))
+        return out
+
     while True:
         if await disconnected():
             return
+        # a subscription with nothing new for a while is checked less often: every tick for its first second of
+        # quiet, then backing off to once per IDLE_EVERY ticks (a run that moves is checked every tick)
+        due = [i for i in range(len(subs)) if _due(memos[i].get("idle", 0), tick)]
+        tick += 1
         sent = False
-        for i in range(len(subs)):
-            event = await _poll(root, subs, i, memos[i], last_status, status_of)
-            if event is not None:
-                kind, payload = event
-                eid = ",".join(str(s[3]) for s in subs)  # every offset as of this event: resume point
-                yield f"event: {kind}\nid: {eid}\ndata: {_dumps(_safe(payload))}\n\n"
-                sent = True
+        for kind, payload, eid in await asyncio.to_thread(poll_all, due) if due else []:
+            yield f"event: {kind}\nid: {eid}\ndata: {_dumps(_safe(payload))}\n\n"
+            sent = True
         if sent:
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since > PING:
@@ -109,18 +125,24 @@ async def events(root: Source, subs: list[list[Any]], last_id: str | None,
         await asyncio.sleep(POLL)
 
 
-async def _poll(root: Source, subs: list[list[Any]], i: int, memo: dict[str, Any], last_status: dict[str, str],
-                status_of: Callable[[str], str]) -> tuple[str, dict[str, Any]] | None:
+def _due(idle: int, tick: int) -> bool:
+    if idle < 10:
+        return True
+    return tick % min(IDLE_EVERY, 1 + idle // 10) == 0
+
+
+def _poll(root: Source, subs: list[list[Any]], i: int, memo: dict[str, Any], last_status: dict[str, str],
+          status_of: Callable[[str], str]) -> tuple[str, dict[str, Any]] | None:
     sub = subs[i]
     if sub[1] == "status":
-        if not await asyncio.to_thread(root.status_changed, sub[0], memo):
+        if not root.status_changed(sub[0], memo):
             return None
-        st = await asyncio.to_thread(status_of, sub[0])
+        st = status_of(sub[0])
         if st == last_status.get(sub[0]):
             return None
         last_status[sub[0]] = st
         return "status", {"k": i, "prefix": sub[0], "status": st}
-    tail = await asyncio.to_thread(root.tail, sub[0], sub[1], sub[2], sub[3], memo, READ_LIMIT)
+    tail = root.tail(sub[0], sub[1], sub[2], sub[3], memo, READ_LIMIT)
     if tail is None:
         return None
     if not tail.rows and not tail.reset and not tail.invalid:

@@ -53,8 +53,11 @@
       });
     }
     const diffBody = M.section(root, "params", "Params that differ");
+    const parallelBody = M.section(root, "parallel", "Parallel coordinates");
+    // filled once the charts in view have asked for their data (they do after the first frame), not before
+    await new Promise((res) => { requestAnimationFrame(() => requestAnimationFrame(res)); setTimeout(res, 100); });
     M.paramsSection(diffBody, runs, true);
-    M.parallelSection(M.section(root, "parallel", "Parallel coordinates"), runs, names, streams);
+    M.parallelSection(parallelBody, runs, names, streams);
   };
 
   /* one vertical axis per numeric param plus one chosen metric's last value; one polyline per run */

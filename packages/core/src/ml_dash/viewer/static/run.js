@@ -63,10 +63,13 @@
       status.className = "badge " + String(d.status).toLowerCase();
       if (d.status === "DELETED") root.prepend(M.note("This run was deleted while its page was open; what is shown is what was read before.", "warn"));
     });
-    M.tracksSection(M.section(root, "tracks", "Tracks"), prefix, info.topics);
-    M.logsSection(M.section(root, "logs", "Logs"), prefix, info.logs);
-    M.filesSection(M.section(root, "files", "Files"), prefix, info.files);
-    M.paramsSection(M.section(root, "params", "Params"), [info]);
+    const bodies = ["tracks", "logs", "files", "params"].map((k) => M.section(root, k, k[0].toUpperCase() + k.slice(1)));
+    // with charts: filled once the charts in view have asked for their data (after the first frame), not before
+    if (names.length) await new Promise((res) => { requestAnimationFrame(() => requestAnimationFrame(res)); setTimeout(res, 100); });
+    M.tracksSection(bodies[0], prefix, info.topics);
+    M.logsSection(bodies[1], prefix, info.logs);
+    M.filesSection(bodies[2], prefix, info.files);
+    M.paramsSection(bodies[3], [info]);
   };
 
   /* ---- params ---- */
