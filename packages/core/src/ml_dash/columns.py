@@ -853,9 +853,9 @@ def parse(buf: bytes, kind: str, templates: list[Template] | None = None, *, end
             # this thread prepares one share of the batch itself, the pool's threads the others
             shares = [group[w::workers] for w in range(workers)]
             futures = [pool.submit(lambda sh: [prepare(sp) for sp in sh], sh) for sh in shares[1:]]
-            done = {id(sp): p for sp, p in zip(shares[0], [prepare(sp) for sp in shares[0]])}
-            for sh, fut in zip(shares[1:], futures):
-                done.update((id(sp), p) for sp, p in zip(sh, fut.result()))
+            done = {id(sp): p for sp, p in zip(shares[0], [prepare(sp) for sp in shares[0]], strict=True)}
+            for sh, fut in zip(shares[1:], futures, strict=True):
+                done.update((id(sp), p) for sp, p in zip(sh, fut.result(), strict=True))
             for span in group:
                 p = done[id(span)]
                 got = _finish(p) if p is not None else None
