@@ -34,6 +34,7 @@ Numbers vary with the machine; compare rows within one run.
 
     .venv/bin/python bench/remote_bench.py --ingest [--database postgresql://user@127.0.0.1:5432/bench]
         [--writers 32] [--batch 1000] [--ingest-rows 320000] [--read-rows 0] [--no-fsync] [--baseline CHECKOUT]
+        [--baseline-database postgresql://user@127.0.0.1:5432/bench_old]
     .venv/bin/python bench/remote_bench.py --database postgresql://user@127.0.0.1:5432/empty --reads-only
 """
 
@@ -262,7 +263,8 @@ def read_back(url: str, pid: int, rows: int, batch: int) -> tuple[float, float]:
 
 
 def bench_servers(database: str | None, servers: int, writers: int, rows: int, batch: int, read_rows: int,
-                  load_bodies: int, extra: list[str], baseline: str | None = None) -> None:
+                  load_bodies: int, extra: list[str], baseline: str | None = None,
+                  baseline_database: str | None = None) -> None:
     """Server ingest on the folder engine and, with ``database``, on PostgreSQL (``servers`` processes)."""
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -270,15 +272,16 @@ def bench_servers(database: str | None, servers: int, writers: int, rows: int, b
         try:
             engines: list[tuple[str, list[str], list[int]]] = []
             for label, src in ([("", None)] + ([(" [baseline]", baseline)] if baseline else [])):
+                on = (baseline_database or database) if src else database  # an older schema needs its own
                 folder_port = free_port()
                 procs.append(start_server(tmp / f"folder{label}", folder_port, *extra, src=src))
                 engines.append((f".dash folder, 1 server process{label}", [f"http://127.0.0.1:{folder_port}"],
                                 [procs[-1].pid]))
-                if database:
+                if on:
                     urls, pids = [], []
                     for _ in range(servers):
                         port = free_port()
-                        procs.append(start_server(tmp / "objects", port, "--database", database, *extra, src=src))
+                        procs.append(start_server(tmp / "objects", port, "--database", on, *extra, src=src))
                         urls.append(f"http://127.0.0.1:{port}")
                         pids.append(procs[-1].pid)
                     engines.append((f"PostgreSQL, {servers} server process(es){label}", urls, pids))
@@ -637,6 +640,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000, help="rows per request in the ingest bench (default 1,000)")
     ap.add_argument("--ingest", action="store_true", help="only the server ingest bench (folder engine, and "
                     "PostgreSQL with --database)")
+    ap.add_argument("--baseline-database", metavar="URL", help="the database for the baseline's servers (default: "
+                    "--database; an older ml-dash refuses a database a newer one migrated)")
     ap.add_argument("--baseline", metavar="CHECKOUT", help="also measure servers running the sources of this "
                     "checkout (e.g. a `git worktree` of an older commit), in the same run")
     ap.add_argument("--load-bodies", type=int, default=3, help="concurrent 32 MiB bodies for /health under load "
@@ -652,7 +657,7 @@ def main() -> None:
         if not a.reads_only:
             bench_servers(a.database, a.servers, a.writers, a.ingest_rows, a.batch,
                           a.read_rows if a.database else 0, a.load_bodies, ["--no-fsync"] if a.no_fsync else [],
-                          a.baseline)
+                          a.baseline, a.baseline_database)
         if a.database:
             print()
             bench_pg_reads(a.database, a.read_rows, a.ls_runs)

@@ -206,6 +206,33 @@ def test_whole_chunk_path_equals_reference(tmp_path: Path, monkeypatch: pytest.M
     assert spy.took >= 10 and spy.refused >= 10, (spy.took, spy.refused)  # both ways were taken
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_small_stream_cut_into_one_piece_per_core_equals_reference(monkeypatch: pytest.MonkeyPatch,
+                                                                      seed: int) -> None:
+    """A stream of about one chunk is cut into pieces at line ends, one per core, prepared on threads: the pieces
+    (each whole-chunk, or refused for a line that differs) give exactly what the general parser gives."""
+    monkeypatch.setattr(columns, "MIN_PIECE", 4096)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    spy = _Spy(monkeypatch)
+    rng = random.Random(seed)
+    lines = []
+    for i in range(4000):
+        line = metric_line(i, {"loss": rng.random(), "acc": rng.uniform(-1e6, 1e6), "_ts": 1.7e9 + i * 0.01}, 0)
+        if i == 3000 + seed:
+            line = MUTATIONS[(1, 3, 4)[seed]](line, rng)  # other key, a field more, corrupt
+        lines.append(line)
+    buf = ("\n".join(lines) + "\n").encode()
+    assert len(buf) < columns.CHUNK  # one chunk after the head: without the cut, one thread would do it all
+    fast = columns.parse(buf, "metrics")
+    general = columns.parse_general(buf, "metrics")
+    assert (fast.n, fast.skipped) == (general.n, general.skipped)
+    assert set(fast.num) == set(general.num)
+    for k in general.num:
+        assert np.array_equal(fast.num[k], general.num[k], equal_nan=True), k
+    assert fast.text == general.text
+    assert spy.took >= 3 and spy.refused >= 1, (spy.took, spy.refused)  # the head and >= 2 pieces; one refused
+
+
 class _Spy:
     """Counts the chunks the whole-chunk path took and refused (in its check, or in decoding the numbers)."""
 

@@ -37,7 +37,7 @@ def bits(x: float) -> bytes:
 
 def check(tokens: list[bytes]) -> np.ndarray:
     values, ok = run(tokens)
-    for t, v, o in zip(tokens, values, ok):
+    for t, v, o in zip(tokens, values, ok, strict=True):
         if not o:
             continue
         ref = orjson.loads(t)  # raises for a token that is not JSON: it must not have been decoded

@@ -39,6 +39,7 @@ KINDS = ("metrics", "tracks", "logs")
 CHUNK = 1 << 20  # bytes parsed per vectorised pass: big enough to amortise the calls, small enough for the caches
 MAX_TEMPLATES = 32  # distinct line shapes tried on the fast path per stream; more go to the general parser
 MAX_THREADS = 4  # chunks prepared at once
+MIN_PIECE = 256 << 10  # the smallest piece a stream is cut into for threads
 BATCH = 16  # chunks prepared (in parallel) before their numbers are decoded (one after the other)
 HEAD = 64 << 10  # bytes whose lines give the line shapes of a stream read from its start
 MIN_LINES = 64  # fewer lines of one shape than this are cheaper through the general parser
@@ -827,7 +828,7 @@ def parse(buf: bytes, kind: str, templates: list[Template] | None = None, *, end
     first = _parse_span(buf, base, spans[0], kind, templates)  # finds the line shapes the other chunks reuse
     if templates:
         _RECENT[kind] = [templates[0]]  # (hits are moved to the front)
-    rest = spans[1:]
+    rest = _split_for_threads(buf, spans[1:])
     if not rest:
         return first
     workers = min(len(rest), os.cpu_count() or 1, MAX_THREADS)
@@ -852,9 +853,9 @@ def parse(buf: bytes, kind: str, templates: list[Template] | None = None, *, end
             # this thread prepares one share of the batch itself, the pool's threads the others
             shares = [group[w::workers] for w in range(workers)]
             futures = [pool.submit(lambda sh: [prepare(sp) for sp in sh], sh) for sh in shares[1:]]
-            done = {id(sp): p for sp, p in zip(shares[0], [prepare(sp) for sp in shares[0]])}
-            for sh, fut in zip(shares[1:], futures):
-                done.update((id(sp), p) for sp, p in zip(sh, fut.result()))
+            done = {id(sp): p for sp, p in zip(shares[0], [prepare(sp) for sp in shares[0]], strict=True)}
+            for sh, fut in zip(shares[1:], futures, strict=True):
+                done.update((id(sp), p) for sp, p in zip(sh, fut.result(), strict=True))
             for span in group:
                 p = done[id(span)]
                 got = _finish(p) if p is not None else None
@@ -897,6 +898,26 @@ def _forget_pool() -> None:  # a forked child has none of the parent's threads
 
 
 os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _split_for_threads(buf: bytes, rest: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """A stream of one to a few chunks (a 10,000-row run is ~1.4 MB: its head, then one chunk) cut into one piece
+    per core, at line ends, so a small stream's passes also run on every core; pieces stay >= MIN_PIECE bytes."""
+    cores = min(os.cpu_count() or 1, MAX_THREADS)
+    if cores <= 1 or len(rest) >= cores or not rest:
+        return rest
+    s, e = rest[0][0], rest[-1][1]
+    pieces = min(cores, (e - s) // MIN_PIECE)
+    if pieces <= len(rest):
+        return rest
+    out, start = [], s
+    for k in range(1, pieces):
+        cut = buf.rfind(b"\n", start, s + (e - s) * k // pieces) + 1
+        if cut > start:
+            out.append((start, cut))
+            start = cut
+    out.append((start, e))
+    return out
 
 
 def _chunks(buf: bytes, n: int) -> Iterator[tuple[int, int]]:

@@ -85,6 +85,7 @@ class Replicator:
         self._final_status: str | None = None  # the status close() was given, not yet in experiment.json
         self._final_sent: str | None = None
         self._stuck: dict[str, _Stuck] = {}  # streams whose last batch failed: retried on their own schedule
+        self._store_closed = False  # close gave up and closed the store: a send still in flight fails quietly
 
     # ---- threading -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -161,6 +162,7 @@ class Replicator:
                     break
                 time.sleep(delay)
                 delay = min(1.0, delay * 2)
+            self._store_closed = True
             try:
                 self.store.close()
             except Exception as e:
@@ -208,6 +210,8 @@ class Replicator:
             return True
 
     def _fail(self, what: str, e: BaseException) -> None:
+        if self._store_closed and what != "close":
+            return  # a send that outlived close(): its rows are in the close's "not delivered" line, for sync
         self.error = f"{type(e).__name__}: {e}"
         k = f"{what}:{type(e).__name__}"
         if k not in self._warned:
