@@ -354,7 +354,8 @@ class DiskEntry:
                         col = s.num[name] = np.empty(s.cap)
                     if rt > rf:  # straight from the file into the column: no intermediate copy
                         want = (rt - rf) * 8
-                        if os.preadv(fd, [memoryview(col[rf:rt]).cast("B")], data + i * want) != want:
+                        view = memoryview(col[rf:rt]).cast("B")  # type: ignore[arg-type]
+                        if os.preadv(fd, [view], data + i * want) != want:
                             return None
                     covered.setdefault(name, []).append((rf, rt))
                 for r, name, value in head["text"]:
@@ -389,7 +390,8 @@ class DiskEntry:
         hb = json.dumps(head).encode()
         hb += b" " * (-len(hb) % 8)
         parts: list[bytes | memoryview] = [_MAGIC + len(hb).to_bytes(8, "little") + hb]
-        parts += [memoryview(np.ascontiguousarray(s.num[k][start : s.n])).cast("B") for k in names]  # no copies
+        parts += [memoryview(np.ascontiguousarray(s.num[k][start : s.n])).cast("B")  # type: ignore[arg-type]
+                  for k in names]  # no copies
         parts.append(pos.to_bytes(8, "little") + _END)
         return parts
 

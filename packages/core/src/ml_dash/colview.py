@@ -164,7 +164,7 @@ def pack(cols: Columns, fields: list[str] | None = None) -> bytes:
         else:
             a = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
             head.append({"name": f, "dtype": a.dtype.str, "nbytes": a.nbytes})
-            blobs.append(memoryview(a).cast("B"))  # (joined below: one copy)
+            blobs.append(memoryview(a).cast("B"))  # type: ignore[arg-type]  # (joined below: one copy)
     if fields is None:
         head += [{"name": f, "values": v.tolist(), "other": True} for f, v in cols.other.items() if f not in names]
     text = json.dumps({"rows": int(cols.rows), "kind": cols.kind, "columns": head}, allow_nan=True,

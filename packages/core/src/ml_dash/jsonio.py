@@ -42,7 +42,7 @@ try:  # orjson formats a row ~10x faster than the standard encoder (whose float 
     _OPT = _orjson.OPT_PASSTHROUGH_DATACLASS | _orjson.OPT_PASSTHROUGH_DATETIME
     OPT_LINE = _OPT | _orjson.OPT_APPEND_NEWLINE
 except ImportError:  # pragma: no cover - orjson is a dependency; the standard encoder still works without it
-    _orjson = None
+    _orjson = None  # type: ignore[assignment]
     _loads = json.loads  # type: ignore[assignment]
 
 

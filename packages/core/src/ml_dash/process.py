@@ -20,7 +20,8 @@ from . import console
 class OpenRun(Protocol):
     """What the process needs from an open run."""
 
-    prefix: str
+    @property
+    def prefix(self) -> str: ...
 
     def close_for_exit(self, status: str, reason: str | None) -> None:
         """Close the run with this status (the interpreter is exiting, or SIGTERM arrived)."""

@@ -46,7 +46,7 @@ try:
     _OPT = _orjson.OPT_PASSTHROUGH_DATACLASS | _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_APPEND_NEWLINE
     _OPT_BODY = _orjson.OPT_PASSTHROUGH_DATACLASS | _orjson.OPT_PASSTHROUGH_DATETIME
 except ImportError:  # pragma: no cover
-    _orjson = None
+    _orjson = None  # type: ignore[assignment]
 
 _POPULATE_WRITE = 23  # MADV_POPULATE_WRITE (Linux 5.14)
 MAGIC = b"MLDRING1"

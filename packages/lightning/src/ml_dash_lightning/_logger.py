@@ -122,6 +122,7 @@ class MLDashLoggerMixin:
             "MLDashLogger", run, experiment, path_arg="run", dash_root=root, dash_url=dash_url, buffer_config=buffer_config,
             description=description, tags=tags, metadata=metadata, **experiment_kwargs,
         )
+        assert self._factory.prefix is not None  # given as run=, made above, or the experiment's own
         self._run: str = self._factory.prefix
         self._root: str = self._factory.dash_root
         self._metric_prefix = prefix

@@ -188,6 +188,7 @@ class FolderBackend(Backend):
         d = self._existing(prefix)
         if d is None:
             raise BadRequest(f"no experiment {prefix!r}")
+        path: Path | None
         if kind == "metrics":
             path, what = d.metric_file(name), f"metric stream {name!r}"
         elif kind == "tracks":

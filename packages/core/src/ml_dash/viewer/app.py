@@ -18,7 +18,7 @@ import numpy as np
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import live
@@ -117,7 +117,7 @@ def _float(request: Request, key: str) -> float | None:
     if v in (None, "", "null"):
         return None
     try:
-        f = float(v)  # type: ignore[arg-type]
+        f = float(v)  # type: ignore[arg-type,unused-ignore]
     except ValueError:
         raise BadName(f"{key} must be a number, got {v!r}") from None
     if not math.isfinite(f):
@@ -130,7 +130,7 @@ def _int(request: Request, key: str, default: int) -> int:
     if v in (None, ""):
         return default
     try:
-        return int(v)  # type: ignore[arg-type]
+        return int(v)  # type: ignore[arg-type,unused-ignore]
     except ValueError:
         raise BadName(f"{key} must be an integer, got {v!r}") from None
 
@@ -312,7 +312,7 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
 
         ok, notes, key_of, keys, slow, bodies = await run_in_threadpool(once, look)
         if all(b is not None for b in bodies):
-            return bodies  # type: ignore[return-value]
+            return [b for b in bodies if b is not None]
         got: dict[str, Columns] = {}
         approximate = False
         for p in slow:  # large streams not read yet: their preview, unless the exact read ends within ``wait``
@@ -366,7 +366,8 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
             if tail is not None and not level and not q and at is None and start < 0:
                 got = tail(prefix, limit)  # the last screen, read from the end of the file
                 if got is not None:
-                    return got
+                    last: dict[str, Any] = got
+                    return last
             lg = root.run_logs(prefix)
             idx = search_logs(lg, level, q, regex)
             total = len(idx)
@@ -429,7 +430,7 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         return StreamingResponse(gen, media_type="text/event-stream",
                                  headers={"cache-control": "no-store", "x-accel-buffering": "no"})
 
-    r = [
+    r: list[BaseRoute] = [
         Route("/", page, methods=["GET"]),
         Route("/run/{prefix:path}", page, methods=["GET"]),
         Route("/compare", page, methods=["GET"]),

@@ -97,7 +97,7 @@ class Logs:
     def add(self, rows: list[dict[str, Any]]) -> None:
         """Append log rows, a column at a time (a million rows share a few timestamps and levels)."""
         n0 = len(self.seq)
-        sn = [r.get("sequenceNumber") for r in rows]
+        sn: list[Any] = [r.get("sequenceNumber") for r in rows]
         if not all(type(x) is int for x in sn):
             sn = [int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else n0 + k
                   for k, x in enumerate(sn)]
@@ -115,7 +115,7 @@ class Logs:
         for x in set(x for x in lv if isinstance(x, str)).difference(levels):
             levels[x] = x.lower()
         self.level.extend([levels[x] if isinstance(x, str) else "info" for x in lv])
-        msg = [r.get("message") for r in rows]
+        msg: list[Any] = [r.get("message") for r in rows]
         if not all(type(m) is str for m in msg):
             msg = [m if isinstance(m, str) else str(m) for m in msg]
         self.message.extend(msg)
@@ -248,7 +248,8 @@ class Root:
     def run_dir(self, prefix: str) -> Path:
         memo = getattr(self._local, "dirs", None)
         if memo is not None and prefix in memo:
-            return memo[prefix]
+            known: Path = memo[prefix]
+            return known
         real = self._run_dir(prefix)
         if memo is not None:
             memo[prefix] = real
@@ -491,8 +492,13 @@ class Root:
         task = self._pending.get(path)
         if task is None:
             task = self._pending[path] = asyncio.ensure_future(run_in_threadpool(self.columns, path, end))
-            task.add_done_callback(lambda _t: (self._exact.add(path), self._pending.pop(path, None),
-                                               self._previews.pop(path, None), release_memory()))
+            def done(_t: Any) -> None:
+                self._exact.add(path)
+                self._pending.pop(path, None)
+                self._previews.pop(path, None)
+                release_memory()
+
+            task.add_done_callback(done)
         return task
 
     async def columns_or_preview(self, path: Path, end: int | None = None,

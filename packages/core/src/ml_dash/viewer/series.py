@@ -43,7 +43,7 @@ def ema(y: np.ndarray, weight: float) -> np.ndarray:
     if not len(v) or weight <= 0:
         return out
     try:
-        from scipy.signal import lfilter  # type: ignore[import-untyped]
+        from scipy.signal import lfilter  # type: ignore[import-untyped,unused-ignore]
     except ImportError:
         acc = 0.0
         res = np.empty(len(v))
