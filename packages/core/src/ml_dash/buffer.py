@@ -11,7 +11,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import cycle, groupby, repeat
 from operator import itemgetter
@@ -612,16 +612,7 @@ class Buffer:
 
     def _write_metric_runs(self, runs: list[tuple[str | None, list[bytes]]]) -> None:
         """Metric rows from the ring: one run of pieces per stream (see `ring.journal_items`)."""
-        failed: list[tuple[str | None, Any]] = []
-        error: BaseException | None = None
-        for key, pieces in runs:
-            try:
-                self.jdir.append_metric_pieces(key, pieces)
-            except (OSError, ValueError, TypeError) as e:
-                error = e
-                failed.extend(zip(repeat(key), pieces))
-        if error is not None:
-            raise PartialWrite(failed, error)
+        _append_groups(runs, self.jdir.append_metric_pieces)
 
     def _write_metrics(self, items: list[tuple[str | None, Any]]) -> None:
         """Metric rows, each a dict (queued in memory) or the bytes of its JSON less the braces (from the ring),
@@ -632,18 +623,13 @@ class Buffer:
             if g is None:
                 groups[key] = g = []
             g.extend(map(_row, run))
-        failed: list[tuple[str | None, Any]] = []
-        error: BaseException | None = None
-        for key, rows in groups.items():
-            try:
-                if set(map(type, rows)) != {bytes}:
-                    rows = [r if type(r) is bytes else _piece(r) for r in rows]
-                self.jdir.append_metric_pieces(key, rows)
-            except (OSError, ValueError, TypeError) as e:
-                error = e
-                failed.extend((key, r) for r in rows)
-        if error is not None:
-            raise PartialWrite(failed, error)
+
+        def append(key: str | None, rows: list[Any]) -> None:
+            if set(map(type, rows)) != {bytes}:
+                rows = [r if type(r) is bytes else _piece(r) for r in rows]
+            self.jdir.append_metric_pieces(key, rows)
+
+        _append_groups(groups.items(), append)
 
     def _write_tracks(self, items: list[tuple[str, dict[str, Any]]]) -> None:
         _write_streams(items, self.jdir.append_tracks, True)
@@ -658,16 +644,7 @@ class Buffer:
                 groups[topic] = list(entries)
             else:
                 g.extend(entries)
-        failed: list[tuple[str, dict[str, Any]]] = []
-        error: BaseException | None = None
-        for topic, entries in groups.items():
-            try:
-                self.jdir.append_tracks(topic, entries)
-            except (OSError, ValueError, TypeError) as e:
-                error = e
-                failed.extend(zip(repeat(topic), entries))
-        if error is not None:
-            raise PartialWrite(failed, error)
+        _append_groups(groups.items(), self.jdir.append_tracks)
 
     # ---- files ------------------------------------------------------------------------------------------------
     def _start_files(self) -> None:
@@ -813,20 +790,27 @@ def _write_streams(items: list[tuple[Any, dict[str, Any]]], append: Callable[[An
         if g is None:
             groups[key] = g = []
         g.append(row)
-    failed: list[tuple[Any, dict[str, Any]]] = []
-    error: BaseException | None = None
-    for key, rows in groups.items():
-        if device_values:
+    if device_values:
+        for rows in groups.values():
             for row in rows:
                 for v in row.values():
                     if type(v) is Deferred:  # device values are converted here, on the worker thread
                         resolve_row(row)
                         break
+    _append_groups(groups.items(), append)
+
+
+def _append_groups(groups: Iterable[tuple[Any, list[Any]]], append: Callable[[Any, list[Any]], None]) -> None:
+    """Append each (stream, rows) group in order; a stream that fails does not stop the others, and only its rows
+    are handed back (PartialWrite) for retry."""
+    failed: list[tuple[Any, Any]] = []
+    error: BaseException | None = None
+    for key, rows in groups:
         try:
             append(key, rows)
         except (OSError, ValueError, TypeError) as e:
             error = e
-            failed.extend((key, r) for r in rows)
+            failed.extend(zip(repeat(key), rows))
     if error is not None:
         raise PartialWrite(failed, error)
 
