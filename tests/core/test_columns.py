@@ -175,6 +175,16 @@ MUTATIONS = [
 ]
 
 
+def assert_same_as_general(fast: columns.Batch, buf: bytes) -> None:
+    """``fast`` (the columns of ``buf`` by the fast paths) equals what the general parser gives."""
+    general = columns.parse_general(buf, "metrics")
+    assert (fast.n, fast.skipped) == (general.n, general.skipped)
+    assert set(fast.num) == set(general.num)
+    for k in general.num:
+        assert np.array_equal(fast.num[k], general.num[k], equal_nan=True), k
+    assert fast.text == general.text
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_whole_chunk_path_equals_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
     """Chunks of one line shape take the whole-chunk path; any line that differs (special tokens, other keys,
@@ -197,12 +207,7 @@ def test_whole_chunk_path_equals_reference(tmp_path: Path, monkeypatch: pytest.M
     cut = buf.index(b"\n", len(buf) // 3) + 1  # two reads: the second starts with the shapes of the first
     parts = [columns.parse(buf[:cut], "metrics", templates), columns.parse(buf[cut:], "metrics", templates)]
     fast = columns.concat(parts)
-    general = columns.parse_general(buf, "metrics")
-    assert (fast.n, fast.skipped) == (general.n, general.skipped)
-    assert set(fast.num) == set(general.num)
-    for k in general.num:
-        assert np.array_equal(fast.num[k], general.num[k], equal_nan=True), k
-    assert fast.text == general.text
+    assert_same_as_general(fast, buf)
     assert spy.took >= 10 and spy.refused >= 10, (spy.took, spy.refused)  # both ways were taken
 
 
@@ -224,12 +229,7 @@ def test_a_small_stream_cut_into_one_piece_per_core_equals_reference(monkeypatch
     buf = ("\n".join(lines) + "\n").encode()
     assert len(buf) < columns.CHUNK  # one chunk after the head: without the cut, one thread would do it all
     fast = columns.parse(buf, "metrics")
-    general = columns.parse_general(buf, "metrics")
-    assert (fast.n, fast.skipped) == (general.n, general.skipped)
-    assert set(fast.num) == set(general.num)
-    for k in general.num:
-        assert np.array_equal(fast.num[k], general.num[k], equal_nan=True), k
-    assert fast.text == general.text
+    assert_same_as_general(fast, buf)
     assert spy.took >= 3 and spy.refused >= 1, (spy.took, spy.refused)  # the head and >= 2 pieces; one refused
 
 
