@@ -837,7 +837,8 @@ def parse(buf: bytes, kind: str, templates: list[Template] | None = None, *, end
         return out[0] if len(out) == 1 else concat(out)
     workers = min(len(spans), os.cpu_count() or 1, MAX_THREADS)
     if workers <= 1 or not templates:
-        return concat(out + [_parse_span(buf, base, span, kind, templates) for span in spans])
+        out += [_parse_span(buf, base, span, kind, templates) for span in spans]
+        return out[0] if len(out) == 1 else concat(out)
     try:
         prepared = _prepare_all(buf, base, spans, templates[0], workers)
     except RuntimeError:  # no new threads (interpreter shutting down): one chunk after the other
