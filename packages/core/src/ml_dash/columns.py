@@ -679,9 +679,10 @@ def _prepare(base: np.ndarray, s: int, e: int, tpl: Template) -> _Prepared | Non
     left = np.flatnonzero(~done.reshape(-1))  # the rest, in byte order
     if not len(left):
         return _Prepared(m, fields, cols, left, np.zeros(0, dtype=np.uint8), [], None)
-    ti = np.asarray(tok)
-    ts = (rp[ti] + plan.run_len[ti, None]).T.reshape(-1)[left]
-    length = rp[ti + 1].T.reshape(-1)[left] - ts
+    row, t_ = np.divmod(left, k)  # (only the tokens left: no pass over all of them)
+    ti = np.asarray(tok)[t_]
+    ts = rp[ti, row] + plan.run_len[ti]
+    length = rp[ti + 1, row] - ts
     n = len(left)
     width = (int(length.max()) + 8) // 8 * 8  # room for a ',' after the longest token
     if width > 64:
