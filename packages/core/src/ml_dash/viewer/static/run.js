@@ -28,6 +28,7 @@
       if (!fields.length) grid.append(M.note("no numeric fields yet"));
       byStream[name] = fields.filter((f) => !only || only.test(name + "/" + f)).map((f) => new M.Chart(grid, { stream: name, field: f, runs }));
     }
+    M.loadInView();
     return byStream;
   };
 
