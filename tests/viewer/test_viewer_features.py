@@ -109,3 +109,28 @@ def test_a_run_with_500_metrics_draws_only_the_charts_in_view(tmp_path: Path, st
     drawn2 = len(page.charts())
     assert drawn2 <= drawn + 40, f"scrolling to the end drew {drawn2 - drawn} more charts: the ones passed too"
     assert not page.errors, page.errors
+
+
+def test_logs_show_the_last_lines_first_then_earlier_ones_in_order(tmp_path: Path, start_viewer, page) -> None:
+    root = tmp_path / ".dash"
+    with Experiment("proj/logs", dash_root=root) as e:
+        for i in range(450):
+            e.logs.info(f"line {i}")
+    v = start_viewer(root)
+    pg = page.page
+    pg.goto(v.url + "/run/proj/logs")
+    _ready(page)
+    msgs = "() => [...document.querySelectorAll('#log-lines .log .msg')].map(m => m.textContent)"
+    # the last screen is shown first, the rest of the last 200 lines follows: in file order, the view at the end
+    pg.wait_for_function("() => document.querySelectorAll('#log-lines .log').length === 200")
+    assert pg.evaluate(msgs) == [f"line {i}" for i in range(250, 450)]
+    assert pg.evaluate("() => { const l = document.querySelector('#log-lines');"
+                       " return l.scrollTop + l.clientHeight >= l.scrollHeight - 2; }")
+    pg.click("#log-earlier")
+    pg.wait_for_function("() => document.querySelectorAll('#log-lines .log').length === 400")
+    assert pg.evaluate(msgs) == [f"line {i}" for i in range(50, 450)]
+    pg.click("#log-earlier")
+    pg.wait_for_function("() => document.querySelectorAll('#log-lines .log').length === 450")
+    assert pg.evaluate(msgs) == [f"line {i}" for i in range(450)]  # each line once
+    assert pg.is_disabled("#log-earlier")
+    assert not page.errors, page.errors

@@ -10,6 +10,7 @@
       const c = e.target.__chart;
       if (!c) continue;
       c.visible = e.isIntersecting;
+      if (e.boundingClientRect.width) c.cardWidth = e.boundingClientRect.width;
       if (e.isIntersecting && !c.loaded && !c.loading) c.load();
     }
   }, { rootMargin: "200px" });
@@ -35,7 +36,7 @@
     if (!b) {
       b = { rest, fields: [], waiters: [] };
       batches.set(key, b);
-      setTimeout(() => { batches.delete(key); flush(b); }, 0);
+      queueMicrotask(() => { batches.delete(key); flush(b); });  // every chart that asks in this task
     }
     return new Promise((resolve, reject) => { b.fields.push(field); b.waiters.push([resolve, reject]); });
   };
@@ -45,16 +46,34 @@
       try {
         if (fields.length === 1) { waiters[0][0](await M.api("series", { ...b.rest, field: fields[0] })); continue; }
         const d = await M.api("multiseries", { ...b.rest, field: fields });
-        for (let k = 0; k < fields.length; k++) {  // each chart drawn in its own task: no long task for the lot
+        // the charts drawn in tasks of at most ~40 ms: no long task for the lot, and no frame rendered between
+        // two charts of the first screen
+        let t0 = performance.now();
+        for (let k = 0; k < fields.length; k++) {
           const r = d.series[k];
-          if (k) await new Promise((res) => setTimeout(res, 0));
+          if (performance.now() - t0 > 40) { await new Promise((res) => setTimeout(res, 0)); t0 = performance.now(); }
           if (r.error) waiters[k][1](new Error(r.error)); else waiters[k][0](r);
+          for (let i = 0; i < 3; i++) await null;  // the chart draws (its await resumes) before the clock is read
         }
       } catch (e) {
         for (const w of waiters) w[1](e);
       }
     }
   }
+
+  /* the charts on (or within 200 px of) the screen ask for their data now, without waiting for the observer's
+     first report (which comes only after the browser has rendered a frame of the whole page) */
+  M.loadInView = function () {
+    const below = innerHeight + 200;
+    const near = [];
+    for (const c of M.allCharts) {
+      if (c.loaded || c.loading) continue;
+      const r = c.card.getBoundingClientRect();  // one layout: nothing changes until every card was read
+      if (r.top > below) break;  // cards come in page order
+      if (r.bottom > -200 && r.width) { near.push(c); c.cardWidth = r.width; }
+    }
+    for (const c of near) { c.visible = true; c.load(); }
+  };
 
   M.resetCharts = function () {
     for (const c of M.allCharts) c.destroy();
@@ -70,16 +89,11 @@
     constructor(parent, opts) {
       this.opts = opts; // {stream, field, runs, title, xLabel}
       this.id = opts.stream + "/" + opts.field;
+      // a placeholder of the card's height: its title, buttons and plot are made when it first comes near the
+      // viewport (a run with 500 metrics builds the few cards on screen, not 500)
       this.card = el("div", { class: "card chart", "data-chart": this.id });
-      this.title = el("div", { class: "card-title" },
-        el("span", { class: "chart-name", text: opts.title || this.id }),
-        el("span", { class: "chart-tools" },
-          el("button", { class: "tool", title: "download the chart's data as CSV", text: "CSV", onclick: () => this.csv() }),
-          el("button", { class: "tool", title: "download the chart as PNG", text: "PNG", onclick: () => this.png() })));
-      this.status = el("div", { class: "chart-note" });
-      this.plot = el("div", { class: "plot" });
-      this.card.append(this.title, this.plot, this.status);
       this.card.__chart = this;
+      this.plot = null;
       parent.append(this.card);
       this.loaded = false;
       this.loading = false;
@@ -89,6 +103,19 @@
       observer.observe(this.card);
     }
 
+    /* the card's content, made once */
+    fill() {
+      if (this.plot) return;
+      this.title = el("div", { class: "card-title" },
+        el("span", { class: "chart-name", text: this.opts.title || this.id }),
+        el("span", { class: "chart-tools" },
+          el("button", { class: "tool", title: "download the chart's data as CSV", text: "CSV", onclick: () => this.csv() }),
+          el("button", { class: "tool", title: "download the chart as PNG", text: "PNG", onclick: () => this.png() })));
+      this.status = el("div", { class: "chart-note" });
+      this.plot = el("div", { class: "plot" });
+      this.card.append(this.title, this.plot, this.status);
+    }
+
     destroy() {
       observer.unobserve(this.card);
       if (this.u) this.u.destroy();
@@ -96,10 +123,13 @@
     }
 
     async load(waitExact) {
+      this.fill();
       this.loading = true;
       const seq = (this.seq = (this.seq || 0) + 1);  // a later load (zoom, options) wins over one still waiting
       const s = M.state;
-      const width = (this.width = Math.max(200, this.plot.clientWidth || 600));  // (read before any chart draws)
+      // the plot's width: the card's (as last measured, without a layout of the whole page) less its padding
+      // and border
+      const width = (this.width = Math.max(200, (this.cardWidth ? this.cardWidth - 18 : this.plot.clientWidth) || 600));
       const off = new Set(s.off ? s.off.split(",") : []);
       const runs = this.opts.runs.filter((p) => !off.has(p));  // runs switched off in the compare legend
       // buckets of one pixel; of two when more than 20 runs overlay (every min and max still drawn, at half the
