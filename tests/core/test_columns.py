@@ -396,11 +396,11 @@ import json, sys
 import ml_dash
 from ml_dash import colcache
 parsed = []
-real = colcache.parse
+real = colcache.parse_parts
 def spy(buf, kind, templates=None, end=None):
     parsed.append(len(buf) if end is None else end)
     return real(buf, kind, templates, end=end)
-colcache.parse = spy
+colcache.parse_parts = spy
 c = ml_dash.load("p/e", sys.argv[1]).metrics("train").columns()
 print(json.dumps({"bytes": sum(parsed), "rows": c.rows, "last": float(c["loss"][-1])}))
 """
@@ -485,8 +485,8 @@ def test_disk_entry_blocks_torn_and_compacted(tmp_path: Path, cache_dir: Path, m
     files[0].write_bytes(raw[:-5])  # torn
     colcache.clear_memory()
     parsed: list[int] = []
-    real = colcache.parse
-    monkeypatch.setattr(colcache, "parse", lambda buf, kind, t=None, end=None: parsed.append(end or len(buf))
+    real = colcache.parse_parts
+    monkeypatch.setattr(colcache, "parse_parts", lambda buf, kind, t=None, end=None: parsed.append(end or len(buf))
                         or real(buf, kind, t, end=end))
     snap = colcache.read(path, "metrics")
     assert snap.n == 200 and snap.num["loss"].tolist() == [float(i) for i in range(200)]

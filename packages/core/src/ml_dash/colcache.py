@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .columns import Batch, Template, parse
+from .columns import Batch, Template, parse, parse_parts
 from .config import cache_root
 
 VERSION = 2
@@ -277,10 +277,9 @@ def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entr
                 data, end = more, (len(more) if nl >= 0 else 0)
             if end == 0:
                 break  # only a torn last line: it waits for the next read
-        if end == len(data):
-            state.append(parse(data, kind, state.templates))
-        else:  # the read's complete lines, without copying them
-            state.append(parse(data, kind, state.templates, end=end))
+        # the read's complete lines (without copying them), in parts copied straight into the columns
+        for part in parse_parts(data, kind, state.templates, end=None if end == len(data) else end):
+            state.append(part)
         state.tail = data[end - TAIL : end] if end >= TAIL else (state.tail + data[:end])[-TAIL:]
         state.offset += end
         if saved_offset == 0 and state.offset == end and state.offset < size:

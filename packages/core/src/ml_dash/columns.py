@@ -679,9 +679,10 @@ def _prepare(base: np.ndarray, s: int, e: int, tpl: Template) -> _Prepared | Non
     left = np.flatnonzero(~done.reshape(-1))  # the rest, in byte order
     if not len(left):
         return _Prepared(m, fields, cols, left, np.zeros(0, dtype=np.uint8), [], None)
-    ti = np.asarray(tok)
-    ts = (rp[ti] + plan.run_len[ti, None]).T.reshape(-1)[left]
-    length = rp[ti + 1].T.reshape(-1)[left] - ts
+    row, t_ = np.divmod(left, k)  # (only the tokens left: no pass over all of them)
+    ti = np.asarray(tok)[t_]
+    ts = rp[ti, row] + plan.run_len[ti]
+    length = rp[ti + 1, row] - ts
     n = len(left)
     width = (int(length.max()) + 8) // 8 * 8  # room for a ',' after the longest token
     if width > 64:
@@ -801,17 +802,25 @@ def parse(buf: bytes, kind: str, templates: list[Template] | None = None, *, end
     ``end``, of ``buf[:end]`` (which ends with a newline; no copy of a large read).
 
     ``templates`` carries the line shapes found so far from one call to the next (for incremental reads)."""
+    parts = parse_parts(buf, kind, templates, end=end)
+    return parts[0] if len(parts) == 1 else concat(parts)
+
+
+def parse_parts(buf: bytes, kind: str, templates: list[Template] | None = None, *,
+                end: int | None = None) -> list[Batch]:
+    """``parse`` as the columns of consecutive parts of the lines (not joined: a caller that copies them into its
+    own arrays saves a copy)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if end is not None and end != len(buf):
         if end <= 0:
-            return parse_general(b"", kind)
+            return [parse_general(b"", kind)]
         if kind == "logs":
             buf = buf[:end]
     else:
         end = len(buf)
     if kind == "logs" or not buf:
-        return parse_general(buf, kind)
+        return [parse_general(buf, kind)]
     if templates is None:
         templates = []
     if end >= CHUNK and not _HEAP_SET:
@@ -834,21 +843,21 @@ def parse(buf: bytes, kind: str, templates: list[Template] | None = None, *, end
         _RECENT[kind] = [templates[0]]  # (hits are moved to the front)
     spans = _split_for_threads(buf, spans)
     if not spans:
-        return out[0] if len(out) == 1 else concat(out)
+        return out
     workers = min(len(spans), os.cpu_count() or 1, MAX_THREADS)
     if workers <= 1 or not templates:
         out += [_parse_span(buf, base, span, kind, templates) for span in spans]
-        return out[0] if len(out) == 1 else concat(out)
+        return out
     try:
         prepared = _prepare_all(buf, base, spans, templates[0], workers)
     except RuntimeError:  # no new threads (interpreter shutting down): one chunk after the other
-        return concat(out + [_parse_span(buf, base, span, kind, templates) for span in spans])
+        return out + [_parse_span(buf, base, span, kind, templates) for span in spans]
     # the orjson calls one after the other, on this thread (orjson holds the GIL: run beside the numpy passes,
     # it would stall them)
     for span, p in zip(spans, prepared, strict=True):
         got = _finish(p) if p is not None else None
         out.append(got if got is not None else _parse_chunk(buf[span[0] : span[1]], kind, templates))
-    return concat(out)
+    return out
 
 
 def _fits(tpl: Template, buf: bytes, nl: int) -> bool:
