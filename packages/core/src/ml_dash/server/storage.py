@@ -316,7 +316,8 @@ def _lines(rows: list[dict[str, Any]]) -> Iterator[bytes]:
 
 
 def _append(path: Path, chunks: Iterable[bytes], fsync: bool) -> int:
-    """Append the chunks, then one fsync; the file's new size."""
+    """Append the chunks, then one fdatasync (the data and the new size, not the timestamps); the file's new
+    size."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         for data in chunks:
@@ -324,7 +325,7 @@ def _append(path: Path, chunks: Iterable[bytes], fsync: bool) -> int:
             while view:
                 view = view[os.write(fd, view):]
         if fsync:
-            os.fsync(fd)
+            os.fdatasync(fd)
         return os.fstat(fd).st_size
     finally:
         os.close(fd)
