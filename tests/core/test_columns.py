@@ -396,11 +396,11 @@ import json, sys
 import ml_dash
 from ml_dash import colcache
 parsed = []
-real = colcache.parse
+real = colcache.parse_parts
 def spy(buf, kind, templates=None, end=None):
     parsed.append(len(buf) if end is None else end)
     return real(buf, kind, templates, end=end)
-colcache.parse = spy
+colcache.parse_parts = spy
 c = ml_dash.load("p/e", sys.argv[1]).metrics("train").columns()
 print(json.dumps({"bytes": sum(parsed), "rows": c.rows, "last": float(c["loss"][-1])}))
 """
@@ -485,8 +485,8 @@ def test_disk_entry_blocks_torn_and_compacted(tmp_path: Path, cache_dir: Path, m
     files[0].write_bytes(raw[:-5])  # torn
     colcache.clear_memory()
     parsed: list[int] = []
-    real = colcache.parse
-    monkeypatch.setattr(colcache, "parse", lambda buf, kind, t=None, end=None: parsed.append(end or len(buf))
+    real = colcache.parse_parts
+    monkeypatch.setattr(colcache, "parse_parts", lambda buf, kind, t=None, end=None: parsed.append(end or len(buf))
                         or real(buf, kind, t, end=end))
     snap = colcache.read(path, "metrics")
     assert snap.n == 200 and snap.num["loss"].tolist() == [float(i) for i in range(200)]
@@ -579,3 +579,53 @@ def test_disk_entry_of_blocks_with_changing_fields_reads_back_as_parsed(tmp_path
     assert snap.n == ref.n == 19 and set(snap.num) == set(ref.num) == {"index", "a", "b", "c"}
     for k, col in ref.num.items():
         assert np.array_equal(snap.num[k], col, equal_nan=True), k
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_shape_of_the_last_stream_checked_on_the_first_line(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """A stream read with no shapes of its own starts from the last stream's shape when its first line has it:
+    then every piece goes to the threads at once (a piece with other lines is refused there and matched line by
+    line). A stream whose first line has another shape finds its own. Either way: what the general parser gives."""
+    monkeypatch.setattr(columns, "MIN_PIECE", 4096)
+    monkeypatch.setattr(columns, "_RECENT", {})
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    rng = random.Random(seed)
+
+    def stream(keys: tuple[str, ...], style: int, mutate: int | None = None) -> bytes:
+        lines = [metric_line(i, {k: rng.random() for k in keys}, style) for i in range(3000)]
+        if mutate is not None:
+            lines[mutate] = MUTATIONS[(1, 3, 4)[seed]](lines[mutate], rng)  # other key, a field more, corrupt
+        return ("\n".join(lines) + "\n").encode()
+
+    first = stream(("loss", "acc"), 0)
+    assert_same_as_general(columns.parse(first, "metrics"), first)
+    shape = columns._RECENT["metrics"][0]
+    same = stream(("loss", "acc"), 0, mutate=2000)  # the first line has the shape; one later line differs
+    assert columns._fits(shape, same, same.index(b"\n"))
+    spy = _Spy(monkeypatch)
+    assert_same_as_general(columns.parse(same, "metrics"), same)
+    assert spy.took >= 3 and spy.refused >= 1, (spy.took, spy.refused)
+    for other in (stream(("loss", "acc", "lr"), 0), stream(("loss", "acc"), 1), stream(("acc", "loss"), 0)):
+        assert not columns._fits(shape, other, other.index(b"\n"))
+        assert_same_as_general(columns.parse(other, "metrics"), other)
+
+
+def test_fits_accepts_the_lines_the_whole_chunk_path_takes() -> None:
+    """The one-line check in Python agrees with the whole-chunk path on every mutation of a line (it must not
+    refuse a line the path takes; a line it accepts and the path refuses only costs time)."""
+    rng = random.Random(3)
+    line = metric_line(7, {"loss": 0.25, "acc": 1e-5, "_ts": 1.7e9}, 0)
+    tpl = columns.make_template(line.encode(), "metrics")
+    assert tpl is not None and columns._fits(tpl, (line + "\n").encode(), len(line))
+    taken = 0
+    for i in range(300):
+        mutated = MUTATIONS[i % len(MUTATIONS)](line, rng)
+        buf = (mutated + "\n").encode()
+        pad = np.zeros(len(buf) + columns.FRONT + 8, dtype=np.uint8)
+        pad[columns.FRONT : columns.FRONT + len(buf)] = np.frombuffer(buf, np.uint8)
+        takes = b"\\" not in buf and b"[" not in buf and columns._prepare(
+            pad, columns.FRONT, columns.FRONT + len(buf), tpl) is not None
+        if takes:
+            assert columns._fits(tpl, buf, len(mutated)), mutated
+            taken += 1
+    assert 30 < taken < 270  # mutations of both kinds

@@ -121,6 +121,7 @@ class Buffer:
         # full, onto the queues above, which then take every record until the worker empties them: so
         # everything still in the ring is older than everything queued)
         self.tails: dict[tuple[int, str], list[Any]] = {}
+        self._tail_list: list[tuple[int, str, list[Any]]] = []  # the same tails, in a list `spill` walks
         self.log_tail = self.tail_for(LOG, "")
         self.ticks: Any = repeat(True) if self.sync_mode else cycle([False] * (SPILL_EVERY - 1) + [True])
         jdir.defer_meta = not self.sync_mode  # the worker rewrites metadata.json once per pass
@@ -236,6 +237,8 @@ class Buffer:
         t = self.tails.get((code, name))
         if t is None:
             t = self.tails.setdefault((code, name), [])
+            if not any(x is t for _, _, x in self._tail_list):
+                self._tail_list.append((code, name, t))  # appended, never rebuilt: `spill` may be walking it
         return t
 
     def spill(self, wait: bool = True) -> None:
@@ -248,30 +251,42 @@ class Buffer:
             return
         wake = False
         try:
-            for (code, name), t in list(self.tails.items()):
-                if t:
-                    wake |= self._spill_tail(code, name, t)
+            ring = self.ring
+            for code, name, t in self._tail_list:
+                if not t:
+                    continue
+                n = len(t)
+                items = t[:n]
+                del t[:n]  # not clear(): another producer thread may have appended meanwhile
+                # the common case inline (this runs every `SPILL_EVERY` calls on the training thread: each
+                # function call and attribute lookup here is a measurable part of a row's cost)
+                if ring is not None and not (self.metrics or self.logs or self.tracks):
+                    line = encode_group(code, name, items)
+                    if line is not None:
+                        m = ring.maps[ring.cur]
+                        try:
+                            m.write(line)
+                        except ValueError:  # this half is full: the next one, if the writer freed it
+                            if not ring.put(line):
+                                wake |= self._queue(code, name, items)
+                                continue
+                            m = ring.maps[ring.cur]
+                        pos = m.tell()
+                        if pos >= self._wake_at or pos < self._wake_at - WAKE_BYTES:
+                            self._wake_at = pos + WAKE_BYTES
+                            self._woken_at = time.perf_counter()
+                            self._wake.set()  # a hint: the worker decides when to run (see `_yield`)
+                        continue
+                # no ring, ring full, or a device value: queued in memory, in order
+                wake |= self._queue(code, name, items)
         finally:
             lock.release()
         if wake:
             self.kick()
 
-    def _spill_tail(self, code: int, name: str, t: list[Any]) -> bool:
-        """Under ``_ring_lock``. True when the queues reached the size that wakes the worker."""
-        n = len(t)
-        items = t[:n]
-        del t[:n]
-        ring = self.ring
-        if ring is not None and not (self.metrics or self.logs or self.tracks):
-            line = encode_group(code, name, items)
-            if line is not None and ring.put(line):
-                pos = ring.position()
-                if pos >= self._wake_at or pos < self._wake_at - WAKE_BYTES:
-                    self._wake_at = pos + WAKE_BYTES
-                    self._woken_at = time.perf_counter()
-                    self._wake.set()  # a hint: the worker decides when to run (see `_yield`)
-                return False
-        # no ring, ring full, or a device value: queued in memory, in order
+    def _queue(self, code: int, name: str, items: list[Any]) -> bool:
+        """Under ``_ring_lock``: one stream's records onto the queues. True when the queues reached the size that
+        wakes the worker."""
         if code == LOG:
             self.logs.extend((p[0], p[1], p[2], p[3] if len(p) > 3 else None) for p in items)
             q: deque[Any] = self.logs

@@ -25,13 +25,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .columns import Batch, Template, parse
+from .columns import Batch, Template, parse, parse_parts
 from .config import cache_root
 
 VERSION = 2
 TAIL = 64  # bytes before the parsed end that must not change
 MEMORY_BUDGET = 512 << 20  # bytes of columns kept in memory across streams
-MAX_READ = 64 << 20  # bytes read and parsed at a time
+MAX_READ = 16 << 20  # bytes read and parsed at a time (a larger read costs more in page faults than it saves)
 
 
 class StreamColumns:
@@ -71,7 +71,7 @@ class StreamColumns:
 
     def fit(self) -> None:
         """Drop the room for appends beyond a little (after a large first read; appends grow it again)."""
-        cap = self.n + max(1024, self.n // 64)
+        cap = self.n + max(1024, self.n // 32)
         if self.cap <= cap:
             return
         for k, col in self.num.items():
@@ -277,12 +277,14 @@ def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entr
                 data, end = more, (len(more) if nl >= 0 else 0)
             if end == 0:
                 break  # only a torn last line: it waits for the next read
-        if end == len(data):
-            state.append(parse(data, kind, state.templates))
-        else:  # the read's complete lines, without copying them
-            state.append(parse(data, kind, state.templates, end=end))
+        # the read's complete lines (without copying them), in parts copied straight into the columns
+        for part in parse_parts(data, kind, state.templates, end=None if end == len(data) else end):
+            state.append(part)
         state.tail = data[end - TAIL : end] if end >= TAIL else (state.tail + data[:end])[-TAIL:]
         state.offset += end
+        if saved_offset == 0 and state.offset == end and state.offset < size:
+            # a large file read from its start: room for all its rows (estimated from the first read) at once
+            state.reserve(int(state.n * (size / state.offset) * 1.01) + 1024, spare=False)
     state.mtime_ns = st.st_mtime_ns
     if saved_n == 0 and state.n > 100_000:
         state.fit()  # a large file read whole: its columns without a quarter of room to spare

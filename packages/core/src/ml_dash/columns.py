@@ -40,7 +40,6 @@ CHUNK = 1 << 20  # bytes parsed per vectorised pass: big enough to amortise the 
 MAX_TEMPLATES = 32  # distinct line shapes tried on the fast path per stream; more go to the general parser
 MAX_THREADS = 4  # chunks prepared at once
 MIN_PIECE = 256 << 10  # the smallest piece a stream is cut into for threads
-BATCH = 16  # chunks prepared (in parallel) before their numbers are decoded (one after the other)
 HEAD = 64 << 10  # bytes whose lines give the line shapes of a stream read from its start
 MIN_LINES = 64  # fewer lines of one shape than this are cheaper through the general parser
 _STRUCT = b' \t\r:,{}"'
@@ -680,9 +679,10 @@ def _prepare(base: np.ndarray, s: int, e: int, tpl: Template) -> _Prepared | Non
     left = np.flatnonzero(~done.reshape(-1))  # the rest, in byte order
     if not len(left):
         return _Prepared(m, fields, cols, left, np.zeros(0, dtype=np.uint8), [], None)
-    ti = np.asarray(tok)
-    ts = (rp[ti] + plan.run_len[ti, None]).T.reshape(-1)[left]
-    length = rp[ti + 1].T.reshape(-1)[left] - ts
+    row, t_ = np.divmod(left, k)  # (only the tokens left: no pass over all of them)
+    ti = np.asarray(tok)[t_]
+    ts = rp[ti, row] + plan.run_len[ti]
+    length = rp[ti + 1, row] - ts
     n = len(left)
     width = (int(length.max()) + 8) // 8 * 8  # room for a ',' after the longest token
     if width > 64:
@@ -802,67 +802,112 @@ def parse(buf: bytes, kind: str, templates: list[Template] | None = None, *, end
     ``end``, of ``buf[:end]`` (which ends with a newline; no copy of a large read).
 
     ``templates`` carries the line shapes found so far from one call to the next (for incremental reads)."""
+    parts = parse_parts(buf, kind, templates, end=end)
+    return parts[0] if len(parts) == 1 else concat(parts)
+
+
+def parse_parts(buf: bytes, kind: str, templates: list[Template] | None = None, *,
+                end: int | None = None) -> list[Batch]:
+    """``parse`` as the columns of consecutive parts of the lines (not joined: a caller that copies them into its
+    own arrays saves a copy)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if end is not None and end != len(buf):
         if end <= 0:
-            return parse_general(b"", kind)
+            return [parse_general(b"", kind)]
         if kind == "logs":
             buf = buf[:end]
     else:
         end = len(buf)
     if kind == "logs" or not buf:
-        return parse_general(buf, kind)
+        return [parse_general(buf, kind)]
     if templates is None:
         templates = []
-    spans = list(_chunks(buf, end))
-    if not templates and spans[0][1] > HEAD * 2:  # find the line shapes on a few hundred lines only
-        head = buf.rfind(b"\n", 0, HEAD) + 1
-        if head:
-            spans[0:1] = [(0, head), (head, spans[0][1])]
-    if not templates:  # the shape that took the last stream's start: streams of one writer share it
-        templates.extend(_RECENT.get(kind, ()))
     if end >= CHUNK and not _HEAP_SET:
         _settle_heap()
     base = np.frombuffer(buf, np.uint8, count=end)
-    first = _parse_span(buf, base, spans[0], kind, templates)  # finds the line shapes the other chunks reuse
+    if not templates:  # the shape that took the last stream's start: streams of one writer share it
+        recent = _RECENT.get(kind)
+        if recent and _fits(recent[0], buf, buf.find(b"\n", 0, end)):
+            templates.extend(recent)
+    spans = list(_chunks(buf, end))
+    out: list[Batch] = []
+    if not templates:  # find the line shapes, on a few hundred lines only, before the other chunks reuse them
+        if spans[0][1] > HEAD * 2:
+            head = buf.rfind(b"\n", 0, HEAD) + 1
+            if head:
+                spans[0:1] = [(0, head), (head, spans[0][1])]
+        out.append(_parse_span(buf, base, spans[0], kind, templates))
+        spans = spans[1:]
     if templates:
         _RECENT[kind] = [templates[0]]  # (hits are moved to the front)
-    rest = _split_for_threads(buf, spans[1:])
-    if not rest:
-        return first
-    workers = min(len(rest), os.cpu_count() or 1, MAX_THREADS)
+    spans = _split_for_threads(buf, spans)
+    if not spans:
+        return out
+    workers = min(len(spans), os.cpu_count() or 1, MAX_THREADS)
     if workers <= 1 or not templates:
-        return concat([first] + [_parse_span(buf, base, span, kind, templates) for span in rest])
-    tpl = templates[0]
-
-    def prepare(span: tuple[int, int]) -> _Prepared | None:
-        s, e = span
-        if buf.find(b"\\", s, e) >= 0 or buf.find(b"[", s, e) >= 0:
-            return None
-        return _prepare(base, s, e, tpl)
-
-    # Two phases per batch of chunks: the checks and layout on several threads (numpy releases the GIL in its
-    # passes), then the orjson calls one after the other (orjson holds the GIL: run beside the numpy passes, it
-    # would stall them)
-    out = [first]
+        out += [_parse_span(buf, base, span, kind, templates) for span in spans]
+        return out
     try:
-        pool = _pool()
-        for b0 in range(0, len(rest), BATCH):
-            group = rest[b0 : b0 + BATCH]
-            # this thread prepares one share of the batch itself, the pool's threads the others
-            shares = [group[w::workers] for w in range(workers)]
-            futures = [pool.submit(lambda sh: [prepare(sp) for sp in sh], sh) for sh in shares[1:]]
-            done = {id(sp): p for sp, p in zip(shares[0], [prepare(sp) for sp in shares[0]], strict=True)}
-            for sh, fut in zip(shares[1:], futures, strict=True):
-                done.update((id(sp), p) for sp, p in zip(sh, fut.result(), strict=True))
-            for span in group:
-                p = done[id(span)]
-                got = _finish(p) if p is not None else None
-                out.append(got if got is not None else _parse_chunk(buf[span[0] : span[1]], kind, templates))
+        prepared = _prepare_all(buf, base, spans, templates[0], workers)
     except RuntimeError:  # no new threads (interpreter shutting down): one chunk after the other
-        return concat([first] + [_parse_span(buf, base, span, kind, templates) for span in rest])
-    return concat(out)
+        return out + [_parse_span(buf, base, span, kind, templates) for span in spans]
+    # the orjson calls one after the other, on this thread (orjson holds the GIL: run beside the numpy passes,
+    # it would stall them)
+    for span, p in zip(spans, prepared, strict=True):
+        got = _finish(p) if p is not None else None
+        out.append(got if got is not None else _parse_chunk(buf[span[0] : span[1]], kind, templates))
+    return out
+
+
+def _fits(tpl: Template, buf: bytes, nl: int) -> bool:
+    """Whether the line ``buf[:nl]`` has the shape ``tpl`` (its constant runs where the template puts them, every
+    item non-empty): a check in Python of one line, before a stream's chunks go to threads with that shape."""
+    if nl <= 0:
+        return False
+    quotes = []
+    q = buf.find(b'"', 0, nl)
+    while q >= 0:
+        quotes.append(q)
+        q = buf.find(b'"', q + 1, nl)
+    if len(quotes) != tpl.nq:
+        return False
+    prev = -1
+    for anchor, off, run in tpl.runs:
+        at = (0 if anchor == -1 else nl if anchor == -2 else quotes[anchor]) + off
+        if at <= prev or buf[at : at + len(run)] != run:
+            return False
+        prev = at + len(run)
+    return prev == nl + 1
+
+
+def _prepare_all(buf: bytes, base: np.ndarray, spans: list[tuple[int, int]], tpl: Template,
+                 workers: int) -> list[_Prepared | None]:
+    """``_prepare`` of every span, on this thread and ``workers - 1`` of the pool's, each taking the next span
+    when it is done with one (no thread waits for a slower one but at the end)."""
+    results: list[_Prepared | None] = [None] * len(spans)
+    todo = iter(range(len(spans)))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            s, e = spans[i]
+            if buf.find(b"\\", s, e) < 0 and buf.find(b"[", s, e) < 0:
+                results[i] = _prepare(base, s, e, tpl)
+
+    pool = _pool()
+    futures = [pool.submit(work) for _ in range(workers - 1)]
+    try:
+        work()
+    finally:
+        for f in futures:
+            if not f.cancel():  # started (or done): wait for the span it took; one still queued takes none
+                f.result()
+    return results
 
 
 _HEAP_SET: list[bool] = []
@@ -900,16 +945,17 @@ def _forget_pool() -> None:  # a forked child has none of the parent's threads
 os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _split_for_threads(buf: bytes, rest: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """A stream of one to a few chunks (a 10,000-row run is ~1.4 MB: its head, then one chunk) cut into one piece
-    per core, at line ends, so a small stream's passes also run on every core; pieces stay >= MIN_PIECE bytes."""
+def _split_for_threads(buf: bytes, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """A stream of a few chunks (a 10,000-row run is ~1.6 MB) cut into pieces of equal size, one per core (or two),
+    at line ends, so its passes run on every core and end together; pieces stay >= MIN_PIECE bytes. Many chunks
+    stay as they are: the threads take them in turn."""
     cores = min(os.cpu_count() or 1, MAX_THREADS)
-    if cores <= 1 or len(rest) >= cores or not rest:
-        return rest
-    s, e = rest[0][0], rest[-1][1]
-    pieces = min(cores, (e - s) // MIN_PIECE)
-    if pieces <= len(rest):
-        return rest
+    if cores <= 1 or not spans or len(spans) > 2 * cores:
+        return spans
+    s, e = spans[0][0], spans[-1][1]
+    pieces = min(-(-len(spans) // cores) * cores, (e - s) // MIN_PIECE)
+    if pieces <= 1:
+        return spans
     out, start = [], s
     for k in range(1, pieces):
         cut = buf.rfind(b"\n", start, s + (e - s) * k // pieces) + 1

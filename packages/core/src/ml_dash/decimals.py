@@ -75,11 +75,11 @@ def _swar(v: np.ndarray) -> np.ndarray:
 
 
 def _keep_rows() -> np.ndarray:
-    """Row k: 0xFF over the last k bytes of a ROW-byte row (the k digits read right-aligned), one void item."""
+    """Row k: 0xFF over the last k bytes of a ROW-byte row (the k digits read right-aligned)."""
     t = np.zeros((ROW + 1, ROW), dtype=np.uint8)
     for k in range(ROW + 1):
         t[k, ROW - k :] = 0xFF
-    return t.view(np.dtype(f"V{ROW}")).reshape(-1)
+    return t.view("<u8")  # (ROW + 1, ROW // 8) words: rows taken with np.take (faster than void items)
 
 
 _KEEP = _keep_rows()
@@ -110,7 +110,7 @@ def decode_field(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple
     win = np.ndarray(shape=(len(buf) - ROW + 1,), dtype=np.dtype(f"V{ROW}"), buffer=buf, strides=(1,))
     x = win[ends - ROW].view("<u8").reshape(n, ROW // 8)
     x ^= _X30
-    x &= _KEEP[ku.astype(np.intp)].view("<u8").reshape(n, ROW // 8)
+    x &= np.take(_KEEP, ku.astype(np.intp), axis=0)
     flags = _nondigits(x)
     ok &= (flags[:, 0] | flags[:, 1] | flags[:, 2]) == 0
     _swar(x)

@@ -170,11 +170,11 @@ def journal_items(chunk: bytes) -> tuple[list[tuple[str | None, list[bytes]]], l
             runs.setdefault(k, []).append(dumpb(d)[1:-1])
         return list(runs.items()), [(topic, [e]) for topic, e in t], list(g)
     head = chunk[:chunk.find(b"\t") + 1]
-    if head[:2] in (b"0 ", b"3 ") and chunk.endswith(b"}]\n") and \
-            chunk.count(b"\n" + head) == chunk.count(b"\n") - 1:  # every line is a plain line of one metric
-        code, name = _groups(head + b"[]")[0][:2]
+    if head[:2] in (b"0 ", b"3 ") and chunk.endswith(b"}]\n") and chunk[len(head):len(head) + 2] == b"[{":
         inner = chunk[len(head) + 2:-3].replace(b"}]\n" + head + b"[{", b"},{")
-        return [(None if code == METRIC_NONE else name, inner.split(b"},{"))], [], []
+        if b"\n" not in inner:  # every line was a plain line of this one metric (JSON text holds no raw newline)
+            code, name = _groups(head + b"[]")[0][:2]
+            return [(None if code == METRIC_NONE else name, inner.split(b"},{"))], [], []
     by_metric: dict[str | None, list[tuple[int, bytes]]] = {}
     tracks: list[tuple[str, list[dict[str, Any]]]] = []
     logs: list[Any] = []

@@ -63,7 +63,8 @@ def shell(static: str = "/static", page: str = "", extra_scripts: list[str] | No
     from html import escape
 
     v = "?v=" + bundle()[1]
-    scripts = [f"{static}/vendor/uPlot.iife.min.js{v}", *(extra_scripts or []), f"{static}/viewer.js{v}"]
+    # the viewer's script first: it sends the page's first requests while the browser evaluates uPlot
+    scripts = [*(extra_scripts or []), f"{static}/viewer.js{v}", f"{static}/vendor/uPlot.iife.min.js{v}"]
     data = "".join(f' data-{k}="{escape(val)}"' for k, val in (attrs or {}).items())
     meta = CSP.replace("'self'", "file:").replace("; frame-ancestors 'none'", "")  # not allowed in <meta>
     csp = f'<meta http-equiv="Content-Security-Policy" content="{meta}">' if meta_csp else ""

@@ -119,6 +119,16 @@
       else page = "runs";
     }
     M.hooks.page = page;
+    // the page's first requests leave now; the page is built once the chart library (the script after this
+    // one) has been evaluated
+    if (page === "run") {
+      M.prefetch("run", { run: arg });
+      M.prefetch("logs", M.logsQuery(arg));
+    } else if (page === "compare" && !M.STATIC) {
+      const list = (M.state.runs || "").split(",").map((x) => x.trim()).filter(Boolean);
+      if (list.length) M.prefetch("runinfo", { run: list });
+    } else if (page === "runs") M.prefetch("runs", { metrics: M.state.metrics });
+    if (!window.uPlot) await new Promise((res) => document.addEventListener("DOMContentLoaded", res, { once: true }));
     try {
       if (page === "run") { document.title = arg + " · ml-dash"; await M.pages.run(root, arg); }
       else if (page === "compare") {

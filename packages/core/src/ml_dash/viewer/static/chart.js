@@ -10,6 +10,7 @@
       const c = e.target.__chart;
       if (!c) continue;
       c.visible = e.isIntersecting;
+      if (e.boundingClientRect.width) c.cardWidth = e.boundingClientRect.width;
       if (e.isIntersecting && !c.loaded && !c.loading) c.load();
     }
   }, { rootMargin: "200px" });
@@ -35,7 +36,7 @@
     if (!b) {
       b = { rest, fields: [], waiters: [] };
       batches.set(key, b);
-      setTimeout(() => { batches.delete(key); flush(b); }, 0);
+      queueMicrotask(() => { batches.delete(key); flush(b); });  // every chart that asks in this task
     }
     return new Promise((resolve, reject) => { b.fields.push(field); b.waiters.push([resolve, reject]); });
   };
@@ -45,16 +46,34 @@
       try {
         if (fields.length === 1) { waiters[0][0](await M.api("series", { ...b.rest, field: fields[0] })); continue; }
         const d = await M.api("multiseries", { ...b.rest, field: fields });
-        for (let k = 0; k < fields.length; k++) {  // each chart drawn in its own task: no long task for the lot
+        // the charts drawn in tasks of at most ~40 ms: no long task for the lot, and no frame rendered between
+        // two charts of the first screen
+        let t0 = performance.now();
+        for (let k = 0; k < fields.length; k++) {
           const r = d.series[k];
-          if (k) await new Promise((res) => setTimeout(res, 0));
+          if (performance.now() - t0 > 40) { await new Promise((res) => setTimeout(res, 0)); t0 = performance.now(); }
           if (r.error) waiters[k][1](new Error(r.error)); else waiters[k][0](r);
+          for (let i = 0; i < 3; i++) await null;  // the chart draws (its await resumes) before the clock is read
         }
       } catch (e) {
         for (const w of waiters) w[1](e);
       }
     }
   }
+
+  /* the charts on (or within 200 px of) the screen ask for their data now, without waiting for the observer's
+     first report (which comes only after the browser has rendered a frame of the whole page) */
+  M.loadInView = function () {
+    const below = innerHeight + 200;
+    const near = [];
+    for (const c of M.allCharts) {
+      if (c.loaded || c.loading) continue;
+      const r = c.card.getBoundingClientRect();  // one layout: nothing changes until every card was read
+      if (r.top > below) break;  // cards come in page order
+      if (r.bottom > -200 && r.width) { near.push(c); c.cardWidth = r.width; }
+    }
+    for (const c of near) { c.visible = true; c.load(); }
+  };
 
   M.resetCharts = function () {
     for (const c of M.allCharts) c.destroy();
@@ -70,16 +89,11 @@
     constructor(parent, opts) {
       this.opts = opts; // {stream, field, runs, title, xLabel}
       this.id = opts.stream + "/" + opts.field;
+      // a placeholder of the card's height: its title, buttons and plot are made when it first comes near the
+      // viewport (a run with 500 metrics builds the few cards on screen, not 500)
       this.card = el("div", { class: "card chart", "data-chart": this.id });
-      this.title = el("div", { class: "card-title" },
-        el("span", { class: "chart-name", text: opts.title || this.id }),
-        el("span", { class: "chart-tools" },
-          el("button", { class: "tool", title: "download the chart's data as CSV", text: "CSV", onclick: () => this.csv() }),
-          el("button", { class: "tool", title: "download the chart as PNG", text: "PNG", onclick: () => this.png() })));
-      this.status = el("div", { class: "chart-note" });
-      this.plot = el("div", { class: "plot" });
-      this.card.append(this.title, this.plot, this.status);
       this.card.__chart = this;
+      this.plot = null;
       parent.append(this.card);
       this.loaded = false;
       this.loading = false;
@@ -89,6 +103,19 @@
       observer.observe(this.card);
     }
 
+    /* the card's content, made once */
+    fill() {
+      if (this.plot) return;
+      this.title = el("div", { class: "card-title" },
+        el("span", { class: "chart-name", text: this.opts.title || this.id }),
+        el("span", { class: "chart-tools" },
+          el("button", { class: "tool", title: "download the chart's data as CSV", text: "CSV", onclick: () => this.csv() }),
+          el("button", { class: "tool", title: "download the chart as PNG", text: "PNG", onclick: () => this.png() })));
+      this.status = el("div", { class: "chart-note" });
+      this.plot = el("div", { class: "plot" });
+      this.card.append(this.title, this.plot, this.status);
+    }
+
     destroy() {
       observer.unobserve(this.card);
       if (this.u) this.u.destroy();
@@ -96,10 +123,13 @@
     }
 
     async load(waitExact) {
+      this.fill();
       this.loading = true;
       const seq = (this.seq = (this.seq || 0) + 1);  // a later load (zoom, options) wins over one still waiting
       const s = M.state;
-      const width = (this.width = Math.max(200, this.plot.clientWidth || 600));  // (read before any chart draws)
+      // the plot's width: the card's (as last measured, without a layout of the whole page) less its padding
+      // and border
+      const width = (this.width = Math.max(200, (this.cardWidth ? this.cardWidth - 18 : this.plot.clientWidth) || 600));
       const off = new Set(s.off ? s.off.split(",") : []);
       const runs = this.opts.runs.filter((p) => !off.has(p));  // runs switched off in the compare legend
       // buckets of one pixel; of two when more than 20 runs overlay (every min and max still drawn, at half the
@@ -144,6 +174,9 @@
       const bands = [];
       this.map = [];
       const showBand = s.band && data.mode === "buckets";
+      // many runs: each band filled by hand under the lines (uPlot clips every band with paths of its own: two
+      // thirds of the draw at 100 runs); few runs: uPlot's bands, their edges drawn as faint lines
+      const byHand = runs.length > 20;
       runs.forEach((r, i) => {
         const at = this.opts.runs.indexOf(r.prefix);  // a run keeps its color when others are switched off
         const c = M.color(at >= 0 ? at : i);
@@ -152,7 +185,10 @@
         const smoothed = r.s || (s.smooth !== "none" && M.STATIC ? M.smoothArray(r.y, s.smooth) : null);
         m.y = cols.length; cols.push(clean(r.y.slice()));
         series.push({ label: r.prefix, stroke: smoothed ? M.alpha(c, 0.3) : c, width: 1, spanGaps: true });
-        if (showBand) {
+        if (showBand && byHand) {
+          m.band = [clean(r.hi.slice()), clean(r.lo.slice())];
+          m.fill = M.alpha(c, 0.18);
+        } else if (showBand) {
           m.hi = cols.length; cols.push(clean(r.hi.slice()));
           series.push({ label: r.prefix + " max", stroke: M.alpha(c, 0.25), width: 0.5, spanGaps: true });
           m.lo = cols.length; cols.push(clean(r.lo.slice()));
@@ -194,6 +230,16 @@
       const width = this.width || Math.max(200, this.plot.clientWidth || 600);  // no layout between two charts
       const self = this;
       const yScale = { distr: s.log ? 3 : 1 };
+      const banded = this.map.filter((m) => m.band);
+      if (banded.length) {  // the y range holds the hand-drawn bands too
+        let a = Infinity, b = -Infinity;
+        for (const m of banded) for (const col of m.band) for (let i = 0; i < col.length; i++) {
+          const v = col[i];
+          if (v !== null && v !== undefined) { if (v < a) a = v; if (v > b) b = v; }
+        }
+        if (a <= b) yScale.range = (u, lo, hi) => (s.log ? uPlot.rangeLog(Math.min(lo, a), Math.max(hi, b), 10, true)
+          : uPlot.rangeNum(Math.min(lo, a), Math.max(hi, b), 0.1, true));
+      }
       if (s.outliers && data.q && data.q[0] !== null) {
         let [a, b] = data.q;
         const pad = (b - a) * 0.1 || Math.abs(a) * 0.1 || 1;
@@ -216,12 +262,46 @@
             M.zoom(a, b);
           }],
           draw: [(u) => self.drawn(u)],
+          drawAxes: [(u) => self.drawBands(u)],
         },
       };
       if (this.u) this.u.destroy();
       M.clear(this.plot);
       this.u = new uPlot(opts, this.cols, this.plot);
       this.u.over.addEventListener("dblclick", () => M.zoom(null, null));
+    }
+
+    /* the min/max band of each run of a many-run chart: one filled polygon per stretch without gaps */
+    drawBands(u) {
+      const banded = this.map.filter((m) => m.band);
+      if (!banded.length) return;
+      const xs = u.data[0];
+      const px = new Float64Array(xs.length);
+      for (let i = 0; i < xs.length; i++) px[i] = u.valToPos(xs[i], "x", true);
+      const ctx = u.ctx;
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height);
+      ctx.clip();
+      const ok = (v) => v !== null && v !== undefined;
+      for (const m of banded) {
+        const [hi, lo] = m.band;
+        ctx.fillStyle = m.fill;
+        ctx.beginPath();
+        let i = 0;
+        while (i < xs.length) {
+          if (!ok(hi[i]) || !ok(lo[i])) { i++; continue; }
+          let j = i;
+          while (j + 1 < xs.length && ok(hi[j + 1]) && ok(lo[j + 1])) j++;
+          ctx.moveTo(px[i], u.valToPos(hi[i], "y", true));
+          for (let k = i + 1; k <= j; k++) ctx.lineTo(px[k], u.valToPos(hi[k], "y", true));
+          for (let k = j; k >= i; k--) ctx.lineTo(px[k], u.valToPos(lo[k], "y", true));
+          ctx.closePath();
+          i = j + 1;
+        }
+        ctx.fill();
+      }
+      ctx.restore();
     }
 
     drawn(u) {
@@ -234,6 +314,7 @@
           if (m[k] === undefined) continue;
           for (const v of u.data[m[k]]) if (v !== null && v !== undefined) { if (v < lo) lo = v; if (v > hi) hi = v; }
         }
+        for (const col of m.band || []) for (const v of col) if (v !== null && v !== undefined) { if (v < lo) lo = v; if (v > hi) hi = v; }
       }
       for (const r of this.data.runs) if (r.lastTs !== null && (lastTs === null || r.lastTs > lastTs)) lastTs = r.lastTs;
       if (this.liveTs && (lastTs === null || this.liveTs > lastTs)) lastTs = this.liveTs;
@@ -315,6 +396,7 @@
       if (!sorted) {
         const order = xs.map((_, k) => k).sort((a, b) => xs[a] - xs[b]);
         this.cols = this.cols.map((col) => order.map((k) => col[k]));
+        for (const m of this.map) if (m.band) m.band = m.band.map((col) => order.map((k) => (k < col.length ? col[k] : null)));
       }
       if (!this.raf) {
         this.raf = requestAnimationFrame(() => { this.raf = null; if (this.u) this.u.setData(this.cols, M.state.xmin === null); });
@@ -325,9 +407,12 @@
       if (!this.u) return;
       const head = ["x"];
       this.u.series.slice(1).forEach((s) => head.push(s.label));
+      const extra = [];
+      for (const m of this.map) if (m.band) { head.push(m.prefix + " max", m.prefix + " min"); extra.push(...m.band); }
+      const cols = this.cols.concat(extra);
       const q = (v) => (/[",\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v);
       const lines = [head.map(q).join(",")];
-      for (let i = 0; i < this.cols[0].length; i++) lines.push(this.cols.map((c) => (c[i] === null || c[i] === undefined ? "" : c[i])).join(","));
+      for (let i = 0; i < this.cols[0].length; i++) lines.push(cols.map((c) => (c[i] === null || c[i] === undefined ? "" : c[i])).join(","));
       M.download(this.id.replace(/[^\w.-]+/g, "_") + ".csv", new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
     }
 

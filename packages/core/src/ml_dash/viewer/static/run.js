@@ -28,6 +28,7 @@
       if (!fields.length) grid.append(M.note("no numeric fields yet"));
       byStream[name] = fields.filter((f) => !only || only.test(name + "/" + f)).map((f) => new M.Chart(grid, { stream: name, field: f, runs }));
     }
+    M.loadInView();
     return byStream;
   };
 
@@ -98,9 +99,19 @@
     if (meta && meta.invalid) body.append(M.note(meta.invalid + " log line(s) are not valid JSON and are skipped", "warn"));
     let start = 0;
     let lastSeq = -1;
-    const line = (r) => el("div", { class: "log " + r.level, "data-seq": r.seq, title: "click: show this time on the charts" },
-      el("span", { class: "ts", text: M.fmtTime(r.ts) }), el("span", { class: "lvl", text: r.level }),
-      el("span", { class: "msg", text: r.message + (r.truncated ? "  [… cut: " + r.truncated + " characters in all]" : "") }));
+    list.title = "click a line: show its time on the charts";
+    // a line: a copy of one template, its text set as textContent (never HTML)
+    const proto = el("div", { class: "log" }, el("span", { class: "ts" }), el("span", { class: "lvl" }), el("span", { class: "msg" }));
+    const line = (r) => {
+      const n = proto.cloneNode(true);
+      n.className = "log " + r.level;
+      if (r.seq !== null && r.seq !== undefined) n.dataset.seq = r.seq;
+      const [ts, lvl, msg] = n.children;
+      ts.textContent = M.fmtTime(r.ts);
+      lvl.textContent = r.level;
+      msg.textContent = r.message + (r.truncated ? "  [… cut: " + r.truncated + " characters in all]" : "");
+      return n;
+    };
     list.addEventListener("click", (e) => {
       const row = e.target.closest(".log");
       if (!row || !row.__ts) return;
@@ -108,19 +119,40 @@
     });
     const filtered = () => level.value || search.value;
     async function load(earlier) {
-      const q = { run: prefix, level: level.value, q: search.value, regex: rx.firstChild.checked ? "1" : "", limit: 200 };
-      if (earlier) q.start = Math.max(0, start - 200);
+      const q = M.logsQuery(prefix, level.value, search.value, rx.firstChild.checked);
+      if (earlier) { q.start = Math.max(0, start - 200); q.limit = Math.max(1, start - q.start); }  // no line twice
       let d;
-      try { d = await M.api("logs", q); } catch (e) { M.clear(list).append(M.note(e.message, "warn")); return; }
+      try { d = await M.api("logs", q); } catch (e) { rest = null; M.clear(list).append(M.note(e.message, "warn")); return; }
       start = d.start;
-      const rows = d.rows.map((r) => { const n = line(r); n.__ts = r.ts; return n; });
-      if (!earlier) { M.clear(list); lastSeq = d.rows.length ? d.rows[d.rows.length - 1].seq : lastSeq; }
-      if (earlier) list.prepend(...rows); else list.append(...rows);
+      const lines = (part) => {
+        const f = document.createDocumentFragment();
+        for (const r of part) { const n = line(r); n.__ts = r.ts; f.append(n); }
+        return f;
+      };
+      if (earlier) {
+        if (rest) rest();
+        list.prepend(lines(d.rows));
+      } else {
+        // the last screen first (the browser lays out 40 lines, not 200), the earlier lines in the next task
+        const cut = Math.max(0, d.rows.length - 40);
+        list.textContent = "";
+        lastSeq = d.rows.length ? d.rows[d.rows.length - 1].seq : lastSeq;
+        list.append(lines(d.rows.slice(cut)));
+        const mine = (rest = cut ? () => {
+          if (rest !== mine) return;  // shown already, or a newer load replaced these lines
+          rest = null;
+          const fromEnd = list.scrollHeight - list.scrollTop;
+          list.prepend(lines(d.rows.slice(0, cut)));
+          list.scrollTop = list.scrollHeight - fromEnd;
+        } : null);
+        if (mine) setTimeout(mine, 0);
+      }
       info.textContent = d.matched + " of " + d.total + " lines";
       more.disabled = start === 0;
       if (!earlier) list.scrollTop = list.scrollHeight;
       performance.mark("logs:shown");
     }
+    let rest = null;  // shows the earlier lines of the last load, while they wait
     let t = null;
     const reload = () => { clearTimeout(t); t = setTimeout(() => load(false), 150); };
     level.addEventListener("change", reload);
@@ -139,6 +171,11 @@
       }
       if (atEnd) list.scrollTop = list.scrollHeight;
     });
+  };
+
+  /* the logs request of the run page (the page's first one is sent early, with these parameters) */
+  M.logsQuery = function (prefix, level, q, regex) {
+    return { run: prefix, level: level || "", q: q || "", regex: regex ? "1" : "", limit: 200 };
   };
 
   M.jumpTo = function (ts) {

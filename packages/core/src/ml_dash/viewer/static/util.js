@@ -60,15 +60,31 @@
   };
 
   /* ---- the data layer: the server's /api/view, or the data embedded by export-html ---- */
-  M.api = async function (path, params) {
-    if (M.STATIC) return M.staticApi(path, params || {});
+  const apiUrl = function (path, params) {
     const qs = new URLSearchParams();
     for (const [k, v] of Object.entries(params || {})) {
       if (v === undefined || v === null || v === "") continue;
       if (Array.isArray(v)) v.forEach((x) => qs.append(k, x));
       else qs.append(k, v);
     }
-    const r = await fetch("/api/view/" + path + "?" + qs.toString(), { credentials: "same-origin" });
+    return "/api/view/" + path + "?" + qs.toString();
+  };
+  const early = new Map();  // url -> the response of a request started before the page was built
+  /* start a request the page is about to make (while the browser still evaluates the chart library); the
+     page's own M.api call with the same parameters then takes its answer */
+  M.prefetch = function (path, params) {
+    if (M.STATIC) return;
+    const url = apiUrl(path, params);
+    const r = fetch(url, { credentials: "same-origin" });
+    r.catch(() => {});  // (a failure is reported to the call that takes it)
+    early.set(url, r);
+  };
+  M.api = async function (path, params) {
+    if (M.STATIC) return M.staticApi(path, params || {});
+    const url = apiUrl(path, params);
+    const pre = early.get(url);
+    early.delete(url);
+    const r = await (pre || fetch(url, { credentials: "same-origin" }));
     let body;
     try { body = await r.json(); } catch (e) { body = { detail: "the server answered " + r.status + " without JSON" }; }
     if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search); }
