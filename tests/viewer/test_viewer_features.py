@@ -134,3 +134,32 @@ def test_logs_show_the_last_lines_first_then_earlier_ones_in_order(tmp_path: Pat
     assert pg.evaluate(msgs) == [f"line {i}" for i in range(450)]  # each line once
     assert pg.is_disabled("#log-earlier")
     assert not page.errors, page.errors
+
+
+def test_many_runs_keep_their_min_max_band_and_its_spikes_in_range(tmp_path: Path, start_viewer, page) -> None:
+    root = tmp_path / ".dash"
+    prefixes = [f"many/run-{k:02d}" for k in range(21)]  # above 20 runs the bands are filled by hand
+    for k, p in enumerate(prefixes):
+        with Experiment(p, dash_root=root) as e:
+            m = e.metrics("train")
+            for i in range(1000):
+                m.log(step=i, loss=1.0 + k * 0.01 + (50.0 if (k == 0 and i == 501) else 0.0))
+    v = start_viewer(root)
+    pg = page.page
+    pg.goto(v.url + "/compare?runs=" + ",".join(prefixes))
+    _ready(page)
+    c = page.chart("train/loss")
+    assert sorted(c["runs"]) == prefixes and c["yMax"] == 51.0  # the spike is in the band, so in the chart
+    got = pg.evaluate(f"""() => {{ const ch = {CHART}; const m = ch.map[0];
+        return [ch.data.mode, m.band[0].filter(v => v > 50).length, ch.u.data[m.y].filter(v => v > 50).length,
+                ch.u.scales.y.max] }}""")
+    mode, in_band, on_line, ymax = got
+    assert mode == "buckets" and in_band == 1 and on_line == 0, got  # the line (last per bucket) misses it
+    assert ymax >= 51.0, got  # the y range holds the band: the spike is not cut off
+    with pg.expect_download() as dl:
+        pg.click("[data-chart='train/loss'] button:has-text('CSV')")
+    head, *rows = Path(dl.value.path()).read_text().splitlines()
+    cols = head.split(",")
+    assert "many/run-00 max" in cols and "many/run-20 min" in cols, head  # the bands are in the CSV too
+    assert max(float(r.split(",")[cols.index("many/run-00 max")]) for r in rows) == 51.0
+    assert not page.errors, page.errors

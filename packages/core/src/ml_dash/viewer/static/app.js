@@ -124,6 +124,9 @@
     if (page === "run") {
       M.prefetch("run", { run: arg });
       M.prefetch("logs", M.logsQuery(arg));
+    } else if (page === "compare" && !M.STATIC) {
+      const list = (M.state.runs || "").split(",").map((x) => x.trim()).filter(Boolean);
+      if (list.length) M.prefetch("runinfo", { run: list });
     } else if (page === "runs") M.prefetch("runs", { metrics: M.state.metrics });
     if (!window.uPlot) await new Promise((res) => document.addEventListener("DOMContentLoaded", res, { once: true }));
     try {

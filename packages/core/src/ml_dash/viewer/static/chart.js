@@ -174,6 +174,9 @@
       const bands = [];
       this.map = [];
       const showBand = s.band && data.mode === "buckets";
+      // many runs: each band filled by hand under the lines (uPlot clips every band with paths of its own: two
+      // thirds of the draw at 100 runs); few runs: uPlot's bands, their edges drawn as faint lines
+      const byHand = runs.length > 20;
       runs.forEach((r, i) => {
         const at = this.opts.runs.indexOf(r.prefix);  // a run keeps its color when others are switched off
         const c = M.color(at >= 0 ? at : i);
@@ -182,7 +185,10 @@
         const smoothed = r.s || (s.smooth !== "none" && M.STATIC ? M.smoothArray(r.y, s.smooth) : null);
         m.y = cols.length; cols.push(clean(r.y.slice()));
         series.push({ label: r.prefix, stroke: smoothed ? M.alpha(c, 0.3) : c, width: 1, spanGaps: true });
-        if (showBand) {
+        if (showBand && byHand) {
+          m.band = [clean(r.hi.slice()), clean(r.lo.slice())];
+          m.fill = M.alpha(c, 0.18);
+        } else if (showBand) {
           m.hi = cols.length; cols.push(clean(r.hi.slice()));
           series.push({ label: r.prefix + " max", stroke: M.alpha(c, 0.25), width: 0.5, spanGaps: true });
           m.lo = cols.length; cols.push(clean(r.lo.slice()));
@@ -224,6 +230,16 @@
       const width = this.width || Math.max(200, this.plot.clientWidth || 600);  // no layout between two charts
       const self = this;
       const yScale = { distr: s.log ? 3 : 1 };
+      const banded = this.map.filter((m) => m.band);
+      if (banded.length) {  // the y range holds the hand-drawn bands too
+        let a = Infinity, b = -Infinity;
+        for (const m of banded) for (const col of m.band) for (let i = 0; i < col.length; i++) {
+          const v = col[i];
+          if (v !== null && v !== undefined) { if (v < a) a = v; if (v > b) b = v; }
+        }
+        if (a <= b) yScale.range = (u, lo, hi) => (s.log ? uPlot.rangeLog(Math.min(lo, a), Math.max(hi, b), 10, true)
+          : uPlot.rangeNum(Math.min(lo, a), Math.max(hi, b), 0.1, true));
+      }
       if (s.outliers && data.q && data.q[0] !== null) {
         let [a, b] = data.q;
         const pad = (b - a) * 0.1 || Math.abs(a) * 0.1 || 1;
@@ -246,12 +262,46 @@
             M.zoom(a, b);
           }],
           draw: [(u) => self.drawn(u)],
+          drawAxes: [(u) => self.drawBands(u)],
         },
       };
       if (this.u) this.u.destroy();
       M.clear(this.plot);
       this.u = new uPlot(opts, this.cols, this.plot);
       this.u.over.addEventListener("dblclick", () => M.zoom(null, null));
+    }
+
+    /* the min/max band of each run of a many-run chart: one filled polygon per stretch without gaps */
+    drawBands(u) {
+      const banded = this.map.filter((m) => m.band);
+      if (!banded.length) return;
+      const xs = u.data[0];
+      const px = new Float64Array(xs.length);
+      for (let i = 0; i < xs.length; i++) px[i] = u.valToPos(xs[i], "x", true);
+      const ctx = u.ctx;
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height);
+      ctx.clip();
+      const ok = (v) => v !== null && v !== undefined;
+      for (const m of banded) {
+        const [hi, lo] = m.band;
+        ctx.fillStyle = m.fill;
+        ctx.beginPath();
+        let i = 0;
+        while (i < xs.length) {
+          if (!ok(hi[i]) || !ok(lo[i])) { i++; continue; }
+          let j = i;
+          while (j + 1 < xs.length && ok(hi[j + 1]) && ok(lo[j + 1])) j++;
+          ctx.moveTo(px[i], u.valToPos(hi[i], "y", true));
+          for (let k = i + 1; k <= j; k++) ctx.lineTo(px[k], u.valToPos(hi[k], "y", true));
+          for (let k = j; k >= i; k--) ctx.lineTo(px[k], u.valToPos(lo[k], "y", true));
+          ctx.closePath();
+          i = j + 1;
+        }
+        ctx.fill();
+      }
+      ctx.restore();
     }
 
     drawn(u) {
@@ -264,6 +314,7 @@
           if (m[k] === undefined) continue;
           for (const v of u.data[m[k]]) if (v !== null && v !== undefined) { if (v < lo) lo = v; if (v > hi) hi = v; }
         }
+        for (const col of m.band || []) for (const v of col) if (v !== null && v !== undefined) { if (v < lo) lo = v; if (v > hi) hi = v; }
       }
       for (const r of this.data.runs) if (r.lastTs !== null && (lastTs === null || r.lastTs > lastTs)) lastTs = r.lastTs;
       if (this.liveTs && (lastTs === null || this.liveTs > lastTs)) lastTs = this.liveTs;
@@ -345,6 +396,7 @@
       if (!sorted) {
         const order = xs.map((_, k) => k).sort((a, b) => xs[a] - xs[b]);
         this.cols = this.cols.map((col) => order.map((k) => col[k]));
+        for (const m of this.map) if (m.band) m.band = m.band.map((col) => order.map((k) => (k < col.length ? col[k] : null)));
       }
       if (!this.raf) {
         this.raf = requestAnimationFrame(() => { this.raf = null; if (this.u) this.u.setData(this.cols, M.state.xmin === null); });
@@ -355,9 +407,12 @@
       if (!this.u) return;
       const head = ["x"];
       this.u.series.slice(1).forEach((s) => head.push(s.label));
+      const extra = [];
+      for (const m of this.map) if (m.band) { head.push(m.prefix + " max", m.prefix + " min"); extra.push(...m.band); }
+      const cols = this.cols.concat(extra);
       const q = (v) => (/[",\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v);
       const lines = [head.map(q).join(",")];
-      for (let i = 0; i < this.cols[0].length; i++) lines.push(this.cols.map((c) => (c[i] === null || c[i] === undefined ? "" : c[i])).join(","));
+      for (let i = 0; i < this.cols[0].length; i++) lines.push(cols.map((c) => (c[i] === null || c[i] === undefined ? "" : c[i])).join(","));
       M.download(this.id.replace(/[^\w.-]+/g, "_") + ".csv", new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
     }
 
