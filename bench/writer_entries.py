@@ -10,6 +10,8 @@ depend on the load as much as the times do. Linux only.
 
 ``--before DIR``: also run the version whose ``ml_dash`` package is in DIR (e.g. ``git archive REV
 packages/core/src | tar -x -C DIR`` and pass ``DIR/packages/core/src``), alternating with this one.
+``ENTRIES_WHERE=1 python bench/writer_entries.py --one writer``: also print the writer's switches inside each of
+its parts (calls, switches), to see where they come from.
 """
 from __future__ import annotations
 
