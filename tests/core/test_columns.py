@@ -500,6 +500,7 @@ def test_disk_entry_blocks_torn_and_compacted(tmp_path: Path, cache_dir: Path, m
         with open(path, "a") as f:
             f.write(metric_line(i + 1, {"loss": float(i + 1)}, 0) + "\n")
         assert colcache.read(path, "metrics").n == i + 2
+        colcache.flush()  # (a whole entry is written in the background)
         assert files[0].read_bytes().count(b"MLDCEND") == blocks
     colcache.clear_memory()
     parsed.clear()
@@ -629,3 +630,35 @@ def test_fits_accepts_the_lines_the_whole_chunk_path_takes() -> None:
             assert columns._fits(tpl, buf, len(mutated)), mutated
             taken += 1
     assert 30 < taken < 270  # mutations of both kinds
+
+
+def test_whole_entry_written_in_the_background_is_waited_for(tmp_path: Path, cache_dir: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first read's cache entry is written by a background thread: a read of the same stream, an append to the
+    entry and ``flush`` wait for it, so the columns come from the disk, never from a half-written file; a process
+    that exits right after a cold read leaves the whole entry (test_cache_survives_restart_and_reads_only_appended)."""
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(metric_line(i, {"loss": float(i)}, 0) + "\n" for i in range(3000)))
+    slow = colcache.DiskEntry._write_whole
+
+    def slow_write(self: Any, data: Any) -> None:
+        time.sleep(1.0)
+        slow(self, data)
+
+    monkeypatch.setattr(colcache.DiskEntry, "_write_whole", slow_write)
+    assert colcache.read(path, "metrics").n == 3000
+    assert colcache._writes  # the read returned before its entry was written
+    with colcache._mem_lock:
+        colcache._mem.clear()  # (not clear_memory: that waits too)
+    parsed: list[int] = []
+    real = colcache.parse_parts
+    monkeypatch.setattr(colcache, "parse_parts", lambda buf, kind, t=None, end=None: parsed.append(1)
+                        or real(buf, kind, t, end=end))
+    snap = colcache.read(path, "metrics")
+    assert parsed == [] and snap.n == 3000 and snap.num["loss"][-1] == 2999.0  # from the disk entry
+    with open(path, "a") as f:
+        f.write(metric_line(3000, {"loss": 3000.0}, 0) + "\n")
+    assert colcache.read(path, "metrics").n == 3001 and parsed == [1]
+    colcache.flush()
+    files = list((cache_dir / "columns").rglob("*.cols"))
+    assert len(files) == 1 and files[0].read_bytes().count(b"MLDCEND") == 2  # the whole entry, one block appended

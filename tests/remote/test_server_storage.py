@@ -64,3 +64,41 @@ def test_a_stale_status_or_params_request_does_not_win(tmp_path: Path) -> None:
     assert srv.set_params("p/x", {"lr": 2}, 2, "s") is True
     assert srv.set_params("p/x", {"lr": 1}, 1, "s") is False
     assert load("p/x", dash_root=tmp_path).params.get() == {"lr": 2}
+
+
+def test_a_torn_commit_line_is_ignored_then_cut_and_the_log_compacts(tmp_path: Path) -> None:
+    """The commit log (server/commits.py): a commit record cut off by a crash never counts (its batch was never
+    acknowledged), the next commit cuts it first; a state file in the one-object format reads the same; a long
+    log is replaced by its last line."""
+    from ml_dash.server import commits
+
+    srv = ServerRoot(tmp_path)
+    srv.open_experiment("p/x", {}, "src")
+    assert srv.append_metrics("p/x", "train", _rows(0, 10), "src")["stored"] == 10
+    d = srv.exp("p/x")
+    from ml_dash import layout
+
+    state_path = d.server_state_path(layout.stream_key(layout.METRICS, "train"))
+    good = state_path.read_bytes()
+    assert good.endswith(b"\n") and json.loads(good)["size"] > 0
+    # a crash while appending the next commit record: the torn line is ignored...
+    with open(state_path, "ab") as f:
+        f.write(b'{"sources": {"src": 99}, "si')
+    assert commits.read(state_path)["sources"] == {"src": 10}
+    # ...and the retry is stored once, after the torn line was cut
+    assert srv.append_metrics("p/x", "train", _rows(5, 12), "src") == {"received": 7, "stored": 2, "next": 12}
+    lines = state_path.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and all(json.loads(x)["sources"] for x in lines[:-1]) and len(lines) == 3
+    # the one-object format (indented, no trailing newline) reads the same, and the next commit replaces it
+    state_path.write_text(json.dumps(json.loads(lines[-2]), indent=2))
+    assert commits.read(state_path)["sources"] == {"src": 12}
+    assert srv.append_metrics("p/x", "train", _rows(12, 13), "src")["stored"] == 1
+    assert state_path.read_bytes().count(b"\n") == 1
+    # the log stays short: compacted to one line past commits.COMPACT bytes
+    fast = ServerRoot(tmp_path, fsync=False)
+    for i in range(13, 1013):
+        fast.append_metrics("p/x", "train", _rows(i, i + 1), "src")
+    assert state_path.stat().st_size <= commits.COMPACT
+    assert commits.read(state_path)["sources"] == {"src": 1013}
+    rows = load("p/x", dash_root=tmp_path).metrics("train").read()
+    assert [r["data"]["step"] for r in rows] == list(range(1013))

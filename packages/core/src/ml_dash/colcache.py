@@ -21,6 +21,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
@@ -192,8 +193,9 @@ def _forget(key: str) -> None:
 
 
 def clear_memory() -> None:
-    """Forget the columns kept in this process (the disk cache stays)."""
+    """Forget the columns kept in this process (the disk cache stays, its writes in progress finished)."""
     global _mem_total
+    flush()
     with _mem_lock:
         _mem.clear()
         _mem_sizes.clear()
@@ -331,6 +333,7 @@ class DiskEntry:
             pos = end + 16
 
     def load(self, path: str, kind: str, st: os.stat_result) -> StreamColumns | None:
+        _wait(self.file)
         try:
             fd = os.open(self.file, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -402,8 +405,15 @@ class DiskEntry:
             if old_offset and self._append(s, old_n, old_offset):
                 return
             s.gen = secrets.token_hex(6)
+            data = self._block(s, 0, 0, 0)  # (views of rows that never change: appends go past them)
+            s.blocks = 1
+        except (OSError, ValueError, TypeError):
+            return
+        _in_background(self.file, lambda: self._write_whole(data))
+
+    def _write_whole(self, data: list[bytes | memoryview]) -> None:
+        try:
             tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            data = self._block(s, 0, 0, 0)
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             except FileNotFoundError:
@@ -414,7 +424,6 @@ class DiskEntry:
             finally:
                 os.close(fd)
             os.replace(tmp, self.file)
-            s.blocks = 1
         except (OSError, ValueError, TypeError):
             pass
 
@@ -423,6 +432,7 @@ class DiskEntry:
         False: write the entry whole instead."""
         if s.blocks >= MAX_BLOCKS:
             return False
+        _wait(self.file)
         try:
             fd = os.open(self.file, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -445,6 +455,62 @@ class DiskEntry:
         finally:
             os.close(fd)
 
+
+
+# A whole entry (a stream's first read, or a rewrite) is written by one background thread, so that the next read
+# (of another stream) starts at once; reads of the same entry, appends to it and ``clear_memory`` wait for it, and
+# the interpreter finishes the writes at exit.
+_writes: dict[str, Future[None]] = {}  # cache file -> its whole write in progress
+_writes_lock = threading.Lock()
+_writer: list[ThreadPoolExecutor] = []
+
+
+def _in_background(file: os.PathLike[str], job: Callable[[], None]) -> None:
+    key = os.fspath(file)
+    with _writes_lock:
+        if not _writer:
+            _writer.append(ThreadPoolExecutor(1, thread_name_prefix="ml-dash-cache-write"))
+        try:
+            fut = _writer[0].submit(job)
+        except RuntimeError:  # no new threads (interpreter shutting down): write it now
+            fut = None
+        else:
+            _writes[key] = fut
+    if fut is None:
+        job()
+        return
+
+    def done(f: Future[None]) -> None:
+        with _writes_lock:
+            if _writes.get(key) is f:
+                del _writes[key]
+
+    fut.add_done_callback(done)
+
+
+def _wait(file: os.PathLike[str]) -> None:
+    with _writes_lock:
+        fut = _writes.get(os.fspath(file))
+    if fut is not None:
+        fut.result()
+
+
+def flush() -> None:
+    """Wait for the disk cache writes this process started in the background."""
+    with _writes_lock:
+        pending = list(_writes.values())
+    for fut in pending:
+        fut.result()
+
+
+def _forget_writer() -> None:  # a forked child has none of the parent's threads
+    global _writes_lock
+    _writes_lock = threading.Lock()
+    _writer.clear()
+    _writes.clear()
+
+
+os.register_at_fork(after_in_child=_forget_writer)
 
 
 def _write_all(fd: int, parts: list[bytes | memoryview], pos: int) -> None:

@@ -22,6 +22,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SEP = "\x1f"
 PUBLIC = {"/health", "/api/v1/openapi.json"}
+_EXPERIMENTS = "/api/v1/experiments/"
 AUTH_HINT = ("send 'Authorization: Bearer <token>'; from Python, run `ml-dash login --token TOKEN --url URL` "
              "or set ML_DASH_TOKEN")
 
@@ -59,6 +60,9 @@ class Guard:
         self.stall_seconds = stall_seconds
         self._faults = 0
         self._stalls = 0
+        self.metric_append: Callable[[Scope, Receive, Send, str, str], Awaitable[None]] | None = None
+        """``POST /api/v1/experiments/{prefix}/metrics/{name}``, the route every training run calls most, served
+        here without the router and its middleware (set by `app.create_app`; the same work and answers)."""
 
     def _authorized(self, scope: Scope) -> bool:
         if not self.tokens:
@@ -128,5 +132,11 @@ class Guard:
 
                 await self.app(scope, receive, swallow)
                 await send_json(send, 500, {"detail": "injected fault after handling (--fault-every)"})
+                return
+        if self.metric_append is not None and scope.get("method") == "POST" and path.startswith(_EXPERIMENTS):
+            parts = path[len(_EXPERIMENTS):].split("/")
+            if len(parts) == 3 and parts[1] == "metrics" and parts[0] and parts[2]:
+                await self.metric_append(scope, receive, send, parts[0].replace(SEP, "/"),
+                                         parts[2].replace(SEP, "/"))
                 return
         await self.app(scope, receive, send)

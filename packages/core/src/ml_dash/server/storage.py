@@ -37,6 +37,7 @@ from .backend import (  # noqa: F401  (BadRequest and check_source re-exported)
     track_keep,
     track_meta,
 )
+from . import commits
 from .rows import keep_indexed
 
 
@@ -144,7 +145,7 @@ class ServerRoot:
             d.private.mkdir(parents=True, exist_ok=True)
             with d.locked(lock_name):
                 state_path = d.server_state_path(key)
-                state = _recover(path, _read_state(state_path), field)
+                state = _recover(path, commits.read(state_path), field)
                 w = int(state["sources"].get(source, 0))
                 kept = keep_indexed(recs, field, w, int(state["next"]), metric is not None)
                 w, n = kept.mark, kept.next
@@ -157,7 +158,7 @@ class ServerRoot:
                             meta_path = layout.meta_file(path)
                             write_json_atomic(meta_path, metric_meta(read_json(meta_path), metric, n))
                         state["sources"][source] = w
-                        write_json_atomic(state_path, state, fsync=self.fsync)
+                        commits.commit(state_path, state, self.fsync)
                     except OSError:
                         _cut(path, committed)  # readers see only committed rows, also while the disk is full
                         raise
@@ -178,7 +179,7 @@ class ServerRoot:
             except OSError:
                 continue
             with self.lock(f"{d.prefix}\0{key}"), d.locked(key):
-                state = _read_state(d.server_state_path(key, create=False))
+                state = commits.read(d.server_state_path(key, create=False))
                 if not is_count(state.get("size")):
                     continue
                 _cut(path, state["size"])
@@ -198,7 +199,7 @@ class ServerRoot:
             d.private.mkdir(parents=True, exist_ok=True)
             with d.locked(key):
                 state_path = d.server_state_path(key)
-                state = _recover(path, _read_state(state_path), None)
+                state = _recover(path, commits.read(state_path), None)
                 kept, new_w = track_keep(entries, offset, end, offsets, int(state["sources"].get(source, 0)))
                 keep = [e for _, e in kept]
                 committed = state["size"]
@@ -208,7 +209,7 @@ class ServerRoot:
                         meta_path = layout.meta_file(path)
                         write_json_atomic(meta_path, track_meta(read_json(meta_path), topic, keep))
                     state["sources"][source] = new_w
-                    write_json_atomic(state_path, state, fsync=self.fsync)
+                    commits.commit(state_path, state, self.fsync)
                 except OSError:
                     _cut(path, committed)
                     raise
@@ -251,8 +252,7 @@ def committed_size(d: ExperimentDir, key: str) -> int | None:
     """How large the stream's data file was after its last committed append (None: the server never appended to
     it). Reads stop there: lines past it are an append that failed or was cut off by a crash, never acknowledged.
     The state is replaced atomically after the data is written, so the data file is never shorter."""
-    st = read_json(d.server_state_path(key, create=False))
-    size = st.get("size") if isinstance(st, dict) else None
+    size = commits.read(d.server_state_path(key, create=False)).get("size")
     return size if is_count(size) else None
 
 
@@ -316,7 +316,8 @@ def _lines(rows: list[dict[str, Any]]) -> Iterator[bytes]:
 
 
 def _append(path: Path, chunks: Iterable[bytes], fsync: bool) -> int:
-    """Append the chunks, then one fsync; the file's new size."""
+    """Append the chunks, then one fdatasync (the data and the new size, not the timestamps); the file's new
+    size."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         for data in chunks:
@@ -324,7 +325,7 @@ def _append(path: Path, chunks: Iterable[bytes], fsync: bool) -> int:
             while view:
                 view = view[os.write(fd, view):]
         if fsync:
-            os.fsync(fd)
+            os.fdatasync(fd)
         return os.fstat(fd).st_size
     finally:
         os.close(fd)

@@ -33,7 +33,7 @@ from typing import Any
 from orjson import loads as _fast_loads
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from .backend import Backend, BadRequest, Unavailable, check_source
 
@@ -368,17 +368,30 @@ class Work:
             self._pool.close()
 
     async def __call__(self, request: Request, op: str, *args: str) -> Any:
-        limit = int(request.scope.get("state", {}).get("ml_dash_limit") or self.max_body)
-        try:
-            expected = int(request.headers.get("content-length", limit))
-        except ValueError:
-            expected = limit
+        return await self.raw(request.scope, request.receive, op, *args)
+
+    async def raw(self, scope: Any, receive: Any, op: str, *args: str) -> Any:
+        """Read the request's body (ASGI ``receive``) within the budget and run ``op`` on it."""
+        limit = int(scope.get("state", {}).get("ml_dash_limit") or self.max_body)
+        expected = limit
+        for k, v in scope.get("headers") or ():
+            if k == b"content-length":
+                try:
+                    expected = int(v)
+                except ValueError:
+                    pass
+                break
         async with self.budget.take(expected):
             body = bytearray()  # one copy of the body here (orjson and json read a bytearray as they read bytes)
-            async for chunk in request.stream():
-                body += chunk
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                body += message.get("body", b"")
                 if len(body) > limit:
                     raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
+                if not message.get("more_body", False):
+                    break
             try:
                 if self._pool is None:
                     return await run_in_threadpool(run, self.store, op, args, body)
