@@ -18,6 +18,11 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+try:
+    import resource
+except ImportError:  # pragma: no cover - not on Windows
+    resource = None  # type: ignore[assignment]
+
 from . import console
 from .config import BufferConfig
 from .jsonio import dumpb, iso
@@ -50,8 +55,18 @@ WAKE_BYTES = 1 << 20  # the training thread wakes the worker each time this much
 MAX_SLICES = 64  # slices in one pass of the worker
 YIELD_S = 0.0003  # between slices the worker sleeps this long, so the training thread takes the GIL back
 BUSY_S = 0.001  # getting the GIL back took longer than this: the training thread is running pure Python flat out
-BACKOFF_S = 0.02  # then the worker leaves the ring alone this long at a time (up to write_interval in all)
-DEFER_MAX = 0.2  # and never longer than this in all
+DEFER_MAX = 0.2  # then the worker leaves the ring alone up to write_interval, and never longer than this
+
+
+_RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", None)  # Linux
+
+
+def _waits() -> int:
+    """How often this thread has blocked so far (its voluntary context switches; the call keeps the GIL). It
+    grows when a system call or a wait for the GIL let another thread run; 0 where it cannot be read."""
+    if _RUSAGE_THREAD is None:
+        return 0
+    return resource.getrusage(_RUSAGE_THREAD).ru_nvcsw
 
 
 class PartialWrite(Exception):
@@ -131,6 +146,7 @@ class Buffer:
         self._ring_ranges: list[tuple[int, int]] = []  # taken from the ring, not yet all in the journal
         self._hurry = False
         self._busy_since: float | None = None
+        self._waits_seen = 0  # `_waits()` at the worker's last look
         self._woken_at = 0.0
         # a producer wakes the worker early when a queue holds `trigger` records (besides every write_interval)
         self._step = max(1, min(1_000, config.max_pending_items // 4))
@@ -394,7 +410,7 @@ class Buffer:
         ring = self.ring
         if ring is not None:
             try:
-                ring.populate(lambda: time.sleep(0.0005))
+                ring.populate()
             except ValueError:  # the run closed meanwhile (its ring is unmapped)
                 pass
             except Exception as e:  # pragma: no cover - a slower first lap is all this costs
@@ -499,9 +515,18 @@ class Buffer:
         ring = self.ring
         if (ring is not None and ring.backlog() >= ring.half // 4) or self.metrics or self.logs or self.tracks:
             return  # far behind (or spilling into memory): keep going; the switch interval shares the GIL
+        if self._busy_since is not None and _RUSAGE_THREAD is not None:
+            waits = _waits()
+            if waits != self._waits_seen:
+                # the slice's write let the busy training thread run, and this thread came back in through the
+                # interpreter's switch interval: each such return is a stall of one call, so use this one for
+                # the next slice rather than sleep and cost the loop another (one entry per slice, not three)
+                self._waits_seen = waits
+                return
         t = time.perf_counter()
         time.sleep(YIELD_S)
         self._back_off(time.perf_counter() - t - YIELD_S)
+        self._waits_seen = _waits()
 
     def _back_off(self, late: float) -> None:
         if late < BUSY_S:
@@ -512,9 +537,17 @@ class Buffer:
             self._busy_since = now
         ring = self.ring
         limit = min(self.config.write_interval, DEFER_MAX)
+        # one wait, not a poll: each wake-up takes the GIL from the busy training thread (a stall of one call).
+        # What ends it early sets `_wake`: a flush, stop, records queued in memory, or each WAKE_BYTES of ring
         while ring is not None and ring.backlog() < ring.half and not self._flush_waiters and not self._stop \
-                and not (self.metrics or self.logs or self.tracks) and time.monotonic() - self._busy_since < limit:
-            time.sleep(BACKOFF_S)
+                and not (self.metrics or self.logs or self.tracks):
+            left = limit - (time.monotonic() - self._busy_since)
+            if left <= 0:
+                break
+            self._wake.clear()
+            if self._flush_waiters or self._stop:  # (set just before the clear)
+                break
+            self._wake.wait(left)
 
     def _drain_slice(self) -> tuple[bool, bool]:
         """One slice: a piece of the ring (or, once the ring is all taken, of the queues) into the journal.
@@ -532,7 +565,8 @@ class Buffer:
                 return not any(self._retry[k] for k in fresh) and self._has_work(), wrote
             with self._ring_lock:
                 backlog = ring.backlog() if ring is not None else 0
-                behind = backlog >= (ring.half // 4 if ring is not None else 0) or \
+                # far behind, or the training thread busy (each slice is a stall of one call: fewer, larger)
+                behind = backlog >= (ring.half // 4 if ring is not None else 0) or self._busy_since is not None or \
                     len(self.metrics) + len(self.tracks) + len(self.logs) > SLICE_ITEMS
                 if ring is not None and backlog:
                     chunk, ranges = ring.take(SLICE_BYTES_BEHIND if behind else SLICE_BYTES)

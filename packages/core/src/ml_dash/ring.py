@@ -290,16 +290,18 @@ class Ring:
             raise
         return fd
 
-    def populate(self, pause: Any = None) -> None:
+    def populate(self, pause: Any = None, step: int = 1 << 22) -> None:
         """Map every page now (the writer thread does this when it starts): a first write to a page would
-        otherwise fault on the training thread, which can take milliseconds. ``pause`` runs between chunks."""
-        step = 1 << 18
+        otherwise fault on the training thread, which can take milliseconds. ``pause`` runs between chunks of
+        ``step`` bytes. Each chunk is one system call that lets the training thread run, and each return from
+        one takes the GIL back from it: few large chunks, no pauses, cost the training loop the fewest stalls."""
         for m in self.maps:
             for off in range(0, self.half, step):
+                n = min(step, self.half - off)
                 try:
-                    m.madvise(_POPULATE_WRITE, off, step)
+                    m.madvise(_POPULATE_WRITE, off, n)
                 except (AttributeError, OSError, ValueError):  # older kernels: touch each page
-                    for p in range(off, off + step, mmap.PAGESIZE):
+                    for p in range(off, off + n, mmap.PAGESIZE):
                         m[p] = m[p]
                 if pause is not None:
                     pause()
