@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -93,6 +94,7 @@ def one(mode: str, rows: int) -> None:
     if where:
         print({k: tuple(v) for k, v in where.items()}, file=sys.stderr)
     exp.run.complete()
+    shutil.rmtree(root, ignore_errors=True)
     times.sort()
     print(f"{mode},{sw},{n_slices},{in_slices},{sum(t >= 20_000 for t in times)},{sum(t >= 1_000_000 for t in times)},"
           f"{times[int(rows * 0.999)] / 1000:.1f},{times[rows // 2] / 1000:.2f}", flush=True)
