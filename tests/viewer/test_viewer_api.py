@@ -268,3 +268,59 @@ def test_the_last_screen_of_a_long_log_is_read_from_its_end(tmp_path: Path, star
     again = get(v.url + "/api/view/logs", params={"run": "logs/long", "limit": 50}).json()
     assert again["rows"] == last["rows"] and again["total"] == lines - 1  # now counted exactly: one invalid line
     assert again["invalid"] == 1
+
+
+def test_run_page_embeds_its_first_answers_as_inert_data(tmp_path: Path, start_viewer) -> None:
+    """The run page's HTML carries /api/view/run's and /api/view/logs's answers; no value can end the data block."""
+    import html.parser
+
+    root = tmp_path / ".dash"
+    hostile = "</script><script>window.__pwned=4</script><!-- & \u2028\u2029 >"
+    with Experiment("p/embed", dash_root=root, description=hostile) as e:
+        e.params.set(note=hostile, lr=0.1)
+        e.metrics("train").log(loss=1.0, step=0)
+        for i in range(300):
+            e.logs.info(f"line {i}")
+        e.logs.warn(hostile)
+    v = start_viewer(root)
+    page = get(v.url + "/run/p/embed")
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+
+    class Blocks(html.parser.HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.at: str | None = None
+            self.blocks: dict[str, str] = {}
+            self.scripts = 0
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            a = dict(attrs)
+            if tag == "script" and a.get("type") == "application/json":
+                self.at = a["id"]
+                self.blocks[self.at] = ""
+            elif tag == "script":
+                self.scripts += 1
+
+        def handle_data(self, data: str) -> None:
+            if self.at:
+                self.blocks[self.at] += data
+
+        def handle_endtag(self, tag: str) -> None:
+            self.at = None
+
+    p = Blocks()
+    p.feed(page.text)
+    assert set(p.blocks) == {"mld-run", "mld-logs"} and p.scripts == 2  # viewer.js and uPlot: nothing injected
+    for text in p.blocks.values():
+        assert not any(c in text for c in "<>&\u2028\u2029")
+    run = json.loads(p.blocks["mld-run"])
+    logs = json.loads(p.blocks["mld-logs"])
+    assert run == get(v.url + "/api/view/run", params={"run": "p/embed"}).json()
+    assert run["params"]["note"] == hostile and run["description"] == hostile
+    assert logs == get(v.url + "/api/view/logs", params={"run": "p/embed", "limit": 200}).json()
+    assert len(logs["rows"]) == 200 and logs["rows"][-1]["message"] == hostile and logs["total"] == 301
+    assert logs["offset"] == run["logs"]["offset"]  # the live tail resumes where the embedded lines end
+    # a run that is not there: no data, the page asks the API and shows its answer
+    missing = Blocks()
+    missing.feed(get(v.url + "/run/p/none").text)
+    assert missing.blocks == {}

@@ -211,3 +211,21 @@ def test_files_gallery_preview_and_download(tmp_path: Path, start_viewer, page) 
     assert Path(dl.value.path()).read_text() == "<b>not bold</b>"
     assert pg.evaluate("() => window.__pwned") is None
     assert not page.errors, page.errors
+
+
+def test_run_page_starts_from_the_answers_in_its_html(tmp_path: Path, start_viewer, page) -> None:
+    """The run page's info and last log lines come in its HTML: no request for them, hostile text stays text."""
+    root = tmp_path / ".dash"
+    small_runs(root, count=1)
+    v = start_viewer(root)
+    page.page.goto(v.url + "/run/sweep/run-0")
+    _ready(page)
+    page.page.wait_for_selector("#log-lines .log")
+    assert XSS_LOG in page.page.inner_text("#log-lines") and page.page.evaluate("() => window.__pwned") is None
+    asked = page.page.evaluate("() => performance.getEntriesByType('resource').map(r => r.name)")
+    assert not [u for u in asked if "/api/view/run?" in u or "/api/view/logs?" in u], asked
+    assert page.page.evaluate("() => document.querySelectorAll('script[type=\"application/json\"]').length") == 0
+    page.page.fill("#log-search", "done")  # a later question is asked of the server
+    page.page.wait_for_function("() => document.querySelector('#log-count').textContent.startsWith('1 of 2')")
+    assert "adam" not in page.page.inner_text("#params-table") and "0.1" in page.page.inner_text("#params-table")
+    assert not page.errors, page.errors

@@ -37,6 +37,8 @@ PREVIEW_BYTES = 256 * 1024
 SEP = "\x1f"
 MAX_RUNS = 1000  # runs in one compare request
 MAX_FIELDS = 100  # charts in one multiseries request
+EMBED_SECONDS = 0.15  # the run page's first answers go into its HTML when they take no longer than this
+EMBED_BYTES = 1 << 20  # ... and are no larger than this
 SCRIPTS = ("util", "chart", "runs", "run", "compare", "app")  # load order
 _background: set[Any] = set()  # tasks started by a page request (kept referenced until done)
 
@@ -58,14 +60,17 @@ def bundle() -> tuple[bytes, str]:
 
 
 def shell(static: str = "/static", page: str = "", extra_scripts: list[str] | None = None, meta_csp: bool = False,
-          attrs: dict[str, str] | None = None) -> str:
-    """The one HTML page; the script reads the location (or the body's data attributes) to pick the view."""
+          attrs: dict[str, str] | None = None, data: dict[str, bytes] | None = None) -> str:
+    """The one HTML page; the script reads the location (or the body's data attributes) to pick the view.
+    ``data``: JSON answers by element id, as data blocks the script reads instead of asking the API."""
     from html import escape
 
     v = "?v=" + bundle()[1]
     # the viewer's script first: it sends the page's first requests while the browser evaluates uPlot
     scripts = [*(extra_scripts or []), f"{static}/viewer.js{v}", f"{static}/vendor/uPlot.iife.min.js{v}"]
-    data = "".join(f' data-{k}="{escape(val)}"' for k, val in (attrs or {}).items())
+    blocks = "".join(f'<script type="application/json" id="{escape(k)}">{_json_in_html(body)}</script>'
+                     for k, body in (data or {}).items())
+    datas = "".join(f' data-{k}="{escape(val)}"' for k, val in (attrs or {}).items())
     meta = CSP.replace("'self'", "file:").replace("; frame-ancestors 'none'", "")  # not allowed in <meta>
     csp = f'<meta http-equiv="Content-Security-Policy" content="{meta}">' if meta_csp else ""
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + csp +
@@ -73,9 +78,18 @@ def shell(static: str = "/static", page: str = "", extra_scripts: list[str] | No
             "<title>ml-dash</title>"
             f"<link rel=\"stylesheet\" href=\"{static}/vendor/uPlot.min.css{v}\">"
             f"<link rel=\"stylesheet\" href=\"{static}/app.css{v}\"></head>"
-            f"<body data-page=\"{escape(page)}\"{data}><div id=\"app\"><p class=\"note\">Loading…</p></div>"
-            "<noscript>ml-dash's viewer needs JavaScript.</noscript>"
+            f"<body data-page=\"{escape(page)}\"{datas}><div id=\"app\"><p class=\"note\">Loading…</p></div>"
+            "<noscript>ml-dash's viewer needs JavaScript.</noscript>" + blocks
             + "".join(f"<script src=\"{escape(s)}\"></script>" for s in scripts) + "</body></html>\n")
+
+
+def _json_in_html(body: bytes) -> str:
+    """JSON as the text of a <script type="application/json"> element: `<`, `>`, `&` and the two line separators
+    written as escapes (they only occur inside strings), so no value can end the element or open a comment."""
+    text = body.decode("utf-8")
+    for ch in ("&", "<", ">", "\u2028", "\u2029"):
+        text = text.replace(ch, "\\u%04x" % ord(ch))
+    return text
 
 
 class JSONSafe(JSONResponse):
@@ -201,7 +215,25 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
 
                 _background.add(task := asyncio.ensure_future(prefetch(wanted)))
                 task.add_done_callback(_background.discard)
-        return Response(shell(), media_type="text/html; charset=utf-8")
+        data = await first_answers(request.path_params["prefix"]) if "prefix" in request.path_params else {}
+        return Response(shell(data=data), media_type="text/html; charset=utf-8", headers={"cache-control": "no-store"})
+
+    async def first_answers(prefix: str) -> dict[str, bytes]:
+        """The run page's first two answers (its info, the last screen of its logs: what /api/view/run and
+        /api/view/logs answer) when they come within EMBED_SECONDS; none when slower, larger or failing (the
+        page then asks the API, which says what is wrong)."""
+        import asyncio
+
+        async def both() -> dict[str, bytes]:
+            out = {"mld-run": dumps(await run_answer(prefix))}  # (first: the live tail resumes from its offset)
+            out["mld-logs"] = dumps(await run_in_threadpool(logs_answer, prefix, "", "", False, 200, -1, None))
+            return out
+
+        try:
+            out = await asyncio.wait_for(both(), EMBED_SECONDS)
+        except (asyncio.TimeoutError, NotFound, BadName, OSError, ValueError):
+            return {}
+        return out if sum(len(b) for b in out.values()) <= EMBED_BYTES else {}
 
     async def viewer_js(request: Request) -> Response:
         body, v = bundle()
@@ -244,12 +276,15 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
             pre.setdefault(p, {})[n], _ = await root.stream_columns_or_preview(p, n, 0.0)
         return pre, notes
 
-    async def api_run(request: Request) -> Response:
-        prefix = _prefix(request)
+    async def run_answer(prefix: str) -> dict[str, Any]:
         pre, notes = await previews([prefix])
         if notes:
             await run_in_threadpool(root.stream_names, prefix)  # raises the NotFound / BadName
-        return JSONSafe(await run_in_threadpool(once, run_info, root, prefix, pre.get(prefix)))
+        info: dict[str, Any] = await run_in_threadpool(once, run_info, root, prefix, pre.get(prefix))
+        return info
+
+    async def api_run(request: Request) -> Response:
+        return JSONSafe(await run_answer(_prefix(request)))
 
     async def api_runinfo(request: Request) -> Response:
         """Several runs' info in one request (the compare page); logs are not counted here."""
@@ -361,30 +396,31 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         start = _int(request, "start", -1)
         at = _float(request, "at")
 
-        tail = getattr(root, "logs_tail", None)
+        return JSONSafe(await run_in_threadpool(logs_answer, prefix, level, q, regex, limit, start, at))
 
-        def work() -> dict[str, Any]:
-            if tail is not None and not level and not q and at is None and start < 0:
-                got = tail(prefix, limit)  # the last screen, read from the end of the file
-                if got is not None:
-                    last: dict[str, Any] = got
-                    return last
-            lg = root.run_logs(prefix)
-            idx = search_logs(lg, level, q, regex)
-            total = len(idx)
-            s = start
-            if at is not None:  # the first matching line at or after a time
-                import bisect
+    tail = getattr(root, "logs_tail", None)
 
-                ts = [lg.ts[i] for i in idx]
-                s = bisect.bisect_left(ts, at) if all(a <= b for a, b in zip(ts, ts[1:], strict=False)) else 0
-            if s < 0:
-                s = max(0, total - limit)
-            sel = idx[s:s + limit]
-            return {"total": len(lg.message), "matched": total, "start": s,
-                    "rows": [log_row(lg, i) for i in sel], "offset": lg.offset, "invalid": lg.invalid}
+    def logs_answer(prefix: str, level: str | None, q: str | None, regex: bool, limit: int, start: int,
+                    at: float | None) -> dict[str, Any]:
+        if tail is not None and not level and not q and at is None and start < 0:
+            got = tail(prefix, limit)  # the last screen, read from the end of the file
+            if got is not None:
+                last: dict[str, Any] = got
+                return last
+        lg = root.run_logs(prefix)
+        idx = search_logs(lg, level, q, regex)
+        total = len(idx)
+        s = start
+        if at is not None:  # the first matching line at or after a time
+            import bisect
 
-        return JSONSafe(await run_in_threadpool(work))
+            ts = [lg.ts[i] for i in idx]
+            s = bisect.bisect_left(ts, at) if all(a <= b for a, b in zip(ts, ts[1:], strict=False)) else 0
+        if s < 0:
+            s = max(0, total - limit)
+        sel = idx[s:s + limit]
+        return {"total": len(lg.message), "matched": total, "start": s,
+                "rows": [log_row(lg, i) for i in sel], "offset": lg.offset, "invalid": lg.invalid}
 
     async def api_track(request: Request) -> Response:
         prefix = _prefix(request)

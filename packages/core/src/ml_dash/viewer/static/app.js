@@ -121,9 +121,9 @@
     M.hooks.page = page;
     // the page's first requests leave now; the page is built once the chart library (the script after this
     // one) has been evaluated
-    if (page === "run") {
-      M.prefetch("run", { run: arg });
-      M.prefetch("logs", M.logsQuery(arg));
+    if (page === "run") {  // (answered in the page's HTML when the server could do so at once)
+      if (!M.given("mld-run", "run", { run: arg })) M.prefetch("run", { run: arg });
+      if (!M.given("mld-logs", "logs", M.logsQuery(arg))) M.prefetch("logs", M.logsQuery(arg));
     } else if (page === "compare" && !M.STATIC) {
       const list = (M.state.runs || "").split(",").map((x) => x.trim()).filter(Boolean);
       if (list.length) M.prefetch("runinfo", { run: list });

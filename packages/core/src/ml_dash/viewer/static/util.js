@@ -79,9 +79,19 @@
     r.catch(() => {});  // (a failure is reported to the call that takes it)
     early.set(url, r);
   };
+  const given = new Map();  // url -> an answer the server put into the page's HTML (taken once)
+  /* take the answer embedded in the page as the JSON data block `id` for this request; false when there is none
+     or it does not parse (the page then asks the server) */
+  M.given = function (id, path, params) {
+    const node = document.getElementById(id);
+    if (!node || M.STATIC) return false;
+    try { given.set(apiUrl(path, params), JSON.parse(node.textContent)); } catch (e) { return false; } finally { node.remove(); }
+    return true;
+  };
   M.api = async function (path, params) {
     if (M.STATIC) return M.staticApi(path, params || {});
     const url = apiUrl(path, params);
+    if (given.has(url)) { const body = given.get(url); given.delete(url); return body; }
     const pre = early.get(url);
     early.delete(url);
     const r = await (pre || fetch(url, { credentials: "same-origin" }));
