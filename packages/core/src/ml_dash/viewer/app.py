@@ -218,22 +218,40 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         data = await first_answers(request.path_params["prefix"]) if "prefix" in request.path_params else {}
         return Response(shell(data=data), media_type="text/html; charset=utf-8", headers={"cache-control": "no-store"})
 
+    pending: dict[tuple[str, str], tuple[float, Any]] = {}  # answers under way for a page's first request
+
     async def first_answers(prefix: str) -> dict[str, bytes]:
         """The run page's first two answers (its info, the last screen of its logs: what /api/view/run and
-        /api/view/logs answer) when they come within EMBED_SECONDS; none when slower, larger or failing (the
-        page then asks the API, which says what is wrong)."""
+        /api/view/logs answer) that come within EMBED_SECONDS; one slower, larger or failing is left out and the
+        page asks the API for it, which then takes the answer under way (or says what is wrong)."""
         import asyncio
+        import time
 
-        async def both() -> dict[str, bytes]:
-            out = {"mld-run": dumps(await run_answer(prefix))}  # (first: the live tail resumes from its offset)
-            out["mld-logs"] = dumps(await run_in_threadpool(logs_answer, prefix, "", "", False, 200, -1, None))
-            return out
+        tasks = {"run": asyncio.ensure_future(run_answer(prefix)),
+                 "logs": asyncio.ensure_future(run_in_threadpool(logs_answer, prefix, "", "", False, 200, -1, None))}
+        done, _ = await asyncio.wait(tasks.values(), timeout=EMBED_SECONDS)
+        out: dict[str, bytes] = {}
+        now = time.monotonic()
+        for k, t in tasks.items():
+            t.add_done_callback(lambda t: t.cancelled() or t.exception())  # (an error is the API call's to report)
+            if t in done and t.exception() is None:
+                body = dumps(t.result())
+                if len(body) <= EMBED_BYTES:
+                    out["mld-" + k] = body
+                    continue
+            for key in [key for key, (at, _) in pending.items() if now - at > 10]:
+                del pending[key]
+            pending[(k, prefix)] = (now, t)
+        return out
 
-        try:
-            out = await asyncio.wait_for(both(), EMBED_SECONDS)
-        except (asyncio.TimeoutError, NotFound, BadName, OSError, ValueError):
-            return {}
-        return out if sum(len(b) for b in out.values()) <= EMBED_BYTES else {}
+    async def taken(kind: str, prefix: str) -> Any:
+        """The answer a run page's HTML left out, under way since the page was asked for (None: none)."""
+        import time
+
+        got = pending.pop((kind, prefix), None)
+        if got is None or time.monotonic() - got[0] > 10:
+            return None
+        return await got[1]
 
     async def viewer_js(request: Request) -> Response:
         body, v = bundle()
@@ -284,7 +302,8 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         return info
 
     async def api_run(request: Request) -> Response:
-        return JSONSafe(await run_answer(_prefix(request)))
+        prefix = _prefix(request)
+        return JSONSafe(await taken("run", prefix) or await run_answer(prefix))
 
     async def api_runinfo(request: Request) -> Response:
         """Several runs' info in one request (the compare page); logs are not counted here."""
@@ -395,7 +414,10 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         limit = max(1, min(_int(request, "limit", 200), 5000))
         start = _int(request, "start", -1)
         at = _float(request, "at")
-
+        if not level and not q and at is None and start < 0 and limit == 200:
+            first = await taken("logs", prefix)
+            if first is not None:
+                return JSONSafe(first)
         return JSONSafe(await run_in_threadpool(logs_answer, prefix, level, q, regex, limit, start, at))
 
     tail = getattr(root, "logs_tail", None)
