@@ -60,27 +60,34 @@ def bundle() -> tuple[bytes, str]:
 
 
 def shell(static: str = "/static", page: str = "", extra_scripts: list[str] | None = None, meta_csp: bool = False,
-          attrs: dict[str, str] | None = None, data: dict[str, bytes] | None = None) -> str:
+          attrs: dict[str, str] | None = None, preload: bool = False) -> str:
     """The one HTML page; the script reads the location (or the body's data attributes) to pick the view.
-    ``data``: JSON answers by element id, as data blocks the script reads instead of asking the API."""
+    ``preload``: the head names the scripts, so the browser fetches them while the body is still on its way."""
     from html import escape
 
     v = "?v=" + bundle()[1]
     # the viewer's script first: it sends the page's first requests while the browser evaluates uPlot
     scripts = [*(extra_scripts or []), f"{static}/viewer.js{v}", f"{static}/vendor/uPlot.iife.min.js{v}"]
-    blocks = "".join(f'<script type="application/json" id="{escape(k)}">{_json_in_html(body)}</script>'
-                     for k, body in (data or {}).items())
+    pre = "".join(f'<link rel="preload" as="script" href="{escape(s)}">' for s in scripts) if preload else ""
     datas = "".join(f' data-{k}="{escape(val)}"' for k, val in (attrs or {}).items())
     meta = CSP.replace("'self'", "file:").replace("; frame-ancestors 'none'", "")  # not allowed in <meta>
     csp = f'<meta http-equiv="Content-Security-Policy" content="{meta}">' if meta_csp else ""
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + csp +
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            "<title>ml-dash</title>"
+            "<title>ml-dash</title>" + pre +
             f"<link rel=\"stylesheet\" href=\"{static}/vendor/uPlot.min.css{v}\">"
             f"<link rel=\"stylesheet\" href=\"{static}/app.css{v}\"></head>"
             f"<body data-page=\"{escape(page)}\"{datas}><div id=\"app\"><p class=\"note\">Loading…</p></div>"
-            "<noscript>ml-dash's viewer needs JavaScript.</noscript>" + blocks
+            "<noscript>ml-dash's viewer needs JavaScript.</noscript>"
             + "".join(f"<script src=\"{escape(s)}\"></script>" for s in scripts) + "</body></html>\n")
+
+
+def data_blocks(data: dict[str, bytes]) -> str:
+    """JSON answers by element id as data blocks (the page's script reads them instead of asking the API)."""
+    from html import escape
+
+    return "".join(f'<script type="application/json" id="{escape(k)}">{_json_in_html(body)}</script>'
+                   for k, body in data.items())
 
 
 def _json_in_html(body: bytes) -> str:
@@ -215,8 +222,17 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
 
                 _background.add(task := asyncio.ensure_future(prefetch(wanted)))
                 task.add_done_callback(_background.discard)
-        data = await first_answers(request.path_params["prefix"]) if "prefix" in request.path_params else {}
-        return Response(shell(data=data), media_type="text/html; charset=utf-8", headers={"cache-control": "no-store"})
+        if "prefix" not in request.path_params:
+            return Response(shell(), media_type="text/html; charset=utf-8")
+        # a run's page: its head at once (the browser fetches the scripts), then its first answers, then the rest
+        text = shell(preload=True)
+        cut = text.index("</noscript>") + len("</noscript>")
+
+        async def body() -> Any:
+            yield text[:cut].encode()
+            yield (data_blocks(await first_answers(request.path_params["prefix"])) + text[cut:]).encode()
+
+        return StreamingResponse(body(), media_type="text/html; charset=utf-8", headers={"cache-control": "no-store"})
 
     pending: dict[tuple[str, str], tuple[float, Any]] = {}  # answers under way for a page's first request
 
