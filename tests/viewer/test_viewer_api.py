@@ -270,7 +270,7 @@ def test_the_last_screen_of_a_long_log_is_read_from_its_end(tmp_path: Path, star
     assert again["invalid"] == 1
 
 
-def test_run_page_embeds_its_first_answers_as_inert_data(tmp_path: Path, start_viewer) -> None:
+def test_run_page_embeds_its_first_answers_as_inert_data(tmp_path: Path, start_viewer, monkeypatch) -> None:
     """The run page's HTML carries /api/view/run's and /api/view/logs's answers; no value can end the data block."""
     import html.parser
 
@@ -282,6 +282,7 @@ def test_run_page_embeds_its_first_answers_as_inert_data(tmp_path: Path, start_v
         for i in range(300):
             e.logs.info(f"line {i}")
         e.logs.warn(hostile)
+    monkeypatch.setenv("ML_DASH_VIEW_EMBED_MS", "60000")  # (however slow the machine: this test reads the blocks)
     v = start_viewer(root)
     page = get(v.url + "/run/p/embed")
     assert page.status_code == 200 and page.headers["cache-control"] == "no-store"

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from ml_dash import Experiment
 from viewer_env import _env
 from viewer_runs import XSS_LOG, XSS_PARAM, small_runs, spiky_run
@@ -213,17 +214,22 @@ def test_files_gallery_preview_and_download(tmp_path: Path, start_viewer, page) 
     assert not page.errors, page.errors
 
 
-def test_run_page_starts_from_the_answers_in_its_html(tmp_path: Path, start_viewer, page) -> None:
-    """The run page's info and last log lines come in its HTML: no request for them, hostile text stays text."""
+@pytest.mark.parametrize("embed_ms", ["60000", "0"])
+def test_run_page_starts_from_the_answers_in_its_html(tmp_path: Path, start_viewer, page, monkeypatch,
+                                                     embed_ms: str) -> None:
+    """The run page's info and last log lines come in its HTML: no request for them, hostile text stays text.
+    With no wait for them (0 ms) the page asks the API, which hands over the answers under way."""
     root = tmp_path / ".dash"
     small_runs(root, count=1)
+    monkeypatch.setenv("ML_DASH_VIEW_EMBED_MS", embed_ms)
     v = start_viewer(root)
     page.page.goto(v.url + "/run/sweep/run-0")
     _ready(page)
     page.page.wait_for_selector("#log-lines .log")
     assert XSS_LOG in page.page.inner_text("#log-lines") and page.page.evaluate("() => window.__pwned") is None
     asked = page.page.evaluate("() => performance.getEntriesByType('resource').map(r => r.name)")
-    assert not [u for u in asked if "/api/view/run?" in u or "/api/view/logs?" in u], asked
+    api = [u for u in asked if "/api/view/run?" in u or "/api/view/logs?" in u]
+    assert len(api) == (0 if embed_ms != "0" else 2), asked
     assert page.page.evaluate("() => document.querySelectorAll('script[type=\"application/json\"]').length") == 0
     page.page.fill("#log-search", "done")  # a later question is asked of the server
     page.page.wait_for_function("() => document.querySelector('#log-count').textContent.startsWith('1 of 2')")

@@ -38,6 +38,7 @@ SEP = "\x1f"
 MAX_RUNS = 1000  # runs in one compare request
 MAX_FIELDS = 100  # charts in one multiseries request
 EMBED_SECONDS = 0.15  # the run page's first answers go into its HTML when they take no longer than this
+# (ML_DASH_VIEW_EMBED_MS overrides it: 0 never waits, so the page always asks the API)
 EMBED_BYTES = 1 << 20  # ... and are no larger than this
 SCRIPTS = ("util", "chart", "runs", "run", "compare", "app")  # load order
 _background: set[Any] = set()  # tasks started by a page request (kept referenced until done)
@@ -234,6 +235,9 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
 
         return StreamingResponse(body(), media_type="text/html; charset=utf-8", headers={"cache-control": "no-store"})
 
+    import os
+
+    embed_seconds = float(os.environ.get("ML_DASH_VIEW_EMBED_MS") or EMBED_SECONDS * 1000) / 1000
     pending: dict[tuple[str, str], tuple[float, Any]] = {}  # answers under way for a page's first request
 
     async def first_answers(prefix: str) -> dict[str, bytes]:
@@ -245,7 +249,7 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
 
         tasks = {"run": asyncio.ensure_future(run_answer(prefix)),
                  "logs": asyncio.ensure_future(run_in_threadpool(logs_answer, prefix, "", "", False, 200, -1, None))}
-        done, _ = await asyncio.wait(tasks.values(), timeout=EMBED_SECONDS)
+        done, _ = await asyncio.wait(tasks.values(), timeout=embed_seconds)
         out: dict[str, bytes] = {}
         now = time.monotonic()
         for k, t in tasks.items():
