@@ -28,8 +28,8 @@ import shutil
 import tempfile
 import time
 
-import numpy  # noqa: F401  (as in a training script)
 import ml_dash.buffer as buffer_mod
+import numpy  # noqa: F401  (as in a training script)
 from ml_dash import Experiment
 from ml_dash.buffer import BufferConfig
 from ml_dash.ring import METRIC, SPILL_EVERY

@@ -467,6 +467,7 @@ _writer: list[ThreadPoolExecutor] = []
 
 def _in_background(file: os.PathLike[str], job: Callable[[], None]) -> None:
     key = os.fspath(file)
+    fut: Future[None] | None
     with _writes_lock:
         if not _writer:
             _writer.append(ThreadPoolExecutor(1, thread_name_prefix="ml-dash-cache-write"))

@@ -290,11 +290,11 @@ class Ring:
             raise
         return fd
 
-    def populate(self, pause: Any = None, step: int = 1 << 22) -> None:
+    def populate(self, step: int = 1 << 22) -> None:
         """Map every page now (the writer thread does this when it starts): a first write to a page would
-        otherwise fault on the training thread, which can take milliseconds. ``pause`` runs between chunks of
-        ``step`` bytes. Each chunk is one system call that lets the training thread run, and each return from
-        one takes the GIL back from it: few large chunks, no pauses, cost the training loop the fewest stalls."""
+        otherwise fault on the training thread, which can take milliseconds. Each chunk of ``step`` bytes is one
+        system call that lets the training thread run, and each return from one takes the GIL back from it: few
+        large chunks, no pauses, cost the training loop the fewest stalls."""
         for m in self.maps:
             for off in range(0, self.half, step):
                 n = min(step, self.half - off)
@@ -303,8 +303,6 @@ class Ring:
                 except (AttributeError, OSError, ValueError):  # older kernels: touch each page
                     for p in range(off, off + n, mmap.PAGESIZE):
                         m[p] = m[p]
-                if pause is not None:
-                    pause()
 
     # ---- producer ---------------------------------------------------------------------------------------------
     def put(self, line: bytes) -> bool:
@@ -327,10 +325,6 @@ class Ring:
         mo.write(line)
         self.cur = o
         return True
-
-    def position(self) -> int:
-        """Bytes written into the current half so far (the producer's wake-up trigger compares against it)."""
-        return self.maps[self.cur].tell()
 
     def backlog(self) -> int:
         """Bytes written but not yet handed to the writer."""

@@ -248,34 +248,23 @@ def create_app(root: str | Path | Backend, tokens: list[str] | None = None, *, m
         status, detail = storage_failure(exc)
         return JSONNaN({"detail": detail}, status, headers={"Retry-After": "30"} if status >= 500 else None)
 
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={BadRequest: bad_request, Unavailable: unavailable,
-                                        RecursionError: too_deep, OSError: storage_error,
-                                        HTTPException: http_error})
+    handlers: dict[Any, Any] = {BadRequest: bad_request, Unavailable: unavailable, RecursionError: too_deep,
+                                OSError: storage_error, HTTPException: http_error}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     guard = Guard(app, list(tokens or []), max_body=max_body, max_file=max_file, fault_every=fault_every,
                   stall_every=stall_every, stall_seconds=stall_seconds)
 
     async def metric_append(scope: Any, receive: Any, send: Any, prefix: str, name: str) -> None:
         """``post_metric`` without Starlette's router and middleware layers (about 1 ms of the event loop's CPU
-        per request); errors answered as the exception handlers above answer them."""
-        headers: Any = None
+        per request); an error answered by the app's own exception handler for it."""
         try:
-            content: Any = await work.raw(scope, receive, "metric", prefix, name)
-            status = 200
-        except BadRequest as exc:
-            content, status = {"detail": str(exc)}, 400
-        except Unavailable as exc:
-            content, status, headers = {"detail": str(exc)}, 503, {"retry-after": "1"}
-        except RecursionError:
-            content, status = {"detail": "the request nests JSON too deeply"}, 400
-        except OSError as exc:
-            status, detail = storage_failure(exc)
-            content, headers = {"detail": detail}, ({"Retry-After": "30"} if status >= 500 else None)
-        except HTTPException as exc:
-            content, status, headers = {"detail": exc.detail}, exc.status_code, exc.headers
+            response: Response = JSONNaN(await work.raw(scope, receive, "metric", prefix, name))
         except ClientDisconnect:
             return
-        await JSONNaN(content, status, headers=headers)(scope, receive, send)
+        except tuple(handlers) as exc:
+            handler = next(handlers[c] for c in type(exc).__mro__ if c in handlers)  # as Starlette picks it
+            response = await handler(Request(scope, receive), exc)
+        await response(scope, receive, send)
 
     guard.metric_append = metric_append
     from ..viewer.auth import ViewerGate  # the web viewer at /, signed in by cookie (docs/viewer.md)

@@ -22,6 +22,7 @@ from typing import Any
 from .. import layout
 from ..jsonio import complete_end, join_lines, new_id, read_json, read_jsonl, write_json_atomic
 from ..layout import ExperimentDir
+from . import commits
 from .backend import (  # noqa: F401  (BadRequest and check_source re-exported)
     BadRequest,
     check_file_entry,
@@ -37,7 +38,6 @@ from .backend import (  # noqa: F401  (BadRequest and check_source re-exported)
     track_keep,
     track_meta,
 )
-from . import commits
 from .rows import keep_indexed
 
 
@@ -251,7 +251,7 @@ class ServerRoot:
 def committed_size(d: ExperimentDir, key: str) -> int | None:
     """How large the stream's data file was after its last committed append (None: the server never appended to
     it). Reads stop there: lines past it are an append that failed or was cut off by a crash, never acknowledged.
-    The state is replaced atomically after the data is written, so the data file is never shorter."""
+    The state's line is committed after the data is written, so the data file is never shorter."""
     size = commits.read(d.server_state_path(key, create=False)).get("size")
     return size if is_count(size) else None
 
@@ -263,7 +263,7 @@ def _read_state(path: Path) -> dict[str, Any]:
     return st
 
 
-def _recover(path: Path, state: dict[str, Any], field: str | None) -> dict[str, Any]:
+def _recover(path: Path, state: commits.State, field: str | None) -> commits.State:
     """Cut lines past the committed size (a crash between append and commit); adopt an unknown file."""
     size, complete = complete_end(path)
     committed = state.get("size")
