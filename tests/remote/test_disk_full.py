@@ -170,10 +170,11 @@ def _viewer_shows_only_acknowledged_rows(c: httpx.Client, url: str) -> None:
 def test_a_failing_database_is_503_with_retry_after_and_loses_nothing(make_server: Any) -> None:
     """PostgreSQL's analogue of a full disk: the database refuses connections and drops the server's. Every request
     answers 503 naming the cause with Retry-After (the client retries), never a bare 500; once the database is
-    back, the retried batch is stored exactly once."""
+    back, the retried batch is stored exactly once, and every worker process stores again at once (each has its
+    own pool: one that waited through the outage must not keep answering 503 for its reconnection's backoff)."""
     import psycopg
 
-    server = make_server()
+    server = make_server("--workers", "2")
     db = server.database.rsplit("/", 1)[1]
     admin = server.database.rsplit("/", 1)[0] + "/postgres"
     with server.client() as c:
@@ -182,10 +183,10 @@ def test_a_failing_database_is_503_with_retry_after_and_loses_nothing(make_serve
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
-        try:
-            for _ in range(2):  # the pool's dropped connections, then no connection at all: 503 every time,
-                t0 = time.monotonic()  # after the pool's 8 s wait (inside the client's 10 s on an idle machine;
-                r = c.post(f"{E}/metrics/train", json=_batch(100, 100), timeout=60)  # a loaded one adds its delay)
+        try:  # the pool's dropped connections, then no connection at all: 503 every time, after the pool's 8 s
+            for _ in range(3):  # wait (inside the client's 10 s on an idle machine; a loaded one adds its delay);
+                t0 = time.monotonic()  # the worker processes take the requests in turn, so their pools meet the
+                r = c.post(f"{E}/metrics/train", json=_batch(100, 100), timeout=60)  # outage 8 s apart
                 assert r.status_code == 503 and time.monotonic() - t0 < 20, (time.monotonic() - t0, r.text)
                 assert "database unavailable" in r.json()["detail"] and r.headers.get("retry-after"), r.text
             r = c.get(f"{E}/metrics/train", timeout=60)
@@ -201,7 +202,39 @@ def test_a_failing_database_is_503_with_retry_after_and_loses_nothing(make_serve
             assert "database unavailable" in r.json()["detail"] and r.headers.get("retry-after"), r.text
             time.sleep(1)
         assert r.status_code == 200 and r.json()["stored"] == 100, r.text
-        assert c.post(f"{E}/metrics/train", json=_batch(100, 100)).json()["stored"] == 0
+        for _ in range(6):  # requests go to the worker processes in turn: each stores (here: finds it stored) at once
+            r = c.post(f"{E}/metrics/train", json=_batch(100, 100), timeout=60)
+            assert r.status_code == 200 and r.json()["stored"] == 0, r.text
         rows = c.get(f"{E}/metrics/train").json()["records"]
         assert [x["index"] for x in rows] == list(range(200))
         assert [x["data"]["step"] for x in rows] == list(range(200))
+
+
+def test_a_pool_connects_again_within_a_second_of_the_database_coming_back(pg_cluster: Any) -> None:
+    """The server's pool tries to reconnect every second while the database is away: psycopg_pool's own backoff
+    doubles (1, 2, 4, 8, 16 s ...), so after an outage of 18 s it would not try again for about 10 s more and
+    every request meanwhile waits out the pool's timeout and answers 503."""
+    import psycopg
+    from ml_dash.server.pg import _pool_class
+
+    url = pg_cluster.new_database()
+    db, admin = url.rsplit("/", 1)[1], url.rsplit("/", 1)[0] + "/postgres"
+    pool_class = _pool_class()
+    pool = pool_class(url, min_size=2, max_size=4, open=True, timeout=8, kwargs={"connect_timeout": 5},
+                      check=pool_class.check_connection)
+    try:
+        pool.wait(30)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.OperationalError):  # the pool finds its connections dropped and cannot connect
+            with pool.connection(timeout=1) as c:
+                c.execute("SELECT 1")
+        time.sleep(max(0.0, 18 - (time.monotonic() - t0)))
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+        with pool.connection(timeout=3) as c:  # the stock pool's next attempts: about 30 s after the outage began
+            assert c.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        pool.close()

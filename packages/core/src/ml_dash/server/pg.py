@@ -174,12 +174,40 @@ def redact(url: str) -> str:
 
 _migrate = migrate  # (PgBackend's parameter of that name hides the function)
 
+RECONNECT_EVERY = 1.0  # seconds at most between a pool's attempts to reconnect to a database that went away
+
+
+def _pool_class() -> Any:
+    """psycopg_pool's `ConnectionPool` whose reconnection attempts back off to at most `RECONNECT_EVERY` seconds
+    (its own doubles up to minutes: after an outage of a few seconds a worker process whose pool was waiting
+    answered 503 for up to 16 s more, while another worker already stored again). psycopg_pool names no setting
+    for it; where its internals differ the stock pool is used."""
+    from psycopg_pool import ConnectionPool
+
+    try:
+        from psycopg_pool.base import AttemptWithBackoff
+    except ImportError:  # pragma: no cover - another psycopg_pool layout
+        return ConnectionPool
+    if not hasattr(ConnectionPool, "_add_connection"):  # pragma: no cover
+        return ConnectionPool
+
+    class Attempt(AttemptWithBackoff):
+        def update_delay(self, now: float) -> None:
+            super().update_delay(now)
+            self.delay = min(self.delay, RECONNECT_EVERY)
+
+    class Pool(ConnectionPool):
+        def _add_connection(self, attempt: Any, growing: bool = False) -> None:
+            super()._add_connection(attempt or Attempt(timeout=self.reconnect_timeout), growing)
+
+    return Pool
+
 
 class PgBackend(Backend):
     def __init__(self, url: str, objects: Objects, *, pool_size: int = 16, migrate: bool = True) -> None:
         """``migrate`` False: the schema is known to be current (a server's worker process)."""
         psycopg = _psycopg()
-        from psycopg_pool import ConnectionPool
+        pool = _pool_class()
 
         self.url = url
         self.objects = objects
@@ -195,9 +223,10 @@ class PgBackend(Backend):
         # a request waits at most 8 s for a connection, then answers 503 + Retry-After: within the client's own
         # 10 s timeout, so a client learns the database is down (and fails over) instead of timing out
         # (check: a connection the database dropped while it sat idle in the pool, as after a database restart,
-        # is replaced when taken, not handed to a request: each process, and each worker process, has a pool)
-        self.pool = ConnectionPool(url, min_size=2, max_size=pool_size, open=True, timeout=8,
-                                   kwargs={"connect_timeout": 5}, check=ConnectionPool.check_connection)
+        # is replaced when taken, not handed to a request: each process, and each worker process, has a pool; a
+        # pool that cannot connect tries again every second, so each is back within a second of the database)
+        self.pool = pool(url, min_size=2, max_size=pool_size, open=True, timeout=8,
+                         kwargs={"connect_timeout": 5}, check=pool.check_connection)
         self._staging = Path(tempfile.mkdtemp(prefix="ml-dash-incoming-"))
         from .pgcols import Builder
         from .pgread import Reads
