@@ -64,10 +64,11 @@ def _hf(root: str):
     from ml_dash_hf import MLDashCallback
 
     cb = MLDashCallback("bench/hf", dash_root=root, buffer_config=BufferConfig(**CONFIG))
-    state = SimpleNamespace(global_step=0, epoch=0.5, is_world_process_zero=True, log_history=[], max_steps=0,
-                            num_train_epochs=1)
-    args = SimpleNamespace(output_dir=root, to_dict=lambda: {"learning_rate": 0.1})
     logs = {"loss": 0.5, "grad_norm": 1.0, "learning_rate": 0.1, "epoch": 0.5}
+    # Trainer.log appends {**logs, "step": step} to log_history before on_log: the callback looks at the last one
+    state = SimpleNamespace(global_step=0, epoch=0.5, is_world_process_zero=True, log_history=[{**logs, "step": 0}],
+                            max_steps=0, num_train_epochs=1)
+    args = SimpleNamespace(output_dir=root, to_dict=lambda: {"learning_rate": 0.1})
     cb.on_train_begin(args, state, None)  # inside train(): on_log only records
 
     def call(i: int) -> None:
