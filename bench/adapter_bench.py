@@ -84,24 +84,27 @@ def _base(name: str) -> str:
 
 
 def _ab(before: str, steps: int, rounds: int) -> None:
-    """Alternate one-round processes of the version in ``before`` and of this one; print medians and ratios."""
+    """Alternate processes of the version in ``before`` and of this one (3 interleaved rounds each); print the
+    medians over the processes of each case's time and of its ratio to the core call in the same process."""
     here = os.path.dirname(os.path.abspath(__file__))
     paths = {"before": os.pathsep.join(os.path.join(before, "packages", p, "src") for p in ("core", "lightning", "hf")),
              "this": os.pathsep.join(os.path.join(here, "..", "packages", p, "src") for p in ("core", "lightning", "hf"))}
-    got: dict[str, dict[str, list[float]]] = {v: {} for v in paths}
+    got: dict[str, dict[str, list[tuple[float, float]]]] = {v: {} for v in paths}
     for _ in range(rounds):
         for version, path in paths.items():
             env = dict(os.environ, PYTHONPATH=path)
-            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--steps", str(steps), "--rounds", "1",
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--steps", str(steps), "--rounds", "3",
                                   "--json"], env=env, check=True, capture_output=True, text=True).stdout
-            for name, value in json.loads(out.splitlines()[-1]).items():
-                got[version].setdefault(name, []).append(value)
-    print(f"{'call (median of %d rounds each)' % rounds:36} {'before µs':>10} {'× core':>7} {'this µs':>10} {'× core':>7}")
+            med = json.loads(out.splitlines()[-1])
+            for name, value in med.items():
+                got[version].setdefault(name, []).append((value, value / med[_base(name)]))
+    print(f"{'call (median of %d processes each)' % rounds:36} {'before µs':>10} {'× core':>7} {'this µs':>10} "
+          f"{'× core':>7}")
     for name in got["this"]:
         cells = []
         for version in paths:
-            med = statistics.median(got[version].get(name, [float("nan")]))
-            cells.append(f"{med:10.2f} {med / statistics.median(got[version][_base(name)]):7.2f}")
+            runs = got[version].get(name, [(float("nan"), float("nan"))])
+            cells.append(f"{statistics.median(t for t, _ in runs):10.2f} {statistics.median(r for _, r in runs):7.2f}")
         print(f"{name:36} {' '.join(cells)}")
 
 
