@@ -116,12 +116,15 @@ class MLDashCallback(TrainerCallback):
         self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> None:
         # every step: _zero(), _pristine() and the plain case of _record(), inlined
-        zero = self._is_zero = bool(getattr(state, "is_world_process_zero", True))
-        if not zero or not logs:
+        if not getattr(state, "is_world_process_zero", True):
+            self._is_zero = False
+            return
+        self._is_zero = True
+        if not logs:
             return
         # `logs` itself, not a copy: nothing here changes it, and the rows are built from it at once
         step = state.global_step
-        history = getattr(state, "log_history", None)
+        history = state.log_history if hasattr(state, "log_history") else None
         if history:
             last = history[-1]
             if type(last) is not dict or len(last) - ("step" in last) > len(logs):  # a key may have been popped
