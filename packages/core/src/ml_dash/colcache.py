@@ -370,8 +370,7 @@ def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entr
 
 
 SMALL_READ = 4 << 20  # reads up to this size go into a reused buffer with room before and after the data
-_BUF_SIZE = FRONT + SMALL_READ + BACK
-_free: list[bytearray] = []  # reused read buffers (at most two kept)
+_free: list[bytearray] = []  # reused read buffers (at most two kept, each at most SMALL_READ long)
 _free_lock = threading.Lock()
 
 
@@ -382,10 +381,12 @@ def _read(fd: int, want: int, offset: int) -> tuple[bytes | bytearray, int, int,
     if want > SMALL_READ or not hasattr(os, "preadv"):
         data = os.pread(fd, want, offset)
         return data, 0, len(data), False
+    need = FRONT + want + BACK
     with _free_lock:
-        buf = _free.pop() if _free else None
-    if buf is None:
-        buf = bytearray(_BUF_SIZE)
+        fits = [i for i, b in enumerate(_free) if len(b) >= need]
+        buf = _free.pop(fits[0]) if fits else None
+    if buf is None:  # room for this read, rounded up to a power of two (64 KiB at least)
+        buf = bytearray(FRONT + BACK + max(1 << 16, 1 << (want - 1).bit_length()))
     try:
         got = os.preadv(fd, [memoryview(buf)[FRONT : FRONT + want]], offset)
     except BaseException:
@@ -395,9 +396,13 @@ def _read(fd: int, want: int, offset: int) -> tuple[bytes | bytearray, int, int,
 
 
 def _give(buf: bytes | bytearray) -> None:
+    if not isinstance(buf, bytearray):
+        return
     with _free_lock:
-        if len(_free) < 2 and isinstance(buf, bytearray):
-            _free.append(buf)
+        _free.append(buf)
+        _free.sort(key=len)
+        if len(_free) > 2:
+            del _free[0]  # the smallest goes
 
 
 def _bytes(buf: bytes | bytearray, s: int, e: int) -> bytes:
