@@ -40,6 +40,9 @@ MAX_FIELDS = 100  # charts in one multiseries request
 EMBED_SECONDS = 0.15  # the run page's first answers go into its HTML when they take no longer than this
 # (ML_DASH_VIEW_EMBED_MS overrides it: 0 never waits, so the page always asks the API)
 EMBED_BYTES = 1 << 20  # ... and are no larger than this
+EMBED_CHARTS = 12  # the run page's first charts (in page order) whose data comes in its HTML too: a first screen
+EMBED_N = 680  # their buckets: at least the plot width of a chart card in a grid of two columns or more
+VIEW_KEYS = ("x", "smooth", "logx", "xmin", "xmax", "group", "only")  # a page with any: its charts ask the API
 SCRIPTS = ("util", "chart", "runs", "run", "compare", "app")  # load order
 _background: set[Any] = set()  # tasks started by a page request (kept referenced until done)
 
@@ -66,7 +69,9 @@ def shell(static: str = "/static", page: str = "", extra_scripts: list[str] | No
     from html import escape
 
     v = "?v=" + bundle()[1]
-    # the viewer's script first: it sends the page's first requests while the browser evaluates uPlot
+    # in the head, deferred: fetched (and compiled off the main thread) while the rest of the page streams in, run
+    # in order once it is parsed; the viewer's script first: it sends the page's first requests while the
+    # browser evaluates uPlot
     scripts = [*(extra_scripts or []), f"{static}/viewer.js{v}", f"{static}/vendor/uPlot.iife.min.js{v}"]
     datas = "".join(f' data-{k}="{escape(val)}"' for k, val in (attrs or {}).items())
     meta = CSP.replace("'self'", "file:").replace("; frame-ancestors 'none'", "")  # not allowed in <meta>
@@ -75,10 +80,10 @@ def shell(static: str = "/static", page: str = "", extra_scripts: list[str] | No
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             "<title>ml-dash</title>"
             f"<link rel=\"stylesheet\" href=\"{static}/vendor/uPlot.min.css{v}\">"
-            f"<link rel=\"stylesheet\" href=\"{static}/app.css{v}\"></head>"
+            f"<link rel=\"stylesheet\" href=\"{static}/app.css{v}\">"
+            + "".join(f"<script defer src=\"{escape(s)}\"></script>" for s in scripts) + "</head>"
             f"<body data-page=\"{escape(page)}\"{datas}><div id=\"app\"><p class=\"note\">Loading…</p></div>"
-            "<noscript>ml-dash's viewer needs JavaScript.</noscript>"
-            + "".join(f"<script src=\"{escape(s)}\"></script>" for s in scripts) + "</body></html>\n")
+            "<noscript>ml-dash's viewer needs JavaScript.</noscript></body></html>\n")
 
 
 def data_blocks(data: dict[str, bytes]) -> str:
@@ -224,12 +229,14 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         if "prefix" not in request.path_params:
             return Response(shell(), media_type="text/html; charset=utf-8")
         # a run's page: its head at once (the browser fetches the stylesheets), then its first answers, then the rest
-        text = shell()  # (no <link rel=preload> of the scripts: it made the 500-chart page ~400 ms slower)
+        text = shell()
         cut = text.index("</noscript>") + len("</noscript>")
+
+        charts = not any(request.query_params.get(k) not in (None, "", "step", "none") for k in VIEW_KEYS)
 
         async def body() -> Any:
             yield text[:cut].encode()
-            yield (data_blocks(await first_answers(request.path_params["prefix"])) + text[cut:]).encode()
+            yield (data_blocks(await first_answers(request.path_params["prefix"], charts)) + text[cut:]).encode()
 
         return StreamingResponse(body(), media_type="text/html; charset=utf-8", headers={"cache-control": "no-store"})
 
@@ -238,29 +245,61 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
     embed_seconds = float(os.environ.get("ML_DASH_VIEW_EMBED_MS") or EMBED_SECONDS * 1000) / 1000
     pending: dict[tuple[str, str], tuple[float, Any]] = {}  # answers under way for a page's first request
 
-    async def first_answers(prefix: str) -> dict[str, bytes]:
-        """The run page's first two answers (its info, the last screen of its logs: what /api/view/run and
-        /api/view/logs answer) that come within EMBED_SECONDS; one slower, larger or failing is left out and the
-        page asks the API for it, which then takes the answer under way (or says what is wrong)."""
+    async def first_answers(prefix: str, charts: bool = True) -> dict[str, bytes]:
+        """The run page's first answers (its info, the last screen of its logs: what /api/view/run and
+        /api/view/logs answer; with ``charts``, the data of its first charts) that come within EMBED_SECONDS; one
+        slower, larger or failing is left out and the page asks the API for it, which then takes the answer under
+        way (or says what is wrong; the charts ask for their data as they do without an answer at hand)."""
         import asyncio
         import time
 
-        tasks = {"run": asyncio.ensure_future(run_answer(prefix)),
+        info = asyncio.ensure_future(run_answer(prefix))
+        tasks = {"run": info,
                  "logs": asyncio.ensure_future(run_in_threadpool(logs_answer, prefix, "", "", False, 200, -1, None))}
+        if charts:
+            tasks["series"] = asyncio.ensure_future(first_series(prefix, info))
         done, _ = await asyncio.wait(tasks.values(), timeout=embed_seconds)
         out: dict[str, bytes] = {}
         now = time.monotonic()
         for k, t in tasks.items():
             t.add_done_callback(lambda t: t.cancelled() or t.exception())  # (an error is the API call's to report)
             if t in done and t.exception() is None:
+                if k == "series":  # an index, then one block per chart (the page parses those it draws)
+                    index, bodies = t.result()
+                    if sum(map(len, bodies)) <= EMBED_BYTES:
+                        out["mld-series"] = index
+                        out.update((f"mld-series-{i}", b) for i, b in enumerate(bodies))
+                    continue
                 body = dumps(t.result())
                 if len(body) <= EMBED_BYTES:
                     out["mld-" + k] = body
                     continue
+            if k == "series":  # (the page's charts ask for their own width)
+                continue
             for key in [key for key, (at, _) in pending.items() if now - at > 10]:
                 del pending[key]
             pending[(k, prefix)] = (now, t)
         return out
+
+    async def first_series(prefix: str, info: Any) -> tuple[bytes, list[bytes]]:
+        """The data of the run page's first EMBED_CHARTS charts (in the page's order: each stream's numeric
+        fields, the `sys` stream last) in the page's default view, at EMBED_N buckets, read after the run's info:
+        each answer's `lastIndex` is where that chart's live rows resume (rows the info's offset is behind of are
+        skipped by their index)."""
+        streams = (await info)["streams"]
+        names = [n for n in streams if n != "sys"] + (["sys"] if "sys" in streams else [])
+        left, charts, bodies = EMBED_CHARTS, [], []
+        for name in names:
+            fs = streams[name]["fields"]
+            fields = [f for f in fs if f not in ("step", "epoch") or len(fs) == 1][:left]
+            if not fields:
+                continue
+            left -= len(fields)
+            bodies += await series_of([prefix], name, fields, "step", EMBED_N, None, None, None, None, False, None)
+            charts += [[name, f] for f in fields]
+            if left <= 0:
+                break
+        return dumps({"run": prefix, "n": EMBED_N, "charts": charts}), bodies
 
     async def taken(kind: str, prefix: str) -> Any:
         """The answer a run page's HTML left out, under way since the page was asked for (None: none)."""
@@ -349,14 +388,15 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         stream = _q(request, "stream")
         if not stream or not fields or not all(fields):
             raise BadName("'stream' and 'field' are required")
-        x = _q(request, "x", "step") or "step"
-        n = _int(request, "n", 1000)
-        xmin, xmax = _float(request, "xmin"), _float(request, "xmax")
-        spec = _q(request, "smooth")
-        by = _q(request, "group")
-        xlog = _q(request, "xlog") in ("1", "true")
         wait = _float(request, "wait")  # a chart that drew a preview asks again: answer once the exact read is done
-        wait = None if wait is None else max(0.0, min(wait, 30.0))
+        return await series_of(prefixes, stream, fields, _q(request, "x", "step") or "step", _int(request, "n", 1000),
+                               _float(request, "xmin"), _float(request, "xmax"), _q(request, "smooth"),
+                               _q(request, "group"), _q(request, "xlog") in ("1", "true"),
+                               None if wait is None else max(0.0, min(wait, 30.0)))
+
+    async def series_of(prefixes: list[str], stream: str, fields: list[str], x: str, n: int, xmin: float | None,
+                        xmax: float | None, spec: str | None, by: str | None, xlog: bool,
+                        wait: float | None) -> list[bytes]:
         probe = getattr(root, "probe", None)
 
         def look() -> tuple[list[str], list[str], dict[str, str], list[Any], list[str], list[bytes | None]]:
