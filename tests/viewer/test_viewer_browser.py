@@ -230,6 +230,12 @@ def test_run_page_starts_from_the_answers_in_its_html(tmp_path: Path, start_view
     asked = page.page.evaluate("() => performance.getEntriesByType('resource').map(r => r.name)")
     api = [u for u in asked if "/api/view/run?" in u or "/api/view/logs?" in u]
     assert len(api) == (0 if embed_ms != "0" else 2), asked
+    # the charts on the first screen too (drawn from their data in the HTML); without it they ask the server
+    page.chart("train/loss")
+    page.chart("val/acc")
+    asked = page.page.evaluate("() => performance.getEntriesByType('resource').map(r => r.name)")
+    series = [u for u in asked if "/api/view/series?" in u or "/api/view/multiseries?" in u]
+    assert (not series) if embed_ms != "0" else len(series) >= 1, series
     assert page.page.evaluate("() => document.querySelectorAll('script[type=\"application/json\"]').length") == 0
     page.page.fill("#log-search", "done")  # a later question is asked of the server
     page.page.wait_for_function("() => document.querySelector('#log-count').textContent.startsWith('1 of 2')")
