@@ -42,7 +42,9 @@ EMBED_SECONDS = 0.15  # the run page's first answers go into its HTML when they 
 EMBED_BYTES = 1 << 20  # ... and are no larger than this
 EMBED_CHARTS = 12  # the run page's first charts (in page order) whose data comes in its HTML too: a first screen
 EMBED_N = 680  # their buckets: at least the plot width of a chart card in a grid of two columns or more
-VIEW_KEYS = ("x", "smooth", "logx", "xmin", "xmax", "group", "only")  # a page with any: its charts ask the API
+# the chart options of a page's URL and their default values: a page with another value asks the API for its charts
+VIEW_DEFAULTS = {"x": ("", "step"), "smooth": ("", "none"), "logx": ("", "0"), "xmin": ("",), "xmax": ("",),
+                 "group": ("",), "only": ("",)}
 SCRIPTS = ("util", "chart", "runs", "run", "compare", "app")  # load order
 _background: set[Any] = set()  # tasks started by a page request (kept referenced until done)
 
@@ -232,7 +234,7 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         text = shell()
         cut = text.index("</noscript>") + len("</noscript>")
 
-        charts = not any(request.query_params.get(k) not in (None, "", "step", "none") for k in VIEW_KEYS)
+        charts = all(request.query_params.get(k, "") in ok for k, ok in VIEW_DEFAULTS.items())
 
         async def body() -> Any:
             yield text[:cut].encode()
@@ -266,7 +268,7 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
             if t in done and t.exception() is None:
                 if k == "series":  # an index, then one block per chart (the page parses those it draws)
                     index, bodies = t.result()
-                    if sum(map(len, bodies)) <= EMBED_BYTES:
+                    if bodies and sum(map(len, bodies)) <= EMBED_BYTES:
                         out["mld-series"] = index
                         out.update((f"mld-series-{i}", b) for i, b in enumerate(bodies))
                     continue
