@@ -256,8 +256,8 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         import time
 
         info = asyncio.ensure_future(run_answer(prefix))
-        tasks = {"run": info,
-                 "logs": asyncio.ensure_future(run_in_threadpool(logs_answer, prefix, "", "", False, 200, -1, None))}
+        logs = asyncio.ensure_future(run_in_threadpool(logs_answer, prefix, "", "", False, 200, -1, None))
+        tasks: dict[str, asyncio.Future[Any]] = {"run": info, "logs": logs}
         if charts:
             tasks["series"] = asyncio.ensure_future(first_series(prefix, info))
         done, _ = await asyncio.wait(tasks.values(), timeout=embed_seconds)
