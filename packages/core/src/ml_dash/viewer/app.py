@@ -258,50 +258,51 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         info = asyncio.ensure_future(run_answer(prefix))
         logs = asyncio.ensure_future(run_in_threadpool(logs_answer, prefix, "", "", False, 200, -1, None))
         tasks: dict[str, asyncio.Future[Any]] = {"run": info, "logs": logs}
+        drawn: list[tuple[list[str], bytes]] = []  # the first charts' answers, in page order, as they come
         if charts:
-            tasks["series"] = asyncio.ensure_future(first_series(prefix, info))
+            tasks["series"] = asyncio.ensure_future(first_series(prefix, info, drawn))
         done, _ = await asyncio.wait(tasks.values(), timeout=embed_seconds)
         out: dict[str, bytes] = {}
         now = time.monotonic()
         for k, t in tasks.items():
             t.add_done_callback(lambda t: t.cancelled() or t.exception())  # (an error is the API call's to report)
+            if k == "series":  # the charts done by now are taken below (the others ask the API, at their width)
+                t.cancel()
+                continue
             if t in done and t.exception() is None:
-                if k == "series":  # an index, then one block per chart (the page parses those it draws)
-                    index, bodies = t.result()
-                    if bodies and sum(map(len, bodies)) <= EMBED_BYTES:
-                        out["mld-series"] = index
-                        out.update((f"mld-series-{i}", b) for i, b in enumerate(bodies))
-                    continue
                 body = dumps(t.result())
                 if len(body) <= EMBED_BYTES:
                     out["mld-" + k] = body
                     continue
-            if k == "series":  # (the page's charts ask for their own width)
-                continue
             for key in [key for key, (at, _) in pending.items() if now - at > 10]:
                 del pending[key]
             pending[(k, prefix)] = (now, t)
+        size, first = 0, []
+        for chart, body in list(drawn):
+            size += len(body)
+            if size > EMBED_BYTES:
+                break
+            first.append((chart, body))
+        if first:  # an index, then one block per chart (the page parses the blocks of the charts it draws)
+            out["mld-series"] = dumps({"run": prefix, "n": EMBED_N, "charts": [c for c, _ in first]})
+            out.update((f"mld-series-{i}", body) for i, (_, body) in enumerate(first))
         return out
 
-    async def first_series(prefix: str, info: Any) -> tuple[bytes, list[bytes]]:
+    async def first_series(prefix: str, info: Any, drawn: list[tuple[list[str], bytes]]) -> None:
         """The data of the run page's first EMBED_CHARTS charts (in the page's order: each stream's numeric
-        fields, the `sys` stream last) in the page's default view, at EMBED_N buckets, read after the run's info:
-        each answer's `lastIndex` is where that chart's live rows resume (rows the info's offset is behind of are
-        skipped by their index)."""
-        streams = (await info)["streams"]
+        fields, the `sys` stream last) in the page's default view, at EMBED_N buckets, appended to ``drawn`` one
+        chart at a time (the page takes those done by its deadline). Read after the run's info: each answer's
+        `lastIndex` is where that chart's live rows resume (rows the info's offset is behind of are skipped by
+        their index)."""
+        import asyncio
+
+        streams = (await asyncio.shield(info))["streams"]  # (cancelling this leaves the info's task alone)
         names = [n for n in streams if n != "sys"] + (["sys"] if "sys" in streams else [])
-        left, charts, bodies = EMBED_CHARTS, [], []
-        for name in names:
-            fs = streams[name]["fields"]
-            fields = [f for f in fs if f not in ("step", "epoch") or len(fs) == 1][:left]
-            if not fields:
-                continue
-            left -= len(fields)
-            bodies += await series_of([prefix], name, fields, "step", EMBED_N, None, None, None, None, False, None)
-            charts += [[name, f] for f in fields]
-            if left <= 0:
-                break
-        return dumps({"run": prefix, "n": EMBED_N, "charts": charts}), bodies
+        charts = [[n, f] for n in names for f in streams[n]["fields"]
+                  if f not in ("step", "epoch") or len(streams[n]["fields"]) == 1][:EMBED_CHARTS]
+        for name, field in charts:
+            body = await series_of([prefix], name, [field], "step", EMBED_N, None, None, None, None, False, None)
+            drawn.append(([name, field], body[0]))
 
     async def taken(kind: str, prefix: str) -> Any:
         """The answer a run page's HTML left out, under way since the page was asked for (None: none)."""
