@@ -10,12 +10,21 @@ CPU time of the calling thread, so time spent waiting for a core on a busy machi
                                    against the core call storing the same train row (three fields)
 The goal: an adapter's call costs at most 2x the core call that stores the same row (the routing of each key is
 computed once and cached).
+
+``--before DIR``: A/B against another version, DIR being the root of its checkout (``git archive REV packages |
+tar -x -C DIR``): R rounds alternate between a process of that version (its ``packages/*/src`` first on the path)
+and one of this version; the table gives each case's median of the rounds and its ratio to the core call of the
+same process.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from types import SimpleNamespace
@@ -55,10 +64,11 @@ def _hf(root: str):
     from ml_dash_hf import MLDashCallback
 
     cb = MLDashCallback("bench/hf", dash_root=root, buffer_config=BufferConfig(**CONFIG))
-    state = SimpleNamespace(global_step=0, epoch=0.5, is_world_process_zero=True, log_history=[], max_steps=0,
-                            num_train_epochs=1)
-    args = SimpleNamespace(output_dir=root, to_dict=lambda: {"learning_rate": 0.1})
     logs = {"loss": 0.5, "grad_norm": 1.0, "learning_rate": 0.1, "epoch": 0.5}
+    # Trainer.log appends {**logs, "step": step} to log_history before on_log: the callback looks at the last one
+    state = SimpleNamespace(global_step=0, epoch=0.5, is_world_process_zero=True, log_history=[{**logs, "step": 0}],
+                            max_steps=0, num_train_epochs=1)
+    args = SimpleNamespace(output_dir=root, to_dict=lambda: {"learning_rate": 0.1})
     cb.on_train_begin(args, state, None)  # inside train(): on_log only records
 
     def call(i: int) -> None:
@@ -68,11 +78,46 @@ def _hf(root: str):
     return cb.experiment, call
 
 
+def _base(name: str) -> str:
+    return "core: metrics(...).log (3 fields)" if name.startswith(("hf", "core: metrics(...).log (3")) \
+        else "core: metrics(...).log (2 fields)"
+
+
+def _ab(before: str, steps: int, rounds: int) -> None:
+    """Alternate processes of the version in ``before`` and of this one (3 interleaved rounds each); print the
+    medians over the processes of each case's time and of its ratio to the core call in the same process."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    paths = {"before": os.pathsep.join(os.path.join(before, "packages", p, "src") for p in ("core", "lightning", "hf")),
+             "this": os.pathsep.join(os.path.join(here, "..", "packages", p, "src") for p in ("core", "lightning", "hf"))}
+    got: dict[str, dict[str, list[tuple[float, float]]]] = {v: {} for v in paths}
+    for _ in range(rounds):
+        for version, path in paths.items():
+            env = dict(os.environ, PYTHONPATH=path)
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--steps", str(steps), "--rounds", "3",
+                                  "--json"], env=env, check=True, capture_output=True, text=True).stdout
+            med = json.loads(out.splitlines()[-1])
+            for name, value in med.items():
+                got[version].setdefault(name, []).append((value, value / med[_base(name)]))
+    print(f"{'call (median of %d processes each)' % rounds:36} {'before µs':>10} {'× core':>7} {'this µs':>10} "
+          f"{'× core':>7}")
+    for name in got["this"]:
+        cells = []
+        for version in paths:
+            runs = got[version].get(name, [(float("nan"), float("nan"))])
+            cells.append(f"{statistics.median(t for t, _ in runs):10.2f} {statistics.median(r for _, r in runs):7.2f}")
+        print(f"{name:36} {' '.join(cells)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--before", metavar="DIR", help="A/B against the checkout in DIR (alternating processes)")
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.before:
+        _ab(a.before, a.steps, a.rounds)
+        return
     with tempfile.TemporaryDirectory() as root:
         cases = {"core: metrics(...).log (2 fields)": _core(root, 2), "lightning: log_metrics": _lightning(root),
                  "core: metrics(...).log (3 fields)": _core(root, 3)}
@@ -86,12 +131,14 @@ def main() -> None:
                 times[name].append(_loop(lambda i, fn=fn, r=r: fn(r * a.steps + i + 1), a.steps))
                 exp.flush()
         med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"{'call':36} {'CPU µs/call (median of rounds)':>32} {'× core':>8}")
-        for name, value in med.items():
-            base = med["core: metrics(...).log (3 fields)" if name.startswith(("hf", "core: metrics(...).log (3")) else "core: metrics(...).log (2 fields)"]
-            print(f"{name:36} {value:32.2f} {value / base:8.2f}")
         for exp, _ in cases.values():
             exp.run.complete()
+    if a.json:
+        print(json.dumps(med))
+        return
+    print(f"{'call':36} {'CPU µs/call (median of rounds)':>32} {'× core':>8}")
+    for name, value in med.items():
+        print(f"{name:36} {value:32.2f} {value / med[_base(name)]:8.2f}")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,29 @@ def test_router_caches_and_groups_rows():
     assert r.route("epoch") == ("train", "epoch_") and "epoch" not in r.rows({"epoch": 1}, 0, 1).get("train", {})
 
 
+def test_router_log_numeric_checks_once_and_logs_nothing_it_refuses(tmp_path):
+    r = MetricRouter(skip=("epoch",))
+    with Experiment("route/numeric", dash_root=tmp_path).run as exp:
+        # every value a plain number: one row per stream, the keys' fields in their order, key objects of any kind
+        metrics = {"train_loss": float("nan"), "val_loss": 2, "epoch": 1, "acc": True, "val/x": None, ("t",): 4.0}
+        assert r.log_numeric(metrics, 7, 1, exp) == 2
+        assert r.log_numeric(metrics, 8, 1.5, exp) == 2  # the cached plan
+        for odd in ({"loss": np.float32(1)}, {"loss": "text"}, {"loss": [1.0]}):
+            assert r.log_numeric(odd, 9, 1, exp) is None
+        assert r.log_numeric({"loss": 1.0}, np.int64(9), 1, exp) is None  # the step too
+        assert r.log({"loss": np.float32(0.5), "val/s": "x"}, 10, 2, exp) == 2  # log() converts what it can
+        with pytest.raises(TypeError, match="'loss'"):
+            r.log({"loss": object()}, 11, 2, exp)
+    view = load("route/numeric", dash_root=tmp_path)
+    train = [{k: v for k, v in row["data"].items() if k != "_ts"} for row in view.metrics("train").read()]
+    val = [{k: v for k, v in row["data"].items() if k != "_ts"} for row in view.metrics("val").read()]
+    assert [list(row) for row in train[:2]] == [["step", "epoch", "loss", "acc", "('t',)"]] * 2
+    assert np.isnan(train[0]["loss"]) and train[0]["acc"] is True and train[1]["('t',)"] == 4.0
+    assert [(row["step"], row["epoch"]) for row in train] == [(7, 1), (8, 1.5), (10, 2)] and train[2]["loss"] == 0.5
+    assert val == [{"step": 7, "epoch": 1, "loss": 2, "x": None}, {"step": 8, "epoch": 1.5, "loss": 2, "x": None},
+                   {"step": 10, "epoch": 2, "s": "x"}]
+
+
 def _lightning_routes(keys, tmp_path):
     pytest.importorskip("lightning")
     from ml_dash_lightning import MLDashLogger

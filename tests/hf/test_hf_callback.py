@@ -153,3 +153,36 @@ def test_odd_values_are_skipped_with_a_warning_and_the_rest_recorded(tmp_path, d
     assert row == {"step": 0, "epoch": trainer.state.epoch, "acc": 0.5, "n": 3, "name": "x"}
     # a log outside train() reopens an owned run only for that event
     assert view.status == "COMPLETED"
+
+
+def test_each_kind_of_value_reaches_the_store_under_its_routed_key(tmp_path, dash_root):
+    # Trainer.log inside train(): plain numbers take the per-step path (checked once, routed once per key tuple),
+    # anything else the converting one; both must store the same rows, and neither may change the Trainer's dict
+    cb = MLDashCallback("hf-tests/values", dash_root=dash_root)
+    trainer = Trainer(model=tiny_gpt2(), args=make_args(tmp_path, max_steps=4), train_dataset=TokenDataset(8),
+                      callbacks=[cb])
+    state = trainer.state
+    cb.on_train_begin(trainer.args, state, trainer.control)
+    sent = [
+        {"loss": float("nan"), "grad_norm": float("inf"), "learning_rate": float("-inf")},
+        {"loss": np.float32(0.25), "grad_norm": torch.tensor(2.0), "learning_rate": np.float64(0.5)},
+        {"train/acc": 0.5, "eval_loss": 0.125, "eval/top/k": 3, "train_step": 7, "flag": True, "none": None},
+        {"note": "text", "loss": 1},
+    ]
+    for i, logs in enumerate(sent):
+        state.global_step, state.epoch = i + 1, (i + 1) / 4
+        before = dict(logs)
+        trainer.log(logs)
+        assert logs == {**before, "epoch": state.epoch}  # only the Trainer's own epoch was added
+    cb.on_train_end(trainer.args, state, trainer.control)
+    view = load("hf-tests/values", dash_root=dash_root)
+    train, evals = rows(view, "train"), rows(view, "eval")
+    first = train[0]
+    assert first["step"] == 1 and first["epoch"] == 0.25 and np.isnan(first["loss"])
+    assert (first["grad_norm"], first["learning_rate"]) == (float("inf"), float("-inf"))
+    assert train[1:] == [
+        {"step": 2, "epoch": 0.5, "loss": 0.25, "grad_norm": 2.0, "learning_rate": 0.5},
+        {"step": 3, "epoch": 0.75, "acc": 0.5, "train_step": 7, "flag": True, "none": None},
+        {"step": 4, "epoch": 1.0, "note": "text", "loss": 1},
+    ]
+    assert evals == [{"step": 3, "epoch": 0.75, "loss": 0.125, "top/k": 3}]

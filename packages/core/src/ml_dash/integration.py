@@ -33,6 +33,9 @@ from pathlib import PurePath
 from typing import Any
 
 from .experiment import Experiment
+from .values import NUMERIC
+
+_numeric = NUMERIC.issuperset
 
 #: marks this project's ``ml_dash`` (PyPI's ``ml-dash`` is another project); adapters check for it
 KIT_VERSION = 1
@@ -90,7 +93,7 @@ class MetricRouter:
     ``skip`` names keys that are the framework's own fields carried in the same dict (Lightning's ``epoch``):
     :meth:`rows` leaves them out."""
 
-    __slots__ = ("_cache", "_default", "_reserved", "_plans")
+    __slots__ = ("_cache", "_default", "_reserved", "_plans", "_emitters")
 
     MAX_PLANS = 1024  # distinct key tuples remembered (a framework logs a handful)
 
@@ -100,6 +103,7 @@ class MetricRouter:
         self._reserved = tuple(reserved)
         self._cache: dict[str, tuple[str, str] | None] = dict.fromkeys(skip)
         self._plans: dict[tuple[Any, ...], tuple[tuple[str, Any], ...]] = {}
+        self._emitters: dict[tuple[Any, ...], Any] = {}  # key tuple -> log_numeric's generated function
 
     def __getstate__(self) -> dict[str, Any]:  # pickled with an adapter (ddp_spawn): the plans are rebuilt
         return {"default": self._default, "reserved": self._reserved, "cache": self._cache}
@@ -109,6 +113,7 @@ class MetricRouter:
         self._reserved = state["reserved"]
         self._cache = state["cache"]
         self._plans = {}
+        self._emitters = {}
 
     def route(self, key: str) -> tuple[str, str]:
         target = self._cache.get(key)
@@ -133,7 +138,9 @@ class MetricRouter:
         plan = tuple((stream, _row_builder(f, k)) for stream, (f, k) in groups.items())
         if len(self._plans) >= self.MAX_PLANS:
             self._plans.clear()
+            self._emitters.clear()
         self._plans[keys] = plan
+        self._emitters[keys] = _emitter(groups)
         return plan
 
     def rows(self, metrics: Mapping[str, Any], step: Any, epoch: Any) -> dict[str, dict[str, Any]]:
@@ -147,7 +154,11 @@ class MetricRouter:
     def log(self, metrics: Mapping[str, Any], step: Any, epoch: Any, exp: Experiment) -> int:
         """Log `rows` straight into the metric streams of ``exp``, each row dict handed over as it is built.
         Returns the rows logged; the core's TypeError/ValueError for a value it refuses propagates (the rows
-        before it are logged)."""
+        before it are logged). When every value is a plain number (:meth:`log_numeric`), the values are checked
+        once for all the rows, not once per row."""
+        n = self.log_numeric(metrics, step, epoch, exp)
+        if n is not None:
+            return n
         keys = tuple(metrics)
         plan = self._plans.get(keys)
         if plan is None:
@@ -157,6 +168,22 @@ class MetricRouter:
         for stream, build in plan:
             (known.get(stream) or acc(stream))._log_row(build(metrics, step, epoch))
         return len(plan)
+
+    def log_numeric(self, metrics: Mapping[str, Any], step: Any, epoch: Any, exp: Experiment) -> int | None:
+        """:meth:`log` when ``step``, ``epoch`` and every value of ``metrics`` is None, bool, int or float (the
+        core's own check, made once for all the rows); otherwise ``None``, and nothing is logged: the caller
+        converts or drops what it must (an adapter's per-value policy) and calls :meth:`log` or
+        ``exp.metrics(stream).log``. The per-step path of an adapter: one type check per value, one routing
+        lookup per call, one dict per row."""
+        if not (_numeric(map(type, metrics.values())) and type(step) in NUMERIC and type(epoch) in NUMERIC):
+            return None
+        keys = tuple(metrics)
+        emit = self._emitters.get(keys)
+        if emit is None:
+            self._plan(keys)
+            emit = self._emitters[keys]
+        acc = exp.metrics
+        return emit(metrics, step, epoch, acc._streams.get, acc)
 
 
 def _row_builder(fields: list[str], sources: list[Any]) -> Any:
@@ -168,6 +195,28 @@ def _row_builder(fields: list[str], sources: list[Any]) -> Any:
     params = "".join(f", k{i}=_k[{i}]" for i in range(len(sources)))
     return eval(f"lambda m, step, epoch{params}: {{'step': step, 'epoch': epoch{items}}}",  # noqa: S307
                 {"__builtins__": {}, "_k": tuple(sources)})
+
+
+def _emitter(groups: dict[str, tuple[list[str], list[Any]]]) -> Any:
+    """``emit(m, step, epoch, known, streams)``: for each stream of ``groups`` (``{stream: (fields, source
+    keys)}``), the row ``{"step": step, "epoch": epoch, field: m[key], ...}`` as one dict display handed to
+    ``MetricStream._append_numeric``, all in one generated function (no builder call or loop per row); returns the
+    number of rows. ``known`` is ``exp.metrics._streams.get``, ``streams`` is ``exp.metrics``. Names are written
+    as string literals (``repr`` of a str), source keys bound as default arguments, as in :func:`_row_builder`."""
+    lines, params, sources = [], [], []
+    for stream, (fields, keys) in groups.items():
+        items = []
+        for f, k in zip(fields, keys):
+            items.append(f", {str(f)!r}: m[k{len(sources)}]")
+            params.append(f"k{len(sources)}=_k[{len(sources)}], ")
+            sources.append(k)
+        lines.append(f"    (known({str(stream)!r}) or streams({str(stream)!r}))._append_numeric("
+                     f"{{'step': step, 'epoch': epoch{''.join(items)}}})")
+    src = f"def emit(m, step, epoch, known, streams, {''.join(params)}):\n" + "\n".join(lines) + \
+        f"\n    return {len(groups)}\n"
+    ns: dict[str, Any] = {"__builtins__": {}, "_k": tuple(sources)}
+    exec(src, ns)  # noqa: S102
+    return ns["emit"]
 
 
 # -- hyperparameters -----------------------------------------------------------------------------------------

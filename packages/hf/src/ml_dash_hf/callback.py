@@ -119,27 +119,18 @@ class MLDashCallback(TrainerCallback):
         zero = self._is_zero = bool(getattr(state, "is_world_process_zero", True))
         if not zero or not logs:
             return
+        # `logs` itself, not a copy: nothing here changes it, and the rows are built from it at once
         step = state.global_step
         history = getattr(state, "log_history", None)
         if history:
             last = history[-1]
             if type(last) is not dict or len(last) - ("step" in last) > len(logs):  # a key may have been popped
-                row = self._pristine(logs, state)
-            else:
-                row = dict(logs)
-        else:
-            row = dict(logs)
-        self._last_log = (step, row)
+                logs = self._pristine(logs, state)
+        self._last_log = (step, logs)
         exp = self._exp
-        if "train_runtime" in row or not _plain(map(type, row.values())) or exp is None or not exp.is_open:
-            self._record(args, state, row)
-            return
-        try:
-            _router.log(row, step, row.get("epoch", state.epoch), exp)
-        except (TypeError, ValueError) as exc:  # a value the core refuses must not end training
-            self._warn("row", f"{exc}; that metric row was not recorded")
-        if not self._training:
-            self._maybe_close()
+        if "train_runtime" in logs or exp is None or not exp.is_open or not self._training or \
+                _router.log_numeric(logs, step, logs.get("epoch", state.epoch), exp) is None:
+            self._record(args, state, logs)  # the summary, odd values, a closed run, outside train()
 
     def on_evaluate(
         self, args: Any, state: Any, control: Any, metrics: Mapping[str, Any] | None = None, **kwargs: Any
@@ -148,9 +139,14 @@ class MLDashCallback(TrainerCallback):
             return
         row = dict(metrics)
         last, self._last_log = self._last_log, None
-        # Trainer.evaluate() passes the same metrics to on_log first: record only what on_log did not carry
+        # Trainer.evaluate() passes the same metrics to on_log first: record only what on_log did not carry.
+        # What on_log recorded: the Trainer's own copy in log_history (a callback may since have changed the dict
+        # on_log was given), else that dict.
         if last is not None and last[0] == state.global_step:
-            logged = last[1]
+            history = getattr(state, "log_history", None)
+            logged = history[-1] if history else None
+            if type(logged) is not dict or logged.get("step") != last[0] or not last[1].keys() <= logged.keys():
+                logged = last[1]
             row = {k: v for k, v in row.items() if not (k in logged and same_value(logged[k], v))}
         self._record(args, state, row)
 
