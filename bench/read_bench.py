@@ -12,6 +12,8 @@ writer (``layout.ExperimentDir.append_metrics``, the code a training run uses). 
   warm (same process)      columns() again in the same process: nothing new to parse
   +1,000 appended rows     columns() after 1,000 rows were appended: parse only those
   R runs x N rows cold     columns() of ``--runs`` streams of ``--run-rows`` rows each, empty cache
+  the same, side by side   colcache.read_many() of those streams (each whole on one thread, one per core): what
+                           the viewer's overlay of many runs and ``ml-dash export`` use
 
 Times are the median of a few repetitions (cold ones: each with a fresh cache). The machine may be shared:
 compare the ratio column, which is measured against the floor in the same run, and the CPU time column (this
@@ -117,6 +119,12 @@ def main() -> int:
                 v.columns()
 
         rows_out.append((f"{args.runs} runs x {args.run_rows:,} rows cold", timed(many, args.reps, setup=fresh)))
+        paths = [ExperimentDir(root, f"bench/run{i:03d}").metric_file("train") for i in range(args.runs)]
+
+        def side_by_side() -> None:
+            colcache.read_many(paths, "metrics")
+
+        rows_out.append(("  the same, side by side (read_many)", timed(side_by_side, args.reps, setup=fresh)))
         print(f"\n{'read of a ' + format(args.rows, ',') + '-row stream, 3 numeric fields':<44}{'time':>12}"
               f"{'x np.load':>12}{'CPU time':>12}")
         for name, (t, cpu) in rows_out:

@@ -397,9 +397,9 @@ import ml_dash
 from ml_dash import colcache
 parsed = []
 real = colcache.parse_parts
-def spy(buf, kind, templates=None, end=None):
-    parsed.append(len(buf) if end is None else end)
-    return real(buf, kind, templates, end=end)
+def spy(buf, kind, templates=None, end=None, start=0):
+    parsed.append((len(buf) if end is None else end) - start)
+    return real(buf, kind, templates, end=end, start=start)
 colcache.parse_parts = spy
 c = ml_dash.load("p/e", sys.argv[1]).metrics("train").columns()
 print(json.dumps({"bytes": sum(parsed), "rows": c.rows, "last": float(c["loss"][-1])}))
@@ -486,8 +486,8 @@ def test_disk_entry_blocks_torn_and_compacted(tmp_path: Path, cache_dir: Path, m
     colcache.clear_memory()
     parsed: list[int] = []
     real = colcache.parse_parts
-    monkeypatch.setattr(colcache, "parse_parts", lambda buf, kind, t=None, end=None: parsed.append(end or len(buf))
-                        or real(buf, kind, t, end=end))
+    monkeypatch.setattr(colcache, "parse_parts", lambda buf, kind, t=None, end=None, start=0:
+                        parsed.append((end or len(buf)) - start) or real(buf, kind, t, end=end, start=start))
     snap = colcache.read(path, "metrics")
     assert snap.n == 200 and snap.num["loss"].tolist() == [float(i) for i in range(200)]
     assert np.isnan(snap.num["acc"][:100]).all() and (snap.num["acc"][100:] == 1.0).all()
@@ -652,8 +652,8 @@ def test_whole_entry_written_in_the_background_is_waited_for(tmp_path: Path, cac
         colcache._mem.clear()  # (not clear_memory: that waits too)
     parsed: list[int] = []
     real = colcache.parse_parts
-    monkeypatch.setattr(colcache, "parse_parts", lambda buf, kind, t=None, end=None: parsed.append(1)
-                        or real(buf, kind, t, end=end))
+    monkeypatch.setattr(colcache, "parse_parts", lambda buf, kind, t=None, end=None, start=0: parsed.append(1)
+                        or real(buf, kind, t, end=end, start=start))
     snap = colcache.read(path, "metrics")
     assert parsed == [] and snap.n == 3000 and snap.num["loss"][-1] == 2999.0  # from the disk entry
     with open(path, "a") as f:

@@ -278,7 +278,9 @@ def test_run_page_embeds_its_first_answers_as_inert_data(tmp_path: Path, start_v
     hostile = "</script><script>window.__pwned=4</script><!-- & \u2028\u2029 >"
     with Experiment("p/embed", dash_root=root, description=hostile) as e:
         e.params.set(note=hostile, lr=0.1)
-        e.metrics("train").log(loss=1.0, step=0)
+        for i in range(1500):
+            e.metrics("train").log(loss=1.0 / (i + 1), step=i, **{hostile: float(i % 7)})
+        e.metrics("eval").log(acc=0.5, step=0)
         for i in range(300):
             e.logs.info(f"line {i}")
         e.logs.warn(hostile)
@@ -311,9 +313,21 @@ def test_run_page_embeds_its_first_answers_as_inert_data(tmp_path: Path, start_v
 
     p = Blocks()
     p.feed(page.text)
-    assert set(p.blocks) == {"mld-run", "mld-logs"} and p.scripts == 2  # viewer.js and uPlot: nothing injected
+    assert set(p.blocks) == {"mld-run", "mld-logs", "mld-series", *(f"mld-series-{i}" for i in range(3))}
+    assert p.scripts == 2  # viewer.js and uPlot: nothing injected
     for text in p.blocks.values():
         assert not any(c in text for c in "<>&\u2028\u2029")
+    # the first charts' data, in the page's order, each what the API answers for that chart at the index's width
+    index = json.loads(p.blocks["mld-series"])
+    streams = json.loads(p.blocks["mld-run"])["streams"]  # the page's order: streams as listed, their fields
+    order = [[n, f] for n in streams for f in streams[n]["fields"] if f != "step"]
+    assert index["run"] == "p/embed" and index["charts"] == order and len(order) == 3 and ["train", hostile] in order
+    for i, (stream, field) in enumerate(index["charts"]):
+        got = json.loads(p.blocks[f"mld-series-{i}"])
+        assert got == get(v.url + "/api/view/series", params={"run": "p/embed", "stream": stream, "field": field,
+                                                              "n": index["n"]}).json()
+        assert got["runs"][0]["lastIndex"] == (0 if stream == "eval" else 1499)  # where its live rows resume
+        assert got["mode"] == ("buckets" if stream == "train" else "raw")
     run = json.loads(p.blocks["mld-run"])
     logs = json.loads(p.blocks["mld-logs"])
     assert run == get(v.url + "/api/view/run", params={"run": "p/embed"}).json()
@@ -325,3 +339,7 @@ def test_run_page_embeds_its_first_answers_as_inert_data(tmp_path: Path, start_v
     missing = Blocks()
     missing.feed(get(v.url + "/run/p/none").text)
     assert missing.blocks == {}
+    # a view other than the default one: its charts ask the API (at their own width)
+    other = Blocks()
+    other.feed(get(v.url + "/run/p/embed", params={"smooth": "ema:0.9"}).text)
+    assert set(other.blocks) == {"mld-run", "mld-logs"}

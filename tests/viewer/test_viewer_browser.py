@@ -214,6 +214,52 @@ def test_files_gallery_preview_and_download(tmp_path: Path, start_viewer, page) 
     assert not page.errors, page.errors
 
 
+def test_live_rows_continue_the_charts_drawn_from_the_html(tmp_path: Path, start_viewer, page, monkeypatch) -> None:
+    """Rows written while the page loads: the chart drawn from the data in the HTML goes on with the live rows,
+    none missing and none twice."""
+    root = tmp_path / ".dash"
+    script = textwrap.dedent(f"""
+        import sys, time
+        from ml_dash import Experiment
+        with Experiment("live/embed", dash_root={str(root)!r}) as e:
+            for i in range(20):
+                e.metrics("train").log(loss=float(i), step=i)
+            e.flush()
+            print("ready", flush=True)
+            for i in range(20, 400):
+                e.metrics("train").log(loss=float(i), step=i)
+                if i % 10 == 0:
+                    e.flush()
+                time.sleep(0.005)
+            e.flush()
+            sys.stdin.readline()
+    """)
+    monkeypatch.setenv("ML_DASH_VIEW_EMBED_MS", "60000")
+    w = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         env=_env())
+    try:
+        assert w.stdout is not None and w.stdout.readline().strip() == "ready"
+        v = start_viewer(root)
+        page.page.goto(v.url + "/run/live/embed")
+        page.chart("train/loss")
+        page.page.wait_for_function(
+            "() => window.__mlDash.charts.find(c => c.id === 'train/loss').points >= 400", timeout=90_000)
+        page.page.wait_for_timeout(300)  # (a row shown twice would come with the others)
+        c = page.chart("train/loss")
+        assert c["points"] == 400 and c["yMin"] == 0 and c["yMax"] == 399, c
+        xs = page.page.evaluate("() => MLD.allCharts.find(c => c.id === 'train/loss').cols[0]")
+        assert xs == list(range(400))  # every step once, in order
+        asked = page.page.evaluate("() => performance.getEntriesByType('resource').map(r => r.name)")
+        assert not [u for u in asked if "series?" in u], asked  # drawn first from the page's HTML
+        assert w.stdin is not None
+        w.stdin.write("done\n")
+        w.stdin.flush()
+        w.wait(30)
+    finally:
+        w.kill()
+    assert not page.errors, page.errors
+
+
 @pytest.mark.parametrize("embed_ms", ["60000", "0"])
 def test_run_page_starts_from_the_answers_in_its_html(tmp_path: Path, start_viewer, page, monkeypatch,
                                                      embed_ms: str) -> None:
@@ -230,6 +276,12 @@ def test_run_page_starts_from_the_answers_in_its_html(tmp_path: Path, start_view
     asked = page.page.evaluate("() => performance.getEntriesByType('resource').map(r => r.name)")
     api = [u for u in asked if "/api/view/run?" in u or "/api/view/logs?" in u]
     assert len(api) == (0 if embed_ms != "0" else 2), asked
+    # the charts on the first screen too (drawn from their data in the HTML); without it they ask the server
+    page.chart("train/loss")
+    page.chart("val/acc")
+    asked = page.page.evaluate("() => performance.getEntriesByType('resource').map(r => r.name)")
+    series = [u for u in asked if "/api/view/series?" in u or "/api/view/multiseries?" in u]
+    assert (not series) if embed_ms != "0" else len(series) >= 1, series
     assert page.page.evaluate("() => document.querySelectorAll('script[type=\"application/json\"]').length") == 0
     page.page.fill("#log-search", "done")  # a later question is asked of the server
     page.page.wait_for_function("() => document.querySelector('#log-count').textContent.startsWith('1 of 2')")

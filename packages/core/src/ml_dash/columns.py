@@ -22,6 +22,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -584,6 +585,7 @@ _SPACES = np.uint64(0x2020202020202020)
 _LOW7 = np.uint64(0x00FFFFFFFFFFFFFF)
 _COMMA = np.uint64(0x2C << 56)
 FRONT = 32  # bytes before a chunk that its passes may read (a copy supplies them for the buffer's first chunk)
+BACK = 8  # bytes after a chunk that its passes may read (likewise)
 
 
 def _gather_rows(a: np.ndarray, starts: np.ndarray, width: int, out: np.ndarray) -> None:
@@ -605,7 +607,7 @@ def _prepare(base: np.ndarray, s: int, e: int, tpl: Template) -> _Prepared | Non
     differs. numpy passes only (they release the GIL: chunks are prepared on several threads)."""
     nq = tpl.nq
     plan = tpl.plan()
-    if s < FRONT or e + 8 > len(base):  # room around the chunk for the words read across its edges
+    if s < FRONT or e + BACK > len(base):  # room around the chunk for the words read across its edges
         pad = np.zeros(e - s + FRONT + 8, dtype=np.uint8)
         pad[FRONT : FRONT + e - s] = base[s:e]
         base, s, e = pad, FRONT, e - s + FRONT
@@ -806,45 +808,48 @@ def parse(buf: bytes, kind: str, templates: list[Template] | None = None, *, end
     return parts[0] if len(parts) == 1 else concat(parts)
 
 
-def parse_parts(buf: bytes, kind: str, templates: list[Template] | None = None, *,
-                end: int | None = None) -> list[Batch]:
+def parse_parts(buf: bytes | bytearray, kind: str, templates: list[Template] | None = None, *,
+                end: int | None = None, start: int = 0) -> list[Batch]:
     """``parse`` as the columns of consecutive parts of the lines (not joined: a caller that copies them into its
-    own arrays saves a copy)."""
+    own arrays saves a copy). With ``start``, of the lines ``buf[start:end]``: the bytes before ``start`` (and
+    after ``end``) are not parsed, only read across by the whole-chunk passes, so a reader that leaves ``FRONT``
+    bytes of room before its data and ``BACK`` after spares those passes a padded copy of the edge chunks."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if end is not None and end != len(buf):
-        if end <= 0:
-            return [parse_general(b"", kind)]
-        if kind == "logs":
-            buf = buf[:end]
-    else:
+    if end is None:
         end = len(buf)
-    if kind == "logs" or not buf:
-        return [parse_general(buf, kind)]
+    if not 0 <= start <= end <= len(buf):
+        raise ValueError(f"need 0 <= start <= end <= len(buf), got start={start}, end={end}, len={len(buf)}")
+    if end == start:
+        return [parse_general(b"", kind)]
+    if kind == "logs":
+        return [parse_general(_slice(buf, start, end), kind)]
     if templates is None:
         templates = []
-    if end >= CHUNK and not _HEAP_SET:
+    if end - start >= CHUNK and not _HEAP_SET:
         _settle_heap()
-    base = np.frombuffer(buf, np.uint8, count=end)
+    base = np.frombuffer(buf, np.uint8)  # (all of it: the passes may read the bytes around the lines)
     if not templates:  # the shape that took the last stream's start: streams of one writer share it
         recent = _RECENT.get(kind)
-        if recent and _fits(recent[0], buf, buf.find(b"\n", 0, end)):
+        if recent and _fits(recent[0], buf, buf.find(b"\n", start, end), start):
             templates.extend(recent)
-    spans = list(_chunks(buf, end))
+    spans = list(_chunks(buf, start, end))
     out: list[Batch] = []
     if not templates:  # find the line shapes, on a few hundred lines only, before the other chunks reuse them
-        if spans[0][1] > HEAD * 2:
-            head = buf.rfind(b"\n", 0, HEAD) + 1
-            if head:
-                spans[0:1] = [(0, head), (head, spans[0][1])]
+        if spans[0][1] - start > HEAD * 2:
+            head = buf.rfind(b"\n", start, start + HEAD) + 1
+            if head > start:
+                spans[0:1] = [(start, head), (head, spans[0][1])]
         out.append(_parse_span(buf, base, spans[0], kind, templates))
         spans = spans[1:]
     if templates:
         _RECENT[kind] = [templates[0]]  # (hits are moved to the front)
-    spans = _split_for_threads(buf, spans)
+    alone = getattr(_local, "solo", False)
+    if not alone:
+        spans = _split_for_threads(buf, spans)
     if not spans:
         return out
-    workers = min(len(spans), os.cpu_count() or 1, MAX_THREADS)
+    workers = 1 if alone else min(len(spans), os.cpu_count() or 1, MAX_THREADS)
     if workers <= 1 or not templates:
         out += [_parse_span(buf, base, span, kind, templates) for span in spans]
         return out
@@ -856,32 +861,32 @@ def parse_parts(buf: bytes, kind: str, templates: list[Template] | None = None, 
     # it would stall them)
     for span, p in zip(spans, prepared, strict=True):
         got = _finish(p) if p is not None else None
-        out.append(got if got is not None else _parse_chunk(buf[span[0] : span[1]], kind, templates))
+        out.append(got if got is not None else _parse_chunk(_slice(buf, *span), kind, templates))
     return out
 
 
-def _fits(tpl: Template, buf: bytes, nl: int) -> bool:
-    """Whether the line ``buf[:nl]`` has the shape ``tpl`` (its constant runs where the template puts them, every
+def _fits(tpl: Template, buf: bytes | bytearray, nl: int, ls: int = 0) -> bool:
+    """Whether the line ``buf[ls:nl]`` has the shape ``tpl`` (its constant runs where the template puts them, every
     item non-empty): a check in Python of one line, before a stream's chunks go to threads with that shape."""
-    if nl <= 0:
+    if nl <= ls:
         return False
     quotes = []
-    q = buf.find(b'"', 0, nl)
+    q = buf.find(b'"', ls, nl)
     while q >= 0:
         quotes.append(q)
         q = buf.find(b'"', q + 1, nl)
     if len(quotes) != tpl.nq:
         return False
-    prev = -1
+    prev = ls - 1
     for anchor, off, run in tpl.runs:
-        at = (0 if anchor == -1 else nl if anchor == -2 else quotes[anchor]) + off
+        at = (ls if anchor == -1 else nl if anchor == -2 else quotes[anchor]) + off
         if at <= prev or buf[at : at + len(run)] != run:
             return False
         prev = at + len(run)
     return prev == nl + 1
 
 
-def _prepare_all(buf: bytes, base: np.ndarray, spans: list[tuple[int, int]], tpl: Template,
+def _prepare_all(buf: bytes | bytearray, base: np.ndarray, spans: list[tuple[int, int]], tpl: Template,
                  workers: int) -> list[_Prepared | None]:
     """``_prepare`` of every span, on this thread and ``workers - 1`` of the pool's, each taking the next span
     when it is done with one (no thread waits for a slower one but at the end)."""
@@ -908,6 +913,21 @@ def _prepare_all(buf: bytes, base: np.ndarray, spans: list[tuple[int, int]], tpl
             if not f.cancel():  # started (or done): wait for the span it took; one still queued takes none
                 f.result()
     return results
+
+
+_local = threading.local()
+
+
+@contextmanager
+def solo() -> Iterator[None]:
+    """Within it, this thread parses every chunk itself (for a caller that reads several streams side by side,
+    one per thread)."""
+    before = getattr(_local, "solo", False)
+    _local.solo = True
+    try:
+        yield
+    finally:
+        _local.solo = before
 
 
 _HEAP_SET: list[bool] = []
@@ -947,7 +967,7 @@ def _forget_pool() -> None:  # a forked child has none of the parent's threads
 os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _split_for_threads(buf: bytes, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _split_for_threads(buf: bytes | bytearray, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """A stream of a few chunks (a 10,000-row run is ~1.6 MB) cut into pieces of equal size, one per core (or two),
     at line ends, so its passes run on every core and end together; pieces stay >= MIN_PIECE bytes. Many chunks
     stay as they are: the threads take them in turn."""
@@ -968,8 +988,7 @@ def _split_for_threads(buf: bytes, spans: list[tuple[int, int]]) -> list[tuple[i
     return out
 
 
-def _chunks(buf: bytes, n: int) -> Iterator[tuple[int, int]]:
-    start = 0
+def _chunks(buf: bytes | bytearray, start: int, n: int) -> Iterator[tuple[int, int]]:
     while start < n:
         end = n if n - start <= CHUNK * 3 // 2 else buf.rfind(b"\n", start, start + CHUNK) + 1
         if end <= start:
@@ -982,7 +1001,7 @@ def _chunks(buf: bytes, n: int) -> Iterator[tuple[int, int]]:
 _RECENT: dict[str, list[Template]] = {}  # per kind: the line shape that matched first in the last parse
 
 
-def _parse_span(buf: bytes, base: np.ndarray, span: tuple[int, int], kind: str, templates: list[Template]) -> Batch:
+def _parse_span(buf: bytes | bytearray, base: np.ndarray, span: tuple[int, int], kind: str, templates: list[Template]) -> Batch:
     """Columns of the complete lines ``buf[span[0]:span[1]]``: in whole-chunk passes when every line has the
     shape that matched last, else line by line."""
     s, e = span
@@ -990,7 +1009,12 @@ def _parse_span(buf: bytes, base: np.ndarray, span: tuple[int, int], kind: str, 
         whole = _uniform(base, s, e, templates[0])
         if whole is not None:
             return whole
-    return _parse_chunk(buf[s:e], kind, templates)
+    return _parse_chunk(_slice(buf, s, e), kind, templates)
+
+
+def _slice(buf: bytes | bytearray, s: int, e: int) -> bytes:
+    """``buf[s:e]`` as bytes (one copy; a bytearray's slice would be another bytearray)."""
+    return buf[s:e] if isinstance(buf, bytes) else bytes(memoryview(buf)[s:e])
 
 
 def _parse_chunk(buf: bytes, kind: str, templates: list[Template]) -> Batch:

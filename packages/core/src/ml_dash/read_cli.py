@@ -69,6 +69,14 @@ class Local:
     def columns(self, prefix: str, stream: str) -> Any:
         return self._view(prefix).metrics(stream).columns()
 
+    def prefetch(self, pairs: list[tuple[str, str]]) -> None:
+        """Read these (run, metric stream) pairs side by side, each small stream whole on one of the cores
+        (``colcache.read_many``), so that the ``columns`` calls that follow find them parsed."""
+        from .colcache import read_many
+        from .layout import metric_parts
+
+        read_many([self._view(p).folder.joinpath(*metric_parts(s)) for p, s in pairs], "metrics")
+
 
 class Remote:
     """The read routes of an ``ml-dash serve``, through the standard library's HTTP client (a command that lists
@@ -323,15 +331,18 @@ def collect(src: Local | Remote, prefixes: list[str], selectors: list[str]) -> l
                 got.append(field)
         else:
             wanted[stream] = None
-    out = []
+    pairs = []
     for prefix in prefixes:
         names = src.metric_names(prefix)
-        streams = [n for n in names if n in wanted] if wanted else names
-        for stream in streams:
-            cols = src.columns(prefix, stream)
-            keep = wanted.get(stream)
-            fields = list(cols) if keep is None else [k for k in cols if k in ("index", "_ts") or k in keep]
-            out.append((prefix, stream, cols, fields))
+        pairs += [(prefix, n) for n in (names if not wanted else [n for n in names if n in wanted])]
+    if isinstance(src, Local) and len(pairs) > 1:
+        src.prefetch(pairs)
+    out = []
+    for prefix, stream in pairs:
+        cols = src.columns(prefix, stream)
+        keep = wanted.get(stream)
+        fields = list(cols) if keep is None else [k for k in cols if k in ("index", "_ts") or k in keep]
+        out.append((prefix, stream, cols, fields))
     return out
 
 

@@ -40,6 +40,11 @@ MAX_FIELDS = 100  # charts in one multiseries request
 EMBED_SECONDS = 0.15  # the run page's first answers go into its HTML when they take no longer than this
 # (ML_DASH_VIEW_EMBED_MS overrides it: 0 never waits, so the page always asks the API)
 EMBED_BYTES = 1 << 20  # ... and are no larger than this
+EMBED_CHARTS = 12  # the run page's first charts (in page order) whose data comes in its HTML too: a first screen
+EMBED_N = 680  # their buckets: at least the plot width of a chart card in a grid of two columns or more
+# the chart options of a page's URL and their default values: a page with another value asks the API for its charts
+VIEW_DEFAULTS = {"x": ("", "step"), "smooth": ("", "none"), "logx": ("", "0"), "xmin": ("",), "xmax": ("",),
+                 "group": ("",), "only": ("",)}
 SCRIPTS = ("util", "chart", "runs", "run", "compare", "app")  # load order
 _background: set[Any] = set()  # tasks started by a page request (kept referenced until done)
 
@@ -66,7 +71,9 @@ def shell(static: str = "/static", page: str = "", extra_scripts: list[str] | No
     from html import escape
 
     v = "?v=" + bundle()[1]
-    # the viewer's script first: it sends the page's first requests while the browser evaluates uPlot
+    # in the head, deferred: fetched (and compiled off the main thread) while the rest of the page streams in, run
+    # in order once it is parsed; the viewer's script first: it sends the page's first requests while the
+    # browser evaluates uPlot
     scripts = [*(extra_scripts or []), f"{static}/viewer.js{v}", f"{static}/vendor/uPlot.iife.min.js{v}"]
     datas = "".join(f' data-{k}="{escape(val)}"' for k, val in (attrs or {}).items())
     meta = CSP.replace("'self'", "file:").replace("; frame-ancestors 'none'", "")  # not allowed in <meta>
@@ -75,10 +82,10 @@ def shell(static: str = "/static", page: str = "", extra_scripts: list[str] | No
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             "<title>ml-dash</title>"
             f"<link rel=\"stylesheet\" href=\"{static}/vendor/uPlot.min.css{v}\">"
-            f"<link rel=\"stylesheet\" href=\"{static}/app.css{v}\"></head>"
+            f"<link rel=\"stylesheet\" href=\"{static}/app.css{v}\">"
+            + "".join(f"<script defer src=\"{escape(s)}\"></script>" for s in scripts) + "</head>"
             f"<body data-page=\"{escape(page)}\"{datas}><div id=\"app\"><p class=\"note\">Loading…</p></div>"
-            "<noscript>ml-dash's viewer needs JavaScript.</noscript>"
-            + "".join(f"<script src=\"{escape(s)}\"></script>" for s in scripts) + "</body></html>\n")
+            "<noscript>ml-dash's viewer needs JavaScript.</noscript></body></html>\n")
 
 
 def data_blocks(data: dict[str, bytes]) -> str:
@@ -224,12 +231,14 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         if "prefix" not in request.path_params:
             return Response(shell(), media_type="text/html; charset=utf-8")
         # a run's page: its head at once (the browser fetches the stylesheets), then its first answers, then the rest
-        text = shell()  # (no <link rel=preload> of the scripts: it made the 500-chart page ~400 ms slower)
+        text = shell()
         cut = text.index("</noscript>") + len("</noscript>")
+
+        charts = all(request.query_params.get(k, "") in ok for k, ok in VIEW_DEFAULTS.items())
 
         async def body() -> Any:
             yield text[:cut].encode()
-            yield (data_blocks(await first_answers(request.path_params["prefix"])) + text[cut:]).encode()
+            yield (data_blocks(await first_answers(request.path_params["prefix"], charts)) + text[cut:]).encode()
 
         return StreamingResponse(body(), media_type="text/html; charset=utf-8", headers={"cache-control": "no-store"})
 
@@ -238,20 +247,28 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
     embed_seconds = float(os.environ.get("ML_DASH_VIEW_EMBED_MS") or EMBED_SECONDS * 1000) / 1000
     pending: dict[tuple[str, str], tuple[float, Any]] = {}  # answers under way for a page's first request
 
-    async def first_answers(prefix: str) -> dict[str, bytes]:
-        """The run page's first two answers (its info, the last screen of its logs: what /api/view/run and
-        /api/view/logs answer) that come within EMBED_SECONDS; one slower, larger or failing is left out and the
-        page asks the API for it, which then takes the answer under way (or says what is wrong)."""
+    async def first_answers(prefix: str, charts: bool = True) -> dict[str, bytes]:
+        """The run page's first answers (its info, the last screen of its logs: what /api/view/run and
+        /api/view/logs answer; with ``charts``, the data of its first charts) that come within EMBED_SECONDS; one
+        slower, larger or failing is left out and the page asks the API for it, which then takes the answer under
+        way (or says what is wrong; the charts ask for their data as they do without an answer at hand)."""
         import asyncio
         import time
 
-        tasks = {"run": asyncio.ensure_future(run_answer(prefix)),
-                 "logs": asyncio.ensure_future(run_in_threadpool(logs_answer, prefix, "", "", False, 200, -1, None))}
+        info = asyncio.ensure_future(run_answer(prefix))
+        logs = asyncio.ensure_future(run_in_threadpool(logs_answer, prefix, "", "", False, 200, -1, None))
+        tasks: dict[str, asyncio.Future[Any]] = {"run": info, "logs": logs}
+        drawn: list[tuple[list[str], bytes]] = []  # the first charts' answers, in page order, as they come
+        if charts:
+            tasks["series"] = asyncio.ensure_future(first_series(prefix, info, drawn))
         done, _ = await asyncio.wait(tasks.values(), timeout=embed_seconds)
         out: dict[str, bytes] = {}
         now = time.monotonic()
         for k, t in tasks.items():
             t.add_done_callback(lambda t: t.cancelled() or t.exception())  # (an error is the API call's to report)
+            if k == "series":  # the charts done by now are taken below (the others ask the API, at their width)
+                t.cancel()
+                continue
             if t in done and t.exception() is None:
                 body = dumps(t.result())
                 if len(body) <= EMBED_BYTES:
@@ -260,7 +277,32 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
             for key in [key for key, (at, _) in pending.items() if now - at > 10]:
                 del pending[key]
             pending[(k, prefix)] = (now, t)
+        size, first = 0, []
+        for chart, body in list(drawn):
+            size += len(body)
+            if size > EMBED_BYTES:
+                break
+            first.append((chart, body))
+        if first:  # an index, then one block per chart (the page parses the blocks of the charts it draws)
+            out["mld-series"] = dumps({"run": prefix, "n": EMBED_N, "charts": [c for c, _ in first]})
+            out.update((f"mld-series-{i}", body) for i, (_, body) in enumerate(first))
         return out
+
+    async def first_series(prefix: str, info: Any, drawn: list[tuple[list[str], bytes]]) -> None:
+        """The data of the run page's first EMBED_CHARTS charts (in the page's order: each stream's numeric
+        fields, the `sys` stream last) in the page's default view, at EMBED_N buckets, appended to ``drawn`` one
+        chart at a time (the page takes those done by its deadline). Read after the run's info: each answer's
+        `lastIndex` is where that chart's live rows resume (rows the info's offset is behind of are skipped by
+        their index)."""
+        import asyncio
+
+        streams = (await asyncio.shield(info))["streams"]  # (cancelling this leaves the info's task alone)
+        names = [n for n in streams if n != "sys"] + (["sys"] if "sys" in streams else [])
+        charts = [[n, f] for n in names for f in streams[n]["fields"]
+                  if f not in ("step", "epoch") or len(streams[n]["fields"]) == 1][:EMBED_CHARTS]
+        for name, field in charts:
+            body = await series_of([prefix], name, [field], "step", EMBED_N, None, None, None, None, False, None)
+            drawn.append(([name, field], body[0]))
 
     async def taken(kind: str, prefix: str) -> Any:
         """The answer a run page's HTML left out, under way since the page was asked for (None: none)."""
@@ -349,14 +391,15 @@ def routes(source: str | Path | Source, static_route: bool = True) -> tuple[list
         stream = _q(request, "stream")
         if not stream or not fields or not all(fields):
             raise BadName("'stream' and 'field' are required")
-        x = _q(request, "x", "step") or "step"
-        n = _int(request, "n", 1000)
-        xmin, xmax = _float(request, "xmin"), _float(request, "xmax")
-        spec = _q(request, "smooth")
-        by = _q(request, "group")
-        xlog = _q(request, "xlog") in ("1", "true")
         wait = _float(request, "wait")  # a chart that drew a preview asks again: answer once the exact read is done
-        wait = None if wait is None else max(0.0, min(wait, 30.0))
+        return await series_of(prefixes, stream, fields, _q(request, "x", "step") or "step", _int(request, "n", 1000),
+                               _float(request, "xmin"), _float(request, "xmax"), _q(request, "smooth"),
+                               _q(request, "group"), _q(request, "xlog") in ("1", "true"),
+                               None if wait is None else max(0.0, min(wait, 30.0)))
+
+    async def series_of(prefixes: list[str], stream: str, fields: list[str], x: str, n: int, xmin: float | None,
+                        xmax: float | None, spec: str | None, by: str | None, xlog: bool,
+                        wait: float | None) -> list[bytes]:
         probe = getattr(root, "probe", None)
 
         def look() -> tuple[list[str], list[str], dict[str, str], list[Any], list[str], list[bytes | None]]:

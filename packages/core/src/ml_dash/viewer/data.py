@@ -578,7 +578,15 @@ class Root:
                     self._previews[path] = await run_in_threadpool(preview_columns, path, PREVIEW_LINES, end)
             small = [(path, end) for path, end, large in found if not large and path not in self._exact]
             if small:
-                await run_in_threadpool(lambda: [self.columns(path, end) for path, end in small])
+                def read_small() -> None:
+                    from .. import colcache
+
+                    # side by side, each stream whole on one of the cores; then the columns are found parsed
+                    colcache.read_many([p for p, _ in small], "metrics", limits=[e for _, e in small], order=False)
+                    for path, end in small:
+                        self.columns(path, end)
+
+                await run_in_threadpool(read_small)
                 if len(small) > 10:
                     release_memory()  # (parse buffers of two threads at once: hand the free pages back)
         except Exception:  # noqa: BLE001 - a head start only: the page's own requests report what fails

@@ -1,0 +1,194 @@
+"""Reading many small streams side by side (`colcache.read_many`) and parsing lines out of a padded read buffer
+(`columns.parse_parts(..., start=...)`): the same columns as the general parser and as `colcache.read` of one
+stream at a time, for files with a torn last line, no trailing newline, another line shape, no bytes at all, and
+while writers append."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from ml_dash import colcache, columns
+from ml_dash.colview import build
+from test_columns import MUTATIONS, assert_matches, assert_same_as_general, metric_line
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "cache"
+    monkeypatch.setenv("ML_DASH_CACHE_DIR", str(d))
+    colcache.clear_memory()
+    return d
+
+
+def _lines(rng: random.Random, n: int, start: int = 0, style: int = 0, mutate: bool = False) -> list[str]:
+    out = []
+    for i in range(start, start + n):
+        line = metric_line(i, {"loss": rng.random(), "acc": rng.uniform(-1e6, 1e6), "_ts": 1.7e9 + i * 0.01}, style)
+        if mutate and rng.random() < 0.02:
+            line = MUTATIONS[rng.randrange(len(MUTATIONS))](line, rng)
+        out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("alone", [False, True])
+def test_lines_between_start_and_end_of_a_padded_buffer(monkeypatch: pytest.MonkeyPatch, seed: int,
+                                                        alone: bool) -> None:
+    """The bytes before ``start`` and after ``end`` (quotes, newlines, digits, the start of a torn line: what a
+    reused read buffer holds) are read across by the passes but never parsed."""
+    monkeypatch.setattr(columns, "MIN_PIECE", 4096)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    rng = random.Random(seed)
+    text = ("\n".join(_lines(rng, 3000, mutate=seed % 2 == 1)) + "\n").encode()
+    junk = bytes(rng.choice(b'0123456789."\n{}:, ') for _ in range(columns.FRONT + 40))
+    torn = metric_line(3000, {"loss": 0.5}, 0).encode()[:30]
+    buf = bytearray(junk[-columns.FRONT - seed :] + text + torn + junk)
+    start = columns.FRONT + seed
+    end = start + len(text)
+    if alone:
+        with columns.solo():
+            parts = columns.parse_parts(buf, "metrics", start=start, end=end)
+    else:
+        parts = columns.parse_parts(buf, "metrics", start=start, end=end)
+    assert_same_as_general(columns.concat(parts), text)
+    with pytest.raises(ValueError, match="start"):
+        columns.parse_parts(buf, "metrics", start=end + 1, end=end)
+
+
+def _files(root: Path, rng: random.Random) -> list[Path]:
+    """Streams of one writer's shape (several lengths), a torn last line, no trailing newline, another shape,
+    lines that differ, an empty file, a missing file, and one large enough to be read on its own."""
+    root.mkdir(parents=True, exist_ok=True)
+    texts = {
+        "a": "\n".join(_lines(rng, 2000)) + "\n",
+        "b": "\n".join(_lines(rng, 700)) + "\n",
+        "torn": "\n".join(_lines(rng, 900)) + "\n" + metric_line(900, {"loss": 1.0}, 0)[:25],
+        "no_newline": "\n".join(_lines(rng, 500)),
+        "other_shape": "\n".join(_lines(rng, 800, style=2)) + "\n",
+        "mutated": "\n".join(_lines(rng, 1500, mutate=True)) + "\n",
+        "empty": "",
+        "one_line": metric_line(0, {"loss": 0.25}, 1) + "\n",
+        "large": "\n".join(_lines(rng, 6000)) + "\n",
+    }
+    paths = []
+    for name, text in texts.items():
+        p = root / f"{name}.jsonl"
+        p.write_text(text)
+        paths.append(p)
+    paths.insert(3, root / "missing.jsonl")
+    return paths
+
+
+def _check(snaps: list[Any], paths: list[Path]) -> None:
+    assert len(snaps) == len(paths)
+    for snap, p in zip(snaps, paths, strict=True):
+        if not p.exists() or b"\n" not in p.read_bytes():
+            assert snap.n == 0 and not snap.num
+            continue
+        assert_matches(build(snap, None, p.name), p, "metrics")
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_read_many_equals_reference_and_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  seed: int) -> None:
+    monkeypatch.setattr(colcache, "SOLO_BELOW", 500_000)  # the "large" stream is read on its own, with threads
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    rng = random.Random(seed)
+    paths = _files(tmp_path / "runs", rng)
+    assert (tmp_path / "runs/large.jsonl").stat().st_size >= colcache.SOLO_BELOW
+    snaps = colcache.read_many(paths, "metrics")
+    _check(snaps, paths)
+    # appended lines (the torn one completed, a line more elsewhere): only those parsed, same as a fresh read
+    with open(paths[2], "a") as f:
+        f.write(metric_line(900, {"loss": 1.0}, 0)[25:] + "\n")
+    for p in paths[:2] + paths[-1:]:
+        with open(p, "a") as f:
+            f.write("\n".join(_lines(rng, 300, start=10_000)) + "\n")
+    again = colcache.read_many(paths, "metrics")
+    _check(again, paths)
+    for plain, snap in zip(colcache.read_many(paths, "metrics", order=False), again, strict=True):
+        assert plain.n == snap.n and not plain.ints and plain.ordered  # (order=False: no order computed)
+    colcache.clear_memory()
+    for snap, p in zip(again, paths, strict=True):
+        one = colcache.read(p, "metrics")  # from the disk entries the threads wrote, plus nothing new
+        assert one.n == snap.n and set(one.num) == set(snap.num)
+        for k in one.num:
+            assert np.array_equal(one.num[k], snap.num[k], equal_nan=True), (p.name, k)
+    with pytest.raises(ValueError, match="limits"):
+        colcache.read_many(paths, "metrics", limits=[None])
+
+
+def test_read_many_with_limits(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    paths = _files(tmp_path / "runs", rng)[:3]
+    limits = []
+    for p in paths:
+        data = p.read_bytes()
+        limits.append(data.index(b"\n", len(data) // 2) + 1)  # the committed size: half of the lines
+    snaps = colcache.read_many(paths, "metrics", limits=limits)
+    for snap, p, lim in zip(snaps, paths, limits, strict=True):
+        assert snap.offset == lim and snap.n == p.read_bytes()[:lim].count(b"\n")
+
+
+def test_read_many_while_writers_append(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers append to 8 streams (each line in two writes, so a reader often meets a torn last line) while
+    they are read side by side, over and over: every read is a consistent prefix of its stream."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    paths = [tmp_path / f"s{i}.jsonl" for i in range(8)]
+    for p in paths:
+        p.write_bytes(b"")
+    stop = threading.Event()
+
+    def writer(p: Path, k: int) -> None:
+        with open(p, "a") as f:
+            i = 0
+            while not stop.is_set() and i < 6000:
+                rows = "".join(metric_line(j, {"loss": j * 0.5, "acc": (j % 7) / 7}, 0) + "\n"
+                               for j in range(i, i + 200))
+                cut = len(rows) - 17 - k
+                f.write(rows[:cut])
+                f.flush()
+                f.write(rows[cut:])
+                f.flush()
+                i += 200
+
+    threads = [threading.Thread(target=writer, args=(p, k)) for k, p in enumerate(paths)]
+    for t in threads:
+        t.start()
+    seen = set()
+    try:
+        for _ in range(20):
+            for snap in colcache.read_many(paths, "metrics"):
+                n = snap.n
+                seen.add(n)
+                assert np.array_equal(snap.num.get("index", np.empty(0)), np.arange(n))
+                if n:
+                    assert np.array_equal(snap.num["loss"], np.arange(n) * 0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    final = colcache.read_many(paths, "metrics")
+    for snap, p in zip(final, paths, strict=True):
+        assert snap.n == p.read_bytes().count(b"\n")
+        assert_matches(build(snap, None, p.name), p, "metrics")
+    assert len(seen) > 3, seen  # it did read while the writers were appending
+
+
+def test_read_many_of_logs_and_tracks(tmp_path: Path) -> None:
+    logs = tmp_path / "logs.jsonl"
+    logs.write_text("".join(json.dumps({"timestamp": "2026-11-30T10:18:10Z", "level": "info", "message": f"m{i}",
+                                        "sequenceNumber": i}) + "\n" for i in range(50)))
+    got = colcache.read_many([logs, logs], "logs")
+    assert [s.n for s in got] == [50, 50] and got[0].num["sequenceNumber"].tolist() == list(range(50))
+    track = tmp_path / "track.jsonl"
+    track.write_text("".join(json.dumps({"timestamp": i * 0.5, "x": i}) + "\n" for i in range(300)))
+    (snap,) = colcache.read_many([track], "tracks")
+    assert snap.n == 300 and snap.num["x"].tolist() == list(range(300))
