@@ -183,7 +183,7 @@ class MetricRouter:
             self._plan(keys)
             emit = self._emitters[keys]
         acc = exp.metrics
-        return emit(metrics, step, epoch, acc._streams.get, acc)
+        return emit(metrics, step, epoch, acc._streams.get, acc)  # type: ignore[no-any-return]
 
 
 def _row_builder(fields: list[str], sources: list[Any]) -> Any:
@@ -203,10 +203,12 @@ def _emitter(groups: dict[str, tuple[list[str], list[Any]]]) -> Any:
     ``MetricStream._append_numeric``, all in one generated function (no builder call or loop per row); returns the
     number of rows. ``known`` is ``exp.metrics._streams.get``, ``streams`` is ``exp.metrics``. Names are written
     as string literals (``repr`` of a str), source keys bound as default arguments, as in :func:`_row_builder`."""
-    lines, params, sources = [], [], []
+    lines: list[str] = []
+    params: list[str] = []
+    sources: list[Any] = []
     for stream, (fields, keys) in groups.items():
         items = []
-        for f, k in zip(fields, keys):
+        for f, k in zip(fields, keys, strict=True):
             items.append(f", {str(f)!r}: m[k{len(sources)}]")
             params.append(f"k{len(sources)}=_k[{len(sources)}], ")
             sources.append(k)
