@@ -129,6 +129,10 @@ class Buffer:
         self.taken = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}  # popped off the queues so far
         self.written = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
         self.lost = {"logs": 0, "metrics": 0, "tracks": 0, "files": 0}
+        # records the ring still held, never handed to the writer, when it was closed (the store kept failing
+        # until close_timeout): its file stays, and the run's next open or read writes them (`ring.recover`)
+        self.kept: dict[str, int] = {}
+        self.kept_path: Path | None = None
         self.sync_mode = not config.buffer_enabled
         # per stream, keyed (ring code, name): the training thread appends records (metric rows and track
         # entries as dicts, log lines as (ts, level, message[, metadata])); every `SPILL_EVERY` records in all
@@ -229,7 +233,7 @@ class Buffer:
         """Records that are not in the journal (still queued, failed and kept for retry, or dropped), by kind."""
         out = {}
         for kind, q in (("logs", self.logs), ("metrics", self.metrics), ("tracks", self.tracks)):
-            n = len(q) + len(self._retry[kind]) + self.lost[kind]
+            n = len(q) + len(self._retry[kind]) + self.lost[kind] + self.kept.get(kind, 0)
             if n:
                 out[kind] = n
         files = len(self.files) + len(self._publishing) + self.lost["files"]
@@ -801,7 +805,16 @@ class Buffer:
         with self._ring_lock:
             ring, self.ring = self.ring, None
         if ring is not None:
-            ring.close(remove=not ring.unconsumed())
+            left = ring.unconsumed()
+            if left:
+                try:
+                    metrics, tracks, logs = split_items(ring.peek())
+                except Exception:  # noqa: BLE001 - counting for the report only; the file stays either way
+                    metrics, tracks, logs = [], [], []
+                counts = {"metrics": len(metrics), "tracks": len(tracks), "logs": len(logs)}
+                self.kept = {k: n for k, n in counts.items() if n}
+                self.kept_path = ring.path
+            ring.close(remove=not left)
 
     def stop(self) -> bool:
         """Stop the worker after it wrote everything; False if the store made no progress for close_timeout."""

@@ -155,14 +155,23 @@ class Session:
                 console.say("[ML-Dash] ✓ All data flushed successfully", quiet)
             else:
                 parts = []
-                if buf.pending():
-                    parts.append(f"{buf.pending():,} record(s) could not be written to {self.jdir.path}"
+                # accepted minus written: the worker, still retrying past close_timeout, may hold some in hand
+                unwritten = max(buf.pending(), sum(max(0, a[k] - buf.written[k] - buf.lost[k])
+                                                   for k in ("logs", "metrics", "tracks")))
+                if unwritten:
+                    parts.append(f"{unwritten:,} record(s) could not be written to {self.jdir.path}"
                                  f" (last error: {buf.last_error()})")
+                if buf.kept_path is not None:
+                    parts.append(f"those the spill ring held are kept in {buf.kept_path}, and the run's next open "
+                                 "or read writes them into it")
                 if lost:
                     parts.append(f"lost while the disk was failing: {buf.lost_text()}")
                 if not stores_ok:
                     parts.append("some data is not yet delivered to other stores; it is safe in "
                                  f"{self.jdir.path} and `ml-dash sync` delivers it later")
+                if not parts:
+                    parts.append(f"writing to {self.jdir.path} did not finish within close_timeout "
+                                 f"(last error: {buf.last_error()})")
                 console.say("[ML-Dash] ⚠ Not everything was flushed: " + "; ".join(parts), quiet and ok)
         if recorded:
             console.say(f"{MARKS.get(status, f'Experiment {status.lower()}')}: {self.jdir.name}", quiet)
