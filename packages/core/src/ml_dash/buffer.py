@@ -35,6 +35,7 @@ from .ring import (
     Ring,
     encode_group,
     folder_of,
+    line_head,
     journal_items,
     split_items,
 )
@@ -140,7 +141,8 @@ class Buffer:
         # full, onto the queues above, which then take every record until the worker empties them: so
         # everything still in the ring is older than everything queued)
         self.tails: dict[tuple[int, str], list[Any]] = {}
-        self._tail_list: list[tuple[int, str, list[Any]]] = []  # the same tails, in a list `spill` walks
+        # the same tails, in a list `spill` walks, each with its ring line's head (`ring.line_head`)
+        self._tail_list: list[tuple[int, str, list[Any], bytes]] = []
         self.log_tail = self.tail_for(LOG, "")
         self.ticks: Any = repeat(True) if self.sync_mode else cycle([False] * (SPILL_EVERY - 1) + [True])
         jdir.defer_meta = not self.sync_mode  # the worker rewrites metadata.json once per pass
@@ -257,8 +259,9 @@ class Buffer:
         t = self.tails.get((code, name))
         if t is None:
             t = self.tails.setdefault((code, name), [])
-            if not any(x is t for _, _, x in self._tail_list):
-                self._tail_list.append((code, name, t))  # appended, never rebuilt: `spill` may be walking it
+            if not any(x[2] is t for x in self._tail_list):
+                # appended, never rebuilt: `spill` may be walking it
+                self._tail_list.append((code, name, t, line_head(code, name)))
         return t
 
     def spill(self, wait: bool = True) -> None:
@@ -272,7 +275,7 @@ class Buffer:
         wake = False
         try:
             ring = self.ring
-            for code, name, t in self._tail_list:
+            for code, name, t, head in self._tail_list:
                 if not t:
                     continue
                 n = len(t)
@@ -281,7 +284,7 @@ class Buffer:
                 # the common case inline (this runs every `SPILL_EVERY` calls on the training thread: each
                 # function call and attribute lookup here is a measurable part of a row's cost)
                 if ring is not None and not (self.metrics or self.logs or self.tracks):
-                    line = encode_group(code, name, items)
+                    line = encode_group(code, name, items, head)
                     if line is not None:
                         m = ring.maps[ring.cur]
                         try:

@@ -99,9 +99,19 @@ def _name_json(name: str) -> bytes:
     return b
 
 
-def encode_group(code: int, name: str, payloads: list[Any]) -> bytes | None:
+def line_head(code: int, name: str) -> bytes:
+    """The start of a ring line of one stream, up to its array (``<code> <name as JSON>\t``)."""
+    return b"%d %b\t" % (code, _name_json(name))
+
+
+_U = ord("u")
+_NL = b"\n"
+
+
+def encode_group(code: int, name: str, payloads: list[Any], head: bytes | None = None) -> bytes | None:
     """One ring line for ``payloads`` of one stream (metric rows and track entries: dicts; log lines: tuples
-    ``(ts, level, message[, metadata])``), or None when a payload cannot be encoded (a device value)."""
+    ``(ts, level, message[, metadata])``), or None when a payload cannot be encoded (a device value). ``head``:
+    `line_head` of ``code`` and ``name``, when the caller keeps it (the training thread's spill, per stream)."""
     body = None
     if _orjson is not None:
         try:
@@ -109,17 +119,22 @@ def encode_group(code: int, name: str, payloads: list[Any]) -> bytes | None:
         except TypeError:
             body = None
         else:
-            if b"null" in body:  # NaN, Infinity or None: written the way `dumpb` writes them
+            # NaN, Infinity or None (orjson writes each as null): written the way `dumpb` writes them. An int
+            # needle is one memchr; "u" is the letter of "null" that no number holds, so most lines need no
+            # search for the word (the bytes needle also costs a caught TypeError inside `in`)
+            if _U in body and body.find(b"null") >= 0:
                 body = None
             elif (code == METRIC or code == METRIC_NONE) and body.count(b"},{") != len(payloads) - 1:
                 code |= PARSE  # a key or a value holds "},{": the writer parses this line
+                head = None
     if body is None:
         try:
             body = encode(payloads).encode()
         except (TypeError, ValueError):
             return None
         code |= STD
-    return b"%d %b\t%b\n" % (code, _name_json(name), body)
+        head = None
+    return b"".join((head or line_head(code, name), body, _NL))
 
 
 def _groups(chunk: bytes) -> list[tuple[int, str, bytes]]:
@@ -172,7 +187,7 @@ def journal_items(chunk: bytes) -> tuple[list[tuple[str | None, list[bytes]]], l
     head = chunk[:chunk.find(b"\t") + 1]
     if head[:2] in (b"0 ", b"3 ") and chunk.endswith(b"}]\n") and chunk[len(head):len(head) + 2] == b"[{":
         inner = chunk[len(head) + 2:-3].replace(b"}]\n" + head + b"[{", b"},{")
-        if b"\n" not in inner:  # every line was a plain line of this one metric (JSON text holds no raw newline)
+        if 10 not in inner:  # no "\n" (an int needle: one memchr)  # every line was a plain line of this one metric (JSON text holds no raw newline)
             code, name = _groups(head + b"[]")[0][:2]
             return [(None if code == METRIC_NONE else name, inner.split(b"},{"))], [], []
     by_metric: dict[str | None, list[tuple[int, bytes]]] = {}
