@@ -74,15 +74,15 @@ def _swar(v: np.ndarray) -> np.ndarray:
     return v
 
 
-def _keep_rows() -> np.ndarray:
-    """Row k: 0xFF over the last k bytes of a ROW-byte row (the k digits read right-aligned)."""
-    t = np.zeros((ROW + 1, ROW), dtype=np.uint8)
+def _keep_rows(width: int) -> np.ndarray:
+    """Row k: 0xFF over the last k bytes of a ``width``-byte row (the k digits read right-aligned)."""
+    t = np.zeros((ROW + 1, width), dtype=np.uint8)
     for k in range(ROW + 1):
-        t[k, ROW - k :] = 0xFF
-    return t.view("<u8")  # (ROW + 1, ROW // 8) words: rows taken with np.take (faster than void items)
+        t[k, max(0, width - k) :] = 0xFF
+    return t.view("<u8")  # (ROW + 1, width // 8) words: rows taken with np.take (faster than void items)
 
 
-_KEEP = _keep_rows()
+_KEEP = {w: _keep_rows(w) for w in (8, 16, ROW)}  # rows as wide as the longest token of a field needs
 
 
 def decode_field(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -106,16 +106,26 @@ def decode_field(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple
         k -= q + 1  # digits read right-aligned: the fraction, or the whole integer
     ok = (k >= 1) & (k <= ROW)
     ku = np.minimum(k.astype(np.uint64), _U(ROW))  # (a negative k wraps to a large one)
-    # the row of ROW bytes ending at each token's end: its last k bytes must be digits
-    win = np.ndarray(shape=(len(buf) - ROW + 1,), dtype=np.dtype(f"V{ROW}"), buffer=buf, strides=(1,))
-    x = win[ends - ROW].view("<u8").reshape(n, ROW // 8)
+    longest = int(ku.max())
+    width = 8 if longest <= 8 else 16 if longest <= 16 else ROW  # (a row narrower than ROW: fewer words)
+    # the row of ``width`` bytes ending at each token's end: its last k bytes must be digits
+    win = np.ndarray(shape=(len(buf) - width + 1,), dtype=np.dtype(f"V{width}"), buffer=buf, strides=(1,))
+    x = win[ends - width].view("<u8").reshape(n, width // 8)
     x ^= _X30
-    x &= np.take(_KEEP, ku.astype(np.intp), axis=0)
+    x &= np.take(_KEEP[width], ku.astype(np.intp), axis=0)
     flags = _nondigits(x)
-    ok &= (flags[:, 0] | flags[:, 1] | flags[:, 2]) == 0
-    _swar(x)
-    ok &= x[:, 0] <= _U(1843)  # below 2**64
-    mant = (x[:, 0] * _U(10**8) + x[:, 1]) * _U(10**8) + x[:, 2]
+    if width == 8:
+        ok &= flags[:, 0] == 0
+        mant = _swar(x[:, 0])
+    elif width == 16:
+        ok &= (flags[:, 0] | flags[:, 1]) == 0
+        _swar(x)
+        mant = x[:, 0] * _U(10**8) + x[:, 1]
+    else:
+        ok &= (flags[:, 0] | flags[:, 1] | flags[:, 2]) == 0
+        _swar(x)
+        ok &= x[:, 0] <= _U(1843)  # below 2**64
+        mant = (x[:, 0] * _U(10**8) + x[:, 1]) * _U(10**8) + x[:, 2]
     if q:
         ok &= buf[s + q] == 46  # the dot where the fraction starts
         if q == 1:
