@@ -728,8 +728,9 @@ def flush() -> None:
 
 
 def _forget_writer() -> None:  # a forked child has none of the parent's threads
-    global _writes_lock
+    global _writes_lock, _busy_lock
     _writes_lock = threading.Lock()
+    _busy_lock = threading.Lock()
     _writer.clear()
     _writes.clear()
     _held.clear()
