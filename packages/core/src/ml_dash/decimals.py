@@ -13,8 +13,9 @@ time with multiply-and-shift steps (SWAR) on 64-bit words. The value is then exa
 exact in the x87 80-bit ``long double`` (64 mantissa bits), and so is ``10**k`` for ``k <= 27``; one division rounds
 ``m / 10**k`` correctly to 64 bits, and rounding that to float64 gives the correctly rounded double unless the
 64-bit result lies exactly halfway between two doubles (its low 11 bits ``0b10000000000``): those tokens, about
-one in 2,048, go to the caller. Where ``long double`` is not that format, only mantissas below ``2**53`` with
-``k <= 22`` are decoded (one float64 division of exact operands, correctly rounded by IEEE 754).
+one in 2,048, go to the caller. A field whose every mantissa is below ``2**53`` and every ``k <= 22`` (a step, a
+timestamp, a short decimal) takes one float64 division of exact operands instead, correctly rounded by IEEE 754;
+where ``long double`` is not the x87 format, only such tokens are decoded.
 """
 
 from __future__ import annotations
@@ -150,7 +151,12 @@ def decode_field(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple
     else:
         ok &= (buf[s] != 48) | (k == 1)  # no leading zero
         scale = None
-    if EXTENDED:
+    if int(mant.max()) < 1 << 53 and (scale is None or longest <= 22):
+        # every mantissa and power of ten exact in a double: one correctly rounded division (IEEE 754), no x87
+        out = mant.astype(np.float64)
+        if scale is not None:
+            out /= _P10_F[scale]
+    elif EXTENDED:
         x87 = mant.astype(np.longdouble)
         if scale is not None:
             x87 /= _P10_LD[scale]
