@@ -206,17 +206,32 @@ def _cols(cache_dir: Path) -> list[Path]:
     return list((cache_dir / "columns").rglob("*.cols")) if (cache_dir / "columns").exists() else []
 
 
+def _streams(root: Path, seed: int, count: int, rows: int) -> list[Path]:
+    rng = random.Random(seed)
+    paths = []
+    for i in range(count):
+        p = root / f"s{i}.jsonl"
+        p.write_text("\n".join(_lines(rng, rows)) + "\n")
+        paths.append(p)
+    return paths
+
+
+def _count_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one at every ``parse_parts`` call of the column cache."""
+    parsed: list[int] = []
+    real = colcache.parse_parts
+    monkeypatch.setattr(colcache, "parse_parts", lambda buf, kind, t=None, end=None, start=0: parsed.append(1)
+                        or real(buf, kind, t, end=end, start=start))
+    return parsed
+
+
 def test_cache_writes_wait_for_quiet_reads_and_never_block_a_reader(tmp_path: Path, cache_dir: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Whole cache entries are written once reads have gone quiet, so a loop of cold reads of many streams is not
     slowed by them; a read that needs an entry not written yet (an append to it, a load of it) writes it itself."""
     monkeypatch.setattr(colcache, "WRITE_WAIT_MAX", 60.0)
+    paths = _streams(tmp_path, 5, 3, 1000)
     rng = random.Random(5)
-    paths = []
-    for i in range(3):
-        p = tmp_path / f"s{i}.jsonl"
-        p.write_text("\n".join(_lines(rng, 1000)) + "\n")
-        paths.append(p)
     with colcache._parsing():  # another reader parsing all along (a loop of reads, a busy viewer)
         snaps = colcache.read_many(paths, "metrics")
         assert [s.n for s in snaps] == [1000, 1000, 1000]
@@ -232,10 +247,7 @@ def test_cache_writes_wait_for_quiet_reads_and_never_block_a_reader(tmp_path: Pa
         assert len(_cols(cache_dir)) == 1 and _cols(cache_dir)[0].read_bytes().count(b"MLDCEND") == 2
         with colcache._mem_lock:
             colcache._mem.clear()  # (a new reader of the other streams: it loads their entries)
-        parsed: list[int] = []
-        real = colcache.parse_parts
-        monkeypatch.setattr(colcache, "parse_parts", lambda buf, kind, t=None, end=None, start=0: parsed.append(1)
-                            or real(buf, kind, t, end=end, start=start))
+        parsed = _count_parses(monkeypatch)
         assert colcache.read(paths[1], "metrics").n == 1000 and parsed == []  # written by this read, then loaded
     deadline = time.monotonic() + 20
     while len(_cols(cache_dir)) < 3 and time.monotonic() < deadline:  # quiet now: the writer thread writes the last
@@ -246,16 +258,8 @@ def test_cache_writes_wait_for_quiet_reads_and_never_block_a_reader(tmp_path: Pa
 def test_read_many_writes_no_cache_entry_while_it_parses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The entries of a ``read_many`` go to the writer thread when it is done (even with no wait for quiet)."""
     monkeypatch.setattr(colcache, "WRITE_WAIT_MAX", 0.0)
-    rng = random.Random(6)
-    paths = []
-    for i in range(8):
-        p = tmp_path / f"s{i}.jsonl"
-        p.write_text("\n".join(_lines(rng, 3000)) + "\n")
-        paths.append(p)
-    parsed: list[int] = []
-    parse = colcache.parse_parts
-    monkeypatch.setattr(colcache, "parse_parts", lambda buf, kind, t=None, end=None, start=0: parsed.append(1)
-                        or parse(buf, kind, t, end=end, start=start))
+    paths = _streams(tmp_path, 6, 8, 3000)
+    parsed = _count_parses(monkeypatch)
     during: list[int] = []
     real = colcache.DiskEntry._write_whole
 
