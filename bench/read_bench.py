@@ -14,6 +14,8 @@ writer (``layout.ExperimentDir.append_metrics``, the code a training run uses). 
   R runs x N rows cold     columns() of ``--runs`` streams of ``--run-rows`` rows each, empty cache
   the same, side by side   colcache.read_many() of those streams (each whole on one thread, one per core): what
                            the viewer's overlay of many runs and ``ml-dash export`` use
+  ... until the cache is on disk   the same and colcache.flush(): the disk cache's files, which a background
+                           thread writes once reads have gone quiet, written too (the rows above return before)
 
 Times are the median of a few repetitions (cold ones: each with a fresh cache). The machine may be shared:
 compare the ratio column, which is measured against the floor in the same run, and the CPU time column (this
@@ -125,6 +127,12 @@ def main() -> int:
             colcache.read_many(paths, "metrics")
 
         rows_out.append(("  the same, side by side (read_many)", timed(side_by_side, args.reps, setup=fresh)))
+
+        def side_by_side_stored() -> None:
+            colcache.read_many(paths, "metrics")
+            colcache.flush()
+
+        rows_out.append(("  the same, until the cache is on disk", timed(side_by_side_stored, args.reps, setup=fresh)))
         print(f"\n{'read of a ' + format(args.rows, ',') + '-row stream, 3 numeric fields':<44}{'time':>12}"
               f"{'x np.load':>12}{'CPU time':>12}")
         for name, (t, cpu) in rows_out:

@@ -200,3 +200,74 @@ def test_read_many_of_logs_and_tracks(tmp_path: Path) -> None:
     track.write_text("".join(json.dumps({"timestamp": i * 0.5, "x": i}) + "\n" for i in range(300)))
     (snap,) = colcache.read_many([track], "tracks")
     assert snap.n == 300 and snap.num["x"].tolist() == list(range(300))
+
+
+def _cols(cache_dir: Path) -> list[Path]:
+    return list((cache_dir / "columns").rglob("*.cols")) if (cache_dir / "columns").exists() else []
+
+
+def _streams(root: Path, seed: int, count: int, rows: int) -> list[Path]:
+    rng = random.Random(seed)
+    paths = []
+    for i in range(count):
+        p = root / f"s{i}.jsonl"
+        p.write_text("\n".join(_lines(rng, rows)) + "\n")
+        paths.append(p)
+    return paths
+
+
+def _count_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one at every ``parse_parts`` call of the column cache."""
+    parsed: list[int] = []
+    real = colcache.parse_parts
+    monkeypatch.setattr(colcache, "parse_parts", lambda buf, kind, t=None, end=None, start=0: parsed.append(1)
+                        or real(buf, kind, t, end=end, start=start))
+    return parsed
+
+
+def test_cache_writes_wait_for_quiet_reads_and_never_block_a_reader(tmp_path: Path, cache_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole cache entries are written once reads have gone quiet, so a loop of cold reads of many streams is not
+    slowed by them; a read that needs an entry not written yet (an append to it, a load of it) writes it itself."""
+    monkeypatch.setattr(colcache, "WRITE_WAIT_MAX", 60.0)
+    paths = _streams(tmp_path, 5, 3, 1000)
+    rng = random.Random(5)
+    with colcache._parsing():  # another reader parsing all along (a loop of reads, a busy viewer)
+        snaps = colcache.read_many(paths, "metrics")
+        assert [s.n for s in snaps] == [1000, 1000, 1000]
+        time.sleep(0.3)
+        assert _cols(cache_dir) == []  # asked for, not written while reads parse
+        with open(paths[0], "a") as f:
+            f.write("\n".join(_lines(rng, 10, start=1000)) + "\n")
+        done: list[int] = []
+        t = threading.Thread(target=lambda: done.append(colcache.read(paths[0], "metrics").n))
+        t.start()
+        t.join(20)
+        assert done == [1010]  # the append wrote the entry first, then its block, without waiting for quiet
+        assert len(_cols(cache_dir)) == 1 and _cols(cache_dir)[0].read_bytes().count(b"MLDCEND") == 2
+        with colcache._mem_lock:
+            colcache._mem.clear()  # (a new reader of the other streams: it loads their entries)
+        parsed = _count_parses(monkeypatch)
+        assert colcache.read(paths[1], "metrics").n == 1000 and parsed == []  # written by this read, then loaded
+    deadline = time.monotonic() + 20
+    while len(_cols(cache_dir)) < 3 and time.monotonic() < deadline:  # quiet now: the writer thread writes the last
+        time.sleep(0.02)
+    assert len(_cols(cache_dir)) == 3
+
+
+def test_read_many_writes_no_cache_entry_while_it_parses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entries of a ``read_many`` go to the writer thread when it is done (even with no wait for quiet)."""
+    monkeypatch.setattr(colcache, "WRITE_WAIT_MAX", 0.0)
+    paths = _streams(tmp_path, 6, 8, 3000)
+    parsed = _count_parses(monkeypatch)
+    during: list[int] = []
+    real = colcache.DiskEntry._write_whole
+
+    def spy(self: Any, data: Any) -> None:
+        during.append(len(parsed))  # streams parsed when this entry is written
+        real(self, data)
+
+    monkeypatch.setattr(colcache.DiskEntry, "_write_whole", spy)
+    assert [s.n for s in colcache.read_many(paths, "metrics")] == [3000] * 8
+    colcache.flush()
+    assert during == [8] * 8

@@ -19,9 +19,11 @@ import json
 import os
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import numpy as np
@@ -287,18 +289,19 @@ def read_many(paths: Iterable[str | os.PathLike[str]], kind: str, *, disk: bool 
 
     workers = min(len(small), os.cpu_count() or 1, MAX_THREADS)
     futures = []
-    if workers > 1:
+    with _writes_after():
+        if workers > 1:
+            try:
+                pool = parse_pool()
+                futures = [pool.submit(work) for _ in range(workers - 1)]
+            except RuntimeError:  # no new threads (interpreter shutting down): all on this thread
+                futures = []
         try:
-            pool = parse_pool()
-            futures = [pool.submit(work) for _ in range(workers - 1)]
-        except RuntimeError:  # no new threads (interpreter shutting down): all on this thread
-            futures = []
-    try:
-        work()
-    finally:
-        for f in futures:
-            if not f.cancel():  # started (or done): wait for the stream it took; one still queued takes none
-                f.result()
+            work()
+        finally:
+            for f in futures:
+                if not f.cancel():  # started (or done): wait for the stream it took; one still queued takes none
+                    f.result()
     return [s if s is not None else Snapshot(StreamColumns(kind, p)) for s, p in zip(out, ps, strict=True)]
 
 
@@ -326,6 +329,19 @@ def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entr
         state = StreamColumns(kind, state.path)  # rewritten in place: start over
     state.dev, state.ino = st.st_dev, st.st_ino
     saved_n, saved_offset = state.n, state.offset
+    with _parsing():
+        _parse_into(state, fd, size, kind)
+    state.mtime_ns = st.st_mtime_ns
+    if saved_n == 0 and state.n > 100_000:
+        state.fit()  # a large file read whole: its columns without a quarter of room to spare
+    if entry is not None and state.offset != saved_offset:
+        entry.save(state, saved_n, saved_offset)
+    return state
+
+
+def _parse_into(state: StreamColumns, fd: int, size: int, kind: str) -> None:
+    """Parse the complete lines of the file from ``state.offset`` up to ``size`` into ``state``."""
+    saved_offset = state.offset
     while state.offset < size:
         want = min(size - state.offset, MAX_READ)
         buf, lo, hi, pooled = _read(fd, want, state.offset)
@@ -361,12 +377,6 @@ def _catch_up(state: StreamColumns, fd: int, st: os.stat_result, kind: str, entr
         if saved_offset == 0 and state.offset == end and state.offset < size:
             # a large file read from its start: room for all its rows (estimated from the first read) at once
             state.reserve(int(state.n * (size / state.offset) * 1.01) + 1024, spare=False)
-    state.mtime_ns = st.st_mtime_ns
-    if saved_n == 0 and state.n > 100_000:
-        state.fit()  # a large file read whole: its columns without a quarter of room to spare
-    if entry is not None and state.offset != saved_offset:
-        entry.save(state, saved_n, saved_offset)
-    return state
 
 
 SMALL_READ = 4 << 20  # reads up to this size go into a reused buffer with room before and after the data
@@ -572,57 +582,160 @@ class DiskEntry:
 
 
 # A whole entry (a stream's first read, or a rewrite) is written by one background thread, so that the next read
-# (of another stream) starts at once; reads of the same entry, appends to it and ``clear_memory`` wait for it, and
-# the interpreter finishes the writes at exit.
-_writes: dict[str, Future[None]] = {}  # cache file -> its whole write in progress
+# (of another stream) starts at once. The thread starts a write when reads have gone quiet (``_until_quiet``), and
+# ``read_many`` holds its writes back until it is done (``_writes_after``): on a machine with few cores the writes
+# would take CPU, and GIL hand-offs, from the parse. Whoever needs the file first (a read of the same entry, an
+# append to it, ``flush``, ``clear_memory``) writes it then if the thread has not started it; the interpreter
+# finishes the writes at exit.
+WRITE_IDLE = 0.02  # a whole write starts when no read has parsed for this long (seconds) ...
+WRITE_WAIT_MAX = 1.0  # ... or this long after it was asked for, whichever comes first
+_busy = [0, 0.0]  # reads parsing now; when the last one ended (time.monotonic)
+_busy_lock = threading.Lock()
+
+
+@contextmanager
+def _parsing() -> Iterator[None]:
+    with _busy_lock:
+        _busy[0] += 1
+    try:
+        yield
+    finally:
+        with _busy_lock:
+            _busy[0] -= 1
+            _busy[1] = time.monotonic()
+
+
+class _Write:
+    """A whole write of one cache file, run once: by the writer thread when reads are quiet, or by whoever waits
+    for it first. ``before``: a write of the same file already running, which this one follows."""
+
+    __slots__ = ("job", "before", "done", "taken", "asked")
+
+    def __init__(self, job: Callable[[], None], before: _Write | None) -> None:
+        self.job = job
+        self.before = before
+        self.done: Future[None] = Future()
+        self.taken = False
+        self.asked = time.monotonic()
+
+    def take(self) -> bool:
+        with _writes_lock:
+            if self.taken:
+                return False
+            self.taken = True
+            return True
+
+    def run(self) -> None:
+        try:
+            if self.before is not None:
+                self.before.wait()
+            self.job()
+        finally:
+            self.before = None
+            self.done.set_result(None)
+
+    def wait(self) -> None:
+        if self.take():
+            self.run()
+        else:
+            self.done.result()
+
+    def in_background(self) -> None:
+        """On the writer thread: once reads are quiet (at most ``WRITE_WAIT_MAX`` after it was asked for)."""
+        while not self.taken:
+            now = time.monotonic()
+            with _busy_lock:
+                active, last = _busy
+            if now - self.asked >= WRITE_WAIT_MAX or not active and now - last >= WRITE_IDLE:
+                break
+            time.sleep(WRITE_IDLE)
+        if self.take():
+            self.run()
+
+
+_writes: dict[str, _Write] = {}  # cache file -> its whole write, asked for and not done
 _writes_lock = threading.Lock()
 _writer: list[ThreadPoolExecutor] = []
+_held: list[_Write] = []  # asked for within ``_writes_after``: given to the writer thread when it ends
+_holders = [0]  # ``_writes_after`` blocks open (in any thread)
 
 
 def _in_background(file: os.PathLike[str], job: Callable[[], None]) -> None:
     key = os.fspath(file)
-    fut: Future[None] | None
+    with _writes_lock:
+        prev = _writes.get(key)
+        if prev is not None and not prev.taken:  # a write of the entry not started yet: this one replaces it
+            prev.job = job
+            return
+        w = _writes[key] = _Write(job, prev)
+        held = _holders[0] > 0
+        if held:
+            _held.append(w)
+    w.done.add_done_callback(lambda f: _done(key, w))
+    if not held:
+        _submit(w)
+
+
+def _submit(w: _Write) -> None:
     with _writes_lock:
         if not _writer:
             _writer.append(ThreadPoolExecutor(1, thread_name_prefix="ml-dash-cache-write"))
         try:
-            fut = _writer[0].submit(job)
+            _writer[0].submit(w.in_background)
+            return
         except RuntimeError:  # no new threads (interpreter shutting down): write it now
-            fut = None
-        else:
-            _writes[key] = fut
-    if fut is None:
-        job()
-        return
+            pass
+    w.wait()
 
-    def done(f: Future[None]) -> None:
+
+def _done(key: str, w: _Write) -> None:
+    with _writes_lock:
+        if _writes.get(key) is w:
+            del _writes[key]
+
+
+@contextmanager
+def _writes_after() -> Iterator[None]:
+    """Within it (in any thread), whole cache writes are held back; they go to the writer thread when the last
+    such block ends."""
+    with _writes_lock:
+        _holders[0] += 1
+    try:
+        yield
+    finally:
         with _writes_lock:
-            if _writes.get(key) is f:
-                del _writes[key]
-
-    fut.add_done_callback(done)
+            _holders[0] -= 1
+            held = list(_held) if not _holders[0] else []
+            if held:
+                _held.clear()
+        for w in held:
+            _submit(w)
 
 
 def _wait(file: os.PathLike[str]) -> None:
     with _writes_lock:
-        fut = _writes.get(os.fspath(file))
-    if fut is not None:
-        fut.result()
+        w = _writes.get(os.fspath(file))
+    if w is not None:
+        w.wait()
 
 
 def flush() -> None:
-    """Wait for the disk cache writes this process started in the background."""
+    """Finish the disk cache writes this process asked for (those not started yet on this thread, now)."""
     with _writes_lock:
         pending = list(_writes.values())
-    for fut in pending:
-        fut.result()
+    for w in pending:
+        w.wait()
 
 
 def _forget_writer() -> None:  # a forked child has none of the parent's threads
-    global _writes_lock
+    global _writes_lock, _busy_lock
     _writes_lock = threading.Lock()
+    _busy_lock = threading.Lock()
     _writer.clear()
     _writes.clear()
+    _held.clear()
+    _holders[0] = 0
+    _busy[0] = 0
 
 
 os.register_at_fork(after_in_child=_forget_writer)

@@ -41,6 +41,7 @@ CHUNK = 1 << 20  # bytes parsed per vectorised pass: big enough to amortise the 
 MAX_TEMPLATES = 32  # distinct line shapes tried on the fast path per stream; more go to the general parser
 MAX_THREADS = 4  # chunks prepared at once
 MIN_PIECE = 256 << 10  # the smallest piece a stream is cut into for threads
+SOLO_CHUNK = 4 << 20  # within ``solo``: a stream up to this size is one chunk (fewer, longer passes; see ``solo``)
 HEAD = 64 << 10  # bytes whose lines give the line shapes of a stream read from its start
 MIN_LINES = 64  # fewer lines of one shape than this are cheaper through the general parser
 _STRUCT = b' \t\r:,{}"'
@@ -833,7 +834,8 @@ def parse_parts(buf: bytes | bytearray, kind: str, templates: list[Template] | N
         recent = _RECENT.get(kind)
         if recent and _fits(recent[0], buf, buf.find(b"\n", start, end), start):
             templates.extend(recent)
-    spans = list(_chunks(buf, start, end))
+    alone = getattr(_local, "solo", False)
+    spans = list(_chunks(buf, start, end, SOLO_CHUNK if alone and end - start <= SOLO_CHUNK else CHUNK))
     out: list[Batch] = []
     if not templates:  # find the line shapes, on a few hundred lines only, before the other chunks reuse them
         if spans[0][1] - start > HEAD * 2:
@@ -844,7 +846,6 @@ def parse_parts(buf: bytes | bytearray, kind: str, templates: list[Template] | N
         spans = spans[1:]
     if templates:
         _RECENT[kind] = [templates[0]]  # (hits are moved to the front)
-    alone = getattr(_local, "solo", False)
     if not alone:
         spans = _split_for_threads(buf, spans)
     if not spans:
@@ -988,11 +989,11 @@ def _split_for_threads(buf: bytes | bytearray, spans: list[tuple[int, int]]) -> 
     return out
 
 
-def _chunks(buf: bytes | bytearray, start: int, n: int) -> Iterator[tuple[int, int]]:
+def _chunks(buf: bytes | bytearray, start: int, n: int, size: int = CHUNK) -> Iterator[tuple[int, int]]:
     while start < n:
-        end = n if n - start <= CHUNK * 3 // 2 else buf.rfind(b"\n", start, start + CHUNK) + 1
+        end = n if n - start <= size * 3 // 2 else buf.rfind(b"\n", start, start + size) + 1
         if end <= start:
-            end = buf.find(b"\n", start + CHUNK)
+            end = buf.find(b"\n", start + size)
             end = n if end < 0 else end + 1
         yield start, end
         start = end

@@ -13,8 +13,9 @@ time with multiply-and-shift steps (SWAR) on 64-bit words. The value is then exa
 exact in the x87 80-bit ``long double`` (64 mantissa bits), and so is ``10**k`` for ``k <= 27``; one division rounds
 ``m / 10**k`` correctly to 64 bits, and rounding that to float64 gives the correctly rounded double unless the
 64-bit result lies exactly halfway between two doubles (its low 11 bits ``0b10000000000``): those tokens, about
-one in 2,048, go to the caller. Where ``long double`` is not that format, only mantissas below ``2**53`` with
-``k <= 22`` are decoded (one float64 division of exact operands, correctly rounded by IEEE 754).
+one in 2,048, go to the caller. A field whose every mantissa is below ``2**53`` and every ``k <= 22`` (a step, a
+timestamp, a short decimal) takes one float64 division of exact operands instead, correctly rounded by IEEE 754;
+where ``long double`` is not the x87 format, only such tokens are decoded.
 """
 
 from __future__ import annotations
@@ -74,15 +75,15 @@ def _swar(v: np.ndarray) -> np.ndarray:
     return v
 
 
-def _keep_rows() -> np.ndarray:
-    """Row k: 0xFF over the last k bytes of a ROW-byte row (the k digits read right-aligned)."""
-    t = np.zeros((ROW + 1, ROW), dtype=np.uint8)
+def _keep_rows(width: int) -> np.ndarray:
+    """Row k: 0xFF over the last k bytes of a ``width``-byte row (the k digits read right-aligned)."""
+    t = np.zeros((ROW + 1, width), dtype=np.uint8)
     for k in range(ROW + 1):
-        t[k, ROW - k :] = 0xFF
-    return t.view("<u8")  # (ROW + 1, ROW // 8) words: rows taken with np.take (faster than void items)
+        t[k, max(0, width - k) :] = 0xFF
+    return t.view("<u8")  # (ROW + 1, width // 8) words: rows taken with np.take (faster than void items)
 
 
-_KEEP = _keep_rows()
+_KEEP = {w: _keep_rows(w) for w in (8, 16, ROW)}  # rows as wide as the longest token of a field needs
 
 
 def decode_field(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -106,16 +107,26 @@ def decode_field(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple
         k -= q + 1  # digits read right-aligned: the fraction, or the whole integer
     ok = (k >= 1) & (k <= ROW)
     ku = np.minimum(k.astype(np.uint64), _U(ROW))  # (a negative k wraps to a large one)
-    # the row of ROW bytes ending at each token's end: its last k bytes must be digits
-    win = np.ndarray(shape=(len(buf) - ROW + 1,), dtype=np.dtype(f"V{ROW}"), buffer=buf, strides=(1,))
-    x = win[ends - ROW].view("<u8").reshape(n, ROW // 8)
+    longest = int(ku.max())
+    width = 8 if longest <= 8 else 16 if longest <= 16 else ROW  # (a row narrower than ROW: fewer words)
+    # the row of ``width`` bytes ending at each token's end: its last k bytes must be digits
+    win = np.ndarray(shape=(len(buf) - width + 1,), dtype=np.dtype(f"V{width}"), buffer=buf, strides=(1,))
+    x = win[ends - width].view("<u8").reshape(n, width // 8)
     x ^= _X30
-    x &= np.take(_KEEP, ku.astype(np.intp), axis=0)
+    x &= np.take(_KEEP[width], ku.astype(np.intp), axis=0)
     flags = _nondigits(x)
-    ok &= (flags[:, 0] | flags[:, 1] | flags[:, 2]) == 0
-    _swar(x)
-    ok &= x[:, 0] <= _U(1843)  # below 2**64
-    mant = (x[:, 0] * _U(10**8) + x[:, 1]) * _U(10**8) + x[:, 2]
+    if width == 8:
+        ok &= flags[:, 0] == 0
+        mant = _swar(x[:, 0])
+    elif width == 16:
+        ok &= (flags[:, 0] | flags[:, 1]) == 0
+        _swar(x)
+        mant = x[:, 0] * _U(10**8) + x[:, 1]
+    else:
+        ok &= (flags[:, 0] | flags[:, 1] | flags[:, 2]) == 0
+        _swar(x)
+        ok &= x[:, 0] <= _U(1843)  # below 2**64
+        mant = (x[:, 0] * _U(10**8) + x[:, 1]) * _U(10**8) + x[:, 2]
     if q:
         ok &= buf[s + q] == 46  # the dot where the fraction starts
         if q == 1:
@@ -140,7 +151,12 @@ def decode_field(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple
     else:
         ok &= (buf[s] != 48) | (k == 1)  # no leading zero
         scale = None
-    if EXTENDED:
+    if int(mant.max()) < 1 << 53 and (scale is None or longest <= 22):
+        # every mantissa and power of ten exact in a double: one correctly rounded division (IEEE 754), no x87
+        out = mant.astype(np.float64)
+        if scale is not None:
+            out /= _P10_F[scale]
+    elif EXTENDED:
         x87 = mant.astype(np.longdouble)
         if scale is not None:
             x87 /= _P10_LD[scale]
