@@ -35,8 +35,8 @@ from .ring import (
     Ring,
     encode_group,
     folder_of,
-    line_head,
     journal_items,
+    line_head,
     split_items,
 )
 from .values import Deferred, resolve_row
