@@ -92,6 +92,20 @@ def test_interleaved_streams_logs_and_tracks(tmp_path: Path) -> None:
     assert [e for _, e in t] == tracks[0][1] and [x[2] for x in g] == ["a", "b},{"]
 
 
+def test_the_buffer_writes_every_kind_of_row_as_the_row_by_row_formatter_does(tmp_path: Path) -> None:
+    from ml_dash import Experiment
+    from ml_dash.buffer import BufferConfig
+
+    rows = [r for r in ROWS if "_ts" in r]
+    plain = [{"step": i, "loss": 0.5, "_ts": 5.0 + i} for i in range(40)]
+    want = plain[:20] + rows + plain[20:] + rows[::-1]
+    with Experiment("p/r", dash_root=tmp_path / "run", buffer_config=BufferConfig(quiet=True)).run as exp:
+        for r in want:  # spills of 8 mix plain rows with keys and values holding the cut, NaN, None, nesting
+            exp.metrics("train").log(**r)
+    got = _journal(ExperimentDir(tmp_path / "run", "p/r").stream_path("metrics", "train"))
+    assert got == _expected(tmp_path, {"train": want})["train"]
+
+
 def test_a_torn_last_line_is_left_out(tmp_path: Path) -> None:
     good = encode_group(METRIC, "train", ROWS[:2])
     torn = encode_group(METRIC, "train", ROWS[2:4])[:-9]
