@@ -33,26 +33,14 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 
 def one(mode: str, rows: int, slow_us: float) -> dict:
-    from ml_dash import Experiment
-    from ml_dash import buffer as buffer_mod
-    from ml_dash.buffer import BufferConfig
+    from writer_entries import start_run
 
-    held = mode == "held"
-    if held:
-        buffer_mod.WAKE_BYTES = 1 << 50
-    root = tempfile.mkdtemp(prefix="ml-dash-slow-")
-    cfg = BufferConfig(quiet=True, write_interval=1000.0, flush_interval=1000.0) if held else BufferConfig(quiet=True)
-    exp = Experiment("bench/slow", dash_root=root, buffer_config=cfg).run.start()
-    m = exp.metrics
-    m("train").log(step=0, loss=0.5, acc=0.25)
-    exp.flush()
-    buf = exp._buf
+    exp, m, buf, held, root = start_run(mode, "slow")
     clock = time.perf_counter_ns
     spans: dict[str, list[tuple[int, int]]] = {"writer": []}
     for obj, name, key in ((buf, "_drain_slice", "writer"), (buf.jdir, "write_metas", "writer"),

@@ -35,7 +35,9 @@ def switches(tid: int) -> int:
     return n
 
 
-def one(mode: str, rows: int) -> None:
+def start_run(mode: str, name: str) -> tuple:
+    """A run with one row logged and flushed: (exp, exp.metrics, its buffer, whether the writer is held off, the
+    run's root folder, to remove after)."""
     from ml_dash import Experiment
     from ml_dash import buffer as buffer_mod
     from ml_dash.buffer import BufferConfig
@@ -43,13 +45,17 @@ def one(mode: str, rows: int) -> None:
     held = mode == "held"
     if held:
         buffer_mod.WAKE_BYTES = 1 << 50
-    root = tempfile.mkdtemp(prefix="ml-dash-entries-")
+    root = tempfile.mkdtemp(prefix=f"ml-dash-{name}-")
     cfg = BufferConfig(quiet=True, write_interval=1000.0, flush_interval=1000.0) if held else BufferConfig(quiet=True)
-    exp = Experiment("bench/entries", dash_root=root, buffer_config=cfg).run.start()
+    exp = Experiment(f"bench/{name}", dash_root=root, buffer_config=cfg).run.start()
     m = exp.metrics
     m("train").log(step=0, loss=0.5, acc=0.25)
     exp.flush()
-    buf = exp._buf
+    return exp, m, exp._buf, held, root
+
+
+def one(mode: str, rows: int) -> None:
+    exp, m, buf, held, root = start_run(mode, "entries")
     slices = [0, 0]
     orig = buf._drain_slice
 
