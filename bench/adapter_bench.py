@@ -62,12 +62,14 @@ def _lightning(root: str):
 
 def _hf(root: str):
     from ml_dash_hf import MLDashCallback
+    from transformers import TrainerState
 
     cb = MLDashCallback("bench/hf", dash_root=root, buffer_config=BufferConfig(**CONFIG))
     logs = {"loss": 0.5, "grad_norm": 1.0, "learning_rate": 0.1, "epoch": 0.5}
-    # Trainer.log appends {**logs, "step": step} to log_history before on_log: the callback looks at the last one
-    state = SimpleNamespace(global_step=0, epoch=0.5, is_world_process_zero=True, log_history=[{**logs, "step": 0}],
-                            max_steps=0, num_train_epochs=1)
+    # Trainer.log appends {**logs, "step": step} to log_history before on_log: the callback looks at the last one.
+    # The Trainer's own state class (a plain namespace's attributes are slower to read in CPython 3.11)
+    state = TrainerState(global_step=0, epoch=0.5, log_history=[{**logs, "step": 0}], max_steps=0,
+                         num_train_epochs=1)
     args = SimpleNamespace(output_dir=root, to_dict=lambda: {"learning_rate": 0.1})
     cb.on_train_begin(args, state, None)  # inside train(): on_log only records
 

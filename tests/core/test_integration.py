@@ -77,6 +77,7 @@ def test_router_log_numeric_checks_once_and_logs_nothing_it_refuses(tmp_path):
         assert r.log({"loss": np.float32(0.5), "val/s": "x"}, 10, 2, exp) == 2  # log() converts what it can
         with pytest.raises(TypeError, match="'loss'"):
             r.log({"loss": object()}, 11, 2, exp)
+    assert r.log_numeric({"loss": 1.0}, 12, 2, exp) is None  # a closed run: the caller decides (nothing logged)
     view = load("route/numeric", dash_root=tmp_path)
     train = [{k: v for k, v in row["data"].items() if k != "_ts"} for row in view.metrics("train").read()]
     val = [{k: v for k, v in row["data"].items() if k != "_ts"} for row in view.metrics("val").read()]

@@ -85,6 +85,26 @@ def test_other_processes_record_nothing(tmp_path, dash_root):
     assert not os.path.exists(dash_root)
 
 
+def test_on_log_takes_a_bare_state_and_a_run_closed_under_it(tmp_path, dash_root):
+    """The per-step path reads a TrainerState's attributes directly; a state object without ``log_history`` or
+    ``is_world_process_zero`` (another trainer's) still records, and so does a step after the run was closed."""
+    from types import SimpleNamespace
+
+    cb = MLDashCallback("hf-tests/bare", dash_root=dash_root)
+    args = make_args(tmp_path)
+    cb.on_train_begin(args, TrainerState(global_step=0, epoch=0.0), TrainerControl())
+    bare = SimpleNamespace(global_step=1, epoch=0.25)
+    cb.on_log(args, bare, None, logs={"loss": 1.5, "epoch": 0.25})
+    bare.global_step = 2
+    cb.on_log(args, bare, None, logs={"loss": 1.25})  # no epoch in the logs: the state's
+    cb.experiment.run.complete()
+    cb.on_log(args, TrainerState(global_step=3, epoch=0.75), None, logs={"loss": 1.0, "epoch": 0.75})
+    cb.on_train_end(args, TrainerState(global_step=3, epoch=0.75), TrainerControl())
+    got = rows(load("hf-tests/bare", dash_root=dash_root), "train")
+    assert got == [{"step": 1, "epoch": 0.25, "loss": 1.5}, {"step": 2, "epoch": 0.25, "loss": 1.25},
+                   {"step": 3, "epoch": 0.75, "loss": 1.0}]
+
+
 def test_a_caller_owned_experiment_stays_open_until_its_owner_closes_it(tmp_path, dash_root):
     exp = Experiment("hf-tests/owned", dash_root=dash_root)
     with exp.run:

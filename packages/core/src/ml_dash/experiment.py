@@ -376,18 +376,6 @@ class MetricStream:
         if next(buf.ticks):
             buf.spill(False)
 
-    def _append_numeric(self, row: dict[str, Any]) -> None:
-        """`_log_row` without its checks, for a row the caller has checked: every value None, bool, int or float
-        (`values.NUMERIC`) and no ``_ts`` key (`integration.MetricRouter.log_numeric` checks its input dict once
-        for all the rows it builds)."""
-        row["_ts"] = _time()
-        buf = self._exp._buf
-        if buf is not self._buf:
-            buf = self._bind()
-        self._tail.append(row)
-        if next(buf.ticks):
-            buf.spill(False)
-
     def read(self) -> list[dict[str, Any]]:
         _sync(self._exp)
         return MetricsView(self._exp._dir)(self._name).read()

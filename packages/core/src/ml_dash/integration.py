@@ -171,19 +171,19 @@ class MetricRouter:
 
     def log_numeric(self, metrics: Mapping[str, Any], step: Any, epoch: Any, exp: Experiment) -> int | None:
         """:meth:`log` when ``step``, ``epoch`` and every value of ``metrics`` is None, bool, int or float (the
-        core's own check, made once for all the rows); otherwise ``None``, and nothing is logged: the caller
-        converts or drops what it must (an adapter's per-value policy) and calls :meth:`log` or
-        ``exp.metrics(stream).log``. The per-step path of an adapter: one type check per value, one routing
-        lookup per call, one dict per row."""
-        if not (_numeric(map(type, metrics.values())) and type(step) in NUMERIC and type(epoch) in NUMERIC):
+        core's own check, made once for all the rows) and ``exp`` is open; otherwise ``None``, and nothing is
+        logged: the caller converts or drops what it must (an adapter's per-value policy, a closed run) and calls
+        :meth:`log` or ``exp.metrics(stream).log``. The per-step path of an adapter: one type check per value, one
+        routing lookup per call, one dict per row, appended by one generated function (:func:`_emitter`)."""
+        if not (_numeric(map(type, metrics.values())) and type(step) in NUMERIC and type(epoch) in NUMERIC) \
+                or exp._buf is None:
             return None
         keys = tuple(metrics)
         emit = self._emitters.get(keys)
         if emit is None:
             self._plan(keys)
             emit = self._emitters[keys]
-        acc = exp.metrics
-        return emit(metrics, step, epoch, acc._streams.get, acc)  # type: ignore[no-any-return]
+        return emit(metrics, step, epoch, exp.metrics)  # type: ignore[no-any-return]
 
 
 def _row_builder(fields: list[str], sources: list[Any]) -> Any:
@@ -198,11 +198,11 @@ def _row_builder(fields: list[str], sources: list[Any]) -> Any:
 
 
 def _emitter(groups: dict[str, tuple[list[str], list[Any]]]) -> Any:
-    """``emit(m, step, epoch, known, streams)``: for each stream of ``groups`` (``{stream: (fields, source
-    keys)}``), the row ``{"step": step, "epoch": epoch, field: m[key], ...}`` as one dict display handed to
-    ``MetricStream._append_numeric``, all in one generated function (no builder call or loop per row); returns the
-    number of rows. ``known`` is ``exp.metrics._streams.get``, ``streams`` is ``exp.metrics``. Names are written
-    as string literals (``repr`` of a str), source keys bound as default arguments, as in :func:`_row_builder`."""
+    """``emit(m, step, epoch, streams)``: for each stream of ``groups`` (``{stream: (fields, source keys)}``), the
+    row ``{"step": step, "epoch": epoch, field: m[key], ..., "_ts": time}`` as one dict display, appended to the
+    stream's tail the way ``MetricStream.log`` appends a checked row (its last lines, inlined: no call per row);
+    returns the number of rows. ``streams`` is ``exp.metrics`` of an open run. Names are written as string
+    literals (``repr`` of a str), source keys bound as default arguments, as in :func:`_row_builder`."""
     lines: list[str] = []
     params: list[str] = []
     sources: list[Any] = []
@@ -212,11 +212,23 @@ def _emitter(groups: dict[str, tuple[list[str], list[Any]]]) -> Any:
             items.append(f", {str(f)!r}: m[k{len(sources)}]")
             params.append(f"k{len(sources)}=_k[{len(sources)}], ")
             sources.append(k)
-        lines.append(f"    (known({str(stream)!r}) or streams({str(stream)!r}))._append_numeric("
-                     f"{{'step': step, 'epoch': epoch{''.join(items)}}})")
-    src = f"def emit(m, step, epoch, known, streams, {''.join(params)}):\n" + "\n".join(lines) + \
-        f"\n    return {len(groups)}\n"
-    ns: dict[str, Any] = {"__builtins__": {}, "_k": tuple(sources)}
+        name = repr(str(stream))
+        lines += [
+            "    try:",
+            f"        s = known[{name}]",
+            "    except KeyError:",
+            f"        s = streams({name})",
+            "    buf = s._exp._buf",
+            "    if buf is not s._buf:",
+            "        buf = s._bind()",
+            f"    s._tail.append({{'step': step, 'epoch': epoch{''.join(items)}, '_ts': _time()}})",
+            "    if next(buf.ticks):",
+            "        buf.spill(False)",
+        ]
+    src = f"def emit(m, step, epoch, streams, {''.join(params)}_time=_time, KeyError=KeyError, next=next):\n" \
+        "    known = streams._streams\n" + "\n".join(lines) + f"\n    return {len(groups)}\n"
+    ns: dict[str, Any] = {"__builtins__": {}, "_k": tuple(sources), "_time": time.time, "KeyError": KeyError,
+                          "next": next}
     exec(src, ns)  # noqa: S102
     return ns["emit"]
 

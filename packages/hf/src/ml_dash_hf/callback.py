@@ -116,7 +116,11 @@ class MLDashCallback(TrainerCallback):
         self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> None:
         # every step: _zero(), _pristine() and the plain case of _record(), inlined
-        if not getattr(state, "is_world_process_zero", True):
+        try:  # a TrainerState has both
+            zero, history = state.is_world_process_zero, state.log_history
+        except AttributeError:
+            zero, history = getattr(state, "is_world_process_zero", True), getattr(state, "log_history", None)
+        if not zero:
             self._is_zero = False
             return
         self._is_zero = True
@@ -124,15 +128,15 @@ class MLDashCallback(TrainerCallback):
             return
         # `logs` itself, not a copy: nothing here changes it, and the rows are built from it at once
         step = state.global_step
-        history = state.log_history if hasattr(state, "log_history") else None
         if history:
             last = history[-1]
             if type(last) is not dict or len(last) - ("step" in last) > len(logs):  # a key may have been popped
                 logs = self._pristine(logs, state)
         self._last_log = (step, logs)
         exp = self._exp
-        if "train_runtime" in logs or exp is None or not exp.is_open or not self._training or \
-                _router.log_numeric(logs, step, logs.get("epoch", state.epoch), exp) is None:
+        # log_numeric: None for a closed run or a value that is not a plain number
+        if exp is None or not self._training or "train_runtime" in logs or _router.log_numeric(
+                logs, step, logs["epoch"] if "epoch" in logs else state.epoch, exp) is None:
             self._record(args, state, logs)  # the summary, odd values, a closed run, outside train()
 
     def on_evaluate(
