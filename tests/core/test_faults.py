@@ -305,3 +305,23 @@ for i in range(50_000):
     assert "dropping" not in r.stderr, r.stderr[-2000:]
     rows = load(PREFIX, dash_root=tmp_path / ".dash").metrics("train").read()
     assert [r["data"]["step"] for r in rows] == list(range(50_000))
+
+
+def test_a_full_ring_under_back_pressure_does_not_hang(tmp_path: Path) -> None:
+    """The writer wakes only when pushed (write_interval an hour) while the loop fills the 16 MiB spill ring, so
+    records queue in memory up to max_pending_items. The writer's own spill of the tails then reached the limit
+    too: it waited for itself (`kick` -> back pressure) and the run hung, training loop and exit alike (in most
+    runs of this test before the fix: it is a race with the training thread's tail)."""
+    code = """
+from ml_dash import Experiment
+from ml_dash.buffer import BufferConfig
+exp = Experiment("proj/run", buffer_config=BufferConfig(max_pending_items=100, write_interval=3600.0))
+m = exp.metrics("train")
+for i in range(450_000):  # ~17 MB of ring lines: more than the ring holds
+    m.log(step=i, loss=0.5, acc=0.25)
+exp.run.complete()
+"""
+    r = dt.run_py(tmp_path, code, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = load(PREFIX, dash_root=tmp_path / ".dash").metrics("train").read()
+    assert [r["data"]["step"] for r in rows] == list(range(450_000))

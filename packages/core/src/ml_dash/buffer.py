@@ -338,6 +338,8 @@ class Buffer:
             self.drain(final=False)
             return
         self._wake.set()
+        if threading.current_thread() is self._thread:
+            return  # the writer's own spill (`_drain_slice`): it is at work, and must not wait for itself
         time.sleep(0)  # let the writer take the GIL now rather than after the next switch interval (5 ms)
         limit = self.config.max_pending_items
         n = self.pending()
