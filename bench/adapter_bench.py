@@ -8,6 +8,9 @@ CPU time of the calling thread, so time spent waiting for a core on a busy machi
   lightning: log_metrics           MLDashLogger.log_metrics({"train_loss", "train_acc", "epoch"}, step=i)
   hf: on_log                       MLDashCallback.on_log(..., logs={"loss", "grad_norm", "learning_rate", "epoch"})
                                    against the core call storing the same train row (three fields)
+  keras: on_train_batch_end        MLDashCallback(log_freq=1).on_train_batch_end(i, {"loss", "accuracy"}) against
+                                   the core call storing the same row (loss, accuracy, step, epoch, batch); the
+                                   default log_freq="epoch" stores no row per batch, its per-batch call is beside it
 The goal: an adapter's call costs at most 2x the core call that stores the same row (the routing of each key is
 computed once and cached).
 
@@ -28,6 +31,8 @@ import sys
 import tempfile
 import time
 from types import SimpleNamespace
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # Keras 3 without TensorFlow
 
 from ml_dash import Experiment
 from ml_dash.buffer import BufferConfig
@@ -80,17 +85,44 @@ def _hf(root: str):
     return cb.experiment, call
 
 
+def _core_keras(root: str):
+    exp = Experiment("bench/core-keras", dash_root=root, buffer_config=BufferConfig(**CONFIG)).run.start()
+    acc = exp.metrics("train")
+    return exp, lambda i: acc.log(loss=0.5, accuracy=0.9, step=i, epoch=0, batch=i)
+
+
+def _keras(root: str, freq: object):
+    import keras
+    from ml_dash_keras import MLDashCallback
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    cb = MLDashCallback("bench/keras-%s" % freq, dash_root=root, log_freq=freq, buffer_config=BufferConfig(**CONFIG))
+    cb.set_model(model)
+    cb.set_params({"epochs": 1, "steps": None, "verbose": 0})
+    cb.on_train_begin()
+    cb.on_epoch_begin(0)
+    logs = {"loss": 0.5, "accuracy": 0.9}  # Keras hands callbacks Python floats
+    return cb.experiment, lambda i: cb.on_train_batch_end(i - 1, logs)  # batches 0, 1, ... as Keras numbers them
+
+
+_BASES = {"hf": "core: metrics(...).log (3 fields)", "core: metrics(...).log (3": "core: metrics(...).log (3 fields)",
+          "keras": "core: metrics(...).log (keras row)", "core: metrics(...).log (keras": "core: metrics(...).log (keras row)"}
+
+
 def _base(name: str) -> str:
-    return "core: metrics(...).log (3 fields)" if name.startswith(("hf", "core: metrics(...).log (3")) \
-        else "core: metrics(...).log (2 fields)"
+    return next((v for k, v in _BASES.items() if name.startswith(k)), "core: metrics(...).log (2 fields)")
+
+
+_PACKAGES = ("core", "lightning", "hf", "keras")
 
 
 def _ab(before: str, steps: int, rounds: int) -> None:
     """Alternate processes of the version in ``before`` and of this one (3 interleaved rounds each); print the
     medians over the processes of each case's time and of its ratio to the core call in the same process."""
     here = os.path.dirname(os.path.abspath(__file__))
-    paths = {"before": os.pathsep.join(os.path.join(before, "packages", p, "src") for p in ("core", "lightning", "hf")),
-             "this": os.pathsep.join(os.path.join(here, "..", "packages", p, "src") for p in ("core", "lightning", "hf"))}
+    paths = {"before": os.pathsep.join(os.path.join(before, "packages", p, "src") for p in _PACKAGES),
+             "this": os.pathsep.join(os.path.join(here, "..", "packages", p, "src") for p in _PACKAGES)}
     got: dict[str, dict[str, list[tuple[float, float]]]] = {v: {} for v in paths}
     for _ in range(rounds):
         for version, path in paths.items():
@@ -127,6 +159,14 @@ def main() -> None:
             cases["hf: on_log"] = _hf(root)
         except ImportError:
             pass
+        try:
+            keras_cases = {"keras: on_train_batch_end (log_freq=1)": _keras(root, 1),
+                           "keras: on_train_batch_end (per epoch)": _keras(root, "epoch")}
+        except ImportError:
+            pass
+        else:
+            cases["core: metrics(...).log (keras row)"] = _core_keras(root)
+            cases.update(keras_cases)
         times: dict[str, list[float]] = {k: [] for k in cases}
         for r in range(a.rounds):  # interleaved, so a noisy moment hits every case alike
             for name, (exp, fn) in cases.items():

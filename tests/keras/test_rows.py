@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from ml_dash_keras._rank import process_rank
-from ml_dash_keras._rows import OrderedRows, clean, split_logs
+from ml_dash_keras._rows import OrderedRows, batch_row, clean, split_logs
 
 
 def test_split_logs_follows_the_stream_rule():
@@ -32,6 +32,21 @@ def test_split_logs_follows_the_stream_rule():
     }
     assert split_logs({"loss": 1.0}, default="test") == {"test": {"loss": 1.0}}
     assert split_logs(None) == {}
+
+
+@pytest.mark.parametrize("logs", [
+    {"loss": 1.0, "accuracy": 0.5},
+    {"loss": 1.0, "val_loss": 2.0, "epoch": 3, "batch": 4, "step": 5, "": 6.0, 7: 8.0, "ok": True, "none": None},
+    {"loss": float("nan"), "n": 3},
+    {"loss": np.float32(1.5), "text": "x"},  # not all plain numbers: the general path
+    {}, None,
+])
+def test_batch_row_is_split_logs_train_then_step_epoch_batch(logs):
+    """The per-batch row builder made once per key tuple gives what the general path gives, keys in order."""
+    want = {**split_logs(logs).get("train", {}), "step": 10, "epoch": 1, "batch": 9}
+    for _ in range(2):  # the second time from the cached builder
+        got = batch_row(logs, 10, 1, 9)
+        assert list(got.items()) == list(want.items())  # (a NaN compares equal here: the same object)
 
 
 def test_clean_keeps_scalars_and_drops_arrays():

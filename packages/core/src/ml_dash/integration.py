@@ -38,7 +38,7 @@ from .values import NUMERIC
 _numeric = NUMERIC.issuperset
 
 #: marks this project's ``ml_dash`` (PyPI's ``ml-dash`` is another project); adapters check for it
-KIT_VERSION = 1
+KIT_VERSION = 2
 
 SPLITS = ("train", "val", "eval", "test", "predict")
 ROW_FIELDS = ("step", "epoch", "_ts")
@@ -59,6 +59,7 @@ __all__ = [
     "is_device_scalar",
     "next_version",
     "param_value",
+    "row_builder",
     "safe_name",
     "split_key",
     "timestamp_name",
@@ -135,7 +136,7 @@ class MetricRouter:
                 g = groups[target[0]] = ([], [])
             g[0].append(target[1])
             g[1].append(key)
-        plan = tuple((stream, _row_builder(f, k)) for stream, (f, k) in groups.items())
+        plan = tuple((stream, row_builder(f, k)) for stream, (f, k) in groups.items())
         if len(self._plans) >= self.MAX_PLANS:
             self._plans.clear()
             self._emitters.clear()
@@ -186,15 +187,23 @@ class MetricRouter:
         return emit(metrics, step, epoch, exp.metrics)  # type: ignore[no-any-return]
 
 
-def _row_builder(fields: list[str], sources: list[Any]) -> Any:
-    """``build(metrics, step, epoch)``: the row ``{"step": step, "epoch": epoch, fields[i]: metrics[sources[i]]}``
-    as one dict display (3-4x faster than filling a dict from the key lists on every step). The field names are
-    written into the code as string literals (``repr`` of a str); the source keys, which may be any hashable,
-    are bound as default arguments."""
-    items = "".join(f", {str(f)!r}: m[k{i}]" for i, f in enumerate(fields))
-    params = "".join(f", k{i}=_k[{i}]" for i in range(len(sources)))
-    return eval(f"lambda m, step, epoch{params}: {{'step': step, 'epoch': epoch{items}}}",  # noqa: S307
-                {"__builtins__": {}, "_k": tuple(sources)})
+def row_builder(fields: Iterable[str], sources: Iterable[Any], first: tuple[str, ...] = ("step", "epoch"),
+                last: tuple[str, ...] = ()) -> Any:
+    """``build(m, *first, *last)``: the row ``{first...: ..., fields[i]: m[sources[i]], last...: ...}`` as one dict
+    display (3-4x faster than filling a dict from the key lists on every step): with the defaults,
+    ``build(metrics, step, epoch)`` is ``{"step": step, "epoch": epoch, field: metrics[key], ...}``. ``first`` and
+    ``last`` name the row's own fields, given as arguments (identifiers). The field names are written into the
+    code as string literals (``repr`` of a str); the source keys, which may be any hashable, are bound as default
+    arguments."""
+    sources = tuple(sources)
+    for name in (*first, *last):
+        if not name.isidentifier():
+            raise ValueError(f"row_builder: {name!r} is not an identifier")
+    head = "".join(f"{n!r}: {n}, " for n in first)
+    items = "".join(f"{str(f)!r}: m[k{i}], " for i, f in enumerate(fields))
+    tail = "".join(f"{n!r}: {n}, " for n in last)
+    params = "".join(f", {n}" for n in (*first, *last)) + "".join(f", k{i}=_k[{i}]" for i in range(len(sources)))
+    return eval(f"lambda m{params}: {{{head}{items}{tail}}}", {"__builtins__": {}, "_k": sources})  # noqa: S307
 
 
 def _emitter(groups: dict[str, tuple[list[str], list[Any]]]) -> Any:
@@ -202,7 +211,7 @@ def _emitter(groups: dict[str, tuple[list[str], list[Any]]]) -> Any:
     row ``{"step": step, "epoch": epoch, field: m[key], ..., "_ts": time}`` as one dict display, appended to the
     stream's tail the way ``MetricStream.log`` appends a checked row (its last lines, inlined: no call per row);
     returns the number of rows. ``streams`` is ``exp.metrics`` of an open run. Names are written as string
-    literals (``repr`` of a str), source keys bound as default arguments, as in :func:`_row_builder`."""
+    literals (``repr`` of a str), source keys bound as default arguments, as in :func:`row_builder`."""
     lines: list[str] = []
     params: list[str] = []
     sources: list[Any] = []

@@ -7,7 +7,7 @@ the ml-dash repository (the distribution ``ml-dash-core``), which has ``ml_dash.
 try:
     from ml_dash import BufferConfig, Experiment, integration
 
-    if getattr(integration, "KIT_VERSION", 0) < 1:
+    if getattr(integration, "KIT_VERSION", 0) < 2:  # 2: row_builder
         raise ImportError("ml_dash.integration is too old")
 except ImportError as e:
     raise ImportError(

@@ -59,6 +59,43 @@ def split_logs(logs: Mapping[str, Any] | None, default: str = "train") -> dict[s
     return out
 
 
+_NUMBERS = frozenset({bool, int, float, type(None)})
+_numbers = _NUMBERS.issuperset
+_builders: dict[tuple[Any, ...], Any] = {}
+
+
+def _builder(keys: tuple[Any, ...]) -> Any:
+    """``build(logs, step, epoch, batch)`` for logs with these keys: the fields `split_logs` puts into the
+    ``train`` stream, in order, then ``step``, ``epoch`` and ``batch`` (`integration.row_builder`)."""
+    router = _routers.get("train")
+    if router is None:
+        router = _routers["train"] = integration.MetricRouter("train", ROW_FIELDS)
+    fields, sources = [], []
+    for key in keys:
+        if isinstance(key, str) and key:
+            stream, name = router.route(key)
+            if stream == "train":
+                fields.append(name)
+                sources.append(key)
+    if len(_builders) >= 1024:  # a fit logs a handful of key tuples
+        _builders.clear()
+    build = _builders[keys] = integration.row_builder(fields, sources, first=(), last=("step", "epoch", "batch"))
+    return build
+
+
+def batch_row(logs: Mapping[str, Any] | None, step: int, epoch: int, batch: int) -> dict[str, Any]:
+    """A per-batch row: ``split_logs(logs)["train"]``'s fields, then ``step``, ``epoch`` and ``batch``. Logs of
+    plain numbers (what Keras hands callbacks) take a row builder made once per key tuple: no routing or
+    cleaning of each value on every batch."""
+    if logs and _numbers(map(type, logs.values())):
+        keys = tuple(logs)
+        build = _builders.get(keys)
+        if build is None:
+            build = _builder(keys)
+        return build(logs, step, epoch, batch)  # type: ignore[no-any-return]
+    return {**split_logs(logs).get("train", {}), "step": step, "epoch": epoch, "batch": batch}
+
+
 def non_finite(value: Any) -> bool:
     if integration.is_device_scalar(value):
         return False  # checking it would wait for the GPU; keras.callbacks.TerminateOnNaN still sees it
@@ -78,10 +115,11 @@ class OrderedRows:
     long is then written when it arrives, out of order).
     """
 
-    def __init__(self, emit: Callable[[dict[str, Any]], None], max_pending: int = 64) -> None:
-        self._emit = emit
+    def __init__(self, emit: Callable[[dict[str, Any]], None], max_pending: int = 64,
+                 lock: threading.Lock | None = None) -> None:
+        self.emit = emit  # may be replaced (the callback points it at its stream once it has one)
         self._max = max_pending
-        self._lock = threading.Lock()
+        self._lock = lock or threading.Lock()  # ``lock``: the caller's, held around `add_locked`
         self._pending: dict[int, dict[str, Any] | None] = {}
         self._stride = 1
         self._next = 0
@@ -95,18 +133,27 @@ class OrderedRows:
 
     def add(self, batch: int, row: dict[str, Any] | None) -> None:
         with self._lock:
-            if batch < self._next:  # came after an overflow gave up on it: late already, do not hold it
-                if row is not None:
-                    self._emit(row)
-                return
-            self._pending[batch] = row
-            while self._next in self._pending:
-                r = self._pending.pop(self._next)
-                self._next += self._stride
-                if r is not None:
-                    self._emit(r)
-            if len(self._pending) > self._max:
-                self._flush_locked()
+            self.add_locked(batch, row)
+
+    def add_locked(self, batch: int, row: dict[str, Any] | None) -> None:
+        """`add`, for a caller that holds the lock it passed in."""
+        if batch == self._next and not self._pending:  # the common case: the batch that comes next
+            self._next = batch + self._stride
+            if row is not None:
+                self.emit(row)
+            return
+        if batch < self._next:  # came after an overflow gave up on it: late already, do not hold it
+            if row is not None:
+                self.emit(row)
+            return
+        self._pending[batch] = row
+        while self._next in self._pending:
+            r = self._pending.pop(self._next)
+            self._next += self._stride
+            if r is not None:
+                self.emit(r)
+        if len(self._pending) > self._max:
+            self._flush_locked()
 
     def drain(self) -> None:
         with self._lock:
@@ -117,5 +164,5 @@ class OrderedRows:
             r = self._pending[b]
             self._next = b + self._stride
             if r is not None:
-                self._emit(r)
+                self.emit(r)
         self._pending.clear()

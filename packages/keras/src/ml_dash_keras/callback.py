@@ -23,7 +23,7 @@ import keras
 
 from ._compat import Experiment, integration
 from ._rank import process_rank
-from ._rows import OrderedRows, split_logs
+from ._rows import OrderedRows, _builders, _numbers, batch_row, split_logs
 from ._stop import sibling_callbacks, stop_reason
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -129,7 +129,7 @@ class MLDashCallback(keras.callbacks.Callback):  # type: ignore[misc]  # keras s
         self._disabled = False
         self._warn_once = integration.WarnOnce("ml-dash-keras")
         self._lock = threading.Lock()
-        self._rows = OrderedRows(self._emit_batch_row)
+        self._rows = OrderedRows(self._emit_batch_row, lock=self._lock)  # one lock for both
         self._train_stream: Any = None
         # run state (training thread only, except where noted)
         self._opened = False  # we started the experiment and are to close it
@@ -254,6 +254,7 @@ class MLDashCallback(keras.callbacks.Callback):  # type: ignore[misc]  # keras s
         it = self._iterations()
         self._step = it if it is not None else (self._step or 0)
         self._train_stream = exp.metrics("train")
+        self._rows.emit = self._train_stream._log_row  # batch rows: fresh dicts (`batch_row`), handed over
         exp.params.set(**self._auto_params())
         if self._user_params:
             exp.params.set(**self._params(self._user_params))  # the user's values win over the automatic ones
@@ -272,26 +273,37 @@ class MLDashCallback(keras.callbacks.Callback):  # type: ignore[misc]  # keras s
         base = self._step or 0
         self._ctx = _Epoch(int(epoch), base, stride, steps if isinstance(steps, int) else None, self._freq)
 
-    @_guard
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:  # may run on a Keras worker thread
+        # every batch: `_guard` written out (no wrapper call), `_Epoch.step` and `batch_row`'s common case inlined
         ctx = self._ctx
-        if ctx is None:
+        if ctx is None or self._disabled:
             return
-        with self._lock:
-            if batch > self._last_batch:
-                self._last_batch = batch
-        if ctx.freq is None:
-            return
-        step = ctx.step(batch)
-        prev = ctx.step(batch - ctx.stride) if batch >= ctx.stride else ctx.base
-        row = None
-        if step // ctx.freq > prev // ctx.freq:  # crossed a multiple of N (N batches since the last row)
-            fields = split_logs(logs).get("train", {})
-            row = {**fields, "step": step, "epoch": ctx.epoch, "batch": int(batch)}
-        self._rows.add(int(batch), row)
+        lock = self._lock
+        try:
+            b = batch if type(batch) is int else int(batch)
+            lock.acquire()
+            try:
+                if b > self._last_batch:
+                    self._last_batch = b
+                freq = ctx.freq
+                if freq is None:
+                    return
+                steps, stride, base = ctx.steps, ctx.stride, ctx.base
+                step = base + (b if not steps or b < steps else steps - 1) + 1
+                p = b - stride
+                prev = base + (p if not steps or p < steps else steps - 1) + 1 if b >= stride else base
+                row = None
+                if step // freq > prev // freq:  # this batch crossed a multiple of N: N batches since the last row
+                    build = _builders.get(tuple(logs)) if logs and _numbers(map(type, logs.values())) else None
+                    row = build(logs, step, ctx.epoch, b) if build is not None else batch_row(logs, step, ctx.epoch, b)
+                self._rows.add_locked(b, row)
+            finally:
+                lock.release()
+        except Exception as exc:
+            self._warn("on_train_batch_end", exc)
 
     def _emit_batch_row(self, row: dict[str, Any]) -> None:
-        self._train_stream.log(**row)
+        self._train_stream._log_row(row)
 
     @_guard
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
