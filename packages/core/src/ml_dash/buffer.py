@@ -876,7 +876,10 @@ def _append_groups(groups: Iterable[tuple[Any, list[Any]]], append: Callable[[An
         try:
             append(key, rows)
         except (OSError, ValueError, TypeError) as e:
-            error = e
+            # without its traceback: the traceback's frames hold this frame, which holds ``error`` (a cycle that
+            # only the cyclic collector frees, late: each failed attempt's rows and formatted text stayed in
+            # memory until it ran, hundreds of MiB while a disk kept failing)
+            error = e.with_traceback(None)
             failed.extend(zip(repeat(key), rows))
     if error is not None:
         raise PartialWrite(failed, error)
