@@ -89,3 +89,35 @@ def test_experiment_and_sync_take_several_urls(make_server: Any, tmp_path: Path)
     rt.assert_same("proj/later", tmp_path / "local", b.root)
     r = rt.cli("sync", str(tmp_path / "local"), "--url", f"{b.url},ftp://x")
     assert r.returncode == 2 and "ftp://x" in r.stderr
+
+
+@pytest.mark.parametrize("servers", [1, 2])
+def test_a_failed_request_frees_its_body_at_once(servers: int) -> None:
+    """A request that fails (every server unreachable) must not keep its body alive in a reference cycle (the
+    errors it kept, through their tracebacks, held the frame holding the body): an upload retried through an
+    outage would otherwise keep every failed body in memory until the cyclic collector ran."""
+    import gc
+    import socket
+    import weakref
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there: connection refused
+
+    class Chunks:  # a body httpx takes as it is (bytes cannot be weakly referenced)
+        def __iter__(self) -> Any:
+            yield b"abc"
+
+    store = RemoteStore([f"http://127.0.0.1:{port}"] * servers, "p/r", timeout=2.0)
+    gc.collect()
+    gc.disable()
+    try:
+        body = Chunks()
+        ref = weakref.ref(body)
+        with pytest.raises(RetryLater, match="unreachable"):
+            store._request("POST", "/api/x", content=body)
+        del body
+        assert ref() is None, "the failed request's body is still alive (held by a reference cycle)"
+    finally:
+        gc.enable()

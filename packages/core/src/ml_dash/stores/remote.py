@@ -228,15 +228,18 @@ class RemoteStore(Store):
             try:
                 return self._request_one(self.urls[i], method, path, **kw)
             except RetryLater as e:
-                failures.append(e)
                 if n == 1 or not (e.store_wide or isinstance(e, _ServerError)):
+                    _drop_tracebacks(failures)
                     raise  # one server, or a 408/429 asking to slow down: not a reason to go elsewhere
+                failures.append(e)
                 if self._at % n == i:  # (another thread may have moved on already)
                     self._at = (i + 1) % n
         last = failures[-1]
-        raise RetryLater(f"all {n} servers failed: " + "; ".join(str(e) for e in failures),
-                         max((e.retry_after for e in failures if e.retry_after is not None), default=None),
-                         store_wide=all(e.store_wide for e in failures)) from last
+        msg = f"all {n} servers failed: " + "; ".join(str(e) for e in failures)
+        retry_after = max((e.retry_after for e in failures if e.retry_after is not None), default=None)
+        store_wide = all(e.store_wide for e in failures)
+        _drop_tracebacks(failures)
+        raise RetryLater(msg, retry_after, store_wide=store_wide) from last
 
     def _request_one(self, base: str, method: str, path: str, **kw: Any) -> Any:
         import httpx
@@ -379,3 +382,10 @@ class _TooBig(Exception):
     def __init__(self, size: int) -> None:
         super().__init__(size)
         self.size = size
+
+
+def _drop_tracebacks(errors: list[BaseException]) -> None:
+    """Errors kept in a list of the frame that raises: their tracebacks hold that frame (and with it the request's
+    body), a cycle only the cyclic collector frees; a retried upload would keep every failed body until then."""
+    for e in errors:
+        e.__traceback__ = None
