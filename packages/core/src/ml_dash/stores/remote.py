@@ -384,7 +384,7 @@ class _TooBig(Exception):
         self.size = size
 
 
-def _drop_tracebacks(errors: list[BaseException]) -> None:
+def _drop_tracebacks(errors: Sequence[BaseException]) -> None:
     """Errors kept in a list of the frame that raises: their tracebacks hold that frame (and with it the request's
     body), a cycle only the cyclic collector frees; a retried upload would keep every failed body until then."""
     for e in errors:
