@@ -122,7 +122,7 @@ def test_adapter_with_the_core_folder_uses_that_core(wheels, tmp_path):
                   "print(ml_dash.__file__); print(integration.KIT_VERSION)")
     assert got.returncode == 0, got.stderr
     where, kit = got.stdout.split()
-    assert Path(where).is_relative_to(env) and kit == "1"
+    assert Path(where).is_relative_to(env) and kit == "2"
 
 
 def test_adapter_says_which_ml_dash_it_needs(wheels, tmp_path):
