@@ -39,15 +39,20 @@ ROW_FIELDS = (*integration.ROW_FIELDS, "batch")
 _routers: dict[str, integration.MetricRouter] = {}
 
 
+def _router(default: str) -> integration.MetricRouter:
+    router = _routers.get(default)
+    if router is None:
+        router = _routers[default] = integration.MetricRouter(default, ROW_FIELDS)
+    return router
+
+
 def split_logs(logs: Mapping[str, Any] | None, default: str = "train") -> dict[str, dict[str, Any]]:
     """Group a Keras logs dict by stream (``ml_dash.integration``'s rule): ``val_loss`` -> ``{"val": {"loss":
     ...}}``, ``loss`` -> default. Keras's own ``step``/``epoch``/``batch`` are not in ``logs``, so a key of that
     name is a user metric: it is kept apart from the row's fields (``epoch`` -> ``epoch_``, ``train_step`` and
     ``val_epoch`` keep their whole key). Values that are not scalars are left out.
     """
-    router = _routers.get(default)
-    if router is None:
-        router = _routers[default] = integration.MetricRouter(default, ROW_FIELDS)
+    router = _router(default)
     out: dict[str, dict[str, Any]] = {}
     for key, value in (logs or {}).items():
         if not isinstance(key, str) or not key:
@@ -67,9 +72,7 @@ _builders: dict[tuple[Any, ...], Any] = {}
 def _builder(keys: tuple[Any, ...]) -> Any:
     """``build(logs, step, epoch, batch)`` for logs with these keys: the fields `split_logs` puts into the
     ``train`` stream, in order, then ``step``, ``epoch`` and ``batch`` (`integration.row_builder`)."""
-    router = _routers.get("train")
-    if router is None:
-        router = _routers["train"] = integration.MetricRouter("train", ROW_FIELDS)
+    router = _router("train")
     fields, sources = [], []
     for key in keys:
         if isinstance(key, str) and key:

@@ -23,7 +23,7 @@ import keras
 
 from ._compat import Experiment, integration
 from ._rank import process_rank
-from ._rows import OrderedRows, _builders, _numbers, batch_row, split_logs
+from ._rows import OrderedRows, batch_row, split_logs
 from ._stop import sibling_callbacks, stop_reason
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -274,7 +274,7 @@ class MLDashCallback(keras.callbacks.Callback):  # type: ignore[misc]  # keras s
         self._ctx = _Epoch(int(epoch), base, stride, steps if isinstance(steps, int) else None, self._freq)
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:  # may run on a Keras worker thread
-        # every batch: `_guard` written out (no wrapper call), `_Epoch.step` and `batch_row`'s common case inlined
+        # every batch: `_guard` written out (no wrapper call), `_Epoch.step` inlined
         ctx = self._ctx
         if ctx is None or self._disabled:
             return
@@ -294,8 +294,7 @@ class MLDashCallback(keras.callbacks.Callback):  # type: ignore[misc]  # keras s
                 prev = base + (p if not steps or p < steps else steps - 1) + 1 if b >= stride else base
                 row = None
                 if step // freq > prev // freq:  # this batch crossed a multiple of N: N batches since the last row
-                    build = _builders.get(tuple(logs)) if logs and _numbers(map(type, logs.values())) else None
-                    row = build(logs, step, ctx.epoch, b) if build is not None else batch_row(logs, step, ctx.epoch, b)
+                    row = batch_row(logs, step, ctx.epoch, b)
                 self._rows.add_locked(b, row)
             finally:
                 lock.release()
